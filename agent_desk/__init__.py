@@ -1,0 +1,1 @@
+"""The web desk for agents, team leads and handling units."""

@@ -1,0 +1,1 @@
+"""Command line: ./hotline up | down | status | test | call."""

@@ -1,0 +1,1 @@
+"""Shared foundation: settings, database, events and logging used by every service."""

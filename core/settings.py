@@ -1,0 +1,151 @@
+"""Platform settings: one TOML file (config/hotline.toml), environment overrides, generated secrets.
+
+Every service reads its configuration through :func:`load_settings`, so the
+network contract, paths and policies are decided in exactly one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
+
+SECRET_NAMES = ("ami_secret", "web_cookie_key", "admin_password")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is wrong; the message says where and why."""
+
+
+def _coerce(raw: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(like, int):
+        return int(raw)
+    if isinstance(like, float):
+        return float(raw)
+    if isinstance(like, list):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def _apply_env_overrides(data: dict[str, dict[str, Any]], env: dict[str, str]) -> None:
+    for section, values in data.items():
+        for key, value in values.items():
+            name = f"HOTLINE_{section}_{key}".upper()
+            if name in env:
+                try:
+                    values[key] = _coerce(env[name], value)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={env[name]!r}: {exc}") from exc
+
+
+@dataclass
+class Settings:
+    """Typed view over config/hotline.toml plus the instance's paths and secrets."""
+
+    raw: dict[str, dict[str, Any]]
+    var_dir: Path
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self.raw[section]
+
+    # --- paths -----------------------------------------------------------
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "run"
+
+    @property
+    def recordings_dir(self) -> Path:
+        configured = self.raw["recordings"]["storage"]
+        return Path(configured) if configured else self.var_dir / "recordings"
+
+    @cached_property
+    def instance_id(self) -> str:
+        """Short stable id of this instance, so several can share one Asterisk runtime."""
+        return hashlib.sha256(str(self.var_dir.resolve()).encode()).hexdigest()[:10]
+
+    # --- URLs ------------------------------------------------------------
+    @property
+    def redis_url(self) -> str:
+        return self.raw["redis"]["url"] or f"redis://127.0.0.1:{self.raw['redis']['port']}/0"
+
+    @property
+    def runs_own_redis(self) -> bool:
+        return not self.raw["redis"]["url"]
+
+    @property
+    def database_url(self) -> str:
+        return self.raw["database"]["url"] or f"sqlite+aiosqlite:///{self.var_dir / 'hotline.db'}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.raw['web']['host']}:{self.raw['web']['port']}"
+
+    @property
+    def timezone(self) -> str:
+        return self.raw["centre"]["timezone"]
+
+    def sip_password(self, extension: str) -> str:
+        return self.secrets[f"sip_{extension}"]
+
+    @property
+    def phone_extensions(self) -> list[str]:
+        return list(self.raw["sip"]["agent_extensions"]) + list(self.raw["sip"]["lead_extensions"])
+
+
+def _load_or_create_secrets(path: Path, extensions: list[str]) -> dict[str, str]:
+    data: dict[str, str] = {}
+    if path.exists():
+        data = {k: str(v) for k, v in tomllib.loads(path.read_text()).items()}
+    wanted = list(SECRET_NAMES) + [f"sip_{ext}" for ext in extensions]
+    missing = [name for name in wanted if name not in data]
+    if missing:
+        for name in missing:
+            # Phone passwords must be typeable on a handset keypad; others are long.
+            data[name] = (
+                "".join(secrets.choice("23456789abcdefghjkmnpqrstuvwxyz") for _ in range(10))
+                if name.startswith("sip_") or name == "admin_password"
+                else secrets.token_urlsafe(32)
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f'{k} = "{v}"\n' for k, v in sorted(data.items())))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return data
+
+
+def load_settings(
+    var_dir: Path | str | None = None,
+    config_file: Path | str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Read the configuration, apply HOTLINE_* overrides and make sure secrets exist."""
+    env = dict(os.environ if env is None else env)
+    path = Path(config_file or env.get("HOTLINE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: configuration file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    _apply_env_overrides(raw, env)
+    var = Path(var_dir or env.get("HOTLINE_VAR") or REPO_ROOT / "var").resolve()
+    settings = Settings(raw=raw, var_dir=var)
+    settings.secrets = _load_or_create_secrets(var / "secrets.toml", settings.phone_extensions)
+    return settings

@@ -1,0 +1,1 @@
+"""CTI: follows calls over AMI, writes call records, publishes live events."""

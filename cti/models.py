@@ -1,0 +1,61 @@
+"""The call record: one row per citizen call, the basis of every KPI."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, Enum, Float, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UTCDateTime, utcnow
+
+
+class CallState(enum.StrEnum):
+    IVR = "ivr"
+    QUEUED = "queued"
+    RINGING = "ringing"
+    TALKING = "talking"
+    ENDED = "ended"
+
+
+class CallRecord(Base):
+    __tablename__ = "call_records"
+    __table_args__ = (
+        Index("ix_call_records_caller_started", "caller_number", "started_at"),
+        Index("ix_call_records_hotline_started", "hotline", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)  # Asterisk uniqueid of the citizen leg
+    linkedid: Mapped[str | None] = mapped_column(String(64), index=True)
+    direction: Mapped[str] = mapped_column(String(8), default="inbound")
+    hotline: Mapped[str | None] = mapped_column(String(8))
+    did: Mapped[str | None] = mapped_column(String(32))
+    caller_number: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[CallState] = mapped_column(Enum(CallState, native_enum=False, length=16), default=CallState.IVR)
+
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    ivr_path: Mapped[str | None] = mapped_column(String(255))
+    business: Mapped[str | None] = mapped_column(String(16))    # consult / complaint / report / progress
+    category: Mapped[str | None] = mapped_column(String(64))    # complaint object chosen in the IVR
+    lookup_ticket: Mapped[str | None] = mapped_column(String(32))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    agents_rung: Mapped[list] = mapped_column(JSON, default=list)
+    agent_id: Mapped[int | None] = mapped_column(index=True)
+    agent_extension: Mapped[str | None] = mapped_column(String(16))
+    transfers: Mapped[list] = mapped_column(JSON, default=list)
+
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+    hold_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    hangup_cause: Mapped[str | None] = mapped_column(String(64))
+    recording_file: Mapped[str | None] = mapped_column(String(255))
+    voicemail_file: Mapped[str | None] = mapped_column(String(255))
+    # "ami" when followed live, "reconciled" when rebuilt from Asterisk's CDR after an outage.
+    source: Mapped[str] = mapped_column(String(16), default="ami")

@@ -1,0 +1,1 @@
+"""Tickets: registration, risk grading, dispatch, workflow and deadlines."""
