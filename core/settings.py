@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 
-SECRET_NAMES = ("ami_secret", "web_cookie_key", "admin_password")
+SECRET_NAMES = ("ami_secret", "web_cookie_key", "admin_password", "demo_password")
 
 
 class ConfigError(ValueError):
@@ -119,7 +119,7 @@ def _load_or_create_secrets(path: Path, extensions: list[str]) -> dict[str, str]
             # Phone passwords must be typeable on a handset keypad; others are long.
             data[name] = (
                 "".join(secrets.choice("23456789abcdefghjkmnpqrstuvwxyz") for _ in range(10))
-                if name.startswith("sip_") or name == "admin_password"
+                if name.startswith("sip_") or name.endswith("_password")
                 else secrets.token_urlsafe(32)
             )
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,4 @@
+from agent_desk.app import main
+from core.service import run_service
+
+run_service("agent_desk", main)

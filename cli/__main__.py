@@ -1,0 +1,109 @@
+"""./hotline up | down | status | test | call | bench"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+from cli import stack
+from core.asterisk_runtime import resolve_runtime
+from core.settings import REPO_ROOT, ConfigError, load_settings
+
+
+def _print_access(settings) -> None:
+    from cli.demo import DEMO_USERS
+
+    sip = settings["sip"]
+    print()
+    print(f"  Web desk:        {settings.web_url}/")
+    print(f"  Demo logins:     {', '.join(u.username for u in DEMO_USERS)} (+ unit users, see below)")
+    print(f"                   password: {settings.secrets['demo_password']}")
+    print(f"  Admin:           admin / {settings.secrets['admin_password']}")
+    print(f"  SIP server:      {sip['bind']}:{sip['port']} (UDP)")
+    for ext in settings.phone_extensions:
+        print(f"    phone {ext}:      user {ext}  password {settings.sip_password(ext)}")
+    print("  Demo call:       ./hotline call 12301 --keys 2w1   (complaint, travel agency)")
+    print(f"  Logs:            {settings.log_dir}/")
+
+
+def cmd_up(args) -> int:
+    settings = load_settings()
+    t0 = time.monotonic()
+    stack.up(settings)
+    print(f"\nThe hotline platform is up ({time.monotonic() - t0:.0f}s).")
+    _print_access(settings)
+    return 0
+
+
+def cmd_down(args) -> int:
+    stack.down(load_settings())
+    return 0
+
+
+def cmd_status(args) -> int:
+    settings = load_settings()
+    running = stack.supervisor_running(settings)
+    if running:
+        print(stack.supervisorctl(settings, "status").stdout)
+    else:
+        print("supervisor: not running (start with ./hotline up)")
+    runtime = resolve_runtime(settings)
+    health = stack.check_health(settings, runtime)
+    for h in health:
+        print(f"  {'OK ' if h.ok else 'BAD'}  {h.name:<11} {h.detail}")
+    _print_access(settings)
+    return 0 if running and all(h.ok for h in health) else 1
+
+
+def cmd_call(args) -> int:
+    from cli.democall import place_call
+
+    settings = load_settings()
+    result = asyncio.run(place_call(settings, args.did, args.keys, args.caller, args.hold, args.speech))
+    print(result)
+    return 0
+
+
+def cmd_test(args) -> int:
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "pytest", *args.pytest_args]
+    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+
+
+def cmd_bench(args) -> int:
+    return subprocess.call([sys.executable, "-m", "bench", *args.bench_args], cwd=REPO_ROOT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hotline", description="12301/12365 hotline platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="install, configure and start everything").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop everything ./hotline up started").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="each part and its health").set_defaults(func=cmd_status)
+    call = sub.add_parser("call", help="place a demo citizen call through Asterisk")
+    call.add_argument("did", choices=["12301", "12365"])
+    call.add_argument("--keys", default="", help="DTMF the citizen presses (w = half-second pause)")
+    call.add_argument("--caller", default="13800138000", help="the citizen's phone number")
+    call.add_argument("--hold", type=int, default=60, help="seconds the citizen stays on the line")
+    call.add_argument("--speech", default="demo-complaint", help="prompt the citizen says after the keys")
+    call.set_defaults(func=cmd_call)
+    test = sub.add_parser("test", help="install test dependencies and run the whole suite")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    test.set_defaults(func=cmd_test)
+    bench = sub.add_parser("bench", help="run the benchmarks and print the results table")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, stack.StackError, RuntimeError) as exc:
+        print(f"!! {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

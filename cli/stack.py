@@ -1,0 +1,245 @@
+"""Bring one platform instance up or down: Asterisk, Redis and the Python services under supervisord.
+
+Used by ``./hotline up|down|status`` and by the test harness, so the tests run
+exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.asterisk_config import render_asterisk_config
+from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
+from core.settings import REPO_ROOT, Settings
+
+PYTHON = sys.executable
+SERVICES = ("ivr", "cti", "agent_desk", "recordings")
+Say = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """A set-up step failed; the message names the step and what to do."""
+
+
+@dataclass
+class Health:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _timed(say: Say, label: str):
+    class _Timer:
+        def __enter__(self):
+            self.t0 = time.monotonic()
+            say(f"==> {label}")
+            return self
+
+        def __exit__(self, exc_type, *_):
+            if exc_type is None:
+                say(f"    done in {time.monotonic() - self.t0:.1f}s")
+
+    return _Timer()
+
+
+def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
+    var = settings.var_dir
+    env = {k: v for k, v in os.environ.items() if k.startswith("HOTLINE_")}
+    env["HOTLINE_VAR"] = str(var)
+    env["PYTHONUNBUFFERED"] = "1"
+    env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
+    programs: dict[str, str] = {
+        "asterisk": " ".join(runtime.foreground_command()),
+    }
+    if settings.runs_own_redis:
+        (var / "redis").mkdir(parents=True, exist_ok=True)
+        programs["redis"] = (
+            f"redis-server --bind 127.0.0.1 --port {settings['redis']['port']} --dir {var / 'redis'} "
+            "--appendonly yes --save '' --protected-mode yes --daemonize no"
+        )
+    for service in SERVICES:
+        programs[service] = f"{PYTHON} -m {service}"
+    lines = [
+        "[unix_http_server]",
+        f"file={settings.run_dir / 'supervisor.sock'}",
+        "chmod=0700",
+        "[supervisord]",
+        f"logfile={settings.log_dir / 'supervisord.log'}",
+        f"pidfile={settings.run_dir / 'supervisord.pid'}",
+        f"directory={REPO_ROOT}",
+        f"environment={env_line}",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "[supervisorctl]",
+        f"serverurl=unix://{settings.run_dir / 'supervisor.sock'}",
+    ]
+    for name, command in programs.items():
+        lines += [
+            f"[program:{name}]",
+            f"command={command}",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=1000",
+            "stopwaitsecs=15",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={settings.log_dir / (name + '.log')}",
+            "stdout_logfile_maxbytes=20MB",
+            "stdout_logfile_backups=3",
+            f"priority={10 if name in ('asterisk', 'redis') else 50}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def supervisorctl(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "supervisor.supervisorctl", "-c", str(settings.run_dir / "supervisord.conf"), *args],
+        capture_output=True, text=True,
+    )
+
+
+def supervisor_running(settings: Settings) -> bool:
+    pid_file = settings.run_dir / "supervisord.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
+    """Each part answers its own health check."""
+    import redis as redis_sync
+
+    results = []
+    out = runtime.rx("core show uptime seconds") if _port_open(settings["ami"]["host"], settings["ami"]["port"]) else ""
+    results.append(Health("asterisk", "System uptime" in out, out.strip().splitlines()[0] if out else "not running"))
+    heartbeats: dict[str, float] = {}
+    try:
+        client = redis_sync.Redis.from_url(settings.redis_url, socket_timeout=1)
+        client.ping()
+        results.append(Health("redis", True, settings.redis_url))
+        for service in ("ivr", "cti", "recordings"):
+            value = client.get(f"hotline:health:{service}")
+            if value:
+                heartbeats[service] = float(value)
+    except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", reported in words
+        results.append(Health("redis", False, str(exc)))
+    now = time.time()
+    for service in ("ivr", "cti", "recordings"):
+        age = now - heartbeats[service] if service in heartbeats else None
+        ok = age is not None and age < 10
+        detail = f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat"
+        if service == "ivr":
+            ok = ok and _port_open(settings["agi"]["host"], settings["agi"]["port"])
+        results.append(Health(service, ok, detail))
+    web = settings["web"]
+    try:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{settings.web_url}/healthz", timeout=2) as resp:
+            results.append(Health("agent_desk", resp.status == 200, f"{settings.web_url}"))
+    except Exception as exc:  # noqa: BLE001
+        results.append(Health("agent_desk", False, f"{web['host']}:{web['port']}: {exc}"))
+    return results
+
+
+def migrate(settings: Settings) -> None:
+    proc = subprocess.run(
+        [PYTHON, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini"), "-x", f"url={settings.database_url}",
+         "upgrade", "head"],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    if proc.returncode != 0:
+        raise StackError(f"database migration failed:\n{proc.stderr[-2000:]}")
+
+
+def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
+    """Everything before processes start: runtime, config, prompts, schema, demo data."""
+    for folder in (settings.log_dir, settings.run_dir, settings.recordings_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    with _timed(say, "Asterisk runtime"):
+        runtime = resolve_runtime(settings, build=True, say=say)
+    with _timed(say, "Checking IVR menus"):
+        from ivr.menu import load_all_menus
+
+        load_all_menus()
+    with _timed(say, "Rendering Asterisk configuration"):
+        render_asterisk_config(settings, runtime)
+    with _timed(say, "Generating Mandarin prompts"):
+        from ivr.setup import generate_prompts
+
+        generate_prompts(settings, runtime)
+    with _timed(say, "Migrating the database"):
+        migrate(settings)
+    with _timed(say, "Seeding demo accounts"):
+        from cli.demo import seed_demo_data
+
+        asyncio.run(seed_demo_data(settings))
+    return runtime
+
+
+def up(settings: Settings, say: Say = print, wait: float = 90) -> AsteriskRuntime:
+    runtime = prepare(settings, say)
+    conf = settings.run_dir / "supervisord.conf"
+    conf.write_text(supervisord_conf(settings, runtime))
+    with _timed(say, "Starting services"):
+        if supervisor_running(settings):
+            supervisorctl(settings, "reread")
+            supervisorctl(settings, "update")
+            supervisorctl(settings, "start", "all")
+            runtime.rx("core reload")
+        else:
+            proc = subprocess.run([PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)],
+                                  capture_output=True, text=True, cwd=REPO_ROOT)
+            if proc.returncode != 0:
+                raise StackError(f"supervisord did not start: {proc.stderr.strip()}")
+    with _timed(say, "Waiting for every part to answer its health check"):
+        deadline = time.monotonic() + wait
+        while True:
+            health = check_health(settings, runtime)
+            if all(h.ok for h in health):
+                break
+            if time.monotonic() > deadline:
+                bad = ", ".join(f"{h.name} ({h.detail})" for h in health if not h.ok)
+                raise StackError(f"not healthy after {wait:.0f}s: {bad}. Logs: {settings.log_dir}")
+            time.sleep(0.5)
+    return runtime
+
+
+def down(settings: Settings, say: Say = print) -> None:
+    if not supervisor_running(settings):
+        say("nothing running")
+        return
+    supervisorctl(settings, "shutdown")
+    deadline = time.monotonic() + 30
+    while supervisor_running(settings) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    say("stopped")
+
+
+def purge_instance(settings: Settings, runtime: AsteriskRuntime) -> None:
+    """Remove an instance's files inside the Asterisk runtime (used by the test harness)."""
+    shutil.rmtree(runtime.host_instance_dir, ignore_errors=True)
+
+

@@ -1,0 +1,118 @@
+"""AMI client on top of panoramisk, closing its known gaps.
+
+* A half-open connection (Asterisk gone without a close) is noticed within
+  seconds: a watchdog pings and aborts the transport when no reply comes.
+* Actions whose reply was lost are never re-sent after a reconnect (an
+  Originate must not dial a citizen twice): the caller gets a timeout instead.
+* ``on_reconnect`` callbacks let a service re-read state after an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from panoramisk import Manager
+
+from core.settings import Settings
+
+log = logging.getLogger("ami")
+
+
+class _NeverResend:
+    """panoramisk re-sends unanswered actions unless their name is 'forgettable'."""
+
+    def __contains__(self, _name: object) -> bool:
+        return True
+
+
+class AmiError(RuntimeError):
+    """An AMI action failed or its reply did not come; the message is for people."""
+
+
+class AmiClient:
+    def __init__(
+        self,
+        settings: Settings,
+        events: str = "on",
+        watchdog_interval: float = 2.0,
+        watchdog_timeout: float = 3.0,
+    ) -> None:
+        ami = settings["ami"]
+        self.manager = Manager(
+            host=ami["host"], port=ami["port"], username=ami["username"],
+            secret=settings.secrets["ami_secret"], events=events,
+            ping_delay=3600, ping_interval=3600,  # panoramisk's own ping ignores replies; ours checks them
+            reconnect_timeout=1, forgetable_actions=_NeverResend(),
+        )
+        self.manager.on_login = self._on_login
+        self.manager.on_disconnect = self._on_disconnect
+        self.watchdog_interval = watchdog_interval
+        self.watchdog_timeout = watchdog_timeout
+        self.logged_in = asyncio.Event()
+        self._reconnect_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._watchdog: asyncio.Task | None = None
+        self.connections = 0
+
+    def on_event(self, pattern: str, callback: Callable[[Manager, Any], Any]) -> None:
+        self.manager.register_event(pattern, callback)
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Called after every successful login, the first included."""
+        self._reconnect_callbacks.append(callback)
+
+    async def connect(self, timeout: float | None = 10) -> None:
+        self.manager.loop = asyncio.get_running_loop()
+        self.manager.connect()
+        self._watchdog = asyncio.create_task(self._watch())
+        if timeout is not None:
+            try:
+                await asyncio.wait_for(self.logged_in.wait(), timeout)
+            except TimeoutError as exc:
+                raise AmiError("无法连接到 Asterisk 管理接口 (AMI)") from exc
+
+    def _on_login(self, _manager: Manager) -> None:
+        self.connections += 1
+        self.logged_in.set()
+        log.info("AMI logged in (connection %d)", self.connections)
+        for callback in self._reconnect_callbacks:
+            asyncio.ensure_future(callback())
+
+    def _on_disconnect(self, _manager: Manager, exc: Exception | None) -> None:
+        self.logged_in.clear()
+        log.warning("AMI connection lost: %s", exc)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.watchdog_interval)
+            if not self.logged_in.is_set():
+                continue
+            protocol = self.manager.protocol
+            try:
+                reply = self.manager.send_action({"Action": "Ping"})
+                await asyncio.wait_for(reply, self.watchdog_timeout)
+            except (TimeoutError, Exception) as exc:  # noqa: B014 - any failure means the link is dead
+                if protocol is self.manager.protocol and protocol is not None:
+                    log.warning("AMI did not answer a ping (%r): dropping the connection", exc)
+                    self.logged_in.clear()
+                    protocol.transport.abort()  # fires connection_lost -> panoramisk reconnects
+
+    async def action(self, action: dict[str, Any], timeout: float = 5.0, as_list: bool | None = None) -> Any:
+        """Send one action and wait for its reply; never re-sent after a reconnect."""
+        if not self.logged_in.is_set():
+            try:
+                await asyncio.wait_for(self.logged_in.wait(), timeout)
+            except TimeoutError as exc:
+                raise AmiError("与 Asterisk 的连接已中断，操作未执行，请稍后重试") from exc
+        future = self.manager.send_action(dict(action), as_list=as_list)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise AmiError(f"Asterisk 未确认操作 {action.get('Action')}，请核实后再试") from exc
+
+    async def close(self) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        self.manager.close()

@@ -1,0 +1,91 @@
+"""Render asterisk-conf/ and dialplans/ into an instance's etc folder inside the Asterisk runtime.
+
+The files in the repository are plain Asterisk configuration; only values that
+differ per installation (ports, addresses, generated secrets) are written as
+``{{ placeholders }}`` and filled in here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import jinja2
+
+from core.asterisk_runtime import AsteriskRuntime
+from core.settings import REPO_ROOT, Settings
+
+CONF_DIR = REPO_ROOT / "asterisk-conf"
+DIALPLAN_DIR = REPO_ROOT / "dialplans"
+HOTLINES = ("12301", "12365")
+BUSINESSES = ("general", "consult", "complaint", "report")
+INSTANCE_DIRS = ("etc", "lib", "lib/keys", "spool/monitor", "spool/voicemail-in", "log/cdr-csv", "run", "sounds")
+
+
+def queue_names() -> list[str]:
+    return [f"{hotline}-{business}" for hotline in HOTLINES for business in BUSINESSES]
+
+
+def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
+    sip, ami, agi, queues = settings["sip"], settings["ami"], settings["agi"], settings["queues"]
+    phones = [
+        {"ext": ext, "password": settings.sip_password(ext), "label": f"坐席 {ext}"}
+        for ext in sip["agent_extensions"]
+    ] + [
+        {"ext": ext, "password": settings.sip_password(ext), "label": f"班长 {ext}"}
+        for ext in sip["lead_extensions"]
+    ]
+    return {
+        "inst": runtime.instance_dir,
+        "sip_bind": sip["bind"],
+        "sip_port": sip["port"],
+        "carrier_address": sip["carrier_address"],
+        "carrier_port": sip.get("carrier_port", 5060),
+        "rtp_start": sip["rtp_start"],
+        "rtp_end": sip["rtp_end"],
+        "phones": phones,
+        "ami_host": ami["host"],
+        "ami_port": ami["port"],
+        "ami_user": ami["username"],
+        "ami_secret": settings.secrets["ami_secret"],
+        "agi_host": agi["host"],
+        "agi_port": agi["port"],
+        "queues": queue_names(),
+        "ring_seconds": queues["ring_seconds"],
+        "wrapup_seconds": queues["wrapup_seconds"],
+        "announce_every_seconds": queues["announce_every_seconds"],
+        "queue_max_wait": queues["max_wait_seconds"],
+        "vm_max_seconds": settings["voicemail"]["max_seconds"],
+    }
+
+
+def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime) -> Path:
+    """Write the instance's Asterisk files; returns the host path of its etc folder."""
+    base = runtime.host_instance_dir
+    uid, gid = runtime.asterisk_ids()
+    for sub in INSTANCE_DIRS:
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    etc = base / "etc"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(CONF_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    values = template_values(settings, runtime)
+    for conf in sorted(CONF_DIR.glob("*.conf")):
+        text = env.get_template(conf.name).render(values)
+        target = etc / conf.name
+        target.write_text(text)
+        # manager.conf and pjsip.conf carry secrets: readable by Asterisk only.
+        target.chmod(0o640)
+    dialplans = etc / "dialplans"
+    if dialplans.exists():
+        shutil.rmtree(dialplans)
+    shutil.copytree(DIALPLAN_DIR, dialplans)
+    # Only folders Asterisk writes to, and its config: never walk a year of recordings.
+    owned = {base, *(base / sub for sub in INSTANCE_DIRS), *(base / sub for sub in ("spool", "log"))}
+    for path in [*owned, *etc.rglob("*")]:
+        os.chown(path, uid, gid)
+    return etc

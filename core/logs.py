@@ -1,0 +1,27 @@
+"""Structured (JSON lines) logging for every Python service; the supervisor files them per service."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def setup_logging(service: str, level: int = logging.INFO) -> structlog.stdlib.BoundLogger:
+    logging.basicConfig(stream=sys.stdout, level=level, format="%(message)s")
+    for noisy in ("aiohttp.access", "panoramisk", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    return structlog.get_logger(service=service)

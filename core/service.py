@@ -1,0 +1,48 @@
+"""Running a Python service under the supervisor: logging, heartbeat, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from core.logs import setup_logging
+from core.settings import Settings, load_settings
+
+HEARTBEAT_SECONDS = 2
+
+
+def heartbeat_key(service: str) -> str:
+    return f"hotline:health:{service}"
+
+
+async def heartbeat(redis: aioredis.Redis, service: str, healthy: Callable[[], bool] = lambda: True) -> None:
+    """Tell `./hotline status` this service is alive (and, via ``healthy``, working)."""
+    log = setup_logging(service)
+    while True:
+        try:
+            if healthy():
+                await redis.set(heartbeat_key(service), str(time.time()), ex=HEARTBEAT_SECONDS * 5)
+        except Exception as exc:  # noqa: BLE001 - Redis down: keep serving calls, say so in the log
+            log.warning("heartbeat_failed", error=str(exc))
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(settings, stop)`` until SIGTERM/SIGINT sets ``stop``."""
+    settings = load_settings()
+    log = setup_logging(name)
+
+    async def _runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("service_starting", var=str(settings.var_dir))
+        await main(settings, stop)
+        log.info("service_stopped")
+
+    asyncio.run(_runner())

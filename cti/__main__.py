@@ -1,0 +1,4 @@
+from core.service import run_service
+from cti.service import main
+
+run_service("cti", main)

@@ -1,0 +1,248 @@
+"""Follow every citizen call through AMI events and keep its call record up to date.
+
+A call is identified by CALL_ID, the uniqueid of the citizen's leg, which the
+dialplan puts on every channel of the call (manager.conf channelvars). Each
+milestone is written to the database at once, so a CTI crash mid-call leaves a
+partial record that :mod:`cti.reconcile` completes from Asterisk's own CDRs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from core import events as ev
+from core.db import Database
+from cti.models import CallRecord, CallState
+
+PHONE_RE = re.compile(r"^PJSIP/(\d+)")
+
+Publish = Callable[[ev.Event], Awaitable[Any]]
+AgentLookup = Callable[[str], Awaitable[int | None]]
+HistoryLookup = Callable[[str | None], Awaitable[dict[str, Any]]]
+
+
+def event_time(event: Any) -> datetime:
+    stamp = event.get("Timestamp")
+    return datetime.fromtimestamp(float(stamp) if stamp else time.time(), UTC)
+
+
+def chan_var(event: Any, name: str, prefix: str = "ChanVariable") -> str | None:
+    """Read a channelvars value from an AMI event (panoramisk merges repeated headers into a list)."""
+    raw = event.get(prefix)
+    items = raw if isinstance(raw, list) else [raw] if raw else []
+    for item in items:
+        key, _, value = str(item).partition("=")
+        if key == name:
+            return value or None
+    return event.get(f"{prefix}-{name}") or None
+
+
+def phone_of(interface: str | None) -> str | None:
+    match = PHONE_RE.match(interface or "")
+    return match.group(1) if match else None
+
+
+@dataclass
+class LiveCall:
+    call_id: str
+    record_id: int | None = None
+    started: datetime | None = None
+    queued: datetime | None = None
+    ringing_agents: dict[str, int | None] = field(default_factory=dict)
+    hold_started: datetime | None = None
+
+
+class CallTracker:
+    """AMI event handlers -> call records (database) + live events (Redis stream)."""
+
+    def __init__(self, db: Database, publish: Publish, agent_for_phone: AgentLookup,
+                 history: HistoryLookup, log) -> None:
+        self.db = db
+        self.publish = publish
+        self.agent_for_phone = agent_for_phone
+        self.history = history
+        self.log = log
+        self.calls: dict[str, LiveCall] = {}
+        self._lock = asyncio.Lock()  # events of one connection are applied in order
+
+    # -- persistence ------------------------------------------------------
+    async def _update(self, call_id: str, **values: Any) -> CallRecord:
+        async with self.db.transaction() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+            if record is None:
+                record = CallRecord(call_id=call_id, started_at=values.pop("started_at", None) or datetime.now(UTC))
+                session.add(record)
+            for key, value in values.items():
+                if key == "agents_rung":
+                    record.agents_rung = [*record.agents_rung, value]
+                elif key == "transfers":
+                    record.transfers = [*record.transfers, value]
+                elif value is not None:
+                    setattr(record, key, value)
+            await session.flush()
+            return record
+
+    def _ivr_values(self, event: Any) -> dict[str, Any]:
+        return {
+            "hotline": chan_var(event, "HOTLINE"),
+            "ivr_path": chan_var(event, "IVR_PATH"),
+            "business": chan_var(event, "BUSINESS"),
+            "category": chan_var(event, "CATEGORY"),
+            "lookup_ticket": chan_var(event, "LOOKUP_TICKET"),
+            "recording_file": chan_var(event, "RECORDING_FILE"),
+            "voicemail_file": chan_var(event, "VOICEMAIL_FILE"),
+        }
+
+    # -- event handlers -----------------------------------------------------
+    async def handle(self, event: Any) -> None:
+        name = event.get("Event")
+        handler = getattr(self, f"on_{name}", None)
+        if handler is None:
+            return
+        async with self._lock:
+            try:
+                await handler(event)
+            except Exception:  # noqa: BLE001 - one bad event must not stop the tracker
+                self.log.exception("event_failed", ami_event=name)
+
+    async def on_UserEvent(self, event: Any) -> None:
+        kind = event.get("UserEvent")
+        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        if kind == "HotlineCallStart":
+            started = event_time(event)
+            self.calls[call_id] = LiveCall(call_id, started=started)
+            await self._update(
+                call_id, started_at=started, hotline=event.get("Hotline"), did=event.get("Hotline"),
+                caller_number=event.get("Caller") or event.get("CallerIDNum"),
+                linkedid=event.get("Linkedid"), state=CallState.IVR, direction="inbound",
+            )
+            await self.publish(ev.CallStarted(call_id=call_id, hotline=event.get("Hotline"),
+                                              caller_number=event.get("Caller")))
+        elif kind == "HotlineRecording":
+            await self._update(call_id, recording_file=event.get("File"))
+
+    async def on_QueueCallerJoin(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        when = event_time(event)
+        call = self.calls.setdefault(call_id, LiveCall(call_id))
+        call.queued = when
+        await self._update(call_id, queued_at=when, queue=event.get("Queue"), state=CallState.QUEUED,
+                           **self._ivr_values(event))
+        await self.publish(ev.CallQueued(call_id=call_id, queue=event.get("Queue"),
+                                         caller_number=event.get("CallerIDNum"),
+                                         hotline=chan_var(event, "HOTLINE")))
+
+    async def on_AgentCalled(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        phone = phone_of(event.get("Interface") or event.get("DestChannel"))
+        agent_id = await self.agent_for_phone(phone) if phone else None
+        call = self.calls.setdefault(call_id, LiveCall(call_id))
+        call.ringing_agents[phone or "?"] = agent_id
+        now = event_time(event)
+        record = await self._update(call_id, state=CallState.RINGING,
+                                    agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
+                                    **self._ivr_values(event))
+        if agent_id is None:
+            return
+        waited = (now - (record.queued_at or record.started_at)).total_seconds()
+        history = await self.history(record.caller_number)
+        draft = {
+            "hotline": record.hotline, "kind": record.business if record.business in
+            ("consult", "complaint", "report") else None,
+            "complaint_object": record.category, "complainant_phone": record.caller_number,
+            "call_id": call_id,
+        }
+        await self.publish(ev.ScreenPop(
+            agent_id=agent_id, call_id=call_id, caller_number=record.caller_number, hotline=record.hotline,
+            queue=event.get("Queue"), ivr_path=record.ivr_path, business=record.business,
+            category=record.category, lookup_ticket=record.lookup_ticket,
+            waited_seconds=round(waited, 1), history=history, draft=draft,
+            agent_called_ts=float(event.get("Timestamp") or time.time()),
+        ))
+
+    async def on_AgentConnect(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        phone = phone_of(event.get("Interface") or event.get("DestChannel"))
+        agent_id = await self.agent_for_phone(phone) if phone else None
+        when = event_time(event)
+        wait = float(event.get("HoldTime") or 0)
+        await self._update(call_id, answered_at=when, state=CallState.TALKING, agent_extension=phone,
+                           agent_id=agent_id, wait_seconds=wait, queue=event.get("Queue"))
+        await self.publish(ev.CallAnswered(call_id=call_id, agent_id=agent_id, agent_extension=phone,
+                                           queue=event.get("Queue"), waited_seconds=wait))
+
+    async def on_AgentComplete(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        await self._update(call_id, talk_seconds=float(event.get("TalkTime") or 0))
+
+    async def on_QueueCallerAbandon(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        await self._update(call_id, abandoned=True, wait_seconds=float(event.get("HoldTime") or 0))
+
+    async def on_Hold(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID")
+        if call_id in self.calls:
+            self.calls[call_id].hold_started = event_time(event)
+
+    async def on_Unhold(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID")
+        call = self.calls.get(call_id or "")
+        if call and call.hold_started:
+            held = (event_time(event) - call.hold_started).total_seconds()
+            call.hold_started = None
+            async with self.db.transaction() as session:
+                record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+                if record:
+                    record.hold_seconds = (record.hold_seconds or 0) + held
+
+    async def on_BlindTransfer(self, event: Any) -> None:
+        await self._transfer(event, "blind")
+
+    async def on_AttendedTransfer(self, event: Any) -> None:
+        await self._transfer(event, "attended")
+
+    async def _transfer(self, event: Any, kind: str) -> None:
+        call_id = (chan_var(event, "CALL_ID", "TransfereeChanVariable")
+                   or chan_var(event, "CALL_ID", "TransfererChanVariable"))
+        if not call_id:
+            return
+        await self._update(call_id, transfers={
+            "kind": kind, "at": event_time(event).isoformat(), "result": event.get("Result"),
+            "to": event.get("Extension") or event.get("SecondTransfererExten"),
+        })
+
+    async def on_Hangup(self, event: Any) -> None:
+        uniqueid = event.get("Uniqueid")
+        call_id = chan_var(event, "CALL_ID")
+        if not call_id or uniqueid != call_id:
+            return  # only the citizen's own leg ends the call
+        when = event_time(event)
+        call = self.calls.pop(call_id, None)
+        async with self.db.transaction() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+            if record is None:
+                record = CallRecord(call_id=call_id, started_at=call.started if call and call.started else when,
+                                    caller_number=event.get("CallerIDNum"))
+                session.add(record)
+            for key, value in self._ivr_values(event).items():
+                if value:
+                    setattr(record, key, value)
+            record.ended_at = when
+            record.state = CallState.ENDED
+            record.hangup_cause = event.get("Cause-txt") or event.get("Cause")
+            left_message = record.voicemail_file or chan_var(event, "CALLBACK_NUMBER")
+            if record.answered_at is None and record.queued_at is not None and not left_message:
+                record.abandoned = True
+                record.wait_seconds = (when - record.queued_at).total_seconds()
+            if record.answered_at is not None and record.talk_seconds is None:
+                record.talk_seconds = (when - record.answered_at).total_seconds()
+            agent_id, abandoned = record.agent_id, record.abandoned
+        await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id))
