@@ -15,7 +15,7 @@ from core.settings import Settings
 from cti.history import caller_history
 from cti.tracker import CallTracker
 
-AGENT_BY_PHONE = "hotline:agents:by_phone"  # hash: phone extension -> logged-in agent's user id
+from cti.control import AGENT_BY_PHONE
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:

@@ -1,0 +1,169 @@
+"""Call and agent control through AMI, used by the desk's API handlers.
+
+Agents are people, not phones: logging in binds a person to a phone for the
+session and makes that phone a member of the queues of the person's skills.
+Nothing here is re-sent after an AMI reconnect (see core.ami): a lost reply
+surfaces as an AmiError the desk shows in plain words.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from core import events as ev
+from core.ami import AmiClient, AmiError
+from core.models import User
+
+AGENT_BY_PHONE = "hotline:agents:by_phone"   # hash: phone -> user id
+AGENT_SESSIONS = "hotline:agents:sessions"   # hash: user id -> JSON {phone, state, reason, since, queues}
+PAUSE_REASONS = {"break": "小休", "training": "培训", "acw": "话后处理", "meeting": "会议", "meal": "用餐"}
+AGENT_STATES = {
+    "offline": "离线", "ready": "就绪", "ringing": "振铃", "on_call": "通话中",
+    "wrapup": "话后整理", "paused": "暂停",
+}
+
+
+def interface(phone: str) -> str:
+    return f"PJSIP/{phone}"
+
+
+async def agent_session(redis, agent_id: int) -> dict[str, Any] | None:
+    raw = await redis.hget(AGENT_SESSIONS, str(agent_id))
+    return json.loads(raw) if raw else None
+
+
+async def set_agent_state(redis, agent_id: int, state: str, reason: str | None = None, **extra: Any) -> dict:
+    session = await agent_session(redis, agent_id) or {}
+    if session.get("state") != state or session.get("reason") != reason:
+        session["since"] = time.time()
+    session.update(state=state, reason=reason, **extra)
+    await redis.hset(AGENT_SESSIONS, str(agent_id), json.dumps(session, ensure_ascii=False))
+    await ev.publish(redis, ev.AgentStateChanged(agent_id=agent_id, state=state, reason=reason,
+                                                 since=session["since"]))
+    return session
+
+
+async def agent_login(ami: AmiClient, redis, agent: User, phone: str) -> dict:
+    """Join the agent's skill queues on ``phone``; the agent starts paused until they press 就绪."""
+    owner = await redis.hget(AGENT_BY_PHONE, phone)
+    if owner and int(owner) != agent.id:
+        raise AmiError(f"分机 {phone} 已被其他坐席登录")
+    queues = agent.skill_list
+    if not queues:
+        raise AmiError("该坐席未配置技能队列，请联系管理员")
+    for queue in queues:
+        reply = await ami.action({
+            "Action": "QueueAdd", "Queue": queue, "Interface": interface(phone),
+            "MemberName": f"{agent.display_name}({agent.username})", "StateInterface": interface(phone),
+            "Paused": "true", "Reason": "登录",
+        })
+        if reply.get("Response") != "Success" and "Already there" not in str(reply.get("Message")):
+            raise AmiError(f"加入队列 {queue} 失败：{reply.get('Message')}")
+    await redis.hset(AGENT_BY_PHONE, phone, str(agent.id))
+    return await set_agent_state(redis, agent.id, "paused", "login", phone=phone, queues=queues)
+
+
+async def agent_logout(ami: AmiClient, redis, agent: User) -> None:
+    session = await agent_session(redis, agent.id)
+    if not session or session.get("state") == "offline":
+        return
+    phone = session["phone"]
+    for queue in session.get("queues", []):
+        await ami.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
+    await redis.hdel(AGENT_BY_PHONE, phone)
+    await set_agent_state(redis, agent.id, "offline", None, phone=None, queues=[])
+
+
+async def agent_pause(ami: AmiClient, redis, agent: User, reason: str) -> dict:
+    if reason not in PAUSE_REASONS:
+        raise AmiError(f"未知的暂停原因：{reason}")
+    session = await _require_session(redis, agent)
+    await ami.action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "true",
+                      "Reason": reason})
+    return await set_agent_state(redis, agent.id, "paused", reason)
+
+
+async def agent_ready(ami: AmiClient, redis, agent: User) -> dict:
+    session = await _require_session(redis, agent)
+    await ami.action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "false"})
+    return await set_agent_state(redis, agent.id, "ready", None)
+
+
+async def _require_session(redis, agent: User) -> dict:
+    session = await agent_session(redis, agent.id)
+    if not session or session.get("state") == "offline":
+        raise AmiError("请先使用分机登录")
+    return session
+
+
+# --- live call control ------------------------------------------------------
+
+async def agent_channel(ami: AmiClient, phone: str) -> str | None:
+    """The agent phone's channel currently up, if any."""
+    reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
+    for message in reply if isinstance(reply, list) else []:
+        channel = message.get("Channel") or ""
+        if message.get("Event") == "CoreShowChannel" and channel.startswith(f"PJSIP/{phone}-"):
+            return channel
+    return None
+
+
+async def hangup(ami: AmiClient, channel: str) -> None:
+    await ami.action({"Action": "Hangup", "Channel": channel, "Cause": 16})
+
+
+async def hold(ami: AmiClient, citizen_channel: str, agent_channel_name: str) -> None:
+    """Citizen hears music; the agent's phone stays up in silence until resume()."""
+    await ami.action({
+        "Action": "Redirect", "Channel": citizen_channel, "Context": "desk-hold", "Exten": "citizen",
+        "Priority": 1, "ExtraChannel": agent_channel_name, "ExtraContext": "desk-hold",
+        "ExtraExten": "agent", "ExtraPriority": 1,
+    })
+
+
+async def resume(ami: AmiClient, citizen_channel: str, agent_channel_name: str) -> None:
+    await ami.action({"Action": "Bridge", "Channel1": agent_channel_name, "Channel2": citizen_channel,
+                      "Tone": "no"})
+
+
+async def blind_transfer(ami: AmiClient, agent_channel_name: str, target: str) -> None:
+    """Send the agent's caller to a queue name (e.g. 12365-report) or an agent phone (8002)."""
+    await ami.action({"Action": "BlindTransfer", "Channel": agent_channel_name, "Context": "desk-transfer",
+                      "Exten": target})
+
+
+async def attended_transfer(ami: AmiClient, agent_channel_name: str, target: str) -> None:
+    """Consult the target first; the transfer completes when the agent hangs up."""
+    await ami.action({"Action": "Atxfer", "Channel": agent_channel_name, "Context": "desk-transfer",
+                      "Exten": target})
+
+
+async def call_citizen(ami: AmiClient, agent: User, phone: str, number: str,
+                       callback_id: int | None = None) -> str:
+    """Outbound call (e.g. a callback): ring the agent's phone, then dial the citizen; recorded."""
+    call_id = f"out-{uuid.uuid4().hex[:16]}"
+    variables = {"AGENT_ID": agent.id, "CALL_ID": call_id, "CALLBACK_ID": callback_id or ""}
+    reply = await ami.action({
+        "Action": "Originate", "Channel": interface(phone), "Context": "from-desk", "Exten": number,
+        "Priority": 1, "CallerID": f'"回拨 {number}" <{number}>', "Timeout": 30000, "Async": "true",
+        "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
+    })
+    if reply.get("Response") != "Success":
+        raise AmiError(f"外呼失败：{reply.get('Message')}")
+    return call_id
+
+
+async def spy(ami: AmiClient, lead_phone: str, agent_phone: str, mode: str) -> None:
+    """Team lead listens (listen), whispers to the agent (whisper) or joins (barge)."""
+    if mode not in ("listen", "whisper", "barge"):
+        raise AmiError(f"未知的监听方式：{mode}")
+    reply = await ami.action({
+        "Action": "Originate", "Channel": interface(lead_phone), "Context": "desk-spy", "Exten": mode,
+        "Priority": 1, "Async": "true", "Variable": f"SPY_TARGET={interface(agent_phone)}",
+        "CallerID": f'"监听 {agent_phone}" <{agent_phone}>',
+    })
+    if reply.get("Response") != "Success":
+        raise AmiError(f"监听失败：{reply.get('Message')}")
