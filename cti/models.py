@@ -59,3 +59,41 @@ class CallRecord(Base):
     voicemail_file: Mapped[str | None] = mapped_column(String(255))
     # "ami" when followed live, "reconciled" when rebuilt from Asterisk's CDR after an outage.
     source: Mapped[str] = mapped_column(String(16), default="ami")
+
+
+class CallbackStatus(enum.StrEnum):
+    PENDING = "pending"      # waiting for its turn (queue callback) or the next working period (voicemail)
+    DIALING = "dialing"      # an agent is being connected to the citizen
+    DONE = "done"
+    FAILED = "failed"        # retries used up
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class CallbackRequest(Base):
+    """A citizen to be called back: from a queue (keeps their place in line) or a voice message."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (Index("ix_callback_requests_status_position", "status", "position_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)  # one request per call, never two
+    number: Mapped[str] = mapped_column(String(32))
+    hotline: Mapped[str | None] = mapped_column(String(8))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="queue")  # queue | voicemail
+    # The moment the citizen joined the queue: their place in line among waiting callers.
+    position_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[CallbackStatus] = mapped_column(
+        Enum(CallbackStatus, native_enum=False, length=16), default=CallbackStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    agent_id: Mapped[int | None] = mapped_column()
+    outbound_call_id: Mapped[str | None] = mapped_column(String(64))
+    ticket_number: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

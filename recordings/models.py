@@ -26,5 +26,21 @@ class Recording(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     transcript: Mapped[str | None] = mapped_column(Text)
+    # pending | done | no_model | failed | too_short | not_requested
     transcript_status: Mapped[str] = mapped_column(String(32), default="pending")
+    transcript_note: Mapped[str | None] = mapped_column(String(255))
+    ticket_number: Mapped[str | None] = mapped_column(String(32), index=True)
+    hotline: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PlaybackLog(Base):
+    """Who listened to which recording, when (every playback is logged)."""
+
+    __tablename__ = "recording_playbacks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recording_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    range_header: Mapped[str | None] = mapped_column(String(64))

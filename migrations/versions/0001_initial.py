@@ -1,8 +1,8 @@
-"""initial: units, users, call records, recordings
+"""initial
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-22 06:41:55.125245
+Revises:
+Create Date: 2026-11-22 06:52:30.077147
 """
 
 from alembic import op
@@ -57,6 +57,44 @@ def upgrade() -> None:
         batch_op.create_index('ix_call_records_hotline_started', ['hotline', 'started_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_call_records_linkedid'), ['linkedid'], unique=False)
 
+    op.create_table('callback_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('call_id', sa.String(length=64), nullable=False),
+    sa.Column('number', sa.String(length=32), nullable=False),
+    sa.Column('hotline', sa.String(length=8), nullable=True),
+    sa.Column('queue', sa.String(length=64), nullable=True),
+    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('position_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('not_before', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('status', sa.Enum('PENDING', 'DIALING', 'DONE', 'FAILED', 'EXPIRED', 'CANCELLED', name='callbackstatus', native_enum=False, length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('max_attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('agent_id', sa.Integer(), nullable=True),
+    sa.Column('outbound_call_id', sa.String(length=64), nullable=True),
+    sa.Column('ticket_number', sa.String(length=32), nullable=True),
+    sa.Column('note', sa.String(length=255), nullable=True),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_callback_requests')),
+    sa.UniqueConstraint('call_id', name=op.f('uq_callback_requests_call_id'))
+    )
+    with op.batch_alter_table('callback_requests', schema=None) as batch_op:
+        batch_op.create_index('ix_callback_requests_status_position', ['status', 'position_at'], unique=False)
+
+    op.create_table('recording_playbacks',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('recording_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('range_header', sa.String(length=64), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_recording_playbacks'))
+    )
+    with op.batch_alter_table('recording_playbacks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_recording_playbacks_recording_id'), ['recording_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_recording_playbacks_user_id'), ['user_id'], unique=False)
+
     op.create_table('recordings',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('call_id', sa.String(length=64), nullable=False),
@@ -72,11 +110,15 @@ def upgrade() -> None:
     sa.Column('legal_hold', sa.Boolean(), nullable=False),
     sa.Column('transcript', sa.Text(), nullable=True),
     sa.Column('transcript_status', sa.String(length=32), nullable=False),
+    sa.Column('transcript_note', sa.String(length=255), nullable=True),
+    sa.Column('ticket_number', sa.String(length=32), nullable=True),
+    sa.Column('hotline', sa.String(length=8), nullable=True),
     sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recordings'))
     )
     with op.batch_alter_table('recordings', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_recordings_call_id'), ['call_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_recordings_ticket_number'), ['ticket_number'], unique=False)
 
     op.create_table('units',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -129,9 +171,19 @@ def downgrade() -> None:
 
     op.drop_table('units')
     with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_recordings_ticket_number'))
         batch_op.drop_index(batch_op.f('ix_recordings_call_id'))
 
     op.drop_table('recordings')
+    with op.batch_alter_table('recording_playbacks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_recording_playbacks_user_id'))
+        batch_op.drop_index(batch_op.f('ix_recording_playbacks_recording_id'))
+
+    op.drop_table('recording_playbacks')
+    with op.batch_alter_table('callback_requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_callback_requests_status_position')
+
+    op.drop_table('callback_requests')
     with op.batch_alter_table('call_records', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_call_records_linkedid'))
         batch_op.drop_index('ix_call_records_hotline_started')
