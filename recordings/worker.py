@@ -1,18 +1,181 @@
-"""Recordings worker: off the call path, files finished recordings and voice messages."""
+"""Recordings worker, off the call path.
+
+Every few seconds it
+1. files the recordings of ended calls (raw stereo -> verified Opus in the dated store),
+2. turns voice messages into tickets awaiting classification, with a callback task,
+3. transcribes pending voice messages with Vosk (in a thread, one at a time).
+
+All state lives in the database (Recording.transcript_status and the call
+records), so a restart neither loses nor repeats a job.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis.asyncio as aioredis
+from sqlalchemy import select
 
+from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
+from core.db import Database
+from core.logs import setup_logging
 from core.service import heartbeat
 from core.settings import Settings
+from cti.models import CallRecord
+from recordings.models import Recording
+from recordings.storage import StorageError, compress_raw_stereo, dated_path, store_wav
+from recordings.transcribe import ModelError, Transcriber, stereo_to_mono
+from recordings.voicemail import open_voicemail_ticket
+
+SETTLE_SECONDS = 2  # MixMonitor closes its file just after the hangup event
+
+
+def wav_duration(path: Path) -> float:
+    proc = subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True)
+    return float(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else 0.0
+
+
+class RecordingsWorker:
+    def __init__(self, settings: Settings, runtime: AsteriskRuntime, db: Database, log) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.db = db
+        self.log = log
+        self.store = settings.recordings_dir
+        self._transcriber: Transcriber | None = None
+        self._model_error: str | None = None
+
+    def spool(self, *parts: str) -> Path:
+        return self.runtime.host_path(self.runtime.inside("spool", *parts))
+
+    async def _unfiled(self, column, kind: str) -> list[CallRecord]:
+        cutoff = datetime.now(UTC) - timedelta(seconds=SETTLE_SECONDS)
+        filed = select(Recording.call_id).where(Recording.kind == kind)
+        async with self.db.session() as session:
+            return list((await session.scalars(
+                select(CallRecord).where(column.is_not(None), CallRecord.ended_at.is_not(None),
+                                         CallRecord.ended_at < cutoff, CallRecord.call_id.not_in(filed))
+                .order_by(CallRecord.ended_at).limit(20)
+            )).all())
+
+    async def file_call_recordings(self) -> int:
+        done = 0
+        for call in await self._unfiled(CallRecord.recording_file, "call"):
+            raw = self.spool("monitor", call.recording_file)
+            relative = dated_path("calls", call.started_at, f"{call.call_id}.opus")
+            row = Recording(call_id=call.call_id, kind="call", caller_number=call.caller_number,
+                            agent_extension=call.agent_extension, started_at=call.started_at,
+                            hotline=call.hotline, path=relative, transcript_status="not_requested")
+            if raw.exists():
+                try:
+                    stored = await asyncio.to_thread(compress_raw_stereo, raw, self.store, relative)
+                except StorageError as exc:
+                    self.log.error("recording_compress_failed", call_id=call.call_id, error=str(exc))
+                    continue  # the raw file stays; retried next round
+                row.size_bytes, row.sha256 = stored.size_bytes, stored.sha256
+                row.duration_seconds, row.format = stored.duration_seconds, stored.format
+            elif not (self.store / relative).exists():
+                # Nothing on disk: keep a row so the integrity check reports it rather than a user.
+                row.format, row.transcript_note = "missing", "录音文件缺失"
+                self.log.error("recording_missing", call_id=call.call_id, expected=str(raw))
+            async with self.db.transaction() as session:
+                session.add(row)
+            done += 1
+        return done
+
+    async def file_voicemails(self) -> int:
+        done = 0
+        vm = self.settings["voicemail"]
+        for call in await self._unfiled(CallRecord.voicemail_file, "voicemail"):
+            source = self.spool("voicemail-in", call.voicemail_file)
+            duration = wav_duration(source) if source.exists() else 0.0
+            relative = dated_path("voicemail", call.started_at, f"{call.call_id}.opus")
+            row = Recording(call_id=call.call_id, kind="voicemail", caller_number=call.caller_number,
+                            started_at=call.started_at, hotline=call.hotline, path=relative,
+                            duration_seconds=round(duration, 2))
+            if duration < vm["min_seconds"]:
+                # An empty or too-short message is not a case: note it, do not open a ticket.
+                row.transcript_status, row.format = "too_short", "none"
+                row.transcript_note = f"留言时长 {duration:.1f} 秒，少于 {vm['min_seconds']} 秒，未生成工单"
+                source.unlink(missing_ok=True)
+            else:
+                try:
+                    stored = await asyncio.to_thread(store_wav, source, self.store, relative)
+                except StorageError as exc:
+                    self.log.error("voicemail_store_failed", call_id=call.call_id, error=str(exc))
+                    continue
+                row.size_bytes, row.sha256, row.format = stored.size_bytes, stored.sha256, stored.format
+                row.transcript_status = "pending"
+            async with self.db.transaction() as session:
+                if row.transcript_status == "pending":
+                    row.ticket_number = await open_voicemail_ticket(session, self.settings, call, duration)
+                session.add(row)
+            if row.transcript_status == "pending":
+                source.unlink(missing_ok=True)  # kept as Opus in the store from here on
+            self.log.info("voicemail_filed", call_id=call.call_id, seconds=duration, ticket=row.ticket_number)
+            done += 1
+        return done
+
+    def transcriber(self) -> Transcriber | None:
+        if self._transcriber is None and self._model_error is None:
+            try:
+                self._transcriber = Transcriber(Path(self.settings["transcription"]["model_path"]))
+            except ModelError as exc:
+                self._model_error = str(exc)
+        return self._transcriber
+
+    async def transcribe_pending(self) -> int:
+        async with self.db.session() as session:
+            pending = list((await session.scalars(
+                select(Recording).where(Recording.transcript_status == "pending").order_by(Recording.id).limit(5)
+            )).all())
+        for row in pending:
+            transcriber = await asyncio.to_thread(self.transcriber)
+            status, text, note = "no_model", None, self._model_error
+            if transcriber is not None:
+                try:
+                    from recordings.storage import decode_opus
+
+                    pcm = await asyncio.to_thread(decode_opus, self.store / row.path, 2)
+                    text = await asyncio.to_thread(transcriber.transcribe, stereo_to_mono(pcm))
+                    status, note = "done", None
+                except (StorageError, OSError) as exc:
+                    status, note = "failed", f"转写失败：{exc}"
+            async with self.db.transaction() as session:
+                fresh = await session.get(Recording, row.id)
+                fresh.transcript, fresh.transcript_status, fresh.transcript_note = text, status, note
+                if fresh.ticket_number:
+                    from recordings.voicemail import attach_transcript
+
+                    await attach_transcript(session, fresh.ticket_number, text, status, note)
+            self.log.info("transcribed", recording_id=row.id, status=status)
+        return len(pending)
+
+    async def run_once(self) -> int:
+        return (await self.file_call_recordings() + await self.file_voicemails()
+                + await self.transcribe_pending())
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
+    log = setup_logging("recordings")
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    db = Database(settings.database_url)
+    worker = RecordingsWorker(settings, resolve_runtime(settings), db, log)
     beat = asyncio.create_task(heartbeat(redis, "recordings"))
-    await stop.wait()
+    while not stop.is_set():
+        try:
+            busy = await worker.run_once()
+        except Exception:  # noqa: BLE001 - log and keep going: the next round retries
+            log.exception("worker_round_failed")
+            busy = 0
+        if not busy:
+            try:
+                await asyncio.wait_for(stop.wait(), 2)
+            except TimeoutError:
+                pass
     beat.cancel()
+    await db.close()
     await redis.aclose()
