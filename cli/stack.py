@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, resolve_runtime

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 
 from core import events as ev
 from core.ami import AmiClient
+from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
 from core.service import heartbeat
 from core.settings import Settings
+from cti.agents import AgentTracker
+from cti.control import AGENT_BY_PHONE
 from cti.history import caller_history
+from cti.reconcile import reconcile
 from cti.tracker import CallTracker
 
-from cti.control import AGENT_BY_PHONE
+LAST_SEEN = "hotline:cti:last_seen"
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -45,9 +51,35 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         while True:
             event = await events.get()
             await tracker.handle(event)
+            await agents.handle(event)
 
+    agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
+    runtime = resolve_runtime(settings)
+    cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
+
+    async def resynchronise() -> None:
+        """After every (re)connect: Asterisk is the truth for what happened while we were away."""
+        try:
+            seen = await redis.get(LAST_SEEN)
+            since = datetime.fromtimestamp(float(seen), UTC) if seen else datetime.now(UTC) - timedelta(days=1)
+            await reconcile(db, ami, cdr_csv, since, log)
+            await agents.resync(ami)
+        except Exception:  # noqa: BLE001 - retried on the next reconnect; live tracking goes on
+            log.exception("resync_failed")
+
+    async def remember_last_seen() -> None:
+        while True:
+            if ami.logged_in.is_set():
+                try:
+                    await redis.set(LAST_SEEN, str(time.time()))
+                except Exception:  # noqa: BLE001
+                    pass
+            await asyncio.sleep(2)
+
+    ami.on_reconnect(resynchronise)
     await ami.connect(timeout=None)
     tasks = [
+        asyncio.create_task(remember_last_seen()),
         asyncio.create_task(consume()),
         asyncio.create_task(heartbeat(redis, "cti", ami.logged_in.is_set)),
     ]

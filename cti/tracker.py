@@ -179,10 +179,6 @@ class CallTracker:
         await self.publish(ev.CallAnswered(call_id=call_id, agent_id=agent_id, agent_extension=phone,
                                            queue=event.get("Queue"), waited_seconds=wait))
 
-    async def on_AgentComplete(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
-        await self._update(call_id, talk_seconds=float(event.get("TalkTime") or 0))
-
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
         await self._update(call_id, abandoned=True, wait_seconds=float(event.get("HoldTime") or 0))
@@ -242,7 +238,10 @@ class CallTracker:
             if record.answered_at is None and record.queued_at is not None and not left_message:
                 record.abandoned = True
                 record.wait_seconds = (when - record.queued_at).total_seconds()
-            if record.answered_at is not None and record.talk_seconds is None:
-                record.talk_seconds = (when - record.answered_at).total_seconds()
+            if record.answered_at is not None:
+                # Measured end to end rather than summed from AgentComplete: one figure across
+                # transfers and holds, never inflated by a second agent leg.
+                record.talk_seconds = max(0.0, (when - record.answered_at).total_seconds()
+                                          - (record.hold_seconds or 0))
             agent_id, abandoned = record.agent_id, record.abandoned
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id))

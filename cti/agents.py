@@ -1,0 +1,109 @@
+"""Agent states from Asterisk's own view: ringing, on a call, wrap-up, paused, ready.
+
+The desk sets login/pause/ready through cti.control; queue events move the
+agent through ringing -> on_call -> wrapup -> ready. After a restart or an AMI
+outage the registry is rebuilt from QueueStatus, since Asterisk is the source
+of truth for queue membership (members are named "Display(username)").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from sqlalchemy import select
+
+from core.db import Database
+from core.models import User
+from cti.control import AGENT_BY_PHONE, agent_session, set_agent_state
+from cti.tracker import phone_of
+
+MEMBER_USERNAME = re.compile(r"\(([^()]+)\)$")
+
+
+class AgentTracker:
+    def __init__(self, redis, db: Database, wrapup_seconds: float, log) -> None:
+        self.redis = redis
+        self.db = db
+        self.wrapup_seconds = wrapup_seconds
+        self.log = log
+        self._wrapups: dict[int, asyncio.TimerHandle] = {}
+
+    async def _agent(self, event: Any) -> int | None:
+        phone = phone_of(event.get("Interface") or event.get("StateInterface") or event.get("DestChannel"))
+        value = await self.redis.hget(AGENT_BY_PHONE, phone) if phone else None
+        return int(value) if value else None
+
+    async def handle(self, event: Any) -> None:
+        name = event.get("Event")
+        if name not in ("AgentCalled", "AgentRingNoAnswer", "AgentConnect", "AgentComplete"):
+            return
+        agent_id = await self._agent(event)
+        if agent_id is None:
+            return
+        if name == "AgentCalled":
+            await set_agent_state(self.redis, agent_id, "ringing")
+        elif name == "AgentRingNoAnswer":
+            await self._back_to_idle(agent_id)
+        elif name == "AgentConnect":
+            await set_agent_state(self.redis, agent_id, "on_call")
+        elif name == "AgentComplete":
+            await set_agent_state(self.redis, agent_id, "wrapup")
+            loop = asyncio.get_running_loop()
+            if agent_id in self._wrapups:
+                self._wrapups[agent_id].cancel()
+            self._wrapups[agent_id] = loop.call_later(
+                self.wrapup_seconds, lambda: asyncio.ensure_future(self._end_wrapup(agent_id)))
+
+    async def _end_wrapup(self, agent_id: int) -> None:
+        self._wrapups.pop(agent_id, None)
+        session = await agent_session(self.redis, agent_id)
+        if session and session.get("state") == "wrapup":
+            await self._back_to_idle(agent_id)
+
+    async def _back_to_idle(self, agent_id: int) -> None:
+        session = await agent_session(self.redis, agent_id) or {}
+        if session.get("state") in ("paused", "offline"):
+            return
+        await set_agent_state(self.redis, agent_id, "ready")
+
+    async def resync(self, ami) -> int:
+        """Rebuild agent sessions from QueueStatus; returns how many agents were found."""
+        reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
+        members: dict[str, dict[str, Any]] = {}
+        for message in reply if isinstance(reply, list) else []:
+            if message.get("Event") != "QueueMember":
+                continue
+            phone = phone_of(message.get("StateInterface") or message.get("Location"))
+            match = MEMBER_USERNAME.search(message.get("Name") or message.get("MemberName") or "")
+            if not phone or not match:
+                continue
+            entry = members.setdefault(phone, {"username": match.group(1), "queues": [], "paused": True,
+                                               "reason": None, "in_call": False})
+            entry["queues"].append(message.get("Queue"))
+            entry["paused"] = entry["paused"] and message.get("Paused") == "1"
+            entry["reason"] = message.get("PausedReason") or entry["reason"]
+            entry["in_call"] = entry["in_call"] or message.get("InCall") == "1"
+        async with self.db.session() as session:
+            users = {u.username: u for u in (await session.scalars(
+                select(User).where(User.username.in_([m["username"] for m in members.values()])))).all()}
+        for phone, member in members.items():
+            user = users.get(member["username"])
+            if user is None:
+                continue
+            await self.redis.hset(AGENT_BY_PHONE, phone, str(user.id))
+            state = "on_call" if member["in_call"] else "paused" if member["paused"] else "ready"
+            await set_agent_state(self.redis, user.id, state, member["reason"] if member["paused"] else None,
+                                  phone=phone, queues=member["queues"])
+        # Sessions Asterisk no longer knows (e.g. Asterisk restarted without persistent members).
+        from cti.control import AGENT_SESSIONS
+
+        known = {str(users[m["username"]].id) for m in members.values() if m["username"] in users}
+        for agent_id in await self.redis.hkeys(AGENT_SESSIONS):
+            if agent_id not in known:
+                stale = await agent_session(self.redis, int(agent_id))
+                if stale and stale.get("state") != "offline":
+                    await set_agent_state(self.redis, int(agent_id), "offline", None, phone=None, queues=[])
+        self.log.info("agents_resynced", agents=len(members))
+        return len(members)
