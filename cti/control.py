@@ -141,13 +141,14 @@ async def attended_transfer(ami: AmiClient, agent_channel_name: str, target: str
                       "Exten": target})
 
 
-async def call_citizen(ami: AmiClient, agent: User, phone: str, number: str,
-                       callback_id: int | None = None) -> str:
+async def call_citizen(ami: AmiClient, agent_id: int, phone: str, number: str,
+                       callback_id: int | None = None, hotline: str = "") -> str:
     """Outbound call (e.g. a callback): ring the agent's phone, then dial the citizen; recorded."""
     call_id = f"out-{uuid.uuid4().hex[:16]}"
-    variables = {"AGENT_ID": agent.id, "CALL_ID": call_id, "CALLBACK_ID": callback_id or ""}
+    variables = {"AGENT_ID": agent_id, "CALL_ID": call_id, "CALLBACK_ID": callback_id or "", "HOTLINE": hotline}
     reply = await ami.action({
-        "Action": "Originate", "Channel": interface(phone), "Context": "from-desk", "Exten": number,
+        "Action": "Originate", "Channel": interface(phone), "ChannelId": call_id,
+        "Context": "from-desk", "Exten": number,
         "Priority": 1, "CallerID": f'"回拨 {number}" <{number}>', "Timeout": 30000, "Async": "true",
         "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
     })

@@ -16,6 +16,7 @@ from core.logs import setup_logging
 from core.service import heartbeat
 from core.settings import Settings
 from cti.agents import AgentTracker
+from cti.callbacks import CallbackDispatcher, request_from_call
 from cti.control import AGENT_BY_PHONE
 from cti.history import caller_history
 from cti.reconcile import reconcile
@@ -76,10 +77,24 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                     pass
             await asyncio.sleep(2)
 
+    callbacks = CallbackDispatcher(db, redis, ami, log)
+    tracker.on_callback_result = callbacks.finish_attempt
+    tracker.on_callback_request = request_from_call
+
+    async def dispatch_callbacks() -> None:
+        while True:
+            await asyncio.sleep(2)
+            if ami.logged_in.is_set():
+                try:
+                    await callbacks.run_once()
+                except Exception:  # noqa: BLE001 - next round retries
+                    log.exception("callback_round_failed")
+
     ami.on_reconnect(resynchronise)
     await ami.connect(timeout=None)
     tasks = [
         asyncio.create_task(remember_last_seen()),
+        asyncio.create_task(dispatch_callbacks()),
         asyncio.create_task(consume()),
         asyncio.create_task(heartbeat(redis, "cti", ami.logged_in.is_set)),
     ]

@@ -71,6 +71,8 @@ class CallTracker:
         self.history = history
         self.log = log
         self.calls: dict[str, LiveCall] = {}
+        self.on_callback_result: Callable[[str | None, str | None, str], Awaitable[None]] | None = None
+        self.on_callback_request: Callable[[CallRecord, Any], Awaitable[None]] | None = None
         self._lock = asyncio.Lock()  # events of one connection are applied in order
 
     # -- persistence ------------------------------------------------------
@@ -119,15 +121,22 @@ class CallTracker:
         if kind == "HotlineCallStart":
             started = event_time(event)
             self.calls[call_id] = LiveCall(call_id, started=started)
+            outbound = event.get("Direction") == "outbound"
+            agent = event.get("Agent")
             await self._update(
-                call_id, started_at=started, hotline=event.get("Hotline"), did=event.get("Hotline"),
+                call_id, started_at=started, hotline=event.get("Hotline") or None,
+                did=None if outbound else event.get("Hotline"),
                 caller_number=event.get("Caller") or event.get("CallerIDNum"),
-                linkedid=event.get("Linkedid"), state=CallState.IVR, direction="inbound",
+                linkedid=event.get("Linkedid"), state=CallState.TALKING if outbound else CallState.IVR,
+                direction="outbound" if outbound else "inbound",
+                agent_id=int(agent) if agent and agent.isdigit() else None,
             )
             await self.publish(ev.CallStarted(call_id=call_id, hotline=event.get("Hotline"),
                                               caller_number=event.get("Caller")))
         elif kind == "HotlineRecording":
             await self._update(call_id, recording_file=event.get("File"))
+        elif kind == "HotlineCallbackResult" and self.on_callback_result is not None:
+            await self.on_callback_result(event.get("CallbackId"), event.get("DialStatus"), call_id)
 
     async def on_QueueCallerJoin(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
@@ -178,6 +187,13 @@ class CallTracker:
                            agent_id=agent_id, wait_seconds=wait, queue=event.get("Queue"))
         await self.publish(ev.CallAnswered(call_id=call_id, agent_id=agent_id, agent_extension=phone,
                                            queue=event.get("Queue"), waited_seconds=wait))
+
+    async def on_DialEnd(self, event: Any) -> None:
+        """Outbound (desk) calls: the citizen answered."""
+        call_id = chan_var(event, "CALL_ID")
+        if call_id and call_id == event.get("Uniqueid") and event.get("DialStatus") == "ANSWER":
+            await self._update(call_id, answered_at=event_time(event), state=CallState.TALKING,
+                               agent_extension=phone_of(event.get("Channel")))
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
@@ -244,4 +260,6 @@ class CallTracker:
                 record.talk_seconds = max(0.0, (when - record.answered_at).total_seconds()
                                           - (record.hold_seconds or 0))
             agent_id, abandoned = record.agent_id, record.abandoned
+            if chan_var(event, "CALLBACK_NUMBER") and self.on_callback_request is not None:
+                await self.on_callback_request(record, session)
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id))

@@ -1,0 +1,143 @@
+"""Callbacks that keep the caller's place in line.
+
+A caller who chose a callback in the queue hangs up; the request keeps the
+moment they joined the queue. When no caller who joined earlier is still
+waiting and an agent of that queue is ready, the request is claimed (one
+atomic update, so it is dialled once, never twice), the agent's phone rings
+and then the citizen is dialled. Unanswered attempts are retried a few times,
+and a request expires if its turn never comes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from core.ami import AmiError
+from core.db import Database
+from cti.control import AGENT_SESSIONS, call_citizen, set_agent_state
+from cti.models import CallbackRequest, CallbackStatus, CallRecord
+
+QUEUE_CALLBACK_EXPIRY = timedelta(hours=2)
+RETRY_AFTER = timedelta(minutes=2)
+
+
+async def request_from_call(record: CallRecord, session) -> None:
+    """Called by the tracker when a caller who chose a callback hangs up (one request per call)."""
+    exists = await session.scalar(select(CallbackRequest.id).where(CallbackRequest.call_id == record.call_id))
+    if exists or not record.caller_number:
+        return
+    now = datetime.now(UTC)
+    session.add(CallbackRequest(
+        call_id=record.call_id, number=record.caller_number, hotline=record.hotline,
+        queue=record.queue or (f"{record.hotline}-general" if record.hotline else None), source="queue",
+        position_at=record.queued_at or record.started_at, expires_at=now + QUEUE_CALLBACK_EXPIRY,
+        note="排队回拨",
+    ))
+
+
+async def oldest_waiting(ami) -> dict[str, float]:
+    """Per queue, when its longest-waiting caller joined (epoch seconds)."""
+    reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
+    now = datetime.now(UTC).timestamp()
+    oldest: dict[str, float] = {}
+    for message in reply if isinstance(reply, list) else []:
+        if message.get("Event") == "QueueEntry":
+            joined = now - float(message.get("Wait") or 0)
+            queue = message.get("Queue")
+            oldest[queue] = min(oldest.get(queue, joined), joined)
+    return oldest
+
+
+async def ready_agents(redis) -> list[dict[str, Any]]:
+    sessions = await redis.hgetall(AGENT_SESSIONS)
+    ready = []
+    for agent_id, raw in sessions.items():
+        data = json.loads(raw)
+        if data.get("state") == "ready" and data.get("phone"):
+            ready.append({"agent_id": int(agent_id), **data})
+    return sorted(ready, key=lambda a: a.get("since", 0))  # longest idle first
+
+
+class CallbackDispatcher:
+    def __init__(self, db: Database, redis, ami, log) -> None:
+        self.db = db
+        self.redis = redis
+        self.ami = ami
+        self.log = log
+
+    async def expire(self, now: datetime) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(CallbackRequest)
+                .where(CallbackRequest.status == CallbackStatus.PENDING, CallbackRequest.expires_at < now)
+                .values(status=CallbackStatus.EXPIRED, updated_at=now))
+
+    async def run_once(self) -> int:
+        now = datetime.now(UTC)
+        await self.expire(now)
+        async with self.db.session() as session:
+            due = list((await session.scalars(
+                select(CallbackRequest).where(
+                    CallbackRequest.status == CallbackStatus.PENDING, CallbackRequest.source == "queue",
+                    (CallbackRequest.next_attempt_at.is_(None)) | (CallbackRequest.next_attempt_at <= now),
+                ).order_by(CallbackRequest.position_at).limit(10))).all())
+        if not due:
+            return 0
+        waiting = await oldest_waiting(self.ami)
+        agents = await ready_agents(self.redis)
+        started = 0
+        for request in due:
+            if waiting.get(request.queue, float("inf")) < request.position_at.timestamp():
+                continue  # someone who called earlier is still waiting: not this request's turn yet
+            agent = next((a for a in agents if request.queue in a.get("queues", [])), None)
+            if agent is None:
+                continue
+            if not await self._claim(request.id, agent["agent_id"]):
+                continue  # another dispatcher (or a previous round) took it: never dial twice
+            agents.remove(agent)
+            await set_agent_state(self.redis, agent["agent_id"], "ringing", "callback")
+            try:
+                outbound = await call_citizen(self.ami, agent["agent_id"], agent["phone"], request.number,
+                                              callback_id=request.id, hotline=request.hotline or "")
+            except AmiError as exc:
+                # Not known to have dialled: put it back for a later round rather than risk a second call.
+                await self.finish_attempt(str(request.id), f"originate: {exc}", None)
+                await set_agent_state(self.redis, agent["agent_id"], "ready")
+                continue
+            async with self.db.transaction() as session:
+                row = await session.get(CallbackRequest, request.id)
+                row.outbound_call_id = outbound
+            started += 1
+            self.log.info("callback_started", request_id=request.id, agent_id=agent["agent_id"])
+        return started
+
+    async def _claim(self, request_id: int, agent_id: int) -> bool:
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(CallbackRequest)
+                .where(CallbackRequest.id == request_id, CallbackRequest.status == CallbackStatus.PENDING)
+                .values(status=CallbackStatus.DIALING, agent_id=agent_id,
+                        attempts=CallbackRequest.attempts + 1, updated_at=datetime.now(UTC)))
+            return result.rowcount == 1
+
+    async def finish_attempt(self, callback_id: str | None, dial_status: str | None, call_id: str | None) -> None:
+        """The outbound call ended: done if the citizen answered, else retry or give up."""
+        if not callback_id or not callback_id.isdigit():
+            return
+        async with self.db.transaction() as session:
+            row = await session.get(CallbackRequest, int(callback_id))
+            if row is None or row.status not in (CallbackStatus.DIALING, CallbackStatus.PENDING):
+                return
+            if dial_status == "ANSWER":
+                row.status = CallbackStatus.DONE
+            elif row.attempts >= row.max_attempts:
+                row.status = CallbackStatus.FAILED
+            else:
+                row.status = CallbackStatus.PENDING
+                row.next_attempt_at = datetime.now(UTC) + RETRY_AFTER
+            row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]
+        self.log.info("callback_attempt", request_id=callback_id, dial_status=dial_status, call_id=call_id)
