@@ -68,6 +68,48 @@ def cmd_call(args) -> int:
     return 0
 
 
+def cmd_install_model(args) -> int:
+    from pathlib import Path
+
+    from recordings.transcribe import install_model
+
+    settings = load_settings()
+    folder = install_model(Path(args.archive), settings.var_dir / "models")
+    print(f"model installed in {folder}")
+    print(f"set it in config/hotline.toml:  [transcription] model_path = \"{folder}\"")
+    print(f"(or export HOTLINE_TRANSCRIPTION_MODEL_PATH={folder}) and run ./hotline up again")
+    return 0
+
+
+def cmd_recordings(args) -> int:
+    from core.db import Database
+    from core.logs import setup_logging
+    from recordings.retention import integrity_report, purge
+
+    settings = load_settings()
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        try:
+            if args.action == "check":
+                problems = await integrity_report(db, settings.recordings_dir)
+                for row, issue in problems:
+                    print(f"  {row.path}  call {row.call_id}: {issue}")
+                print(f"{len(problems)} problem(s)")
+                return 1 if problems else 0
+            log = setup_logging("retention")
+            report = await purge(db, settings.recordings_dir, settings["recordings"]["retention_days"],
+                                 dry_run=args.dry_run, log=log)
+            verb = "would delete" if report.dry_run else "deleted"
+            print(f"{verb} {len(report.deleted)}; kept under legal hold {len(report.kept_legal_hold)}; "
+                  f"kept for open tickets {len(report.kept_open_ticket)}")
+            return 0
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 def cmd_test(args) -> int:
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *args.pytest_args]
@@ -91,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--hold", type=int, default=60, help="seconds the citizen stays on the line")
     call.add_argument("--speech", default="demo-complaint", help="prompt the citizen says after the keys")
     call.set_defaults(func=cmd_call)
+    model = sub.add_parser("install-model", help="verify and install vosk-model-small-cn-0.22 from its zip")
+    model.add_argument("archive")
+    model.set_defaults(func=cmd_install_model)
+    rec = sub.add_parser("recordings", help="recordings retention: purge [--dry-run] | check")
+    rec.add_argument("action", choices=["purge", "check"])
+    rec.add_argument("--dry-run", action="store_true")
+    rec.set_defaults(func=cmd_recordings)
     test = sub.add_parser("test", help="install test dependencies and run the whole suite")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)
