@@ -1,0 +1,349 @@
+"""Working days, deadline policies and countdowns.
+
+Working days follow the Chinese public-holiday calendar with its make-up
+working weekends (调休), from the ``chinese-calendar`` package. The package
+covers one year at a time as the State Council publishes it (1.11.0: 2004-2026).
+
+Uncovered years (e.g. a ticket registered on 28 Dec 2026 whose 5-working-day
+acceptance limit ends in January 2027):
+
+* :meth:`WorkCalendar.is_working_day` in strict mode raises
+  :class:`CalendarNotCovered` with a Chinese message naming the year and the
+  package version: nothing silently guesses.
+* A deadline policy with ``uncovered_years: provisional`` (the shipped default)
+  lets registration go on, because a hotline must never stop taking cases: for
+  an uncovered year Monday-Friday count as working days, the ticket is flagged
+  ``deadlines_provisional`` and :func:`recompute_provisional` recalculates the
+  dates once the package is upgraded. ``uncovered_years: fail`` refuses instead.
+* The 60-day complaint countdown is in calendar days and needs no calendar.
+
+All dates are local dates in the policy's timezone (Asia/Shanghai).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import chinese_calendar
+import yaml
+from chinese_calendar import constants as _cc_constants
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.settings import CONFIG_DIR, ConfigError
+from tickets.models import OPEN_STATES, Kind, Reminder, State, Ticket
+
+POLICY_DIR = CONFIG_DIR / "deadlines"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+UNITS = ("working", "calendar")
+EVENTS = ("registered", "accepted")
+LIMITS = ("acceptance", "handling")
+LADDERS = ("own", "transferred")
+
+
+class CalendarNotCovered(RuntimeError):
+    """The holiday calendar has no data for the year asked about."""
+
+    def __init__(self, year: int) -> None:
+        first, last = calendar_coverage()
+        super().__init__(
+            f"节假日日历未覆盖 {year} 年（chinese-calendar {chinese_calendar.__version__} 仅含 "
+            f"{first}–{last} 年），无法计算工作日，请升级 chinese-calendar"
+        )
+        self.year = year
+
+
+def calendar_coverage() -> tuple[int, int]:
+    """First and last year the installed chinese-calendar covers."""
+    years = [d.year for d in _cc_constants.holidays] + [d.year for d in _cc_constants.workdays]
+    return min(years), max(years)
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    """Working days; ``provisional=True`` counts Mon-Fri in uncovered years instead of raising."""
+
+    provisional: bool = False
+
+    def is_working_day(self, day: dt.date) -> bool:
+        first, last = calendar_coverage()
+        if first <= day.year <= last:
+            return chinese_calendar.is_workday(day)
+        if not self.provisional:
+            raise CalendarNotCovered(day.year)
+        return day.weekday() < 5
+
+    def covers(self, day: dt.date) -> bool:
+        first, last = calendar_coverage()
+        return first <= day.year <= last
+
+    def add_working_days(self, start: dt.date, days: int) -> dt.date:
+        """The ``days``-th working day after ``start`` (``start`` itself not counted)."""
+        day = start
+        remaining = days
+        while remaining > 0:
+            day += dt.timedelta(days=1)
+            if self.is_working_day(day):
+                remaining -= 1
+        return day
+
+    def working_days_between(self, start: dt.date, end: dt.date) -> int:
+        """Working days after ``start`` up to and including ``end`` (negative if end < start)."""
+        if end < start:
+            return -self.working_days_between(end, start)
+        return sum(1 for n in range(1, (end - start).days + 1)
+                   if self.is_working_day(start + dt.timedelta(days=n)))
+
+
+# --- policy ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Limit:
+    days: int
+    unit: str
+    start: str  # registered | accepted
+
+    def due(self, calendar: WorkCalendar, start: dt.date) -> dt.date:
+        if self.unit == "calendar":
+            return start + dt.timedelta(days=self.days)
+        return calendar.add_working_days(start, self.days)
+
+
+@dataclass(frozen=True)
+class ReminderStep:
+    day: int
+    who: str
+
+
+@dataclass(frozen=True)
+class HotlinePolicy:
+    limits: dict[str, dict[str, Limit]]  # kind -> acceptance/handling -> Limit
+    reminders: dict[str, tuple[ReminderStep, ...]]
+
+
+@dataclass(frozen=True)
+class DeadlinePolicy:
+    name: str
+    timezone: ZoneInfo
+    calendar: WorkCalendar
+    hotlines: dict[str, HotlinePolicy] = field(default_factory=dict)
+
+    def for_ticket(self, hotline: str) -> HotlinePolicy:
+        try:
+            return self.hotlines[hotline]
+        except KeyError:
+            raise ConfigError(f"时限配置「{self.name}」没有热线 {hotline} 的规则") from None
+
+    def local_date(self, moment: dt.datetime) -> dt.date:
+        return moment.astimezone(self.timezone).date()
+
+
+def _need(mapping: Any, key: str, where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ConfigError(f"{where}: 缺少 {key}")
+    return mapping[key]
+
+
+def _parse_limit(raw: Any, where: str) -> Limit:
+    days = _need(raw, "days", where)
+    if not isinstance(days, int) or isinstance(days, bool) or days <= 0:
+        raise ConfigError(f"{where}.days: 应为正整数，实际为 {days!r}")
+    unit = _need(raw, "unit", where)
+    if unit not in UNITS:
+        raise ConfigError(f"{where}.unit: 应为 {' / '.join(UNITS)} 之一，实际为 {unit!r}")
+    start = _need(raw, "from", where)
+    if start not in EVENTS:
+        raise ConfigError(f"{where}.from: 应为 {' / '.join(EVENTS)} 之一，实际为 {start!r}")
+    unknown = set(raw) - {"days", "unit", "from"}
+    if unknown:
+        raise ConfigError(f"{where}: 未知的键 {sorted(unknown)}")
+    return Limit(days, unit, start)
+
+
+def _parse_hotline(raw: Any, where: str) -> HotlinePolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 应为映射")
+    limits: dict[str, dict[str, Limit]] = {}
+    for kind in Kind:
+        kind_raw = _need(raw, kind.value, where)
+        limits[kind.value] = {name: _parse_limit(_need(kind_raw, name, f"{where}.{kind.value}"),
+                                                 f"{where}.{kind.value}.{name}") for name in LIMITS}
+    reminders: dict[str, tuple[ReminderStep, ...]] = {}
+    ladders = _need(raw, "reminders", where)
+    for ladder in LADDERS:
+        steps = _need(ladders, ladder, f"{where}.reminders")
+        if not isinstance(steps, list):
+            raise ConfigError(f"{where}.reminders.{ladder}: 应为列表")
+        parsed = []
+        for i, step in enumerate(steps):
+            spot = f"{where}.reminders.{ladder}[{i}]"
+            day = _need(step, "day", spot)
+            if not isinstance(day, int) or isinstance(day, bool) or day <= 0:
+                raise ConfigError(f"{spot}.day: 应为正整数，实际为 {day!r}")
+            parsed.append(ReminderStep(day, str(_need(step, "who", spot))))
+        if [s.day for s in parsed] != sorted({s.day for s in parsed}):
+            raise ConfigError(f"{where}.reminders.{ladder}: 天数应严格递增")
+        reminders[ladder] = tuple(parsed)
+    unknown = set(raw) - {k.value for k in Kind} - {"reminders"}
+    if unknown:
+        raise ConfigError(f"{where}: 未知的键 {sorted(unknown)}")
+    return HotlinePolicy(limits, reminders)
+
+
+def _read_raw(name: str, directory: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = directory / f"{name}.yaml"
+    if name in seen:
+        raise ConfigError(f"{path}: extends 形成循环 {' → '.join((*seen, name))}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: 时限配置文件不存在") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: 应为映射")
+    base = raw.get("extends")
+    if base:
+        parent = _read_raw(str(base), directory, (*seen, name))
+        hotlines = {**parent.get("hotlines", {}), **raw.get("hotlines", {})}
+        raw = {**parent, **raw, "hotlines": hotlines}
+    return raw
+
+
+def load_policy(name: str = "default", directory: Path | None = None) -> DeadlinePolicy:
+    """Read and validate ``config/deadlines/<name>.yaml``; errors say which key is wrong."""
+    directory = directory or POLICY_DIR
+    raw = _read_raw(name, directory)
+    where = f"{directory / (name + '.yaml')}"
+    tz_name = _need(raw, "timezone", where)
+    try:
+        tz = ZoneInfo(tz_name)
+    except Exception:
+        raise ConfigError(f"{where}.timezone: 未知时区 {tz_name!r}") from None
+    mode = raw.get("uncovered_years", "fail")
+    if mode not in ("provisional", "fail"):
+        raise ConfigError(f"{where}.uncovered_years: 应为 provisional 或 fail，实际为 {mode!r}")
+    hotlines_raw = _need(raw, "hotlines", where)
+    if not isinstance(hotlines_raw, dict) or not hotlines_raw:
+        raise ConfigError(f"{where}.hotlines: 至少配置一条热线")
+    hotlines = {str(k): _parse_hotline(v, f"{where}.hotlines.{k}") for k, v in hotlines_raw.items()}
+    return DeadlinePolicy(str(raw.get("name", name)), tz, WorkCalendar(provisional=mode == "provisional"), hotlines)
+
+
+@cache
+def active_policy(name: str = "default") -> DeadlinePolicy:
+    """The policy a centre runs with (cached; the name comes from settings ``[tickets] deadline_policy``)."""
+    return load_policy(name)
+
+
+def policy_name(settings: Any | None) -> str:
+    if settings is None:
+        return "default"
+    return settings.raw.get("tickets", {}).get("deadline_policy", "default")
+
+
+# --- ticket deadlines -------------------------------------------------------
+
+def _limit_start(ticket: Ticket, limit: Limit, policy: DeadlinePolicy) -> dt.date:
+    moment = ticket.accepted_at if limit.start == "accepted" and ticket.accepted_at else ticket.created_at
+    return policy.local_date(moment)
+
+
+def _needs_estimate(policy: DeadlinePolicy, start: dt.date, due: dt.date) -> bool:
+    cal = policy.calendar
+    return not (cal.covers(start) and cal.covers(due))
+
+
+def apply_deadlines(ticket: Ticket, policy: DeadlinePolicy) -> None:
+    """Set ``acceptance_due`` and ``handling_due`` from the ticket's events (registration, acceptance)."""
+    limits = policy.for_ticket(ticket.hotline).limits[ticket.kind.value]
+    provisional = False
+    dues: dict[str, dt.date] = {}
+    for name in LIMITS:
+        limit = limits[name]
+        start = _limit_start(ticket, limit, policy)
+        dues[name] = limit.due(policy.calendar, start)
+        provisional |= limit.unit == "working" and _needs_estimate(policy, start, dues[name])
+    ticket.acceptance_due = dues["acceptance"]
+    ticket.handling_due = dues["handling"]
+    ticket.deadlines_provisional = provisional
+
+
+async def recompute_provisional(session: AsyncSession, policy: DeadlinePolicy) -> int:
+    """After upgrading chinese-calendar: recompute tickets whose deadlines were estimated."""
+    tickets = (await session.scalars(select(Ticket).where(Ticket.deadlines_provisional.is_(True)))).all()
+    for ticket in tickets:
+        apply_deadlines(ticket, policy)
+    return len(tickets)
+
+
+def today_local(policy: DeadlinePolicy, now: dt.datetime | None = None) -> dt.date:
+    return (now or dt.datetime.now(dt.UTC)).astimezone(policy.timezone).date()
+
+
+def days_left(ticket: Ticket, today: dt.date) -> int | None:
+    """Days until the handling deadline (the 60-day countdown); negative when overdue, None when closed."""
+    if not ticket.is_open or ticket.handling_due is None:
+        return None
+    return (ticket.handling_due - today).days
+
+
+def acceptance_overdue(ticket: Ticket, today: dt.date) -> bool:
+    return (ticket.state in (State.PENDING, State.PENDING_TRANSFERRED)
+            and ticket.acceptance_due is not None and today > ticket.acceptance_due)
+
+
+def handling_overdue(ticket: Ticket, today: dt.date) -> bool:
+    return ticket.is_open and ticket.handling_due is not None and today > ticket.handling_due
+
+
+@dataclass(frozen=True)
+class DueReminder:
+    ladder: str
+    day: int
+    who: str
+    due_on: dt.date
+
+
+def reminders_due(ticket: Ticket, today: dt.date, policy: DeadlinePolicy) -> list[DueReminder]:
+    """催办 steps reached by ``today``: own cases from acceptance, transferred ones from the transfer."""
+    if ticket.state not in OPEN_STATES:
+        return []
+    if ticket.transfer_chain and ticket.transferred_at:
+        ladder, start = "transferred", policy.local_date(ticket.transferred_at)
+    elif ticket.accepted_at:
+        ladder, start = "own", policy.local_date(ticket.accepted_at)
+    else:
+        return []
+    steps = policy.for_ticket(ticket.hotline).reminders[ladder]
+    result = []
+    for step in steps:
+        due_on = start + dt.timedelta(days=step.day)
+        if today >= due_on:
+            result.append(DueReminder(ladder, step.day, step.who, due_on))
+    return result
+
+
+async def issue_reminders(session: AsyncSession, today: dt.date, policy: DeadlinePolicy) -> list[Reminder]:
+    """Record every 催办 step that has fallen due and was not recorded yet (run daily; idempotent)."""
+    tickets = (await session.scalars(select(Ticket).where(
+        Ticket.state.in_(OPEN_STATES), Ticket.accepted_at.is_not(None) | Ticket.transferred_at.is_not(None),
+    ))).all()
+    done = {(r.ticket_id, r.ladder, r.day) for r in (await session.scalars(
+        select(Reminder).where(Reminder.ticket_id.in_([t.id for t in tickets]))
+    )).all()} if tickets else set()
+    created = []
+    for ticket in tickets:
+        for step in reminders_due(ticket, today, policy):
+            if (ticket.id, step.ladder, step.day) not in done:
+                reminder = Reminder(ticket_id=ticket.id, ladder=step.ladder, day=step.day,
+                                    who=step.who, due_on=step.due_on)
+                session.add(reminder)
+                created.append(reminder)
+    await session.flush()
+    return created

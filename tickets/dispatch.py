@@ -1,0 +1,227 @@
+"""Handling units and dispatch: the configured unit tree, unit boundaries, the suggested unit.
+
+Units form a tree with a materialised path (``/1/4/9/``): unit B is *below*
+unit A when B's path starts with A's path. 转办 goes strictly down that tree,
+转办退回 back up to the unit that transferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import Role, Unit, UnitLevel
+from core.settings import CONFIG_DIR, ConfigError
+
+UNITS_FILE = CONFIG_DIR / "units.yaml"
+CATEGORIES_FILE = CONFIG_DIR / "categories.yaml"
+LEVEL_ORDER = (UnitLevel.NATIONAL, UnitLevel.PROVINCE, UnitLevel.CITY, UnitLevel.COUNTY)
+CHILD_LEVEL = dict(zip(LEVEL_ORDER, LEVEL_ORDER[1:], strict=False))
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: 配置文件不存在") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: 应为映射")
+    return raw
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    code: str
+    name: str
+    level: UnitLevel
+    parent_code: str | None
+    province: str | None
+    city: str | None
+    county: str | None
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    call_centre: UnitSpec
+    national: dict[str, str]  # hotline -> national unit code
+    units: tuple[UnitSpec, ...]  # parents before children
+    demo_users: tuple[tuple[str, str, str, str], ...]
+
+
+def _walk(node: dict[str, Any], level: UnitLevel, parent: UnitSpec | None, out: list[UnitSpec], where: str) -> None:
+    for key in ("code", "name"):
+        if not node.get(key):
+            raise ConfigError(f"{where}: 缺少 {key}")
+    inherited = {k: getattr(parent, k) if parent else None for k in ("province", "city", "county")}
+    spec = UnitSpec(
+        code=str(node["code"]), name=str(node["name"]), level=level,
+        parent_code=parent.code if parent else None,
+        province=node.get("province", inherited["province"]),
+        city=node.get("city", inherited["city"]),
+        county=node.get("county", inherited["county"]),
+    )
+    out.append(spec)
+    children = node.get("children") or []
+    if children and level not in CHILD_LEVEL:
+        raise ConfigError(f"{where}: 区县级单位不能再有下级")
+    for i, child in enumerate(children):
+        _walk(child, CHILD_LEVEL[level], spec, out, f"{where}.children[{i}]")
+
+
+def load_unit_config(path: Path | None = None) -> UnitConfig:
+    path = path or UNITS_FILE
+    raw = _load_yaml(path)
+    cc = raw.get("call_centre") or {}
+    if not cc.get("code") or not cc.get("name"):
+        raise ConfigError(f"{path}: call_centre 需要 code 和 name")
+    centre = UnitSpec(str(cc["code"]), str(cc["name"]), UnitLevel.CALL_CENTRE, None, None, None, None)
+    units: list[UnitSpec] = [centre]
+    national: dict[str, str] = {}
+    for hotline, root in (raw.get("hotlines") or {}).items():
+        _walk(root, UnitLevel.NATIONAL, None, units, f"{path}: hotlines.{hotline}")
+        national[str(hotline)] = str(root["code"])
+    codes = [u.code for u in units]
+    duplicates = sorted({c for c in codes if codes.count(c) > 1})
+    if duplicates:
+        raise ConfigError(f"{path}: 单位代码重复 {duplicates}")
+    users = []
+    for i, row in enumerate(raw.get("demo_users") or []):
+        if not (isinstance(row, list) and len(row) == 4):
+            raise ConfigError(f"{path}: demo_users[{i}] 应为 [用户名, 姓名, 角色, 单位代码]")
+        if row[2] not in {r.value for r in Role}:
+            raise ConfigError(f"{path}: demo_users[{i}] 角色 {row[2]!r} 无效")
+        if row[3] not in codes:
+            raise ConfigError(f"{path}: demo_users[{i}] 单位代码 {row[3]!r} 未定义")
+        users.append(tuple(str(x) for x in row))
+    return UnitConfig(centre, national, tuple(units), tuple(users))  # type: ignore[arg-type]
+
+
+@cache
+def unit_config() -> UnitConfig:
+    return load_unit_config()
+
+
+async def seed_units(session: AsyncSession, config: UnitConfig | None = None) -> dict[str, Unit]:
+    """Create or update the configured units (idempotent, keyed by code); returns them by code."""
+    config = config or unit_config()
+    existing = {u.code: u for u in (await session.scalars(
+        select(Unit).where(Unit.code.in_([s.code for s in config.units]))
+    )).all()}
+    for spec in config.units:
+        unit = existing.get(spec.code)
+        if unit is None:
+            unit = Unit(code=spec.code, path="/")
+            session.add(unit)
+            existing[spec.code] = unit
+        parent = existing[spec.parent_code] if spec.parent_code else None
+        unit.name, unit.level = spec.name, spec.level
+        unit.province, unit.city, unit.county = spec.province, spec.city, spec.county
+        unit.parent_id = parent.id if parent else None
+        await session.flush()
+        unit.path = f"{parent.path if parent else '/'}{unit.id}/"
+    await session.flush()
+    return existing
+
+
+def demo_unit_users() -> list[tuple[str, str, str, str]]:
+    """(username, display name, role, unit code) of the handling units' demo accounts."""
+    return list(unit_config().demo_users)
+
+
+# --- boundaries --------------------------------------------------------------
+
+def is_within(unit_path: str, scope_path: str) -> bool:
+    """True when ``unit_path`` is ``scope_path`` or below it."""
+    return unit_path.startswith(scope_path)
+
+
+def is_strictly_below(unit: Unit, other: Unit) -> bool:
+    return unit.path != other.path and is_within(unit.path, other.path)
+
+
+def subtree_condition(column: Any, scope_path: str) -> ColumnElement[bool]:
+    """SQL for "path is scope_path or below", as an index range (path characters are '/' and digits)."""
+    return and_(column >= scope_path, column < scope_path[:-1] + "0")
+
+
+# --- categories and suggestion ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Categories:
+    complaint_objects: dict[str, dict[str, UnitLevel]]  # hotline -> object -> lowest dispatch level
+    event_categories: dict[str, tuple[str, ...]]
+    rejection_clauses: tuple[str, ...]
+
+
+def load_categories(path: Path | None = None) -> Categories:
+    path = path or CATEGORIES_FILE
+    raw = _load_yaml(path)
+    objects: dict[str, dict[str, UnitLevel]] = {}
+    events: dict[str, tuple[str, ...]] = {}
+    for hotline, spec in (raw.get("hotlines") or {}).items():
+        where = f"{path}: hotlines.{hotline}"
+        objs = {}
+        for name, opts in (spec.get("complaint_objects") or {}).items():
+            level = (opts or {}).get("dispatch_level", "county")
+            try:
+                objs[str(name)] = UnitLevel(level)
+            except ValueError:
+                raise ConfigError(f"{where}.complaint_objects.{name}.dispatch_level: 无效的级别 {level!r}") from None
+        if not objs:
+            raise ConfigError(f"{where}: 缺少 complaint_objects")
+        objects[str(hotline)] = objs
+        events[str(hotline)] = tuple(str(e) for e in spec.get("event_categories") or ())
+    clauses = tuple(str(c) for c in raw.get("rejection_clauses") or ())
+    if not clauses:
+        raise ConfigError(f"{path}: 缺少 rejection_clauses")
+    return Categories(objects, events, clauses)
+
+
+@cache
+def categories() -> Categories:
+    return load_categories()
+
+
+async def suggest_unit(
+    session: AsyncSession, hotline: str, province: str | None, city: str | None,
+    county: str | None, complaint_object: str | None = None,
+) -> Unit | None:
+    """The deepest unit of the hotline's tree matching the case location, no lower than the
+    complaint object's dispatch level; the national unit when nothing matches."""
+    code = unit_config().national.get(hotline)
+    if code is None:
+        return None
+    national = await session.scalar(select(Unit).where(Unit.code == code))
+    if national is None:
+        return None
+    lowest = categories().complaint_objects.get(hotline, {}).get(complaint_object or "", UnitLevel.COUNTY)
+    depth = LEVEL_ORDER.index(lowest)
+    candidates = (await session.scalars(
+        select(Unit).where(subtree_condition(Unit.path, national.path))
+    )).all()
+    wanted = (province, city, county)
+    best = national
+    for unit in candidates:
+        level = LEVEL_ORDER.index(unit.level) if unit.level in LEVEL_ORDER else -1
+        if level <= 0 or level > depth:
+            continue
+        location = (unit.province, unit.city, unit.county)
+        if all(wanted[i] and location[i] == wanted[i] for i in range(level)):
+            if LEVEL_ORDER.index(best.level) < level:
+                best = unit
+    return best
+
+
+async def call_centre(session: AsyncSession) -> Unit:
+    unit = await session.scalar(select(Unit).where(Unit.code == unit_config().call_centre.code))
+    if unit is None:
+        raise ConfigError("呼叫中心单位尚未创建，请先初始化单位数据")
+    return unit

@@ -1,0 +1,284 @@
+"""Ticket tables: the ticket, its immutable tracking log, evidence files, reminders, the number counter.
+
+Indexes follow the list filters of the 12301 manual (000 §3.2) and the home
+counters (000 §3.1); every list is scoped by ``unit_path`` (a copy of the
+handling unit's materialised path, so "this unit and below" needs no join).
+``tickets/perf.py`` prints the query plans.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UTCDateTime, utcnow
+from core.models import Unit
+
+# Binary ordering on both databases, so "path >= '/1/4/' AND path < '/1/40'" is an index range.
+PathString = String(255).with_variant(String(255, collation="C"), "postgresql")
+
+
+class Kind(enum.StrEnum):
+    CONSULT = "consult"
+    COMPLAINT = "complaint"
+    REPORT = "report"
+
+
+KIND_LABELS = {Kind.CONSULT: "咨询", Kind.COMPLAINT: "投诉", Kind.REPORT: "举报"}
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"                          # 待受理
+    PENDING_TRANSFERRED = "pending_transferred"  # 待受理(转)
+    ACCEPTED = "accepted"                        # 受理中
+    PENDING_REVIEW = "pending_review"            # 待审核结案 (closing awaits the unit head)
+    HANDED_OVER = "handed_over"                  # 已移交
+    RETURNED = "returned"                        # 已退回 (back at the call centre)
+    REJECTED = "rejected"                        # 不予受理
+    SETTLED = "settled"                          # 自行和解
+    MEDIATED = "mediated"                        # 调解成功
+    MEDIATION_FAILED = "mediation_failed"        # 调解失败
+    DEPOSIT_PAID = "deposit_paid"                # 启用质保金赔偿
+    CONCLUDED = "concluded"                      # 已办结 (report)
+    ANSWERED = "answered"                        # 已答复 (consultation)
+
+
+STATE_LABELS = {
+    State.PENDING: "待受理",
+    State.PENDING_TRANSFERRED: "待受理(转)",
+    State.ACCEPTED: "受理中",
+    State.PENDING_REVIEW: "待审核结案",
+    State.HANDED_OVER: "已移交",
+    State.RETURNED: "已退回",
+    State.REJECTED: "不予受理",
+    State.SETTLED: "自行和解",
+    State.MEDIATED: "调解成功",
+    State.MEDIATION_FAILED: "调解失败",
+    State.DEPOSIT_PAID: "启用质保金赔偿",
+    State.CONCLUDED: "已办结",
+    State.ANSWERED: "已答复",
+}
+
+# Final after review (or immediately for consultations): the case is closed and archived.
+CLOSED_STATES = frozenset({
+    State.REJECTED, State.SETTLED, State.MEDIATED, State.MEDIATION_FAILED,
+    State.DEPOSIT_PAID, State.CONCLUDED, State.ANSWERED,
+})
+# No further handling in this system (closed, or handed to another authority).
+FINAL_STATES = CLOSED_STATES | {State.HANDED_OVER}
+OPEN_STATES = frozenset(State) - FINAL_STATES
+
+
+class Source(enum.StrEnum):
+    AGENT = "agent"
+    VOICEMAIL = "voicemail"
+    IVR = "ivr"
+
+
+class ReviewStatus(enum.StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    APPROVED = "approved"
+    SENT_BACK = "sent_back"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(cls, native_enum=False, length=24, values_callable=lambda e: [m.value for m in e])
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    __table_args__ = (
+        # Lists: "my unit and below", newest first; also per state.
+        Index("ix_tickets_unit_path_created", "unit_path", "created_at"),
+        Index("ix_tickets_unit_path_state", "unit_path", "state"),
+        Index("ix_tickets_centre_state", "centre_unit_id", "state"),
+        Index("ix_tickets_created", "created_at"),
+        # Filters of 000 §3.2.
+        Index("ix_tickets_phone_created", "complainant_phone", "created_at"),
+        Index("ix_tickets_location", "province", "city", "county"),
+        Index("ix_tickets_object_category", "complaint_object", "event_category"),
+        Index("ix_tickets_event_category", "event_category"),
+        Index("ix_tickets_state_handling_due", "state", "handling_due"),
+        Index("ix_tickets_handling_due", "handling_due"),
+        Index("ix_tickets_acceptance_due", "acceptance_due"),
+        Index("ix_tickets_supervised_state", "supervised", "state"),
+        # Closing rate per user (000 §3.7).
+        Index("ix_tickets_accepted_by", "accepted_by_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)
+    kind: Mapped[Kind] = mapped_column(_enum(Kind))
+    hotline: Mapped[str] = mapped_column(String(8))
+    state: Mapped[State] = mapped_column(_enum(State), default=State.PENDING)
+    source: Mapped[Source] = mapped_column(_enum(Source), default=Source.AGENT)
+
+    complainant_name: Mapped[str | None] = mapped_column(String(64))
+    complainant_phone: Mapped[str | None] = mapped_column(String(32))
+    complainant_org: Mapped[str | None] = mapped_column(String(128))  # 工作单位 (archive forms)
+    respondent_name: Mapped[str | None] = mapped_column(String(128))
+    respondent_phone: Mapped[str | None] = mapped_column(String(32))
+    complaint_object: Mapped[str | None] = mapped_column(String(64))
+    event_category: Mapped[str | None] = mapped_column(String(64))
+    province: Mapped[str | None] = mapped_column(String(32))
+    city: Mapped[str | None] = mapped_column(String(32))
+    county: Mapped[str | None] = mapped_column(String(32))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    group_size: Mapped[int] = mapped_column(Integer, default=1)  # complainants in a group complaint
+    description: Mapped[str] = mapped_column(Text, default="")
+    transcript: Mapped[str | None] = mapped_column(Text)
+
+    # Where the ticket is now, and the call centre that registered it.
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    unit_path: Mapped[str] = mapped_column(PathString)
+    centre_unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"))
+    # Units that transferred the ticket down (转办), oldest first: 转办退回 pops the last one.
+    transfer_chain: Mapped[list] = mapped_column(JSON, default=list)
+    transferred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    risk_level: Mapped[str | None] = mapped_column(String(4))
+    risk_reasons: Mapped[list] = mapped_column(JSON, default=list)
+    risk_auto_level: Mapped[str | None] = mapped_column(String(4))
+    risk_override_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    risk_override_remark: Mapped[str | None] = mapped_column(Text)
+    risk_override_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    supervised: Mapped[bool] = mapped_column(Boolean, default=False)
+    supervision_note: Mapped[str | None] = mapped_column(Text)
+
+    # Local (Asia/Shanghai) calendar dates.
+    acceptance_due: Mapped[date | None] = mapped_column(Date)
+    handling_due: Mapped[date | None] = mapped_column(Date)
+    # True when a deadline crosses a year the holiday calendar does not cover yet (see deadlines.py).
+    deadlines_provisional: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_by_name: Mapped[str | None] = mapped_column(String(64))
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # Closing review (001 §6.3, 004 §6.3.5.2.3): the outcome waits for the unit head.
+    review_status: Mapped[ReviewStatus] = mapped_column(_enum(ReviewStatus), default=ReviewStatus.NONE)
+    review_outcome: Mapped[State | None] = mapped_column(_enum(State))
+    review_from_state: Mapped[State | None] = mapped_column(_enum(State))
+
+    unit: Mapped[Unit] = relationship(foreign_keys=[unit_id])
+    actions: Mapped[list[TicketAction]] = relationship(
+        back_populates="ticket", order_by="desc(TicketAction.id)", viewonly=True,
+    )
+    calls: Mapped[list[TicketCall]] = relationship(back_populates="ticket", viewonly=True)
+    evidence: Mapped[list[Evidence]] = relationship(back_populates="ticket", viewonly=True)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def state_label(self) -> str:
+        return STATE_LABELS[self.state]
+
+    @property
+    def kind_label(self) -> str:
+        return KIND_LABELS[self.kind]
+
+
+class TicketCall(Base):
+    """A call (and so its recording) a ticket came from; a caller's later calls are added here."""
+
+    __tablename__ = "ticket_calls"
+    __table_args__ = (UniqueConstraint("ticket_id", "call_id", name="uq_ticket_calls_ticket_call"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    call_id: Mapped[str] = mapped_column(ForeignKey("call_records.call_id"), index=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="calls")
+
+
+class TicketAction(Base):
+    """One step of the tracking log (工单跟踪). Rows are only ever inserted."""
+
+    __tablename__ = "ticket_actions"
+    __table_args__ = (Index("ix_ticket_actions_ticket_at", "ticket_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))  # the Chinese action name, e.g. 受理
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    operator_name: Mapped[str] = mapped_column(String(64))
+    operator_unit: Mapped[str | None] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    state: Mapped[State] = mapped_column(_enum(State))  # resulting state
+    remark: Mapped[str] = mapped_column(Text, default="")
+    inputs: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="actions")
+
+    @property
+    def state_label(self) -> str:
+        return STATE_LABELS[self.state]
+
+
+class Evidence(Base):
+    """A file added as 补充凭证 (image or PDF); the bytes live under var/evidence/."""
+
+    __tablename__ = "ticket_evidence"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_path: Mapped[str] = mapped_column(String(255))  # relative to the evidence root
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="evidence")
+
+
+class Reminder(Base):
+    """A step of the 催办 ladder that has fallen due (001 §5); one row per ticket, ladder and step."""
+
+    __tablename__ = "ticket_reminders"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "ladder", "day", name="uq_ticket_reminders_step"),
+        Index("ix_ticket_reminders_due", "due_on"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    ladder: Mapped[str] = mapped_column(String(16))  # own | transferred
+    day: Mapped[int] = mapped_column(Integer)
+    who: Mapped[str] = mapped_column(String(64))     # e.g. 科室负责人催办
+    due_on: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TicketCounter(Base):
+    """Last sequence number handed out for one local day (ticket numbering)."""
+
+    __tablename__ = "ticket_counters"
+
+    day: Mapped[str] = mapped_column(String(8), primary_key=True)  # YYYYMMDD
+    last: Mapped[int] = mapped_column(Integer, default=0)

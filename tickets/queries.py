@@ -1,0 +1,228 @@
+"""Ticket lists, home counters and look-ups (000 §3.1, §3.2, §3.7; 004 B.3.2).
+
+Every list is scoped by :func:`tickets.workflow.visible_ticket_filter`; the
+filters combine with AND and map onto the indexes of :mod:`tickets.models`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from core.models import Unit, User
+from tickets.deadlines import days_left
+from tickets.models import (
+    CLOSED_STATES,
+    KIND_LABELS,
+    OPEN_STATES,
+    STATE_LABELS,
+    State,
+    Ticket,
+    TicketAction,
+)
+from tickets.workflow import WorkflowError, visible_ticket_filter
+
+# Days-to-expiry buckets of 000 §3.2 (inclusive bounds).
+EXPIRY_BUCKETS = {"0-9": (0, 9), "10-29": (10, 29), "30-59": (30, 59)}
+MAX_PAGE_SIZE = 200
+
+
+@dataclass
+class TicketFilter:
+    phone: str | None = None
+    number: str | None = None
+    province: str | None = None
+    city: str | None = None
+    county: str | None = None
+    expiry: str | None = None  # one of EXPIRY_BUCKETS
+    complaint_object: str | None = None
+    event_category: str | None = None
+    state: str | None = None
+    supervised: bool | None = None
+    hotline: str | None = None
+    kind: str | None = None
+
+    @classmethod
+    def from_query(cls, query: Any) -> TicketFilter:
+        """From URL query parameters; wrong values raise WorkflowError naming the parameter."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = query.get(f.name)
+            if raw is None or raw == "":
+                continue
+            if f.name == "supervised":
+                if raw not in ("true", "false", "1", "0"):
+                    raise WorkflowError("督办筛选应为 true 或 false", "supervised")
+                values[f.name] = raw in ("true", "1")
+            else:
+                values[f.name] = str(raw)
+        result = cls(**values)
+        if result.expiry is not None and result.expiry not in EXPIRY_BUCKETS:
+            raise WorkflowError(f"过期日期应为 {'、'.join(EXPIRY_BUCKETS)} 之一", "expiry")
+        if result.state is not None and result.state not in {s.value for s in State}:
+            raise WorkflowError("工单状态无效", "state")
+        return result
+
+    def conditions(self, today: dt.date) -> list[Any]:
+        conds: list[Any] = []
+        for name, column in (("phone", Ticket.complainant_phone), ("number", Ticket.number),
+                             ("province", Ticket.province), ("city", Ticket.city), ("county", Ticket.county),
+                             ("complaint_object", Ticket.complaint_object),
+                             ("event_category", Ticket.event_category), ("state", Ticket.state),
+                             ("hotline", Ticket.hotline), ("kind", Ticket.kind), ("supervised", Ticket.supervised)):
+            value = getattr(self, name)
+            if value is not None:
+                conds.append(column == value)
+        if self.expiry:
+            low, high = EXPIRY_BUCKETS[self.expiry]
+            conds += [Ticket.state.in_(OPEN_STATES),
+                      Ticket.handling_due.between(today + dt.timedelta(days=low), today + dt.timedelta(days=high))]
+        return conds
+
+
+def filtered(user: User, flt: TicketFilter, today: dt.date) -> Select:
+    return select(Ticket).where(visible_ticket_filter(user), *flt.conditions(today))
+
+
+@dataclass
+class Page:
+    items: list[Ticket]
+    total: int
+    page: int
+    page_size: int
+
+
+async def list_tickets(session: AsyncSession, user: User, flt: TicketFilter, today: dt.date,
+                       page: int = 1, page_size: int = 20) -> Page:
+    """One page of the tickets ``user`` may see, newest first."""
+    if page < 1:
+        raise WorkflowError("页码应从 1 开始", "page")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise WorkflowError(f"每页条数应在 1 到 {MAX_PAGE_SIZE} 之间", "page_size")
+    query = filtered(user, flt, today)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = (await session.scalars(
+        query.order_by(Ticket.created_at.desc(), Ticket.id.desc())
+        .offset((page - 1) * page_size).limit(page_size).options(selectinload(Ticket.unit))
+    )).all()
+    return Page(list(rows), int(total or 0), page, page_size)
+
+
+async def iter_filtered(session: AsyncSession, user: User, flt: TicketFilter, today: dt.date,
+                        limit: int = 100_000) -> list[Ticket]:
+    """All matching tickets for export (newest first, capped)."""
+    return list((await session.scalars(
+        filtered(user, flt, today).order_by(Ticket.created_at.desc()).limit(limit)
+        .options(selectinload(Ticket.unit))
+    )).all())
+
+
+async def home_counters(session: AsyncSession, user: User, today: dt.date) -> dict[str, Any]:
+    """The counters of the home page (000 §3.1) for ``user``'s scope, plus the user's own closing rate."""
+    scope = visible_ticket_filter(user)
+    per_state = {s.value: 0 for s in State}
+    for state, count in (await session.execute(
+        select(Ticket.state, func.count()).where(scope).group_by(Ticket.state)
+    )).all():
+        per_state[State(state).value] = count
+    open_scope = (scope, Ticket.state.in_(OPEN_STATES))
+    supervised = await session.scalar(select(func.count()).where(*open_scope, Ticket.supervised.is_(True)))
+    expiring = await session.scalar(select(func.count()).where(
+        *open_scope, Ticket.handling_due.between(today, today + dt.timedelta(days=9))))
+    overdue = await session.scalar(select(func.count()).where(*open_scope, Ticket.handling_due < today))
+    mine = await closing_rate(session, user.id)
+    return {
+        "per_state": per_state,
+        "per_state_labels": {STATE_LABELS[State(k)]: v for k, v in per_state.items()},
+        "supervised": int(supervised or 0),
+        "expiring_10_days": int(expiring or 0),
+        "overdue": int(overdue or 0),
+        **mine,
+    }
+
+
+async def closing_rate(session: AsyncSession, user_id: int) -> dict[str, Any]:
+    """结案率 of one user: of the tickets the user accepted, how many are closed."""
+    accepted, closed = (await session.execute(
+        select(func.count(), func.sum(case((Ticket.state.in_(CLOSED_STATES), 1), else_=0)))
+        .where(Ticket.accepted_by_id == user_id)
+    )).one()
+    accepted, closed = int(accepted or 0), int(closed or 0)
+    return {"accepted_total": accepted, "closed_total": closed,
+            "closing_rate": round(closed / accepted, 4) if accepted else None}
+
+
+async def closing_rates(session: AsyncSession, viewer: User) -> list[dict[str, Any]]:
+    """结案率 per user over the tickets ``viewer`` may see."""
+    rows = (await session.execute(
+        select(User.id, User.display_name, func.count(),
+               func.sum(case((Ticket.state.in_(CLOSED_STATES), 1), else_=0)))
+        .join(Ticket, Ticket.accepted_by_id == User.id)
+        .where(visible_ticket_filter(viewer)).group_by(User.id, User.display_name).order_by(User.id)
+    )).all()
+    return [{"user_id": uid, "name": name, "accepted_total": acc, "closed_total": int(closed or 0),
+             "closing_rate": round(int(closed or 0) / acc, 4)} for uid, name, acc, closed in rows]
+
+
+async def find_by_number(session: AsyncSession, number: str) -> Ticket | None:
+    return await session.scalar(
+        select(Ticket).where(Ticket.number == number).options(selectinload(Ticket.unit))
+    )
+
+
+async def tickets_for_phone(session: AsyncSession, phone: str, limit: int = 5) -> list[Ticket]:
+    """A caller's latest tickets (for the screen pop), newest first."""
+    return list((await session.scalars(
+        select(Ticket).where(Ticket.complainant_phone == phone)
+        .order_by(Ticket.created_at.desc()).limit(limit).options(selectinload(Ticket.unit))
+    )).all())
+
+
+async def open_tickets_for_phone(session: AsyncSession, phone: str) -> list[Ticket]:
+    """A caller's tickets still being handled (for the IVR's status read-back), newest first."""
+    return list((await session.scalars(
+        select(Ticket).where(Ticket.complainant_phone == phone, Ticket.state.in_(OPEN_STATES))
+        .order_by(Ticket.created_at.desc()).options(selectinload(Ticket.unit))
+    )).all())
+
+
+async def tracking_log(session: AsyncSession, ticket: Ticket) -> list[TicketAction]:
+    """The 工单跟踪 view: every step, newest first."""
+    return list((await session.scalars(
+        select(TicketAction).where(TicketAction.ticket_id == ticket.id).order_by(TicketAction.id.desc())
+    )).all())
+
+
+def _digits(number: str) -> str:
+    """Read a ticket number digit by digit, as the IVR should."""
+    return " ".join(number)
+
+
+def status_readback(ticket: Ticket, today: dt.date) -> str:
+    """A short Mandarin sentence for the IVR: state, handling unit, days left or overdue.
+
+    ``ticket.unit`` must be loaded (the look-ups above load it).
+    """
+    unit: Unit | None = ticket.unit
+    head = f"您的{KIND_LABELS[ticket.kind]}工单 {_digits(ticket.number)}，"
+    state = STATE_LABELS[ticket.state]
+    if ticket.state in CLOSED_STATES:
+        return f"{head}已经办结，结果为{state}。"
+    if ticket.state == State.HANDED_OVER:
+        return f"{head}已移交其他主管部门处理。"
+    if ticket.state == State.RETURNED:
+        return f"{head}正在由热线中心重新派单处理。"
+    where = f"由{unit.name}办理" if unit is not None else "正在办理"
+    left = days_left(ticket, today)
+    if left is None:
+        timing = ""
+    elif left >= 0:
+        timing = f"，距办理期限还有 {left} 天"
+    else:
+        timing = f"，已超过办理期限 {-left} 天"
+    return f"{head}当前状态为{state}，{where}{timing}。"

@@ -1,0 +1,586 @@
+"""The ticket workflow of the 12301 manual (000 §3) with the closing review of 001 §6.3 / 004 §6.3.5.2.3.
+
+Every action is a row of :data:`ACTIONS`: the states it starts from, the ticket
+kinds it applies to, who may do it, and its required inputs (validated with a
+Chinese message naming the field). :func:`perform_action` checks all of that,
+applies the effect and appends the step to the immutable tracking log.
+
+Closing outcomes (自行和解, 调解成功, 调解失败, 启用质保金赔偿, 办结 of a report,
+不予受理) do not close the ticket at once: it waits in 待审核结案 until the
+unit head approves (审核通过 → the outcome state, closed and archived) or sends
+it back (审核退回 → the state it came from).
+
+Visibility: a unit sees its tickets and those of units below it; the call
+centre also sees every ticket it registered; admins see everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import utcnow
+from core.models import Role, Unit, UnitLevel, User
+from cti.models import CallRecord
+from tickets import dispatch, risk
+from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines
+from tickets.models import (
+    KIND_LABELS,
+    OPEN_STATES,
+    STATE_LABELS,
+    Evidence,
+    Kind,
+    ReviewStatus,
+    Source,
+    State,
+    Ticket,
+    TicketAction,
+    TicketCall,
+)
+from tickets.numbering import next_number
+
+
+class WorkflowError(ValueError):
+    """A refused step; ``message`` is Chinese and ``field`` names the input at fault (if any)."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+class PermissionDenied(WorkflowError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, 403)
+
+
+# --- inputs --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    label: str
+    kind: str = "text"  # text | amount | date | unit | clauses | ids | level | call
+    required: bool = True
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+
+
+def _clean_value(f: Field, value: Any) -> Any:
+    bad = WorkflowError(f"{f.label}格式不正确", f.key)
+    if f.kind == "text":
+        if not isinstance(value, str):
+            raise bad
+        return value.strip()
+    if f.kind == "amount":
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            raise bad from None
+        if not amount.is_finite() or amount < 0:
+            raise WorkflowError(f"{f.label}应为不小于 0 的数字", f.key)
+        return str(amount.quantize(Decimal("0.01")))
+    if f.kind == "date":
+        try:
+            return dt.date.fromisoformat(str(value)).isoformat()
+        except ValueError:
+            raise WorkflowError(f"{f.label}应为日期（如 2025-10-08）", f.key) from None
+    if f.kind in ("unit", "level", "call"):
+        if f.kind == "unit" and (isinstance(value, bool) or not isinstance(value, int | str)
+                                 or not str(value).isdigit()):
+            raise bad
+        return int(value) if f.kind == "unit" else str(value)
+    if f.kind == "clauses":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad
+        unknown = [v for v in value if v not in dispatch.categories().rejection_clauses]
+        if unknown:
+            raise WorkflowError(f"{f.label}不在规定条款中：{'、'.join(unknown)}", f.key)
+        return value
+    if f.kind == "ids":
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise bad
+        return value
+    raise AssertionError(f.kind)
+
+
+def validate_inputs(fields: tuple[Field, ...], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Required inputs present and well-formed; returns the cleaned values (JSON-safe)."""
+    if not isinstance(inputs, dict):
+        raise WorkflowError("操作参数应为 JSON 对象", "inputs")
+    cleaned: dict[str, Any] = {}
+    for f in fields:
+        value = inputs.get(f.key)
+        if _blank(value):
+            if f.required:
+                verb = "选择" if f.kind in ("unit", "clauses", "level") else "填写"
+                raise WorkflowError(f"请{verb}{f.label}", f.key)
+            continue
+        cleaned[f.key] = _clean_value(f, value)
+    return cleaned
+
+
+# --- permissions ------------------------------------------------------------------
+
+def _path_within(path: str, scope: str) -> bool:
+    return dispatch.is_within(path, scope)
+
+
+def visible_ticket_filter(user: User) -> ColumnElement[bool]:
+    """SQL condition for the tickets ``user`` may see (``user.unit`` must be loaded)."""
+    if user.role == Role.ADMIN:
+        return true()
+    unit = user.unit
+    if unit is None:
+        return false()
+    scope = dispatch.subtree_condition(Ticket.unit_path, unit.path)
+    if unit.level == UnitLevel.CALL_CENTRE:
+        return or_(Ticket.centre_unit_id == unit.id, scope)
+    return scope
+
+
+def can_view(user: User, ticket: Ticket) -> bool:
+    if user.role == Role.ADMIN:
+        return True
+    unit = user.unit
+    if unit is None:
+        return False
+    if unit.level == UnitLevel.CALL_CENTRE and ticket.centre_unit_id == unit.id:
+        return True
+    return _path_within(ticket.unit_path, unit.path)
+
+
+def _acts_for_unit(user: User, ticket: Ticket) -> bool:
+    return user.role == Role.ADMIN or (user.unit_id is not None and user.unit_id == ticket.unit_id)
+
+
+def _check_permission(rule: str, user: User, ticket: Ticket) -> None:
+    ok = {
+        "unit": lambda: _acts_for_unit(user, ticket),
+        "head": lambda: user.role == Role.ADMIN or (
+            user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and user.unit_id == ticket.unit_id),
+        "supervise": lambda: user.role == Role.ADMIN or (
+            user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and can_view(user, ticket)),
+        "viewer": lambda: can_view(user, ticket),
+    }[rule]()
+    if not ok:
+        message = {
+            "unit": "只有工单当前所在单位可以办理此工单",
+            "head": "只有工单所在单位的负责人可以审核结案",
+            "supervise": "只有负责人、班长或管理员可以执行此操作",
+            "viewer": "无权查看此工单",
+        }[rule]
+        raise PermissionDenied(message)
+
+
+# --- actions -------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    session: AsyncSession
+    operator: User
+    now: dt.datetime
+    policy: DeadlinePolicy
+    extra_log: dict[str, Any] = field(default_factory=dict)  # display values added to the log remark
+
+
+Effect = Callable[[Ticket, dict[str, Any], Context], Any]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    fields: tuple[Field, ...]
+    sources: frozenset[State] | None  # None: any state
+    kinds: frozenset[Kind]
+    permission: str
+    effect: Effect
+
+
+PENDING_STATES = frozenset({State.PENDING, State.PENDING_TRANSFERRED})
+ALL_KINDS = frozenset(Kind)
+CASE_KINDS = frozenset({Kind.COMPLAINT, Kind.REPORT})
+COMPLAINT = frozenset({Kind.COMPLAINT})
+REMARK = Field("remark", "备注")
+CLOSING_DATE = Field("closing_date", "结案时间", "date")
+AMOUNT = Field("amount", "赔偿金额", "amount")
+
+
+async def _unit(session: AsyncSession, unit_id: int, key: str) -> Unit:
+    unit = await session.get(Unit, unit_id)
+    if unit is None:
+        raise WorkflowError("所选单位不存在", key)
+    return unit
+
+
+def _move(ticket: Ticket, unit: Unit) -> None:
+    ticket.unit_id = unit.id
+    ticket.unit_path = unit.path
+    ticket.unit = unit
+
+
+async def _hotline_root(session: AsyncSession, hotline: str) -> Unit:
+    code = dispatch.unit_config().national.get(hotline)
+    root = await session.scalar(select(Unit).where(Unit.code == code)) if code else None
+    if root is None:
+        raise WorkflowError(f"热线 {hotline} 没有配置处理单位", "hotline")
+    return root
+
+
+async def _accept(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    ticket.accepted_at = ctx.now
+    ticket.accepted_by_id = ctx.operator.id
+    apply_deadlines(ticket, ctx.policy)  # the handling countdown now runs from acceptance
+    return State.ACCEPTED
+
+
+async def _transfer(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    target = await _unit(ctx.session, inputs["target_unit_id"], "target_unit_id")
+    current = await _unit(ctx.session, ticket.unit_id, "target_unit_id")
+    if not dispatch.is_strictly_below(target, current):
+        raise WorkflowError("转办只能转给本单位的下级单位", "target_unit_id")
+    ticket.transfer_chain = [*ticket.transfer_chain, current.id]
+    ticket.transferred_at = ctx.now
+    _move(ticket, target)
+    ctx.extra_log["转办地"] = target.name
+    return State.PENDING_TRANSFERRED
+
+
+async def _transfer_back(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    if not ticket.transfer_chain:
+        raise WorkflowError("此工单不是上级转办的工单，不能转办退回", "action")
+    *rest, previous_id = ticket.transfer_chain
+    previous = await _unit(ctx.session, previous_id, "action")
+    ticket.transfer_chain = rest
+    if not rest:
+        ticket.transferred_at = None
+    _move(ticket, previous)
+    ctx.extra_log["退回至"] = previous.name
+    # The higher unit holds it as it held it before transferring.
+    return State.PENDING_TRANSFERRED if rest else State.PENDING
+
+
+async def _hand_over(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    return State.HANDED_OVER
+
+
+async def _return(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    centre = await ctx.session.get(Unit, ticket.centre_unit_id)
+    assert centre is not None
+    ticket.transfer_chain = []
+    ticket.transferred_at = None
+    _move(ticket, centre)
+    return State.RETURNED
+
+
+async def _redispatch(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    target = await _unit(ctx.session, inputs["target_unit_id"], "target_unit_id")
+    root = await _hotline_root(ctx.session, ticket.hotline)
+    if not _path_within(target.path, root.path):
+        raise WorkflowError(f"所选单位不属于 {ticket.hotline} 热线的处理体系", "target_unit_id")
+    _move(ticket, target)
+    ctx.extra_log["派往"] = target.name
+    return State.PENDING
+
+
+def _to_review(outcome: State) -> Effect:
+    async def effect(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+        ticket.review_outcome = outcome
+        ticket.review_from_state = ticket.state
+        ticket.review_status = ReviewStatus.PENDING
+        ctx.extra_log["拟结案结果"] = STATE_LABELS[outcome]
+        return State.PENDING_REVIEW
+    return effect
+
+
+async def _approve(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    outcome = ticket.review_outcome
+    assert outcome is not None
+    ticket.review_status = ReviewStatus.APPROVED
+    ticket.closed_at = ctx.now
+    ctx.extra_log["结案结果"] = STATE_LABELS[outcome]
+    return outcome
+
+
+async def _send_back(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    previous = ticket.review_from_state or State.ACCEPTED
+    ticket.review_status = ReviewStatus.SENT_BACK
+    ticket.review_outcome = None
+    ticket.review_from_state = None
+    return previous
+
+
+async def _answer(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    ticket.closed_at = ctx.now
+    return State.ANSWERED
+
+
+async def _supervise(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    ticket.supervised = True
+    ticket.supervision_note = inputs["note"]
+    return ticket.state
+
+
+async def _add_evidence(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    ids = inputs["evidence_ids"]
+    found = (await ctx.session.scalars(
+        select(Evidence).where(Evidence.id.in_(ids), Evidence.ticket_id == ticket.id)
+    )).all()
+    if len(found) != len(set(ids)):
+        raise WorkflowError("凭证不存在或不属于此工单", "evidence_ids")
+    ctx.extra_log["凭证"] = "、".join(e.filename for e in found)
+    return ticket.state
+
+
+async def _attach_call(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    await link_calls(ctx.session, ticket, [inputs["call_id"]])
+    return ticket.state
+
+
+async def _override_risk(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    rules = risk.active_rules()
+    if inputs["level"] not in rules.levels:
+        raise WorkflowError(f"风险等级应为 {'、'.join(rules.levels)} 之一", "level")
+    ctx.extra_log["原等级"] = ticket.risk_level or "无"
+    ticket.risk_level = inputs["level"]
+    ticket.risk_override_by_id = ctx.operator.id
+    ticket.risk_override_remark = inputs["remark"]
+    ticket.risk_override_at = ctx.now
+    return ticket.state
+
+
+def _spec(name, fields, sources, kinds, permission, effect) -> ActionSpec:
+    return ActionSpec(name, tuple(fields), None if sources is None else frozenset(sources),
+                      frozenset(kinds), permission, effect)
+
+
+ACTIONS: dict[str, ActionSpec] = {s.name: s for s in (
+    _spec("受理", [Field("note", "受理说明")], PENDING_STATES, CASE_KINDS, "unit", _accept),
+    _spec("转办", [Field("target_unit_id", "转办单位", "unit"), Field("remark", "转办备注")],
+          PENDING_STATES, ALL_KINDS, "unit", _transfer),
+    _spec("转办退回", [Field("reason", "转办退回原因")], {State.PENDING_TRANSFERRED}, ALL_KINDS, "unit", _transfer_back),
+    _spec("移交", [Field("authority", "移交单位"), Field("remark", "备注", required=False)],
+          PENDING_STATES, CASE_KINDS, "unit", _hand_over),
+    _spec("退回", [Field("reason", "退回原因")], PENDING_STATES, ALL_KINDS, "unit", _return),
+    _spec("不予受理", [Field("clauses", "不予受理条款", "clauses"), REMARK],
+          PENDING_STATES, CASE_KINDS, "unit", _to_review(State.REJECTED)),
+    _spec("自行和解", [AMOUNT, CLOSING_DATE, Field("remark", "和解备注")],
+          {State.ACCEPTED}, COMPLAINT, "unit", _to_review(State.SETTLED)),
+    _spec("调解成功", [AMOUNT, CLOSING_DATE, Field("remark", "调解备注"),
+                   Field("document_issued", "是否出具调解书", required=False)],
+          {State.ACCEPTED}, COMPLAINT, "unit", _to_review(State.MEDIATED)),
+    _spec("调解失败", [CLOSING_DATE, Field("remark", "调解备注"),
+                   Field("document_issued", "是否出具终止调解书", required=False)],
+          {State.ACCEPTED}, COMPLAINT, "unit", _to_review(State.MEDIATION_FAILED)),
+    _spec("启用质保金赔偿", [AMOUNT, CLOSING_DATE, Field("facts", "事实经过")],
+          {State.ACCEPTED}, COMPLAINT, "unit", _to_review(State.DEPOSIT_PAID)),
+    _spec("办结", [Field("result", "办理结果"), CLOSING_DATE],
+          {State.ACCEPTED}, {Kind.REPORT}, "unit", _to_review(State.CONCLUDED)),
+    _spec("答复", [Field("answer", "答复内容")], PENDING_STATES | {State.RETURNED}, {Kind.CONSULT}, "unit", _answer),
+    _spec("审核通过", [Field("remark", "审核意见", required=False)],
+          {State.PENDING_REVIEW}, ALL_KINDS, "head", _approve),
+    _spec("审核退回", [Field("reason", "退回理由")], {State.PENDING_REVIEW}, ALL_KINDS, "head", _send_back),
+    _spec("重新派单", [Field("target_unit_id", "处理单位", "unit"), Field("remark", "备注", required=False)],
+          {State.RETURNED}, ALL_KINDS, "unit", _redispatch),
+    _spec("督办", [Field("note", "督办说明")], OPEN_STATES, ALL_KINDS, "supervise", _supervise),
+    _spec("补充凭证", [Field("evidence_ids", "凭证", "ids"), Field("remark", "说明", required=False)],
+          None, ALL_KINDS, "viewer", _add_evidence),
+    _spec("关联来电", [Field("call_id", "来电编号", "call")], None, ALL_KINDS, "viewer", _attach_call),
+    _spec("调整风险等级", [Field("level", "风险等级", "level"), Field("remark", "调整理由")],
+          OPEN_STATES, CASE_KINDS, "supervise", _override_risk),
+)}
+
+
+def _remark(spec: ActionSpec, cleaned: dict[str, Any], ctx: Context) -> str:
+    parts = [f"{f.label}：{'、'.join(v) if isinstance(v := cleaned[f.key], list) else v}"
+             for f in spec.fields if f.key in cleaned and f.kind not in ("unit", "ids")]
+    parts += [f"{k}：{v}" for k, v in ctx.extra_log.items()]
+    return "；".join(parts)
+
+
+def available_actions(ticket: Ticket, user: User) -> list[str]:
+    """Actions ``user`` may try on ``ticket`` now (for the desk's buttons)."""
+    names = []
+    for spec in ACTIONS.values():
+        if ticket.kind not in spec.kinds or (spec.sources is not None and ticket.state not in spec.sources):
+            continue
+        try:
+            _check_permission(spec.permission, user, ticket)
+        except PermissionDenied:
+            continue
+        names.append(spec.name)
+    return names
+
+
+async def _log(session: AsyncSession, ticket: Ticket, action: str, operator: User, now: dt.datetime,
+               remark: str, inputs: dict[str, Any]) -> TicketAction:
+    unit = await session.get(Unit, operator.unit_id) if operator.unit_id else None
+    row = TicketAction(ticket_id=ticket.id, action=action, operator_id=operator.id,
+                       operator_name=operator.display_name, operator_unit=unit.name if unit else None,
+                       at=now, state=ticket.state, remark=remark, inputs=inputs)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def perform_action(
+    session: AsyncSession, ticket: Ticket, action: str, inputs: dict[str, Any], operator: User,
+    now: dt.datetime | None = None, *, policy: DeadlinePolicy | None = None,
+) -> TicketAction:
+    """Apply one workflow action and append it to the tracking log; raises WorkflowError when refused."""
+    spec = ACTIONS.get(action)
+    if spec is None:
+        raise WorkflowError(f"未知的操作「{action}」", "action")
+    if ticket.kind not in spec.kinds:
+        raise WorkflowError(f"{KIND_LABELS[ticket.kind]}工单不能执行「{action}」", "action")
+    if spec.sources is not None and ticket.state not in spec.sources:
+        raise WorkflowError(f"工单当前状态为「{STATE_LABELS[ticket.state]}」，不能执行「{action}」", "action", 409)
+    _check_permission(spec.permission, operator, ticket)
+    cleaned = validate_inputs(spec.fields, inputs or {})
+    ctx = Context(session, operator, now or utcnow(), policy or active_policy())
+    ticket.state = await spec.effect(ticket, cleaned, ctx)
+    return await _log(session, ticket, action, operator, ctx.now, _remark(spec, cleaned, ctx), cleaned)
+
+
+# --- registration ----------------------------------------------------------------------
+
+REGISTRATION_FIELDS = (
+    Field("kind", "工单类型"), Field("hotline", "热线"), Field("description", "诉求内容"),
+    Field("complainant_phone", "诉求方电话"), Field("complainant_name", "诉求方姓名", required=False),
+    Field("complainant_org", "工作单位", required=False),
+    Field("respondent_name", "被诉方", required=False), Field("respondent_phone", "被诉方电话", required=False),
+    Field("complaint_object", "投诉对象", required=False), Field("event_category", "事件类别", required=False),
+    Field("province", "案件归属地（省）", required=False), Field("city", "案件归属地（市）", required=False),
+    Field("county", "案件归属地（区县）", required=False),
+    Field("amount", "涉案金额", "amount", required=False), Field("transcript", "通话转写", required=False),
+    Field("unit_id", "处理单位", "unit", required=False), Field("answer", "答复内容", required=False),
+    Field("source", "来源", required=False),
+)
+# Complaints need the parties and the classification of 000 §3.2; reports a place.
+REQUIRED_BY_KIND = {
+    Kind.COMPLAINT: ("complainant_name", "respondent_name", "complaint_object", "event_category", "province"),
+    Kind.REPORT: ("respondent_name", "province"),
+    Kind.CONSULT: (),
+}
+
+
+def _labels() -> dict[str, str]:
+    return {f.key: f.label for f in REGISTRATION_FIELDS}
+
+
+def validate_registration(data: dict[str, Any]) -> dict[str, Any]:
+    cleaned = validate_inputs(REGISTRATION_FIELDS, data)
+    try:
+        kind = Kind(cleaned["kind"])
+    except ValueError:
+        raise WorkflowError("工单类型应为 consult（咨询）、complaint（投诉）或 report（举报）", "kind") from None
+    cleaned["kind"] = kind
+    hotlines = dispatch.unit_config().national
+    if cleaned["hotline"] not in hotlines:
+        raise WorkflowError(f"热线应为 {'、'.join(hotlines)} 之一", "hotline")
+    for key in REQUIRED_BY_KIND[kind]:
+        if key not in cleaned:
+            raise WorkflowError(f"{KIND_LABELS[kind]}工单请填写{_labels()[key]}", key)
+    cats = dispatch.categories()
+    objects = cats.complaint_objects.get(cleaned["hotline"], {})
+    if "complaint_object" in cleaned and cleaned["complaint_object"] not in objects:
+        raise WorkflowError(f"投诉对象应为 {'、'.join(objects)} 之一", "complaint_object")
+    events = cats.event_categories.get(cleaned["hotline"], ())
+    if "event_category" in cleaned and cleaned["event_category"] not in events:
+        raise WorkflowError(f"事件类别应为 {'、'.join(events)} 之一", "event_category")
+    try:
+        cleaned["source"] = Source(cleaned.get("source", Source.AGENT))
+    except ValueError:
+        raise WorkflowError("来源应为 agent、voicemail 或 ivr", "source") from None
+    group = data.get("group_size", 1)
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+        raise WorkflowError("诉求人数应为正整数", "group_size")
+    cleaned["group_size"] = group
+    calls = data.get("call_ids") or []
+    if not isinstance(calls, list) or not all(isinstance(c, str) and c for c in calls):
+        raise WorkflowError("来电编号应为字符串列表", "call_ids")
+    cleaned["call_ids"] = calls
+    if "answer" in cleaned and kind != Kind.CONSULT:
+        raise WorkflowError("只有咨询工单可以在登记时直接答复", "answer")
+    return cleaned
+
+
+async def link_calls(session: AsyncSession, ticket: Ticket, call_ids: list[str]) -> None:
+    """Attach calls (and so their recordings) to a ticket; unknown call ids are refused."""
+    if not call_ids:
+        return
+    known = set((await session.scalars(select(CallRecord.call_id).where(CallRecord.call_id.in_(call_ids)))).all())
+    missing = [c for c in call_ids if c not in known]
+    if missing:
+        raise WorkflowError(f"来电记录不存在：{'、'.join(missing)}", "call_ids")
+    linked = set((await session.scalars(select(TicketCall.call_id).where(
+        TicketCall.ticket_id == ticket.id, TicketCall.call_id.in_(call_ids)))).all())
+    for call_id in dict.fromkeys(call_ids):
+        if call_id not in linked:
+            session.add(TicketCall(ticket_id=ticket.id, call_id=call_id))
+    await session.flush()
+
+
+async def register_ticket(
+    session: AsyncSession, data: dict[str, Any], operator: User, now: dt.datetime | None = None, *,
+    policy: DeadlinePolicy | None = None,
+) -> Ticket:
+    """Register a call as a ticket at the call centre and dispatch it (to ``unit_id`` or the suggested unit).
+
+    A consultation registered with ``answer`` is answered at once and closed at the call centre.
+    Risk is graded; the caller publishes the alert after commit (:func:`tickets.risk.alert_if_needed`).
+    """
+    cleaned = validate_registration(data)
+    now = now or utcnow()
+    policy = policy or active_policy()
+    centre = await session.get(Unit, operator.unit_id) if operator.unit_id else None
+    if centre is None or centre.level != UnitLevel.CALL_CENTRE:
+        centre = await dispatch.call_centre(session)
+        if operator.role != Role.ADMIN:
+            raise PermissionDenied("只有呼叫中心坐席可以登记工单")
+    kind: Kind = cleaned["kind"]
+    answered = "answer" in cleaned
+    if answered:
+        unit = centre
+    elif "unit_id" in cleaned:
+        unit = await _unit(session, cleaned["unit_id"], "unit_id")
+        root = await _hotline_root(session, cleaned["hotline"])
+        if not _path_within(unit.path, root.path):
+            raise WorkflowError(f"所选单位不属于 {cleaned['hotline']} 热线的处理体系", "unit_id")
+    else:
+        unit = await dispatch.suggest_unit(session, cleaned["hotline"], cleaned.get("province"),
+                                           cleaned.get("city"), cleaned.get("county"),
+                                           cleaned.get("complaint_object"))
+        if unit is None:
+            raise WorkflowError("没有可派发的处理单位，请选择处理单位", "unit_id")
+    # The number is drawn first: on SQLite this takes the write lock before anything else is written.
+    number = await next_number(session, policy.local_date(now))
+    columns = {k: v for k, v in cleaned.items() if k not in ("unit_id", "answer", "call_ids")}
+    if "amount" in columns:
+        columns["amount"] = Decimal(columns["amount"])
+    ticket = Ticket(number=number, state=State.PENDING, unit_id=unit.id, unit_path=unit.path,
+                    centre_unit_id=centre.id, created_at=now, created_by_id=operator.id,
+                    created_by_name=operator.display_name, transfer_chain=[], risk_reasons=[], **columns)
+    ticket.unit = unit
+    apply_deadlines(ticket, policy)
+    session.add(ticket)
+    await session.flush()
+    await link_calls(session, ticket, cleaned["call_ids"])
+    grade = await risk.assess(session, ticket)
+    remark = f"登记{KIND_LABELS[kind]}工单；处理单位：{unit.name}"
+    if grade is not None:
+        remark += f"；风险等级：{grade.level}"
+    await _log(session, ticket, "登记", operator, now, remark,
+               {"unit_id": unit.id, "risk_level": ticket.risk_level})
+    if answered:
+        await perform_action(session, ticket, "答复", {"answer": cleaned["answer"]}, operator, now, policy=policy)
+    return ticket
