@@ -1,0 +1,54 @@
+"""Citizen calls over real SIP/RTP: SIPp as the carrier trunk (source 127.0.0.2), keys as RFC 4733."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SCENARIO = Path(__file__).parent / "sipp" / "citizen_call.xml"
+
+
+def ulaw_from_wav(wav: Path, target: Path) -> Path:
+    """SIPp's rtp_stream sends bytes as they are: headerless 8 kHz u-law."""
+    subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-t", "raw", "-e", "u-law", str(target)],
+                   check=True, capture_output=True)
+    return target
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+
+
+def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_ulaw: Path,
+                      hold_ms: int = 6000, delay_ms: int = 4000, rate: float = 1.0, limit: int | None = None,
+                      timeout: float = 180, local_port: int = 5062, extra: list[str] | None = None) -> SippResult:
+    carrier = settings["sip"]["carrier_address"]
+    with tempfile.TemporaryDirectory() as tmp:
+        injection = Path(tmp) / "callers.csv"
+        injection.write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
+        stats = Path(tmp) / "stats.csv"
+        cmd = [
+            "sipp", f"{settings['sip']['bind']}:{settings['sip']['port']}", "-sf", str(SCENARIO),
+            "-s", did, "-i", carrier, "-p", str(local_port), "-mi", carrier,
+            "-inf", str(injection), "-m", str(len(callers)), "-r", str(rate), "-l", str(limit or len(callers)),
+            "-key", "keys", keys or "", "-key", "speech", speech_ulaw.name,
+            "-key", "hold_ms", str(hold_ms), "-key", "delay_ms", str(delay_ms),
+            "-ci", "127.0.0.1", "-nostdin", "-nd", "-trace_stat", "-stf", str(stats), "-timeout", f"{int(timeout)}s",
+            "-timeout_error", *(extra or []),
+        ]
+        proc = subprocess.run(cmd, cwd=speech_ulaw.parent, capture_output=True, text=True, timeout=timeout + 30)
+        successful = failed = 0
+        if stats.exists():
+            lines = stats.read_text().strip().splitlines()
+            if len(lines) >= 2:
+                header, last = lines[0].split(";"), lines[-1].split(";")
+                row = dict(zip(header, last, strict=False))
+                successful = int(row.get("SuccessfulCall(C)", 0) or 0)
+                failed = int(row.get("FailedCall(C)", 0) or 0)
+        return SippResult(proc.returncode, successful, failed, proc.stdout[-3000:] + proc.stderr[-3000:])
