@@ -1,0 +1,341 @@
+"""JSON HTTP API of the tickets (aiohttp). The desk app adds ``routes`` and its auth middleware,
+which puts the logged-in :class:`core.models.User` (``.unit`` loaded) in ``request["user"]``.
+
+Every handler checks the unit boundary; every write runs in one transaction;
+wrong input gets a 4xx whose JSON names the field, in Chinese.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models import User
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
+from tickets import archive, dispatch, risk
+from tickets.deadlines import (
+    DeadlinePolicy,
+    acceptance_overdue,
+    active_policy,
+    days_left,
+    handling_overdue,
+    policy_name,
+    today_local,
+)
+from tickets.models import KIND_LABELS, STATE_LABELS, Evidence, Ticket, TicketAction
+from tickets.openapi import openapi_document
+from tickets.queries import (
+    TicketFilter,
+    closing_rates,
+    find_by_number,
+    home_counters,
+    iter_filtered,
+    list_tickets,
+    tracking_log,
+)
+from tickets.workflow import WorkflowError, available_actions, can_view, perform_action, register_ticket
+
+routes = web.RouteTableDef()
+NUMBER = r"{number:\d{8,20}}"
+MAX_EVIDENCE_BYTES = 10 * 1024 * 1024
+# Accepted evidence, recognised by the file's first bytes, not by its name or declared type.
+MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
+    (b"GIF87a", "image/gif", "gif"),
+    (b"GIF89a", "image/gif", "gif"),
+    (b"%PDF-", "application/pdf", "pdf"),
+)
+
+
+def sniff(head: bytes) -> tuple[str, str] | None:
+    """(content type, extension) of an accepted image or PDF, from its magic bytes."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp", "webp"
+    return next(((ctype, ext) for magic, ctype, ext in MAGIC if head.startswith(magic)), None)
+
+
+# --- helpers ----------------------------------------------------------------------
+
+def _user(request: web.Request) -> User:
+    user = request.get(USER_KEY)
+    if user is None:
+        raise json_error(401, "请先登录")
+    return user
+
+
+def _policy(request: web.Request) -> DeadlinePolicy:
+    return active_policy(policy_name(request.app.get(SETTINGS_KEY)))
+
+
+def _today(request: web.Request) -> dt.date:
+    return today_local(_policy(request))
+
+
+def _workflow_error(exc: WorkflowError) -> web.HTTPException:
+    return json_error(exc.status, exc.message, exc.field)
+
+
+def _int_param(request: web.Request, name: str, default: int, label: str) -> int:
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise json_error(400, f"{label}应为整数", name) from None
+
+
+async def _visible_ticket(session: AsyncSession, request: web.Request) -> Ticket:
+    ticket = await find_by_number(session, request.match_info["number"])
+    if ticket is None or not can_view(_user(request), ticket):
+        # Outside the unit boundary a ticket does not exist, as far as the caller can tell.
+        raise json_error(404, "工单不存在", "number")
+    return ticket
+
+
+def ticket_json(ticket: Ticket, today: dt.date, user: User | None = None) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "number": ticket.number, "kind": ticket.kind.value, "kind_label": KIND_LABELS[ticket.kind],
+        "hotline": ticket.hotline, "state": ticket.state.value, "state_label": STATE_LABELS[ticket.state],
+        "source": ticket.source.value,
+        "complainant_name": ticket.complainant_name, "complainant_phone": ticket.complainant_phone,
+        "complainant_org": ticket.complainant_org,
+        "respondent_name": ticket.respondent_name, "respondent_phone": ticket.respondent_phone,
+        "complaint_object": ticket.complaint_object, "event_category": ticket.event_category,
+        "province": ticket.province, "city": ticket.city, "county": ticket.county,
+        "amount": None if ticket.amount is None else str(ticket.amount), "group_size": ticket.group_size,
+        "description": ticket.description, "transcript": ticket.transcript,
+        "unit": {"id": ticket.unit_id, "name": ticket.unit.name if ticket.unit else None},
+        "risk": {"level": ticket.risk_level, "reasons": ticket.risk_reasons, "auto_level": ticket.risk_auto_level,
+                 "override_remark": ticket.risk_override_remark, "override_at": iso(ticket.risk_override_at)},
+        "supervised": ticket.supervised, "supervision_note": ticket.supervision_note,
+        "acceptance_due": iso(ticket.acceptance_due), "handling_due": iso(ticket.handling_due),
+        "deadlines_provisional": ticket.deadlines_provisional,
+        "days_left": days_left(ticket, today),
+        "acceptance_overdue": acceptance_overdue(ticket, today), "handling_overdue": handling_overdue(ticket, today),
+        "review_status": ticket.review_status.value,
+        "review_outcome": ticket.review_outcome.value if ticket.review_outcome else None,
+        "created_at": iso(ticket.created_at), "created_by": ticket.created_by_name,
+        "accepted_at": iso(ticket.accepted_at), "closed_at": iso(ticket.closed_at),
+        "actions": available_actions(ticket, user) if user else [],
+    }
+
+
+def action_json(action: TicketAction) -> dict[str, Any]:
+    return {"id": action.id, "action": action.action, "operator": action.operator_name,
+            "operator_unit": action.operator_unit, "at": action.at.isoformat(), "state": action.state.value,
+            "state_label": STATE_LABELS[action.state], "remark": action.remark, "inputs": action.inputs}
+
+
+# --- read -----------------------------------------------------------------------------
+
+@routes.get("/api/tickets/openapi.json")
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+@routes.get("/api/tickets")
+async def get_list(request: web.Request) -> web.Response:
+    user, today = _user(request), _today(request)
+    try:
+        flt = TicketFilter.from_query(request.query)
+        async with request.app[DB_KEY].session() as session:
+            page = await list_tickets(session, user, flt, today, _int_param(request, "page", 1, "页码"),
+                                      _int_param(request, "page_size", 20, "每页条数"))
+    except WorkflowError as exc:
+        raise _workflow_error(exc) from None
+    return web.json_response({"total": page.total, "page": page.page, "page_size": page.page_size,
+                              "items": [ticket_json(t, today) for t in page.items]})
+
+
+@routes.get("/api/tickets/export")
+async def get_export(request: web.Request) -> web.Response:
+    user, today = _user(request), _today(request)
+    fmt = request.query.get("format", "csv")
+    if fmt not in ("csv", "xlsx"):
+        raise json_error(400, "导出格式应为 csv 或 xlsx", "format")
+    try:
+        flt = TicketFilter.from_query(request.query)
+    except WorkflowError as exc:
+        raise _workflow_error(exc) from None
+    async with request.app[DB_KEY].session() as session:
+        tickets = await iter_filtered(session, user, flt, today)
+    body = archive.list_csv(tickets, today) if fmt == "csv" else archive.list_xlsx(tickets, today)
+    ctype = "text/csv" if fmt == "csv" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Content-Disposition": f'attachment; filename="tickets-{today:%Y%m%d}.{fmt}"'})
+
+
+@routes.get("/api/tickets/counters")
+async def get_counters(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].session() as session:
+        return web.json_response(await home_counters(session, _user(request), _today(request)))
+
+
+@routes.get("/api/tickets/closing-rates")
+async def get_closing_rates(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].session() as session:
+        return web.json_response({"users": await closing_rates(session, _user(request))})
+
+
+@routes.get("/api/tickets/suggest-unit")
+async def get_suggestion(request: web.Request) -> web.Response:
+    _user(request)
+    q = request.query
+    if not q.get("hotline"):
+        raise json_error(400, "请选择热线", "hotline")
+    async with request.app[DB_KEY].session() as session:
+        unit = await dispatch.suggest_unit(session, q["hotline"], q.get("province"), q.get("city"),
+                                           q.get("county"), q.get("complaint_object"))
+    if unit is None:
+        raise json_error(404, "没有可派发的处理单位", "hotline")
+    return web.json_response({"unit": {"id": unit.id, "code": unit.code, "name": unit.name,
+                                       "level": unit.level.value}})
+
+
+@routes.get(f"/api/tickets/{NUMBER}")
+async def get_ticket(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].session() as session:
+        ticket = await _visible_ticket(session, request)
+        return web.json_response(ticket_json(ticket, _today(request), _user(request)))
+
+
+@routes.get(f"/api/tickets/{NUMBER}/log")
+async def get_log(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].session() as session:
+        ticket = await _visible_ticket(session, request)
+        return web.json_response({"number": ticket.number,
+                                  "log": [action_json(a) for a in await tracking_log(session, ticket)]})
+
+
+@routes.get(f"/api/tickets/{NUMBER}/archive")
+async def get_archive(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "pdf")
+    if fmt not in ("pdf", "xlsx"):
+        raise json_error(400, "归档格式应为 pdf 或 xlsx", "format")
+    async with request.app[DB_KEY].session() as session:
+        ticket = await _visible_ticket(session, request)
+        try:
+            form = archive.archive_form(ticket, await tracking_log(session, ticket))
+        except archive.ArchiveError as exc:
+            raise json_error(409, str(exc), "number") from None
+    body = archive.form_pdf(form) if fmt == "pdf" else archive.form_xlsx(form)
+    ctype = "application/pdf" if fmt == "pdf" else \
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Content-Disposition": f'attachment; filename="{form.number}-{form.appendix}.{fmt}"'})
+
+
+# --- write ------------------------------------------------------------------------------
+
+@routes.post("/api/tickets")
+async def post_ticket(request: web.Request) -> web.Response:
+    user, data = _user(request), await read_json(request)
+    policy = _policy(request)
+    try:
+        async with request.app[DB_KEY].transaction() as session:
+            ticket = await register_ticket(session, data, user, policy=policy)
+    except WorkflowError as exc:
+        raise _workflow_error(exc) from None
+    await risk.alert_if_needed(ticket, request.app.get(REDIS_KEY))  # after commit: no alert for a rollback
+    return web.json_response(ticket_json(ticket, today_local(policy), user), status=201)
+
+
+async def _act(request: web.Request, action: str, inputs: dict[str, Any]) -> web.Response:
+    user, policy = _user(request), _policy(request)
+    try:
+        async with request.app[DB_KEY].transaction() as session:
+            ticket = await _visible_ticket(session, request)
+            step = await perform_action(session, ticket, action, inputs, user, policy=policy)
+    except WorkflowError as exc:
+        raise _workflow_error(exc) from None
+    if action == "调整风险等级":
+        await risk.alert_if_needed(ticket, request.app.get(REDIS_KEY))
+    return web.json_response({"ticket": ticket_json(ticket, today_local(policy), user), "step": action_json(step)})
+
+
+@routes.post(f"/api/tickets/{NUMBER}/actions")
+async def post_action(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    action = data.get("action")
+    if not isinstance(action, str) or not action:
+        raise json_error(400, "请选择操作", "action")
+    return await _act(request, action, data.get("inputs") or {})
+
+
+@routes.post(f"/api/tickets/{NUMBER}/risk")
+async def post_risk(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    return await _act(request, "调整风险等级", {"level": data.get("level"), "remark": data.get("remark")})
+
+
+async def _read_upload(request: web.Request) -> tuple[str, bytes, str]:
+    """(filename, content, remark) of a multipart upload, size-limited while reading."""
+    if not request.content_type.startswith("multipart/"):
+        raise json_error(415, "请以 multipart/form-data 上传文件", "file")
+    reader = await request.multipart()
+    filename, content, remark = "", b"", ""
+    while (part := await reader.next()) is not None:
+        if part.name == "remark":
+            remark = (await part.text())[:500]
+        elif part.name == "file":
+            # Browsers send UTF-8 names raw; some clients (aiohttp) percent-encode them.
+            filename = Path(unquote(part.filename or "凭证")).name[:200]
+            chunks, size = [], 0
+            while chunk := await part.read_chunk(64 * 1024):
+                size += len(chunk)
+                if size > MAX_EVIDENCE_BYTES:
+                    raise json_error(413, f"文件超过 {MAX_EVIDENCE_BYTES // 1024 // 1024} MB 上限", "file",
+                                     max_size=MAX_EVIDENCE_BYTES, actual_size=size)
+                chunks.append(chunk)
+            content = b"".join(chunks)
+    if not content:
+        raise json_error(400, "请选择要上传的文件", "file")
+    return filename, content, remark
+
+
+@routes.post(f"/api/tickets/{NUMBER}/evidence")
+async def post_evidence(request: web.Request) -> web.Response:
+    user, policy = _user(request), _policy(request)
+    filename, content, remark = await _read_upload(request)
+    kind = sniff(content[:16])
+    if kind is None:
+        raise json_error(415, "凭证只接受图片（PNG、JPEG、GIF、WebP）或 PDF 文件", "file")
+    ctype, ext = kind
+    digest = hashlib.sha256(content).hexdigest()
+    root = request.app[SETTINGS_KEY].var_dir / "evidence"
+    relative = Path(request.match_info["number"]) / f"{digest}.{ext}"
+    target = root / relative
+    existed = target.exists()
+    try:
+        async with request.app[DB_KEY].transaction() as session:
+            ticket = await _visible_ticket(session, request)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not existed:
+                tmp = target.with_suffix(".part")
+                tmp.write_bytes(content)
+                tmp.replace(target)
+            evidence = Evidence(ticket_id=ticket.id, filename=filename, content_type=ctype, size_bytes=len(content),
+                                sha256=digest, storage_path=str(relative), uploaded_by_id=user.id)
+            session.add(evidence)
+            await session.flush()
+            await perform_action(session, ticket, "补充凭证", {"evidence_ids": [evidence.id], "remark": remark},
+                                 user, policy=policy)
+    except BaseException as exc:
+        if not existed:
+            target.unlink(missing_ok=True)  # nothing half-written: no file without its row
+        if isinstance(exc, WorkflowError):
+            raise _workflow_error(exc) from None
+        raise
+    return web.json_response({"id": evidence.id, "filename": filename, "content_type": ctype,
+                              "size_bytes": len(content), "sha256": digest}, status=201)
