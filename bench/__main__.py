@@ -1,0 +1,41 @@
+"""./hotline bench [--quick] [--only SECTION ...]: run the benchmarks, print and save the table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from bench import offline
+from bench.report import Report
+
+SECTIONS = {
+    "storage": offline.storage,
+    "speech": offline.speech,
+    "sizing": offline.sizing,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hotline bench")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for development")
+    parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run only these sections")
+    args = parser.parse_args(argv)
+    report = Report()
+    for name, run in SECTIONS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        began = time.monotonic()
+        run(report, args.quick)
+        print(f"   ({time.monotonic() - began:.0f} s)", flush=True)
+    mode = "quick" if args.quick else "full"
+    path = report.write(mode)
+    print()
+    print(report.markdown(mode))
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
