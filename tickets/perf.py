@@ -40,7 +40,7 @@ SAMPLE_FILTERS: dict[str, TicketFilter] = {
 
 def list_statement(user: User, flt: TicketFilter, today: dt.date) -> Any:
     """The page query of :func:`tickets.queries.list_tickets` (first page of 20)."""
-    return filtered(user, flt, today).order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(20)
+    return filtered(user, flt, today).order_by(Ticket.id.desc()).limit(20)
 
 
 async def explain(session: AsyncSession, statement: Any) -> str:

@@ -107,7 +107,7 @@ async def list_tickets(session: AsyncSession, user: User, flt: TicketFilter, tod
     query = filtered(user, flt, today)
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = (await session.scalars(
-        query.order_by(Ticket.created_at.desc(), Ticket.id.desc())
+        query.order_by(Ticket.id.desc())  # registration order; lets equality indexes serve the sort
         .offset((page - 1) * page_size).limit(page_size).options(selectinload(Ticket.unit))
     )).all()
     return Page(list(rows), int(total or 0), page, page_size)
@@ -117,7 +117,7 @@ async def iter_filtered(session: AsyncSession, user: User, flt: TicketFilter, to
                         limit: int = 100_000) -> list[Ticket]:
     """All matching tickets for export (newest first, capped)."""
     return list((await session.scalars(
-        filtered(user, flt, today).order_by(Ticket.created_at.desc()).limit(limit)
+        filtered(user, flt, today).order_by(Ticket.id.desc()).limit(limit)
         .options(selectinload(Ticket.unit))
     )).all())
 
