@@ -1,4 +1,4 @@
-"""Mandarin prompts: text -> speech (pyttsx3 on espeak-ng's Mandarin voice) -> Asterisk 8 kHz WAV.
+"""Mandarin prompts: text -> speech (espeak-ng's Mandarin voice) -> Asterisk 8 kHz WAV.
 
 Prompts are cached by content: the file name carries a hash of the text and
 voice settings, so an unchanged prompt is never synthesized twice. A recorded
@@ -8,20 +8,19 @@ one of the same name.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 from core.settings import CONFIG_DIR
 
-VOICE = "sit/cmn"
+VOICE = "sit/cmn"  # pyttsx3 voice id of espeak-ng's Mandarin
+ESPEAK_VOICE = "cmn"
 RATE = 190  # words per minute: brisk but clear, keeps the main menu under 20 s
 HUMAN_PROMPTS = CONFIG_DIR / "prompts"
-
-_engine_lock = threading.Lock()
 
 
 class PromptError(RuntimeError):
@@ -29,22 +28,26 @@ class PromptError(RuntimeError):
 
 
 def _content_key(text: str) -> str:
-    return hashlib.sha256(f"{VOICE}|{RATE}|{text}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"espeak-ng|{VOICE}|{RATE}|{text}".encode()).hexdigest()[:16]
 
 
 def _synthesize(text: str, target: Path) -> None:
-    import pyttsx3  # imported lazily: only prompt generation needs the TTS engine
+    """espeak-ng's Mandarin voice -> 8 kHz WAV.
 
+    pyttsx3 2.99's espeak driver (the design card's TTS wrapper) is not used for
+    files: verified here, it silently writes nothing for a long utterance (the
+    42-character main menu) and keeps the previous utterance's state between
+    calls. We drive the same engine, voice and rate through the espeak-ng
+    command line instead, which is also safe to run from several threads.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "tts.wav"
-        with _engine_lock:
-            engine = pyttsx3.init("espeak")
-            engine.setProperty("voice", VOICE)
-            engine.setProperty("rate", RATE)
-            engine.save_to_file(text, str(raw))
-            engine.runAndWait()
-        if not raw.exists() or raw.stat().st_size < 100:
-            raise PromptError(f"TTS produced no audio for {text!r}")
+        proc = subprocess.run(
+            ["espeak-ng", "-v", ESPEAK_VOICE, "-s", str(RATE), "-w", str(raw), "--", text],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0 or not raw.exists() or raw.stat().st_size < 100:
+            raise PromptError(f"espeak-ng produced no audio for {text!r}: {proc.stderr.strip()}")
         convert_to_asterisk_wav(raw, target)
 
 
@@ -64,10 +67,10 @@ def convert_to_asterisk_wav(source: Path, target: Path) -> None:
 class PromptStore:
     """Prompt files in one folder that Asterisk reads (``<dir>/<name>.wav``)."""
 
-    def __init__(self, directory: Path, asterisk_directory: str) -> None:
+    def __init__(self, directory: Path, asterisk_directory: str, cache_dir: Path | None = None) -> None:
         self.directory = directory
         self.asterisk_directory = asterisk_directory
-        self.cache_dir = directory / ".cache"
+        self.cache_dir = cache_dir or directory / ".cache"
 
     def ensure(self, name: str, text: str) -> str:
         """Make ``name`` say ``text``; return the path Asterisk plays (no extension)."""
@@ -80,6 +83,7 @@ class PromptStore:
             if not cached.exists():
                 _synthesize(text, cached)
             if not target.exists() or target.read_bytes() != cached.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cached, target)
         target.chmod(0o644)
         return f"{self.asterisk_directory}/{name}"
@@ -90,3 +94,25 @@ class PromptStore:
         if not (self.directory / f"{name}.wav").exists():
             self.ensure(name, text)
         return f"{self.asterisk_directory}/{name}"
+
+
+class AsteriskPrompts:
+    """The flow's view of a :class:`PromptStore`: static paths, and live readbacks made off the event loop."""
+
+    def __init__(self, store: PromptStore) -> None:
+        self.store = store
+        self._pending: dict[str, asyncio.Future[str]] = {}
+
+    def path(self, name: str) -> str:
+        return f"{self.store.asterisk_directory}/{name}"
+
+    async def dynamic(self, text: str) -> str:
+        """Synthesize ``text`` in a worker thread (cached on disk); concurrent callers share one job."""
+        if text not in self._pending:
+            loop = asyncio.get_running_loop()
+            self._pending[text] = loop.run_in_executor(None, self.store.dynamic, text)
+        try:
+            return await asyncio.shield(self._pending[text])
+        finally:
+            if self._pending.get(text) is not None and self._pending[text].done():
+                self._pending.pop(text, None)

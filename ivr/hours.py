@@ -1,0 +1,108 @@
+"""Staffed hours: working hours from settings [hours] plus China's public-holiday calendar.
+
+Working days follow ``chinese_calendar`` (public holidays off, make-up working
+weekends 调休 on), decided in the centre's time zone (settings ``timezone``),
+never the host clock's zone. Years the calendar package does not cover fall
+back to Monday-Friday, and say so in the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import chinese_calendar
+
+from core.settings import ConfigError, Settings
+
+MODES = ("calendar", "always", "never")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hours:
+    """The [hours] section, parsed and checked."""
+
+    open: dt.time
+    close: dt.time
+    mode: str
+    zone: ZoneInfo
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Hours:
+        section = settings["hours"]
+        mode = section.get("mode", "calendar")
+        if mode not in MODES:
+            raise ConfigError(f"[hours] mode = {mode!r}：只能是 {' / '.join(MODES)}")
+        opening, closing = _parse_time(section, "open"), _parse_time(section, "close")
+        if closing <= opening:
+            raise ConfigError(f"[hours] close ({closing:%H:%M}) 必须晚于 open ({opening:%H:%M})")
+        return cls(opening, closing, mode, ZoneInfo(settings.timezone))
+
+
+def _parse_time(section: dict, key: str) -> dt.time:
+    value = str(section.get(key, ""))
+    try:
+        return dt.datetime.strptime(value, "%H:%M").time()
+    except ValueError as exc:
+        raise ConfigError(f"[hours] {key} = {value!r}：应为 HH:MM 格式，例如 08:30") from exc
+
+
+def is_working_day(day: dt.date) -> bool:
+    """A working day of the Chinese calendar, including make-up working weekends."""
+    try:
+        return chinese_calendar.is_workday(day)
+    except NotImplementedError:
+        log.warning("chinese_calendar has no data for %s; assuming Monday-Friday", day.year)
+        return day.weekday() < 5
+
+
+def _calendar_open(hours: Hours, local: dt.datetime) -> bool:
+    return is_working_day(local.date()) and hours.open <= local.time() < hours.close
+
+
+def is_open(settings: Settings, when: dt.datetime | None = None) -> bool:
+    """Are agents on duty at ``when`` (aware; default now)?"""
+    hours = Hours.from_settings(settings)
+    if hours.mode != "calendar":
+        return hours.mode == "always"
+    return _calendar_open(hours, _aware(when).astimezone(hours.zone))
+
+
+def next_open_period(settings: Settings, when: dt.datetime | None = None) -> dt.datetime:
+    """The first moment at or after ``when`` when the line is staffed (aware, centre's zone).
+
+    Used to schedule callbacks. With mode ``never`` the calendar's hours are
+    used anyway, so a callback still gets a sensible time.
+    """
+    hours = Hours.from_settings(settings)
+    local = _aware(when).astimezone(hours.zone)
+    if hours.mode == "always" or _calendar_open(hours, local):
+        return local
+    day = local.date()
+    for _ in range(400):
+        start = dt.datetime.combine(day, hours.open, tzinfo=hours.zone)
+        if is_working_day(day) and start >= local:
+            return start
+        day += dt.timedelta(days=1)
+    raise ConfigError("一年内没有工作日：请检查 [hours] 配置")
+
+
+def staffed_hours(settings: Settings) -> dict[str, str]:
+    """``{"open": "8点30分", "close": "17点30分"}`` for prompts said aloud."""
+    hours = Hours.from_settings(settings)
+    return {"open": _spoken(hours.open), "close": _spoken(hours.close)}
+
+
+def _spoken(t: dt.time) -> str:
+    return f"{t.hour}点" + (f"{t.minute}分" if t.minute else "")
+
+
+def _aware(when: dt.datetime | None) -> dt.datetime:
+    if when is None:
+        return dt.datetime.now(dt.UTC)
+    if when.tzinfo is None:
+        raise ValueError("naive datetime: give the time with its zone")
+    return when

@@ -1,0 +1,223 @@
+"""FastAGI server (panoramisk): ``agi://host:port/ivr`` and ``agi://host:port/queue-timeout``.
+
+The adapter below turns panoramisk's raw AGI replies into the small
+:class:`ivr.flow.Channel` interface; the flow itself lives in ivr/flow.py.
+A handler that fails for any reason still leaves the caller routed: general
+queue for ``ivr``, voicemail for ``queue-timeout`` (the dialplan has its own
+fallback too, for when this server is down or dies mid-call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from panoramisk.fast_agi import Application, Request
+
+from core.asterisk_runtime import resolve_runtime
+from core.db import Database
+from core.settings import Settings
+from ivr.flow import CallerHungUp, CallFlow, Prompts, QueueTimeoutFlow, Route, TicketLookup, TicketStatus
+from ivr.hours import is_open
+from ivr.menu import HotlineMenu, load_all_menus
+from ivr.setup import asterisk_prompts
+
+HEADER_TIMEOUT = 10
+log = structlog.get_logger(service="ivr")
+
+
+class AgiCommandError(RuntimeError):
+    """Asterisk refused an AGI command (not a hangup)."""
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _digit(result: dict[str, Any]) -> str:
+    code = int(result.get("result", ("0", ""))[0] or 0)
+    return chr(code) if code > 0 else ""
+
+
+class AgiChannel:
+    """:class:`ivr.flow.Channel` over one panoramisk FastAGI request."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        caller = request.headers.get("agi_callerid", "")
+        self.caller = "" if caller in ("unknown", "anonymous") else caller
+
+    async def command(self, line: str) -> dict[str, Any]:
+        try:
+            result = await self.request.send_command(line)
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
+            raise CallerHungUp(str(exc)) from exc
+        error = result.get("error")
+        if error == "AGIResultHangup" or result.get("status_code") == 511:
+            raise CallerHungUp(result.get("msg", ""))
+        if error and error != "AGIAppError":
+            raise AgiCommandError(f"{line!r}: {result}")
+        return result
+
+    async def get_variable(self, name: str) -> str:
+        result = await self.command(f"GET VARIABLE {name}")
+        value, data = result.get("result", ("0", ""))
+        return data if value == "1" else ""
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self.command(f"SET VARIABLE {name} {_quote(value)}")
+
+    async def _play(self, line: str) -> str:
+        result = await self.command(line)
+        if result.get("error") == "AGIAppError":  # missing file or a hangup; the next command tells which
+            log.warning("agi_playback_failed", command=line)
+            return ""
+        return _digit(result)
+
+    async def stream_file(self, path: str, escape_digits: str) -> str:
+        return await self._play(f"STREAM FILE {path} {_quote(escape_digits)}")
+
+    async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
+        return await self._play(f"GET OPTION {path} {_quote(escape_digits)} {timeout_ms}")
+
+    async def get_data(self, path: str, timeout_ms: int, max_digits: int) -> str:
+        result = await self.command(f"GET DATA {path} {timeout_ms} {max_digits}")
+        if result.get("error") == "AGIAppError":
+            return ""
+        return result.get("result", ("", ""))[0]
+
+
+class DbTicketLookup:
+    """:class:`ivr.flow.TicketLookup` over the tickets package's queries."""
+
+    def __init__(self, db: Database, timezone: str) -> None:
+        self.db, self.zone = db, ZoneInfo(timezone)
+
+    def _today(self) -> dt.date:
+        return dt.datetime.now(self.zone).date()
+
+    async def open_for_phone(self, phone: str) -> list[TicketStatus]:
+        from tickets.queries import open_tickets_for_phone, status_readback
+
+        async with self.db.session() as session:
+            tickets = await open_tickets_for_phone(session, phone)
+            return [TicketStatus(t.number, status_readback(t, self._today())) for t in tickets]
+
+    async def find(self, number: str) -> TicketStatus | None:
+        from tickets.queries import find_by_number, status_readback
+
+        async with self.db.session() as session:
+            ticket = await find_by_number(session, number)
+            return TicketStatus(ticket.number, status_readback(ticket, self._today())) if ticket else None
+
+
+class FastAgiApplication(Application):
+    """panoramisk's Application with a header reader that survives port probes.
+
+    panoramisk 1.4 reads the AGI environment with ``while b'\\n\\n' not in buffer``
+    and spins forever when a client connects and closes without sending it
+    (``./hotline status`` probes the port exactly like that). Here the header
+    block is read with a deadline and EOF ends the connection.
+    """
+
+    async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            writer.close()
+            return
+        lines = raw.decode(self.default_encoding, errors="replace").splitlines()
+        headers = OrderedDict(line.split(": ", 1) for line in lines if ": " in line)
+        script = headers.get("agi_network_script")
+        route = self._route.get(script)
+        try:
+            if route is None:
+                log.error("agi_unknown_script", script=script)
+                return
+            await route(Request(app=self, headers=headers, reader=reader, writer=writer,
+                                encoding=self.default_encoding))
+        finally:
+            writer.close()
+
+
+class IvrService:
+    """The two FastAGI scripts, sharing menus, prompts and the ticket look-up."""
+
+    def __init__(self, settings: Settings, menus: dict[str, HotlineMenu], prompts: Prompts,
+                 tickets: TicketLookup) -> None:
+        self.settings, self.menus, self.prompts, self.tickets = settings, menus, prompts, tickets
+
+    async def ivr(self, request: Request) -> None:
+        channel = AgiChannel(request)
+        hotline = request.headers.get("agi_extension", "")
+        fallback = Route("queue", f"{hotline}-general")
+
+        async def run() -> Route:
+            nonlocal fallback
+            actual = await channel.get_variable("HOTLINE") or hotline
+            fallback = Route("queue", f"{actual}-general")
+            menu = self.menus.get(actual)
+            if menu is None:
+                raise LookupError(f"no menu for hotline {actual!r}")
+            flow = CallFlow(channel, menu, self.prompts, self.tickets, staffed=is_open(self.settings))
+            return await flow.run()
+
+        await self._guard("ivr", channel, run(), lambda: fallback)
+
+    async def queue_timeout(self, request: Request) -> None:
+        channel = AgiChannel(request)
+        flow = QueueTimeoutFlow(channel, self.prompts)
+        await self._guard("queue-timeout", channel, flow.run(), lambda: Route("voicemail"))
+
+    async def _guard(self, script: str, channel: AgiChannel, flow: Awaitable[Route], fallback) -> None:
+        call = structlog.contextvars.bind_contextvars(script=script, caller=channel.caller,
+                                                      channel=channel.request.headers.get("agi_channel"))
+        try:
+            route = await flow
+            log.info("ivr_routed", route=route.route, queue=route.queue)
+        except CallerHungUp:
+            log.info("caller_hung_up")
+        except Exception:  # noqa: BLE001 - whatever broke, the caller must still be routed
+            route = fallback()
+            log.exception("ivr_failed", fallback=route.route, queue=route.queue)
+            try:
+                if route.queue:
+                    await channel.set_variable("__TARGET_QUEUE", route.queue)
+                await channel.set_variable("IVR_ROUTE", route.route)
+            except Exception:  # noqa: BLE001 - the dialplan's own fallback takes over
+                log.warning("ivr_fallback_not_set")
+        finally:
+            structlog.contextvars.reset_contextvars(**call)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the FastAGI server until ``stop`` is set (the supervisor's ``python -m ivr``)."""
+    import redis.asyncio as aioredis
+
+    from core.service import heartbeat
+
+    menus = load_all_menus()
+    runtime = resolve_runtime(settings)
+    db = Database(settings.database_url)
+    service = IvrService(settings, menus, asterisk_prompts(runtime), DbTicketLookup(db, settings.timezone))
+    app = FastAgiApplication()
+    app.add_route("ivr", service.ivr)
+    app.add_route("queue-timeout", service.queue_timeout)
+    host, port = settings["agi"]["host"], settings["agi"]["port"]
+    server = await asyncio.start_server(app.handler, host, port)
+    log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    beat = asyncio.create_task(heartbeat(redis, "ivr"))
+    try:
+        await stop.wait()
+    finally:
+        beat.cancel()
+        server.close()
+        await server.wait_closed()
+        await redis.aclose()
+        await db.close()

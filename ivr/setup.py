@@ -1,0 +1,80 @@
+"""Set-up of the IVR's sounds: every prompt of config/prompts.yaml and the menu files, plus the
+Mandarin (``zh``) number and queue-announcement sounds Asterisk's app_queue and say.c play.
+
+Called by ``./hotline up`` and the test harness; prompts are cached by content
+(ivr/prompts.py), so running it again only copies files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from core.asterisk_runtime import AsteriskRuntime
+from core.settings import CONFIG_DIR, ConfigError, Settings
+from ivr.hours import staffed_hours
+from ivr.menu import RECORDED_PROMPTS, HotlineMenu, Prompt, load_all_menus
+from ivr.prompts import AsteriskPrompts, PromptStore, convert_to_asterisk_wav
+
+PROMPTS_FILE = CONFIG_DIR / "prompts.yaml"
+ZH_SOUNDS = "/usr/share/asterisk/sounds/zh"
+SHARED_CACHE = "/var/cache/hotline-prompts"  # inside the runtime: shared by every instance
+
+
+def load_prompt_texts(path: Path = PROMPTS_FILE) -> tuple[dict[str, str], dict[str, str]]:
+    """(platform prompts, Asterisk zh sounds) from config/prompts.yaml."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    prompts, sounds = data.get("prompts") or {}, data.get("asterisk_sounds") or {}
+    for section, values in (("prompts", prompts), ("asterisk_sounds", sounds)):
+        for name, text in values.items():
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"{path}: {section}.{name} 的文字为空")
+    return prompts, sounds
+
+
+def platform_prompts(settings: Settings, path: Path = PROMPTS_FILE) -> list[Prompt]:
+    """The shared prompts, with the staffed hours filled in."""
+    texts, _sounds = load_prompt_texts(path)
+    hours = staffed_hours(settings)
+    return [Prompt(name, text.format(**hours)) for name, text in texts.items()]
+
+
+def prompt_store(runtime: AsteriskRuntime) -> PromptStore:
+    """The instance's prompt folder (``${PROMPTS}`` in the dialplan), with the runtime-wide cache."""
+    sounds = runtime.inside("sounds")
+    return PromptStore(runtime.host_path(sounds), sounds, cache_dir=runtime.host_path(SHARED_CACHE))
+
+
+def asterisk_prompts(runtime: AsteriskRuntime) -> AsteriskPrompts:
+    return AsteriskPrompts(prompt_store(runtime))
+
+
+def _make(store: PromptStore, prompt: Prompt) -> str:
+    if prompt.audio:
+        convert_to_asterisk_wav(RECORDED_PROMPTS / prompt.audio, store.directory / f"{prompt.name}.wav")
+        (store.directory / f"{prompt.name}.wav").chmod(0o644)
+        return f"{store.asterisk_directory}/{prompt.name}"
+    return store.ensure(prompt.name, prompt.text)
+
+
+def generate_prompts(settings: Settings, runtime: AsteriskRuntime,
+                     menus: dict[str, HotlineMenu] | None = None) -> dict[str, Path]:
+    """(Re)generate every prompt; returns prompt name -> host path of its WAV file."""
+    menus = menus if menus is not None else load_all_menus()
+    store = prompt_store(runtime)
+    store.directory.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+    prompts = platform_prompts(settings) + [p for menu in menus.values() for p in menu.prompts()]
+    for prompt in prompts:
+        _make(store, prompt)
+        made[prompt.name] = store.directory / f"{prompt.name}.wav"
+
+    _texts, sounds = load_prompt_texts()
+    zh = PromptStore(runtime.host_path(ZH_SOUNDS), ZH_SOUNDS, cache_dir=store.cache_dir)
+    for name, text in sounds.items():
+        zh.ensure(name, text)
+        made[f"zh/{name}"] = zh.directory / f"{name}.wav"
+    for folder in {path.parent for path in made.values()}:
+        folder.chmod(0o755)
+    return made
