@@ -103,7 +103,11 @@ class CallFlow:
             await self._step("after-hours")
             return await self._finish(Route("voicemail"))
         try:
-            ahead = await self.channel.stream_file(greeting, ESCAPE_DIGITS)
+            # A key pressed during the dialplan's recording notice (IVR_AHEAD) already
+            # answers the main menu: the caller knows the line, skip the greeting.
+            ahead = (await self.channel.get_variable("IVR_AHEAD"))[:1]
+            if not ahead:
+                ahead = await self.channel.stream_file(greeting, ESCAPE_DIGITS)
             return await self._menu(self.menu.main, ahead)
         except _ToAgent as to_agent:
             if to_agent.reason:

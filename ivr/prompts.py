@@ -19,7 +19,9 @@ from core.settings import CONFIG_DIR
 
 VOICE = "sit/cmn"  # pyttsx3 voice id of espeak-ng's Mandarin
 ESPEAK_VOICE = "cmn"
-RATE = 190  # words per minute: brisk but clear, keeps the main menu under 20 s
+RATE = 240  # espeak words per minute: brisk but clear, keeps greeting + main menu under 20 s
+# Trim espeak's lead-in and end pause: every tenth of a second counts in a menu.
+TRIM_SILENCE = ["silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse"]
 HUMAN_PROMPTS = CONFIG_DIR / "prompts"
 
 
@@ -28,7 +30,7 @@ class PromptError(RuntimeError):
 
 
 def _content_key(text: str) -> str:
-    return hashlib.sha256(f"espeak-ng|{VOICE}|{RATE}|{text}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"espeak-ng|{VOICE}|{RATE}|trim|{text}".encode()).hexdigest()[:16]
 
 
 def _synthesize(text: str, target: Path) -> None:
@@ -48,15 +50,15 @@ def _synthesize(text: str, target: Path) -> None:
         )
         if proc.returncode != 0 or not raw.exists() or raw.stat().st_size < 100:
             raise PromptError(f"espeak-ng produced no audio for {text!r}: {proc.stderr.strip()}")
-        convert_to_asterisk_wav(raw, target)
+        convert_to_asterisk_wav(raw, target, TRIM_SILENCE)
 
 
-def convert_to_asterisk_wav(source: Path, target: Path) -> None:
+def convert_to_asterisk_wav(source: Path, target: Path, effects: list[str] | None = None) -> None:
     """8 kHz, mono, 16-bit PCM: what Asterisk plays without transcoding."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".part.wav")
     proc = subprocess.run(
-        ["sox", str(source), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp)],
+        ["sox", str(source), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp), *(effects or [])],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
