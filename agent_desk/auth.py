@@ -1,0 +1,231 @@
+"""Log-in, server-side sessions in Redis, CSRF protection and the auth middleware.
+
+A session is a random token in an HttpOnly, SameSite=Lax cookie; Redis holds
+``{user_id, csrf}`` under the token's hash with a sliding expiry of
+``[web] session_minutes``. Losing Redis only means logging in again.
+Every state-changing request carries the session's CSRF token: forms in the
+``_csrf`` field, ``fetch`` calls in the ``X-CSRF-Token`` header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from core.models import Role, User
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
+
+COOKIE = "hotline_session"
+LOGIN_CSRF_COOKIE = "hotline_login_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "_csrf"
+SESSION_PREFIX = "hotline:web:session:"
+SESSION_KEY = "session"  # request[SESSION_KEY]: the Session of the logged-in user
+PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+LEADS = frozenset({Role.TEAM_LEAD, Role.ADMIN})
+UNIT_ROLES = frozenset({Role.UNIT_HANDLER, Role.UNIT_HEAD})
+
+
+@dataclass
+class Session:
+    token_hash: str
+    user_id: int
+    csrf: str
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _ttl(app: web.Application) -> int:
+    return int(app[SETTINGS_KEY]["web"]["session_minutes"]) * 60
+
+
+async def create_session(app: web.Application, user_id: int) -> tuple[str, Session]:
+    token = secrets.token_urlsafe(32)
+    session = Session(_hash(token), user_id, secrets.token_urlsafe(24))
+    await app[REDIS_KEY].set(SESSION_PREFIX + session.token_hash,
+                             json.dumps({"user_id": user_id, "csrf": session.csrf}), ex=_ttl(app))
+    return token, session
+
+
+async def load_session(app: web.Application, token: str | None) -> Session | None:
+    """The live session of a cookie value; each use extends its expiry (sliding window)."""
+    if not token:
+        return None
+    key = SESSION_PREFIX + _hash(token)
+    redis = app[REDIS_KEY]
+    raw = await redis.get(key)
+    if not raw:
+        return None
+    await redis.expire(key, _ttl(app))
+    data = json.loads(raw)
+    return Session(_hash(token), int(data["user_id"]), data["csrf"])
+
+
+async def drop_session(app: web.Application, session: Session) -> None:
+    await app[REDIS_KEY].delete(SESSION_PREFIX + session.token_hash)
+
+
+async def load_user(app: web.Application, user_id: int | None = None, username: str | None = None) -> User | None:
+    """An active user with ``.unit`` loaded (the tickets code reads it)."""
+    query = select(User).options(selectinload(User.unit)).where(User.active.is_(True))
+    query = query.where(User.id == user_id) if user_id is not None else query.where(User.username == username)
+    async with app[DB_KEY].session() as db:
+        return await db.scalar(query)
+
+
+def csrf_ok(expected: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(expected.encode(), str(given).encode())
+
+
+def is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or request.path == "/events" or \
+        "application/json" in request.headers.get("Accept", "")
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+
+async def _submitted_csrf(request: web.Request) -> str | None:
+    """The token from the header, or from the form body (never reads multipart or JSON bodies)."""
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    if request.content_type == "application/x-www-form-urlencoded":
+        return (await request.post()).get(CSRF_FIELD)  # type: ignore[return-value]
+    return None
+
+
+def forbidden_page(request: web.Request, message: str, status: int = 403) -> web.Response:
+    """A Chinese error page (or JSON for API calls) that keeps the layout."""
+    if is_api(request):
+        raise json_error(status, message)
+    response = aiohttp_jinja2.render_template("error.html", request, {"message": message, "status": status})
+    response.set_status(status)
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    if is_public(request.path):
+        return await handler(request)
+    session = await load_session(request.app, request.cookies.get(COOKIE))
+    user = await load_user(request.app, session.user_id) if session else None
+    if session is None or user is None:
+        if is_api(request):
+            raise json_error(401, "登录已过期，请重新登录")
+        target = request.path_qs if request.method == "GET" else "/"
+        raise web.HTTPFound(f"/login?next={quote(target, safe='')}")
+    if request.method in UNSAFE_METHODS and not csrf_ok(session.csrf, await _submitted_csrf(request)):
+        if is_api(request) or request.headers.get(CSRF_HEADER) is not None:
+            raise json_error(403, "请求校验失败（CSRF），请刷新页面后重试")
+        return forbidden_page(request, "请求校验失败（CSRF），请刷新页面后重试")
+    request[USER_KEY] = user
+    request[SESSION_KEY] = session
+    return await handler(request)
+
+
+def require_roles(*roles: Role) -> Callable:
+    """Handler decorator: 403 (Chinese) unless the user has one of ``roles``."""
+    allowed = frozenset(roles)
+
+    def decorate(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if request[USER_KEY].role not in allowed:
+                return forbidden_page(request, "您的账号无权访问此功能")
+            return await handler(request)
+        wrapped.__name__ = handler.__name__
+        wrapped.__doc__ = handler.__doc__
+        return wrapped
+    return decorate
+
+
+def home_for(user: User) -> str:
+    if user.role == Role.AGENT:
+        return "/desk"
+    if user.role in LEADS:
+        return "/wallboard"
+    return "/unit"
+
+
+def _safe_next(value: str | None) -> str | None:
+    return value if value and value.startswith("/") and not value.startswith("//") else None
+
+
+# --- handlers ------------------------------------------------------------------
+
+async def login_page(request: web.Request) -> web.Response:
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    response = aiohttp_jinja2.render_template("login.html", request, {
+        "login_csrf": token, "next": _safe_next(request.query.get("next")) or "", "error": None, "username": ""})
+    _set_login_csrf(request, response, token)
+    return response
+
+
+def _set_login_csrf(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Lax", secure=_secure(request),
+                        path="/login", max_age=3600)
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    username = str(form.get("username", "")).strip()
+    next_url = _safe_next(str(form.get("next", "")))
+    cookie_token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+
+    def fail(message: str, status: int) -> web.Response:
+        token = cookie_token or secrets.token_urlsafe(24)
+        response = aiohttp_jinja2.render_template("login.html", request, {
+            "login_csrf": token, "next": next_url or "", "error": message, "username": username})
+        _set_login_csrf(request, response, token)
+        response.set_status(status)
+        return response
+
+    if not cookie_token or not csrf_ok(cookie_token, str(form.get(CSRF_FIELD, ""))):
+        return fail("页面已过期，请重新登录", 403)
+    user = await load_user(request.app, username=username) if username else None
+    if user is None or not user.check_password(str(form.get("password", ""))):
+        return fail("用户名或密码错误", 401)
+    token, _session = await create_session(request.app, user.id)
+    response = web.HTTPFound(next_url or home_for(user))
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=_secure(request), path="/")
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    await drop_session(request.app, request[SESSION_KEY])
+    response = web.HTTPFound("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(home_for(request[USER_KEY]))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", home)

@@ -1,0 +1,75 @@
+"""Pieces shared by the desk's pages: the AMI client key, role menus, template context, small helpers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from core.ami import AmiClient, AmiError
+from core.models import ROLE_LABELS, Role, User
+from core.web import SETTINGS_KEY, USER_KEY, json_error
+
+AMI_KEY = web.AppKey("ami", AmiClient)
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    href: str
+    label: str
+    icon: str  # a single character shown on the phone's bottom bar
+
+
+_DESK = MenuItem("/desk", "坐席工作台", "☎")
+_TICKETS = MenuItem("/tickets", "工单", "☰")
+_WALLBOARD = MenuItem("/wallboard", "实时监控", "◉")
+_SUPERVISE = MenuItem("/tickets?supervised=true", "督办工单", "★")
+_REPORT = MenuItem("/report", "服务质量报表", "▤")
+_UNIT_HOME = MenuItem("/unit", "首页", "⌂")
+_MY = MenuItem("/my", "我的", "☺")
+
+MENUS: dict[Role, tuple[MenuItem, ...]] = {
+    Role.AGENT: (_DESK, _TICKETS, _MY),
+    Role.TEAM_LEAD: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _MY),
+    Role.UNIT_HANDLER: (_UNIT_HOME, _TICKETS, _MY),
+    Role.UNIT_HEAD: (_UNIT_HOME, _TICKETS, _MY),
+    Role.ADMIN: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _MY),
+}
+
+
+async def template_context(request: web.Request) -> dict[str, Any]:
+    """aiohttp_jinja2 context processor: the user, their menu and the CSRF token on every page."""
+    from agent_desk.auth import SESSION_KEY
+
+    user: User | None = request.get(USER_KEY)
+    session = request.get(SESSION_KEY)
+    return {
+        "user": user,
+        "role_label": ROLE_LABELS.get(user.role, "") if user else "",
+        "menu": MENUS.get(user.role, ()) if user else (),
+        "csrf": session.csrf if session else "",
+        "path": request.path,
+        "centre_name": request.app[SETTINGS_KEY]["centre"]["name"],
+    }
+
+
+def local_zone(request: web.Request) -> ZoneInfo:
+    return ZoneInfo(request.app[SETTINGS_KEY].timezone)
+
+
+def local_time(value: dt.datetime | None, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return value.astimezone(zone).strftime(fmt) if value else "—"
+
+
+def ami(request: web.Request) -> AmiClient:
+    client = request.app.get(AMI_KEY)
+    if client is None or not client.logged_in.is_set():
+        raise json_error(409, "暂时无法连接电话系统（AMI），请稍后重试")
+    return client
+
+
+def ami_failure(exc: AmiError) -> web.HTTPException:
+    return json_error(409, str(exc))

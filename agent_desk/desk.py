@@ -1,0 +1,201 @@
+"""The seat agent's desk: state bar, screen pop with the ticket form, call control, knowledge, inbox.
+
+The page is rendered once; the pop arrives over /events (see live.py) and the
+buttons call the JSON endpoints below, which drive Asterisk through cti.control.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy import select
+
+from agent_desk.auth import require_roles
+from agent_desk.common import ami, ami_failure, local_time, local_zone
+from agent_desk.knowledge import load_knowledge, load_phrases
+from core.ami import AmiClient, AmiError
+from core.models import Role, User
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
+from cti import control
+from cti.models import CallbackRequest, CallbackStatus
+from recordings.models import Recording
+from tickets import dispatch
+from tickets.models import KIND_LABELS, Source, Ticket
+from tickets.workflow import visible_ticket_filter
+
+HELD_PREFIX = "hotline:desk:held:"  # agent id -> citizen channel put on hold from the desk
+PHONE_NUMBER = re.compile(r"^\+?\d{3,20}$")
+AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
+
+
+def _state_json(session: dict[str, Any] | None) -> dict[str, Any]:
+    session = session or {"state": "offline"}
+    state = session.get("state", "offline")
+    reason = session.get("reason")
+    return {"state": state, "state_label": control.AGENT_STATES.get(state, state), "reason": reason,
+            "reason_label": control.PAUSE_REASONS.get(reason or "", ""), "since": session.get("since"),
+            "phone": session.get("phone"), "queues": session.get("queues", [])}
+
+
+def _form_options() -> dict[str, Any]:
+    cats = dispatch.categories()
+    return {"objects": {h: list(objs) for h, objs in cats.complaint_objects.items()},
+            "events": {h: list(e) for h, e in cats.event_categories.items()},
+            "kinds": {k.value: label for k, label in KIND_LABELS.items()}}
+
+
+async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, list[dict[str, Any]]]:
+    """Voice messages, tickets from voice messages and pending callbacks the user may see."""
+    zone = local_zone(request)
+    async with request.app[DB_KEY].session() as db:
+        voicemails = (await db.scalars(select(Recording).where(Recording.kind == "voicemail")
+                                       .order_by(Recording.started_at.desc()).limit(limit))).all()
+        tickets = (await db.scalars(select(Ticket).where(visible_ticket_filter(user), Ticket.source == Source.VOICEMAIL)
+                                    .order_by(Ticket.created_at.desc()).limit(limit))).all()
+        callbacks = (await db.scalars(select(CallbackRequest).where(
+            CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)))
+            .order_by(CallbackRequest.position_at).limit(limit))).all()
+    return {
+        "voicemails": [{"id": r.id, "number": r.caller_number or "未知号码", "hotline": r.hotline,
+                        "at": local_time(r.started_at, zone, "%m-%d %H:%M"), "ticket": r.ticket_number,
+                        "seconds": round(r.duration_seconds or 0), "transcript": r.transcript} for r in voicemails],
+        "tickets": [{"number": t.number, "phone": t.complainant_phone, "state": t.state_label,
+                     "at": local_time(t.created_at, zone, "%m-%d %H:%M")} for t in tickets],
+        "callbacks": [{"id": c.id, "number": c.number, "hotline": c.hotline, "source": c.source,
+                       "status": c.status.value, "attempts": c.attempts,
+                       "at": local_time(c.position_at, zone, "%m-%d %H:%M")} for c in callbacks],
+    }
+
+
+@AGENT_ONLY
+async def desk_page(request: web.Request) -> web.Response:
+    user: User = request[USER_KEY]
+    settings = request.app[SETTINGS_KEY]
+    session = await control.agent_session(request.app[REDIS_KEY], user.id)
+    phrases = [{"group": g["group"], "phrases": [p.replace("{agent_number}", user.agent_number or "")
+                                                  for p in g["phrases"]]} for g in load_phrases()]
+    return aiohttp_jinja2.render_template("desk.html", request, {
+        "state": _state_json(session), "extensions": settings["sip"]["agent_extensions"],
+        "pause_reasons": control.PAUSE_REASONS, "phrases": phrases, "options": _form_options(),
+        "inbox": await inbox(request, user), "knowledge_problem": load_knowledge().problem,
+    })
+
+
+@AGENT_ONLY
+async def get_state(request: web.Request) -> web.Response:
+    session = await control.agent_session(request.app[REDIS_KEY], request[USER_KEY].id)
+    return web.json_response(_state_json(session))
+
+
+@AGENT_ONLY
+async def post_state(request: web.Request) -> web.Response:
+    """POST /api/desk/state {action: login|ready|pause|logout, phone?, reason?}"""
+    user: User = request[USER_KEY]
+    data = await read_json(request)
+    action = data.get("action")
+    redis = request.app[REDIS_KEY]
+    try:
+        if action == "login":
+            phone = str(data.get("phone") or "")
+            if phone not in request.app[SETTINGS_KEY]["sip"]["agent_extensions"]:
+                raise json_error(400, "请选择有效的分机号", "phone")
+            session = await control.agent_login(ami(request), redis, user, phone)
+        elif action == "ready":
+            session = await control.agent_ready(ami(request), redis, user)
+        elif action == "pause":
+            session = await control.agent_pause(ami(request), redis, user, str(data.get("reason") or ""))
+        elif action == "logout":
+            await control.agent_logout(ami(request), redis, user)
+            session = await control.agent_session(redis, user.id)
+        else:
+            raise json_error(400, "未知的操作", "action")
+    except AmiError as exc:
+        raise ami_failure(exc) from None
+    return web.json_response(_state_json(session))
+
+
+async def _channels(client: AmiClient) -> list[dict[str, str]]:
+    reply = await client.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
+    return [dict(m) for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "CoreShowChannel"]
+
+
+def live_call_channels(channels: list[dict[str, str]], phone: str) -> tuple[str | None, str | None]:
+    """(agent channel, citizen channel) of the agent phone's bridged call (pure)."""
+    mine = next((c for c in channels if c.get("Channel", "").startswith(f"PJSIP/{phone}-")), None)
+    if mine is None:
+        return None, None
+    bridge = mine.get("BridgeId") or ""
+    peer = next((c for c in channels if bridge and c.get("BridgeId") == bridge and c is not mine), None)
+    return mine["Channel"], peer["Channel"] if peer else None
+
+
+@AGENT_ONLY
+async def post_call(request: web.Request) -> web.Response:
+    """POST /api/desk/call/{op}: hang up, hold, resume, transfer (blind/attended) or call back."""
+    user: User = request[USER_KEY]
+    op = request.match_info["op"]
+    data = await read_json(request)
+    redis = request.app[REDIS_KEY]
+    session = await control.agent_session(redis, user.id)
+    if not session or session.get("state") == "offline":
+        raise json_error(409, "请先使用分机登录")
+    phone = session["phone"]
+    client = ami(request)
+    try:
+        if op == "callback":
+            number = str(data.get("number") or "").strip()
+            if not PHONE_NUMBER.match(number):
+                raise json_error(400, "请输入有效的电话号码", "number")
+            call_id = await control.call_citizen(client, user.id, phone, number,
+                                                 callback_id=data.get("callback_id"), hotline=str(data.get("hotline") or ""))
+            return web.json_response({"ok": True, "call_id": call_id, "message": f"正在呼叫 {number}，请接听话机"})
+        agent_chan, citizen_chan = live_call_channels(await _channels(client), phone)
+        held_key = f"{HELD_PREFIX}{user.id}"
+        if agent_chan is None:
+            raise json_error(409, "当前没有进行中的通话")
+        if op == "hangup":
+            await control.hangup(client, citizen_chan or agent_chan)
+            await redis.delete(held_key)
+        elif op == "hold":
+            if citizen_chan is None:
+                raise json_error(409, "通话已处于保持状态")
+            await control.hold(client, citizen_chan, agent_chan)
+            await redis.set(held_key, citizen_chan, ex=3600)
+        elif op == "resume":
+            held = await redis.get(held_key)
+            if not held:
+                raise json_error(409, "没有处于保持状态的通话")
+            await control.resume(client, held, agent_chan)
+            await redis.delete(held_key)
+        elif op == "transfer":
+            target = str(data.get("target") or "").strip()
+            if not (re.fullmatch(r"123\d\d-[a-z]+", target) or re.fullmatch(r"8\d{3}", target)):
+                raise json_error(400, "请选择转接的队列或坐席分机", "target")
+            mode = data.get("mode", "blind")
+            transfer = control.attended_transfer if mode == "attended" else control.blind_transfer
+            await transfer(client, agent_chan, target)
+        else:
+            raise json_error(404, "未知的通话操作")
+    except AmiError as exc:
+        raise ami_failure(exc) from None
+    return web.json_response({"ok": True})
+
+
+async def knowledge_search(request: web.Request) -> web.Response:
+    """GET /api/knowledge?q=...&hotline=..."""
+    base = load_knowledge()
+    hits = base.search(request.query.get("q", ""), request.query.get("hotline") or None)
+    return web.json_response({"problem": base.problem,
+                              "items": [{"question": e.question, "answer": e.answer, "hotline": e.hotline}
+                                        for e in hits]})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/desk", desk_page)
+    app.router.add_get("/api/desk/state", get_state)
+    app.router.add_post("/api/desk/state", post_state)
+    app.router.add_post(r"/api/desk/call/{op:[a-z]+}", post_call)
+    app.router.add_get("/api/knowledge", knowledge_search)

@@ -1,0 +1,255 @@
+"""The team lead's console: live wallboard, listen/whisper/barge, and the service-quality report.
+
+The wallboard page listens to /events and re-reads ``/api/wallboard`` (a snapshot
+from the database, the agents' Redis sessions and Asterisk's QueueStatus) on
+every event and every few seconds, so it is right within a second of a change
+and also after a missed event.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import time
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from openpyxl import Workbook
+from sqlalchemy import select
+
+from agent_desk import kpi
+from agent_desk.auth import require_roles
+from agent_desk.common import AMI_KEY, ami, ami_failure, local_zone
+from core.ami import AmiError
+from core.asterisk_config import queue_names
+from core.models import Role, User
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
+from cti import control
+from cti.models import CallRecord, CallState
+from tickets.models import Ticket
+
+HOTLINES = ("12301", "12365")
+QUEUE_LABELS = {"general": "综合", "consult": "咨询", "complaint": "投诉", "report": "举报"}
+
+
+_leads_only = require_roles(Role.TEAM_LEAD, Role.ADMIN)
+
+
+def queue_label(name: str) -> str:
+    hotline, _, business = name.partition("-")
+    return f"{hotline} {QUEUE_LABELS.get(business, business)}"
+
+
+def local_day_bounds(day: dt.date, zone) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), zone)
+    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+
+
+async def _waiting_from_asterisk(request: web.Request) -> list[dict[str, Any]] | None:
+    """Callers in queue now, from AMI QueueStatus (None when Asterisk cannot be asked)."""
+    client = request.app.get(AMI_KEY)
+    if client is None or not client.logged_in.is_set():
+        return None
+    try:
+        reply = await client.action({"Action": "QueueStatus"}, as_list=True, timeout=3)
+    except AmiError:
+        return None
+    return [{"queue": m.get("Queue"), "caller": m.get("CallerIDNum"), "wait": float(m.get("Wait") or 0)}
+            for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "QueueEntry"]
+
+
+def queue_rows(names: list[str], waiting: list[dict[str, Any]], today_calls: list[CallRecord]) -> list[dict]:
+    """Per queue: callers waiting, longest wait, answered/abandoned today, share answered within 60 s."""
+    rows = []
+    for name in names:
+        here = [w for w in waiting if w["queue"] == name]
+        calls = [c for c in today_calls if c.queue == name and c.direction == "inbound"]
+        answered = [c for c in calls if c.answered_at is not None]
+        within = sum(1 for c in answered if (c.wait_seconds or 0) <= kpi.SERVICE_LEVEL_SECONDS)
+        offered = len(calls)
+        rows.append({"queue": name, "label": queue_label(name), "waiting": len(here),
+                     "longest_wait": max((w["wait"] for w in here), default=0),
+                     "callers": [w["caller"] for w in here],
+                     "answered": len(answered), "abandoned": sum(1 for c in calls if c.abandoned),
+                     "offered": offered, "within_60": within / offered if offered else None})
+    return rows
+
+
+async def snapshot(request: web.Request) -> dict[str, Any]:
+    zone = local_zone(request)
+    start, end = local_day_bounds(dt.datetime.now(zone).date(), zone)
+    now = dt.datetime.now(dt.UTC)
+    async with request.app[DB_KEY].session() as db:
+        today_calls = list((await db.scalars(select(CallRecord).where(
+            CallRecord.started_at >= start, CallRecord.started_at < end))).all())
+        agents = (await db.scalars(select(User).where(User.role == Role.AGENT, User.active.is_(True))
+                                   .order_by(User.username))).all()
+    waiting = await _waiting_from_asterisk(request)
+    source = "asterisk"
+    if waiting is None:  # fall back to what the CTI wrote
+        source = "database"
+        waiting = [{"queue": c.queue, "caller": c.caller_number,
+                    "wait": (now - (c.queued_at or c.started_at)).total_seconds()}
+                   for c in today_calls if c.state in (CallState.QUEUED, CallState.RINGING) and not c.ended_at]
+    sessions = await request.app[REDIS_KEY].hgetall(control.AGENT_SESSIONS)
+    live = {c.agent_id: c for c in today_calls if c.state == CallState.TALKING and not c.ended_at and c.agent_id}
+    agent_rows = []
+    for agent in agents:
+        session = json.loads(sessions.get(str(agent.id)) or "{}")
+        state = session.get("state", "offline")
+        call = live.get(agent.id)
+        agent_rows.append({
+            "id": agent.id, "name": agent.display_name, "username": agent.username, "number": agent.agent_number,
+            "state": state, "state_label": control.AGENT_STATES.get(state, state),
+            "reason": control.PAUSE_REASONS.get(session.get("reason") or "", ""),
+            "since": session.get("since"), "phone": session.get("phone"),
+            "caller": call.caller_number if call else None,
+            "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),
+        })
+    return {"now": time.time(), "source": source, "queues": queue_rows(queue_names(), waiting, today_calls),
+            "agents": agent_rows}
+
+
+@_leads_only
+async def wallboard_page(request: web.Request) -> web.Response:
+    return aiohttp_jinja2.render_template("wallboard.html", request, {
+        "lead_phone": request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]})
+
+
+@_leads_only
+async def wallboard_json(request: web.Request) -> web.Response:
+    return web.json_response(await snapshot(request))
+
+
+@_leads_only
+async def post_spy(request: web.Request) -> web.Response:
+    """POST /api/wallboard/spy {agent_id, mode: listen|whisper|barge}: ChanSpy to the lead's phone."""
+    data = await read_json(request)
+    mode = data.get("mode")
+    if mode not in ("listen", "whisper", "barge"):
+        raise json_error(400, "请选择监听方式", "mode")
+    session = await control.agent_session(request.app[REDIS_KEY], int(data.get("agent_id") or 0))
+    if not session or not session.get("phone"):
+        raise json_error(409, "该坐席未登录分机", "agent_id")
+    lead_phone = request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]
+    try:
+        await control.spy(ami(request), lead_phone, session["phone"], mode)
+    except AmiError as exc:
+        raise ami_failure(exc) from None
+    return web.json_response({"ok": True, "message": f"请接听班长话机 {lead_phone}"})
+
+
+# --- the service-quality report ------------------------------------------------------
+
+def _period(request: web.Request) -> tuple[dt.date, dt.date, str]:
+    zone = local_zone(request)
+    today = dt.datetime.now(zone).date()
+    try:
+        start = dt.date.fromisoformat(request.query.get("from") or (today - dt.timedelta(days=6)).isoformat())
+        end = dt.date.fromisoformat(request.query.get("to") or today.isoformat())
+    except ValueError:
+        raise json_error(400, "日期格式应为 2025-10-08", "from") from None
+    if end < start:
+        raise json_error(400, "结束日期不能早于开始日期", "to")
+    hotline = request.query.get("hotline", "")
+    if hotline and hotline not in HOTLINES:
+        raise json_error(400, "热线应为 12301 或 12365", "hotline")
+    return start, end, hotline
+
+
+async def build_report(request: web.Request, start: dt.date, end: dt.date, hotline: str) -> kpi.Report:
+    zone = local_zone(request)
+    lo, _ = local_day_bounds(start, zone)
+    _, hi = local_day_bounds(end, zone)
+    calls_q = select(CallRecord).where(CallRecord.started_at >= lo, CallRecord.started_at < hi)
+    tickets_q = select(Ticket.kind, Ticket.state, Ticket.accepted_at).where(
+        Ticket.created_at >= lo, Ticket.created_at < hi)
+    if hotline:
+        calls_q = calls_q.where(CallRecord.hotline == hotline)
+        tickets_q = tickets_q.where(Ticket.hotline == hotline)
+    async with request.app[DB_KEY].session() as db:
+        calls = [kpi.CallFact(c.started_at, c.queued_at is not None or bool(c.queue), c.answered_at is not None,
+                              c.abandoned, c.wait_seconds, c.talk_seconds, c.hold_seconds or 0.0, c.agent_id,
+                              c.direction) for c in (await db.scalars(calls_q)).all()]
+        tickets = [kpi.TicketFact(str(k), str(s), a is not None) for k, s, a in (await db.execute(tickets_q)).all()]
+        names = dict((await db.execute(select(User.id, User.display_name).where(User.role == Role.AGENT))).all())
+    return kpi.compute(calls, tickets, names, zone)
+
+
+def report_table(report: kpi.Report) -> list[tuple[str, str]]:
+    """The headline figures as (label, formatted value), shared by the page and the exports."""
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{v * 100:.1f}%"
+
+    def secs(v: float | None) -> str:
+        return "—" if v is None else f"{v:.1f}"
+
+    return [
+        ("呼入人工请求（通）", str(report.offered)), ("接通（通）", str(report.answered)),
+        ("接线率", pct(report.answer_rate)), ("平均等待（秒）", secs(report.wait_mean)),
+        ("90% 等待（秒）", secs(report.wait_p90)), ("60 秒内接通占比", pct(report.service_level)),
+        ("放弃（通）", str(report.abandoned)), ("放弃率", pct(report.abandon_rate)),
+        ("登记工单（件）", str(report.tickets)), ("答复率", pct(report.reply_rate)),
+        ("办结率", pct(report.completion_rate)),
+    ]
+
+
+@_leads_only
+async def report_page(request: web.Request) -> web.Response:
+    start, end, hotline = _period(request)
+    report = await build_report(request, start, end, hotline)
+    days = kpi.bar_chart([(d.day.strftime("%m-%d"), [d.offered, d.answered, d.abandoned]) for d in report.days])
+    waits = kpi.bar_chart([(label, [n]) for label, n in report.wait_histogram], width=480, height=160)
+    agents = kpi.bar_chart([(a.name, [a.calls]) for a in report.agents], width=480, height=160)
+    return aiohttp_jinja2.render_template("report.html", request, {
+        "r": report, "table": report_table(report), "start": start, "end": end, "hotline": hotline,
+        "hotlines": HOTLINES, "day_bars": days, "wait_bars": waits, "agent_bars": agents,
+        "query": f"from={start}&to={end}&hotline={hotline}",
+    })
+
+
+def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str) -> list[list[Any]]:
+    rows: list[list[Any]] = [["服务质量报表", f"{start} 至 {end}", f"热线：{hotline or '全部'}"], []]
+    rows += [[label, value] for label, value in report_table(report)]
+    rows += [[], ["坐席", "接听（通）", "平均处理时长（秒）"]]
+    rows += [[a.name, a.calls, round(a.average_handling or 0, 1)] for a in report.agents]
+    rows += [[], ["日期", "呼入人工请求", "接通", "放弃"]]
+    rows += [[d.day.isoformat(), d.offered, d.answered, d.abandoned] for d in report.days]
+    return rows
+
+
+@_leads_only
+async def report_export(request: web.Request) -> web.Response:
+    start, end, hotline = _period(request)
+    fmt = request.query.get("format", "csv")
+    if fmt not in ("csv", "xlsx"):
+        raise json_error(400, "导出格式应为 csv 或 xlsx", "format")
+    rows = _export_rows(await build_report(request, start, end, hotline), start, end, hotline)
+    name = f"report-{start:%Y%m%d}-{end:%Y%m%d}.{fmt}"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        body = ("\ufeff" + buffer.getvalue()).encode()  # BOM: Excel opens UTF-8 Chinese correctly
+        ctype = "text/csv"
+    else:
+        book = Workbook()
+        sheet = book.active
+        sheet.title = "服务质量"
+        for row in rows:
+            sheet.append(row)
+        out = io.BytesIO()
+        book.save(out)
+        body, ctype = out.getvalue(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/wallboard", wallboard_page)
+    app.router.add_get("/api/wallboard", wallboard_json)
+    app.router.add_post("/api/wallboard/spy", post_spy)
+    app.router.add_get("/report", report_page)
+    app.router.add_get("/report/export", report_export)

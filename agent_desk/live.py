@@ -1,0 +1,123 @@
+"""Server-sent events: the Redis stream ``hotline:events`` filtered for one user.
+
+* An agent receives only events about themself (``agent_id`` is theirs): their
+  screen pops, state changes, answered and ended calls — never another agent's pop.
+* Team leads and admins receive the wallboard events (audience ``leads``).
+* Handling-unit users receive events addressed to their unit (audience ``unit``).
+
+The SSE ``id`` is the stream id, so a reconnecting ``EventSource`` sends
+``Last-Event-ID`` and catches up from there. A fresh connection of an agent
+replays the pop of a call still ringing or in progress. A comment line is sent
+every 15 s so proxies do not close an idle connection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from core import events as ev
+from core.models import Role, User
+from core.web import REDIS_KEY, USER_KEY
+
+KEEPALIVE_SECONDS = 15
+RETRY_MS = 2000
+REPLAY_SCAN = 2000  # newest stream entries searched for a pop still open
+STREAM_ID = re.compile(r"^\d+-\d+$")
+LEAD_ROLES = frozenset({Role.TEAM_LEAD, Role.ADMIN})
+
+
+def visible_to(fields: dict[str, str], user: User) -> bool:
+    """May ``user`` see this stream entry? (pure; the rules of the module docstring)"""
+    audience = fields.get("audience", "")
+    agent_id = fields.get("agent_id", "")
+    if audience == "agent":
+        return agent_id == str(user.id)
+    if user.role == Role.AGENT:
+        return bool(agent_id) and agent_id == str(user.id)
+    if audience == "leads":
+        return user.role in LEAD_ROLES
+    if audience == "unit":
+        try:
+            data = json.loads(fields.get("data") or "{}")
+        except ValueError:
+            return False
+        return user.unit_id is not None and data.get("unit_id") == user.unit_id
+    return False
+
+
+def sse_message(entry_id: str, fields: dict[str, str]) -> bytes:
+    """One SSE message; ``data`` is the event's JSON on a single line."""
+    data = (fields.get("data") or "{}").replace("\n", " ")
+    return f"id: {entry_id}\nevent: {fields.get('name', 'message')}\ndata: {data}\n\n".encode()
+
+
+def open_pop(entries: list[tuple[str, dict[str, str]]], agent_id: int) -> tuple[str, dict[str, str]] | None:
+    """From entries newest first: this agent's latest screen pop whose call has not ended."""
+    ended: set[str] = set()
+    for entry_id, fields in entries:
+        name = fields.get("name")
+        if name not in (ev.CallEnded.name, ev.ScreenPop.name):
+            continue
+        try:
+            call_id = json.loads(fields.get("data") or "{}").get("call_id")
+        except ValueError:
+            continue
+        if name == ev.CallEnded.name:
+            ended.add(call_id)
+        elif fields.get("agent_id") == str(agent_id):
+            return None if call_id in ended else (entry_id, fields)
+    return None
+
+
+async def _start(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache, no-transform",
+        "X-Accel-Buffering": "no", "Connection": "keep-alive",
+    })
+    await response.prepare(request)
+    await response.write(f"retry: {RETRY_MS}\n\n".encode())
+    return response
+
+
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    """GET /events: this user's live events as text/event-stream."""
+    user: User = request[USER_KEY]
+    redis = request.app[REDIS_KEY]
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("last_id") or ""
+    response = await _start(request)
+    if not STREAM_ID.match(last_id):
+        # A fresh desk: start from now, after replaying a pop of a call still going on.
+        newest = await redis.xrevrange(ev.STREAM, count=1)
+        last_id = newest[0][0] if newest else "0-0"
+        if user.role == Role.AGENT:
+            pop = open_pop(await redis.xrevrange(ev.STREAM, count=REPLAY_SCAN), user.id)
+            if pop is not None:
+                await response.write(sse_message(*pop))
+    await response.write(f"event: hello\ndata: {json.dumps({'last_id': last_id})}\n\n".encode())
+    try:
+        while True:
+            batches = await redis.xread({ev.STREAM: last_id}, count=200, block=KEEPALIVE_SECONDS * 1000)
+            if not batches:
+                await response.write(b": keep-alive\n\n")
+                continue
+            for _stream, entries in batches:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if visible_to(fields, user):
+                        await response.write(sse_message(entry_id, fields))
+    except (ConnectionResetError, RuntimeError):  # the browser went away
+        pass
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/events", events_stream)
+
+
+def decode(fields: dict[str, str]) -> dict[str, Any]:
+    """The event's data (for tests and the wallboard)."""
+    return json.loads(fields.get("data") or "{}")

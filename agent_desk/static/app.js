@@ -1,0 +1,52 @@
+/* Shared helpers: CSRF-protected JSON calls, toasts, the live event connection. */
+"use strict";
+const Desk = (() => {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+  async function api(method, url, body) {
+    const opts = { method, headers: { "Accept": "application/json", "X-CSRF-Token": csrf() }, credentials: "same-origin" };
+    if (body instanceof FormData) opts.body = body;
+    else if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
+    const resp = await fetch(url, opts);
+    if (resp.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("登录已过期"); }
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok) { const err = new Error(data.error || ("请求失败（" + resp.status + "）")); err.field = data.field; throw err; }
+    return data;
+  }
+
+  let toastTimer;
+  function toast(message, isError) {
+    const el = document.getElementById("toast");
+    el.textContent = message; el.hidden = false; el.className = "toast" + (isError ? " error" : "");
+    clearTimeout(toastTimer); toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+  }
+
+  function duration(seconds) {
+    seconds = Math.max(0, Math.floor(seconds));
+    const h = Math.floor(seconds / 3600), m = Math.floor(seconds / 60) % 60, s = seconds % 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    return (h ? h + ":" + pad(m) : pad(m)) + ":" + pad(s);
+  }
+
+  /* EventSource reconnects by itself and sends Last-Event-ID, so the server replays what was missed. */
+  function live(handlers, onOpen) {
+    const conn = document.getElementById("conn");
+    const source = new EventSource("/events");
+    source.onopen = () => { if (conn) { conn.classList.remove("down"); conn.textContent = "● 实时"; } if (onOpen) onOpen(); };
+    source.onerror = () => { if (conn) { conn.classList.add("down"); conn.textContent = "● 重新连接中"; } };
+    for (const [name, fn] of Object.entries(handlers)) {
+      source.addEventListener(name, (e) => fn(JSON.parse(e.data), e));
+    }
+    return source;
+  }
+
+  function esc(text) {
+    const div = document.createElement("div"); div.textContent = text == null ? "" : String(text); return div.innerHTML;
+  }
+
+  document.addEventListener("click", (e) => {
+    const t = e.target.closest("[data-toggle]");
+    if (t) { const el = document.getElementById(t.dataset.toggle); el.hidden = !el.hidden; }
+  });
+  return { api, toast, duration, live, esc };
+})();

@@ -1,0 +1,106 @@
+"""Fixtures of the desk tests.
+
+Light tests run the desk application in process (aiohttp test client) against
+a migrated SQLite file with the demo users and a private redis-server; browser
+tests use the real ``stack`` (tests/conftest.py) and Playwright on Debian's Chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.settings import REPO_ROOT, Settings, load_settings
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def desk_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from cli.demo import seed_demo_data
+    from cli.stack import migrate
+
+    var = tmp_path_factory.mktemp("desk-var")
+    port = free_port()
+    settings = load_settings(var_dir=var, env={"HOTLINE_REDIS_PORT": str(port)})
+    redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                              "--appendonly", "no", "--daemonize", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        migrate(settings)
+        asyncio.run(seed_demo_data(settings))
+        yield settings
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
+
+
+@pytest_asyncio.fixture
+async def desk(desk_settings: Settings) -> AsyncIterator[DeskClient]:
+    from agent_desk.app import build_app
+
+    app = build_app(desk_settings, with_ami=False)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield DeskClient(client, desk_settings)
+    finally:
+        await client.close()
+
+
+class DeskClient:
+    """An in-process browser: cookies, log-in, CSRF token of the last page."""
+
+    def __init__(self, client: TestClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.csrf = ""
+
+    @property
+    def app(self):
+        return self.client.app
+
+    async def login(self, username: str, password: str | None = None) -> Any:
+        page = await (await self.client.get("/login")).text()
+        token = re.search(r'name="_csrf" value="([^"]+)"', page).group(1)
+        response = await self.client.post("/login", data={
+            "username": username, "password": password or self.settings.secrets["demo_password"], "_csrf": token,
+        }, allow_redirects=False)
+        if response.status == 302:
+            await self.page(response.headers["Location"])
+        return response
+
+    async def page(self, path: str) -> str:
+        response = await self.client.get(path)
+        text = await response.text()
+        match = re.search(r'name="csrf-token" content="([^"]*)"', text)
+        if match:
+            self.csrf = match.group(1)
+        return text
+
+    async def post_json(self, path: str, body: dict[str, Any], csrf: bool = True) -> Any:
+        headers = {"X-CSRF-Token": self.csrf} if csrf else {}
+        return await self.client.post(path, json=body, headers=headers)
+
+
+def screenshots_dir() -> Path:
+    path = Path(os.environ.get("HOTLINE_SCREENSHOTS") or REPO_ROOT / "var" / "screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
