@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,25 +44,19 @@ def _digit(result: dict[str, Any]) -> str:
     return chr(code) if code > 0 else ""
 
 
-class AgiChannel:
-    """:class:`ivr.flow.Channel` over one panoramisk FastAGI request."""
+class AgiCommands:
+    """:class:`ivr.flow.Channel` on top of one primitive: send an AGI command line, get the parsed reply.
 
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        caller = request.headers.get("agi_callerid", "")
-        self.caller = "" if caller in ("unknown", "anonymous") else caller
+    Subclasses provide :meth:`command` for their transport (FastAGI socket, or
+    classic AGI's stdin/stdout); replies are dicts like ``{"result": ("49", "")}``,
+    with ``error = "AGIAppError"`` for a ``result=-1`` (failed playback).
+    """
+
+    caller: str = ""
+    env: dict[str, str]
 
     async def command(self, line: str) -> dict[str, Any]:
-        try:
-            result = await self.request.send_command(line)
-        except (ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
-            raise CallerHungUp(str(exc)) from exc
-        error = result.get("error")
-        if error == "AGIResultHangup" or result.get("status_code") == 511:
-            raise CallerHungUp(result.get("msg", ""))
-        if error and error != "AGIAppError":
-            raise AgiCommandError(f"{line!r}: {result}")
-        return result
+        raise NotImplementedError
 
     async def get_variable(self, name: str) -> str:
         result = await self.command(f"GET VARIABLE {name}")
@@ -90,6 +84,32 @@ class AgiChannel:
         if result.get("error") == "AGIAppError":
             return ""
         return result.get("result", ("", ""))[0]
+
+
+def caller_from_env(env: dict[str, str]) -> str:
+    caller = env.get("agi_callerid", "")
+    return "" if caller in ("unknown", "anonymous") else caller
+
+
+class AgiChannel(AgiCommands):
+    """The channel of one panoramisk FastAGI request."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.env = request.headers
+        self.caller = caller_from_env(request.headers)
+
+    async def command(self, line: str) -> dict[str, Any]:
+        try:
+            result = await self.request.send_command(line)
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
+            raise CallerHungUp(str(exc)) from exc
+        error = result.get("error")
+        if error == "AGIResultHangup" or result.get("status_code") == 511:
+            raise CallerHungUp(result.get("msg", ""))
+        if error and error != "AGIAppError":
+            raise AgiCommandError(f"{line!r}: {result}")
+        return result
 
 
 class DbTicketLookup:
@@ -153,30 +173,37 @@ class IvrService:
         self.settings, self.menus, self.prompts, self.tickets = settings, menus, prompts, tickets
 
     async def ivr(self, request: Request) -> None:
-        channel = AgiChannel(request)
-        hotline = request.headers.get("agi_extension", "")
-        fallback = Route("queue", f"{hotline}-general")
+        """FastAGI route ``ivr``."""
+        await self.run_ivr(AgiChannel(request))
+
+    async def queue_timeout(self, request: Request) -> None:
+        """FastAGI route ``queue-timeout``."""
+        await self.run_queue_timeout(AgiChannel(request))
+
+    async def run_ivr(self, channel: AgiCommands) -> None:
+        """The main flow on any transport; the caller is routed whatever happens."""
+        fallback = Route("queue", f"{channel.env.get('agi_extension', '')}-general")
 
         async def run() -> Route:
             nonlocal fallback
-            actual = await channel.get_variable("HOTLINE") or hotline
-            fallback = Route("queue", f"{actual}-general")
-            menu = self.menus.get(actual)
+            hotline = await channel.get_variable("HOTLINE") or channel.env.get("agi_extension", "")
+            fallback = Route("queue", f"{hotline}-general")
+            menu = self.menus.get(hotline)
             if menu is None:
-                raise LookupError(f"no menu for hotline {actual!r}")
+                raise LookupError(f"no menu for hotline {hotline!r}")
             flow = CallFlow(channel, menu, self.prompts, self.tickets, staffed=is_open(self.settings))
             return await flow.run()
 
         await self._guard("ivr", channel, run(), lambda: fallback)
 
-    async def queue_timeout(self, request: Request) -> None:
-        channel = AgiChannel(request)
+    async def run_queue_timeout(self, channel: AgiCommands) -> None:
         flow = QueueTimeoutFlow(channel, self.prompts)
         await self._guard("queue-timeout", channel, flow.run(), lambda: Route("voicemail"))
 
-    async def _guard(self, script: str, channel: AgiChannel, flow: Awaitable[Route], fallback) -> None:
+    async def _guard(self, script: str, channel: AgiCommands, flow: Awaitable[Route],
+                     fallback: Callable[[], Route]) -> None:
         call = structlog.contextvars.bind_contextvars(script=script, caller=channel.caller,
-                                                      channel=channel.request.headers.get("agi_channel"))
+                                                      channel=channel.env.get("agi_channel"))
         try:
             route = await flow
             log.info("ivr_routed", route=route.route, queue=route.queue)
@@ -195,16 +222,21 @@ class IvrService:
             structlog.contextvars.reset_contextvars(**call)
 
 
+def build_service(settings: Settings) -> tuple[IvrService, Database]:
+    """The IVR with its real menus, prompts and ticket database (close the database when done)."""
+    db = Database(settings.database_url)
+    prompts = asterisk_prompts(resolve_runtime(settings))
+    return IvrService(settings, load_all_menus(), prompts, DbTicketLookup(db, settings.timezone)), db
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run the FastAGI server until ``stop`` is set (the supervisor's ``python -m ivr``)."""
     import redis.asyncio as aioredis
 
     from core.service import heartbeat
 
-    menus = load_all_menus()
-    runtime = resolve_runtime(settings)
-    db = Database(settings.database_url)
-    service = IvrService(settings, menus, asterisk_prompts(runtime), DbTicketLookup(db, settings.timezone))
+    service, db = build_service(settings)
+    menus = service.menus
     app = FastAgiApplication()
     app.add_route("ivr", service.ivr)
     app.add_route("queue-timeout", service.queue_timeout)
