@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from core.ami import AmiClient
+from core.ami import AmiClient, first_response, succeeded
 from core.asterisk_runtime import resolve_runtime
 from core.settings import Settings
 from ivr.prompts import PromptStore
@@ -64,8 +64,8 @@ async def originate_citizen(
         "Async": "true",
         "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
     })
-    if reply.get("Response") != "Success":
-        raise RuntimeError(f"Asterisk refused the call: {reply.get('Message')}")
+    if not succeeded(reply):
+        raise RuntimeError(f"Asterisk refused the call: {first_response(reply).get('Message')}")
     return PlacedCall(call_id=call_id, citizen_id=citizen_id, did=did, caller=caller)
 
 

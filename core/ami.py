@@ -28,6 +28,15 @@ class _NeverResend:
         return True
 
 
+def first_response(reply: Any) -> Any:
+    """panoramisk answers some actions (e.g. an async Originate) with a list: the reply comes first."""
+    return reply[0] if isinstance(reply, list) and reply else reply
+
+
+def succeeded(reply: Any) -> bool:
+    return first_response(reply).get("Response") == "Success"
+
+
 class AmiError(RuntimeError):
     """An AMI action failed or its reply did not come; the message is for people."""
 

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from core import events as ev
-from core.ami import AmiClient, AmiError
+from core.ami import AmiClient, AmiError, first_response, succeeded
 from core.models import User
 
 AGENT_BY_PHONE = "hotline:agents:by_phone"   # hash: phone -> user id
@@ -60,8 +60,8 @@ async def agent_login(ami: AmiClient, redis, agent: User, phone: str) -> dict:
             "MemberName": f"{agent.display_name}({agent.username})", "StateInterface": interface(phone),
             "Paused": "true", "Reason": "登录",
         })
-        if reply.get("Response") != "Success" and "Already there" not in str(reply.get("Message")):
-            raise AmiError(f"加入队列 {queue} 失败：{reply.get('Message')}")
+        if not succeeded(reply) and "Already there" not in str(first_response(reply).get("Message")):
+            raise AmiError(f"加入队列 {queue} 失败：{first_response(reply).get('Message')}")
     await redis.hset(AGENT_BY_PHONE, phone, str(agent.id))
     return await set_agent_state(redis, agent.id, "paused", "login", phone=phone, queues=queues)
 
@@ -152,8 +152,8 @@ async def call_citizen(ami: AmiClient, agent_id: int, phone: str, number: str,
         "Priority": 1, "CallerID": f'"回拨 {number}" <{number}>', "Timeout": 30000, "Async": "true",
         "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),
     })
-    if reply.get("Response") != "Success":
-        raise AmiError(f"外呼失败：{reply.get('Message')}")
+    if not succeeded(reply):
+        raise AmiError(f"外呼失败：{first_response(reply).get('Message')}")
     return call_id
 
 
@@ -166,5 +166,5 @@ async def spy(ami: AmiClient, lead_phone: str, agent_phone: str, mode: str) -> N
         "Priority": 1, "Async": "true", "Variable": f"SPY_TARGET={interface(agent_phone)}",
         "CallerID": f'"监听 {agent_phone}" <{agent_phone}>',
     })
-    if reply.get("Response") != "Success":
-        raise AmiError(f"监听失败：{reply.get('Message')}")
+    if not succeeded(reply):
+        raise AmiError(f"监听失败：{first_response(reply).get('Message')}")

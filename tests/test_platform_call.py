@@ -13,8 +13,9 @@ from tests.audio import duration_seconds, raw_stereo_channels, rms
 
 async def test_call_into_12301_is_answered_routed_by_the_ivr_recorded_and_logged(stack, ami, db, waiter):
     speech = citizen_speech(stack.settings, "demo-complaint")
-    call = await originate_citizen(ami, "12301", keys="1", caller="13912345678", hold_seconds=8,
-                                   speech_path=speech, delay_seconds=2)
+    # The citizen keys 1 once the IVR menu is playing (after the ~3 s recording notice), then talks.
+    call = await originate_citizen(ami, "12301", keys="1", caller="13912345678", hold_seconds=10,
+                                   speech_path=speech, delay_seconds=6)
 
     async def ended_record():
         async with db.session() as session:
