@@ -7,6 +7,7 @@ buttons call the JSON endpoints below, which drive Asterisk through cti.control.
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 import aiohttp_jinja2
@@ -40,11 +41,25 @@ def _state_json(session: dict[str, Any] | None) -> dict[str, Any]:
             "phone": session.get("phone"), "queues": session.get("queues", [])}
 
 
+@cache
+def _category_labels() -> dict[str, str]:
+    """IVR complaint-object codes (the pop's ``category``) -> the Chinese names the ticket form uses."""
+    try:
+        from ivr.menu import load_all_menus
+
+        menus = load_all_menus()
+    except Exception:  # noqa: BLE001 - no IVR menus: the agent picks the object by hand
+        return {}
+    return {c.category: c.label for hotline in menus.values() for menu in hotline.menus.values()
+            for c in menu.choices.values() if c.category and c.label}
+
+
 def _form_options() -> dict[str, Any]:
     cats = dispatch.categories()
     return {"objects": {h: list(objs) for h, objs in cats.complaint_objects.items()},
             "events": {h: list(e) for h, e in cats.event_categories.items()},
-            "kinds": {k.value: label for k, label in KIND_LABELS.items()}}
+            "kinds": {k.value: label for k, label in KIND_LABELS.items()},
+            "category_labels": _category_labels()}
 
 
 async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, list[dict[str, Any]]]:

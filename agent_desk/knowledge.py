@@ -1,8 +1,6 @@
-"""The consultation knowledge base (config/knowledge.yaml) and the standard's service phrases.
-
-knowledge.yaml is a list of entries with a question and an answer (``q``/``a``
-or ``question``/``answer``, optional ``hotline`` and ``tags``). A missing or
-malformed file leaves the knowledge base empty and says why; the desk keeps working.
+"""The consultation knowledge base (config/knowledge.yaml, read by the IVR's own loader) and the
+standard's service phrases. A missing or malformed file leaves the knowledge base empty and says
+why; the desk keeps working.
 """
 
 from __future__ import annotations
@@ -13,9 +11,6 @@ from typing import Any
 
 import yaml
 
-from core.settings import CONFIG_DIR
-
-KNOWLEDGE_FILE = CONFIG_DIR / "knowledge.yaml"
 PHRASES_FILE = Path(__file__).with_name("phrases.yaml")
 
 
@@ -52,31 +47,21 @@ class KnowledgeBase:
         return [entry for _score, entry in scored[:limit]]
 
 
-def _entry(item: Any) -> Entry | None:
-    if not isinstance(item, dict):
-        return None
-    question = item.get("q") or item.get("question")
-    answer = item.get("a") or item.get("answer")
-    if not question or not answer:
-        return None
-    tags = item.get("tags") or ()
-    return Entry(str(question), str(answer), str(item["hotline"]) if item.get("hotline") else None,
-                 tuple(str(t) for t in tags) if isinstance(tags, list) else ())
-
-
-def load_knowledge(path: Path = KNOWLEDGE_FILE) -> KnowledgeBase:
+def load_knowledge(path: Path | None = None) -> KnowledgeBase:
+    """The IVR's knowledge base (ivr.menu.load_knowledge), or an empty one that says why."""
+    try:
+        from ivr.menu import KNOWLEDGE_FILE, MenuError
+        from ivr.menu import load_knowledge as load_answers
+    except ImportError:
+        return KnowledgeBase(problem="知识库模块尚未安装")
+    path = path or KNOWLEDGE_FILE
     if not path.exists():
         return KnowledgeBase(problem=f"知识库文件 {path.name} 尚未配置")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        return KnowledgeBase(problem=f"知识库文件格式错误：{exc}")
-    if isinstance(raw, dict):  # {entries: [...]} or {hotline: [...]}
-        items = raw.get("entries") or [dict(i, hotline=h) for h, lst in raw.items() if isinstance(lst, list)
-                                       for i in lst if isinstance(i, dict)]
-    else:
-        items = raw or []
-    entries = [e for e in (_entry(i) for i in items) if e]
+        answers = load_answers(path)
+    except MenuError as exc:
+        return KnowledgeBase(problem=f"知识库文件有误：{exc}")
+    entries = [Entry(a.question, a.prompt.text, hotline) for hotline, items in answers.items() for a in items.values()]
     return KnowledgeBase(entries, None if entries else "知识库为空")
 
 

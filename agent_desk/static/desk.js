@@ -54,7 +54,7 @@
     $("pop-caller").textContent = p.caller_number || "未知号码";
     $("pop-hotline").textContent = p.hotline || "—";
     $("pop-queue").textContent = p.queue || "—";
-    $("pop-ivr").textContent = [BUSINESS[p.business] || p.business, p.category, p.lookup_ticket ? "查询工单 " + p.lookup_ticket : null]
+    $("pop-ivr").textContent = [BUSINESS[p.business] || p.business, options.category_labels[p.category] || p.category, p.lookup_ticket ? "查询工单 " + p.lookup_ticket : null]
       .filter(Boolean).join(" · ") || (p.ivr_path || "—");
     $("pop-waited").textContent = Math.round(p.waited_seconds) + " 秒";
     $("pop-status").textContent = "振铃中";
@@ -66,7 +66,7 @@
     form.kind.value = d.kind || "consult";
     form.hotline.value = d.hotline || p.hotline || "12301";
     form.complainant_phone.value = d.complainant_phone || p.caller_number || "";
-    refreshCategories(d.complaint_object, d.event_category);
+    refreshCategories(options.category_labels[d.complaint_object] || d.complaint_object, d.event_category);
     form.classList.toggle("is-consult", form.kind.value === "consult");
     $("form-call").textContent = "来电编号 " + p.call_id;
     $("form-error").hidden = true; $("form-result").textContent = ""; $("btn-save").disabled = false;
