@@ -1,0 +1,87 @@
+"""The FastAGI server over a real socket, with a scripted stand-in for Asterisk's side of AGI."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from core.settings import load_settings
+from ivr.menu import load_all_menus
+from ivr.server import FastAgiApplication, IvrService
+from tests.ivr.fakes import FakePrompts, FakeTickets
+
+
+class BrokenTickets(FakeTickets):
+    async def open_for_phone(self, phone: str):
+        raise RuntimeError("database is down")
+
+
+async def asterisk_call(port: int, script: str, variables: dict[str, str], keys: dict[str, str]) -> list[str]:
+    """Play Asterisk: send the AGI environment, answer each command, return the commands received."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    env = {"agi_network": "yes", "agi_network_script": script, "agi_extension": variables.get("HOTLINE", ""),
+           "agi_callerid": "13912345678", "agi_channel": "Local/test"}
+    writer.write("".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n")
+    received = []
+    while line := (await reader.readline()).decode().strip():
+        received.append(line)
+        if match := re.match(r"GET VARIABLE (\S+)", line):
+            value = variables.get(match[1])
+            reply = f"200 result=1 ({value})" if value else "200 result=0"
+        elif match := re.match(r"(STREAM FILE|GET OPTION) \S+/(\S+)", line):
+            reply = f"200 result={ord(keys[match[2]]) if match[2] in keys else 0} endpos=100"
+        else:
+            reply = "200 result=1"
+        writer.write(f"{reply}\n".encode())
+    writer.close()
+    return received
+
+
+@pytest.fixture
+async def server(tmp_path):
+    settings = load_settings(var_dir=tmp_path, env={"HOTLINE_HOURS_MODE": "always"})
+    service = IvrService(settings, load_all_menus(), FakePrompts(), BrokenTickets())
+    app = FastAgiApplication()
+    app.add_route("ivr", service.ivr)
+    app.add_route("queue-timeout", service.queue_timeout)
+    srv = await asyncio.start_server(app.handler, "127.0.0.1", 0)
+    yield srv.sockets[0].getsockname()[1]
+    srv.close()
+    await srv.wait_closed()
+
+
+def final_variables(commands: list[str]) -> dict[str, str]:
+    return dict(re.findall(r'SET VARIABLE _*(\S+) "(.*)"', "\n".join(commands)))
+
+
+async def test_a_call_is_routed_through_the_socket(server):
+    commands = await asterisk_call(server, "ivr", {"HOTLINE": "12365", "IVR_AHEAD": "3"}, {})
+    assert final_variables(commands) == {"IVR_PATH": "main:3", "BUSINESS": "report",
+                                             "TARGET_QUEUE": "12365-report", "IVR_ROUTE": "queue"}
+
+
+async def test_a_crash_in_the_handler_still_routes_the_caller_to_the_general_queue(server):
+    # key 4 = case progress, whose ticket look-up raises
+    commands = await asterisk_call(server, "ivr", {"HOTLINE": "12301", "IVR_AHEAD": "4"}, {})
+    values = final_variables(commands)
+    assert values["TARGET_QUEUE"] == "12301-general" and values["IVR_ROUTE"] == "queue"
+
+
+async def test_a_port_probe_does_not_stall_the_server(server):
+    for _ in range(3):  # ./hotline status connects and closes without an AGI environment
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server)
+        writer.close()
+    commands = await asyncio.wait_for(
+        asterisk_call(server, "queue-timeout", {"IVR_PATH": "main:0"}, {"queue-timeout": "2"}), 5)
+    assert final_variables(commands) == {"IVR_PATH": "main:0>queue-timeout:2", "CALLBACK_NUMBER": "13912345678",
+                                         "IVR_ROUTE": "callback"}
+
+
+async def test_the_caller_hanging_up_ends_the_handler_quietly(server):
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"agi_network_script: ivr\nagi_extension: 12301\n\n")
+    assert (await reader.readline()).startswith(b"GET VARIABLE HOTLINE")
+    writer.write(b"HANGUP\n")
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # server closed the connection
