@@ -8,22 +8,17 @@ tests use the real ``stack`` (tests/conftest.py) and Playwright on Debian's Chro
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from core.settings import REPO_ROOT, Settings, load_settings
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+from core.settings import Settings, load_settings
 
 
 def free_port() -> int:
@@ -98,9 +93,3 @@ class DeskClient:
     async def post_json(self, path: str, body: dict[str, Any], csrf: bool = True) -> Any:
         headers = {"X-CSRF-Token": self.csrf} if csrf else {}
         return await self.client.post(path, json=body, headers=headers)
-
-
-def screenshots_dir() -> Path:
-    path = Path(os.environ.get("HOTLINE_SCREENSHOTS") or REPO_ROOT / "var" / "screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -1,0 +1,75 @@
+"""SIPp agent phones for tests: register an extension (8001-8005, 8101) and auto-answer its calls.
+
+    with SippPhone(stack.settings, "8001") as phone:
+        await waiter(lambda: phone.registered(stack.runtime), what="8001 registered")
+        ...
+
+One SIPp process registers (tests/sipp/agent_register.xml) and answers every
+call to the phone (tests/sipp/agent_answer.xml, SIPp's out-of-call scenario).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+
+
+class SippPhone:
+    def __init__(self, settings: Any, extension: str, local_port: int | None = None,
+                 address: str = "127.0.0.1") -> None:
+        self.settings = settings
+        self.extension = extension
+        self.address = address
+        # Distinct per extension and clear of the PBX's own port.
+        self.local_port = local_port or 15000 + int(extension) % 1000
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        sip = self.settings["sip"]
+        return [
+            "sipp", f"{sip['bind']}:{sip['port']}", "-sf", str(SIPP_DIR / "agent_register.xml"),
+            "-oocsf", str(SIPP_DIR / "agent_answer.xml"), "-s", self.extension,
+            "-au", self.extension, "-ap", self.settings.sip_password(self.extension),
+            "-i", self.address, "-p", str(self.local_port), "-mi", self.address, "-mp", str(self.local_port + 2),
+            "-m", "1", "-ci", self.address, "-cp", str(self.local_port + 4), "-nostdin", "-nd",
+            "-timeout", "3600s",
+        ]
+
+    def start(self) -> SippPhone:
+        self.process = subprocess.Popen(self.command(), cwd=SIPP_DIR, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+        return self
+
+    def registered(self, runtime: Any) -> bool:
+        """Asterisk holds a contact for the extension at this phone's address."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"SIPp for {self.extension} exited: {self.process.stderr.read().decode()[-800:]}")
+        return f"{self.address}:{self.local_port}" in runtime.rx(f"pjsip show aor {self.extension}")
+
+    async def wait_registered(self, runtime: Any, timeout: float = 20) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await asyncio.to_thread(self.registered, runtime):
+            if loop.time() > deadline:
+                raise AssertionError(f"phone {self.extension} did not register within {timeout}s")
+            await asyncio.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> SippPhone:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
