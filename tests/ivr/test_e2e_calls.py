@@ -1,0 +1,137 @@
+"""Every branch of both menus on real calls through Asterisk (issue 3 §7).
+
+Citizens are Local/ channels whose caller side keys DTMF with SendDTMF()
+(dialplans/test-callers.conf; ``w`` = 0.5 s pause). The calls of the branch
+table are placed together, then each test reads what the call left on its
+call record (the channel variables IVR_PATH, BUSINESS, CATEGORY, LOOKUP_TICKET
+as the CTI saw them at hangup). A call
+routed to a queue waits there (the demo agents are queue members, none answers)
+until QUEUE_MAX_WAIT, then the queue-timeout script runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select
+
+from cli.democall import originate_citizen
+from cti.models import CallRecord
+
+pytestmark = pytest.mark.stack
+
+WAIT = "w" * 8  # 4 s: long enough for the next prompt to start playing
+QUEUE_WAIT = "w" * 36  # 18 s; then the key is repeated for 32 s: the queue is left at the first
+# ring cycle past QUEUE_MAX_WAIT (20 s), and only then does queue-timeout listen
+
+
+@dataclass(frozen=True)
+class Branch:
+    did: str
+    keys: str
+    hold: int
+    path: str           # expected start of IVR_PATH
+    business: str | None = None
+    category: str | None = None
+
+
+BRANCHES = {
+    "12301-complaint-scenic-spot": Branch("12301", f"2{WAIT}3", 14, "main:2>complaint-object:3",
+                                          "complaint", "scenic-spot"),
+    "12365-complaint-special-equipment": Branch("12365", f"2{WAIT}2", 14,
+                                                "main:2>complaint-object:2", "complaint",
+                                                "special-equipment"),
+    "12301-report": Branch("12301", "3", 10, "main:3", "report"),
+    "12365-report": Branch("12365", "3", 10, "main:3", "report"),
+    "12301-agent": Branch("12301", "0", 10, "main:0", "agent"),
+    "12365-repeat-then-report": Branch("12365", f"9{WAIT}3", 14, "main:9>main:3", "report"),
+    "12301-consult-answer-agent": Branch("12301", f"1{WAIT}2{WAIT}0", 20,
+                                         "main:1>consult:2>answer:0", "consult"),
+    "12365-consult-answer-agent": Branch("12365", f"1{WAIT}1{WAIT}0", 20,
+                                         "main:1>consult:1>answer:0", "consult"),
+    "12301-progress-malformed-then-agent": Branch("12301", f"4{WAIT}123#{WAIT}0", 20,
+                                                  "main:4>ticket:ticket-malformed>ticket:0",
+                                                  "progress"),
+    "12365-progress-unknown-then-agent": Branch("12365", f"4{WAIT}2024100199999#{WAIT}0", 24,
+                                                "main:4>ticket:ticket-unknown>ticket:0", "progress"),
+    "12301-wrong-keys-three-times": Branch("12301", f"7{WAIT}8{WAIT}7", 30, "main:no-choice",
+                                           "agent"),
+    "12301-queue-timeout-callback": Branch("12301", f"3{QUEUE_WAIT}" + "2www" * 16, 64, "main:3>queue-timeout:2", "report"),
+    "12365-queue-timeout-voicemail": Branch("12365", f"3{QUEUE_WAIT}" + "1www" * 16, 64, "main:3>queue-timeout:1>voicemail",
+                                            "report"),
+}
+
+
+async def finished_call(db, call_id: str, waiter, timeout: float = 120) -> CallRecord:
+    async def ended():
+        async with db.session() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+            return record if record and record.ended_at else None
+
+    return await waiter(ended, timeout=timeout, what=f"call {call_id} to end")
+
+
+@pytest.fixture(scope="module")
+async def branch_calls(stack, ami, db, waiter) -> dict[str, CallRecord]:
+    placed = {}
+    for index, (name, branch) in enumerate(BRANCHES.items()):
+        placed[name] = await originate_citizen(ami, branch.did, keys=branch.keys, caller=f"1390000{index:04d}",
+                                               hold_seconds=branch.hold, delay_seconds=2)
+    records = await asyncio.gather(*(finished_call(db, call.call_id, waiter) for call in placed.values()))
+    return dict(zip(placed, records, strict=True))
+
+
+@pytest.mark.parametrize("name", list(BRANCHES))
+async def test_branch_routes_and_leaves_the_callers_choices_on_the_call(branch_calls, name):
+    branch, record = BRANCHES[name], branch_calls[name]
+    assert record.hotline == branch.did
+    assert record.ivr_path and record.ivr_path.startswith(branch.path), record.ivr_path
+    assert record.business == branch.business
+    assert record.category == branch.category
+
+
+async def test_silence_ends_at_an_agent_after_three_tries(stack, ami, db, waiter):
+    call = await originate_citizen(ami, "12365", keys="", caller="13900009999", hold_seconds=60, delay_seconds=1)
+    record = await finished_call(db, call.call_id, waiter)
+    assert record.ivr_path.startswith("main:no-choice"), record.ivr_path
+    assert record.business == "agent"
+
+
+async def test_progress_reads_back_a_real_ticket(stack, ami, db, waiter):
+    from core.models import User
+    from tickets.workflow import register_ticket
+
+    async with db.transaction() as session:
+        operator = await session.scalar(select(User).where(User.username == "agent1"))
+        ticket = await register_ticket(session, {
+            "kind": "complaint", "hotline": "12301", "complainant_name": "测试", "complainant_phone": "13700000001",
+            "respondent_name": "某旅行社", "complaint_object": "旅行社及导游领队", "event_category": "不合理低价",
+            "province": "广东省", "city": "广州市", "county": "天河区", "description": "测试工单。",
+        }, operator)
+        number = ticket.number
+    # Another caller keys the number; the owner of the ticket is offered it first.
+    keyed = await originate_citizen(ami, "12301", keys=f"4{WAIT}{number}#{WAIT}0", caller="13700000002",
+                                    hold_seconds=40, delay_seconds=2)
+    offered = await originate_citizen(ami, "12301", keys=f"4{WAIT}1{WAIT}{WAIT}{WAIT}0", caller="13700000001",
+                                      hold_seconds=40, delay_seconds=2)
+    for call in (keyed, offered):
+        record = await finished_call(db, call.call_id, waiter)
+        assert record.lookup_ticket == number, record.ivr_path
+        assert f"ticket:{number}" in record.ivr_path
+    prompts = stack.runtime.host_path(stack.runtime.inside("sounds"))
+    assert list(prompts.glob("dyn-*.wav")), "the readback was synthesized for Asterisk"
+
+
+async def test_calls_reach_the_general_queue_while_the_ivr_is_down(stack, ami, db, waiter):
+    from cli.stack import supervisorctl
+
+    supervisorctl(stack.settings, "stop", "ivr")
+    try:
+        call = await originate_citizen(ami, "12301", keys="2", caller="13900008888", hold_seconds=8,
+                                       delay_seconds=2)
+        record = await finished_call(db, call.call_id, waiter)
+    finally:
+        supervisorctl(stack.settings, "start", "ivr")
+    assert record.ivr_path.startswith("ivr-unavailable"), record.ivr_path
