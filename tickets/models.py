@@ -38,12 +38,14 @@ class Kind(enum.StrEnum):
     CONSULT = "consult"
     COMPLAINT = "complaint"
     REPORT = "report"
+    UNCLASSIFIED = "unclassified"  # a voice message nobody has classified yet
 
 
-KIND_LABELS = {Kind.CONSULT: "咨询", Kind.COMPLAINT: "投诉", Kind.REPORT: "举报"}
+KIND_LABELS = {Kind.CONSULT: "咨询", Kind.COMPLAINT: "投诉", Kind.REPORT: "举报", Kind.UNCLASSIFIED: "待分类"}
 
 
 class State(enum.StrEnum):
+    UNCLASSIFIED = "unclassified"                # 待分类 (voice message awaiting an agent)
     PENDING = "pending"                          # 待受理
     PENDING_TRANSFERRED = "pending_transferred"  # 待受理(转)
     ACCEPTED = "accepted"                        # 受理中
@@ -60,6 +62,7 @@ class State(enum.StrEnum):
 
 
 STATE_LABELS = {
+    State.UNCLASSIFIED: "待分类",
     State.PENDING: "待受理",
     State.PENDING_TRANSFERRED: "待受理(转)",
     State.ACCEPTED: "受理中",

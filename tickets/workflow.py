@@ -358,12 +358,60 @@ async def _override_risk(ticket: Ticket, inputs: dict, ctx: Context) -> State:
     return ticket.state
 
 
+async def _classify(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    """A voice message becomes a consultation, complaint or report and is dispatched like a new case."""
+    try:
+        kind = Kind(inputs["kind"])
+    except ValueError:
+        raise WorkflowError("工单类型应为咨询、投诉或举报", "kind") from None
+    if kind == Kind.UNCLASSIFIED:
+        raise WorkflowError("工单类型应为咨询、投诉或举报", "kind")
+    for key in CLASSIFY_DETAILS:
+        if key in inputs:
+            setattr(ticket, key, inputs[key])
+    for key in REQUIRED_BY_KIND[kind]:
+        if _blank(getattr(ticket, key)):
+            raise WorkflowError(f"{KIND_LABELS[kind]}工单请填写{_labels()[key]}", key)
+    ticket.kind = kind
+    if "unit_id" in inputs:
+        unit = await _unit(ctx.session, inputs["unit_id"], "unit_id")
+        root = await _hotline_root(ctx.session, ticket.hotline)
+        if not _path_within(unit.path, root.path):
+            raise WorkflowError(f"所选单位不属于 {ticket.hotline} 热线的处理体系", "unit_id")
+    else:
+        unit = await dispatch.suggest_unit(ctx.session, ticket.hotline, ticket.province, ticket.city,
+                                           ticket.county, ticket.complaint_object)
+        if unit is None:
+            raise WorkflowError("没有可派发的处理单位，请选择处理单位", "unit_id")
+    _move(ticket, unit)
+    ticket.created_at = ctx.now  # deadlines run from classification, when the case becomes actionable
+    apply_deadlines(ticket, ctx.policy)
+    grade = await risk.assess(ctx.session, ticket)
+    ctx.extra_log["类型"] = KIND_LABELS[kind]
+    ctx.extra_log["处理单位"] = unit.name
+    if grade is not None:
+        ctx.extra_log["风险等级"] = grade.level
+    return State.PENDING
+
+
+CLASSIFY_DETAILS = ("complainant_name", "respondent_name", "respondent_phone", "complaint_object",
+                    "event_category", "province", "city", "county", "description")
+
+
 def _spec(name, fields, sources, kinds, permission, effect) -> ActionSpec:
     return ActionSpec(name, tuple(fields), None if sources is None else frozenset(sources),
                       frozenset(kinds), permission, effect)
 
 
 ACTIONS: dict[str, ActionSpec] = {s.name: s for s in (
+    _spec("分类", [Field("kind", "工单类型"), Field("unit_id", "处理单位", "unit", required=False),
+                 *(Field(key, label, required=False) for key, label in (
+                     ("complainant_name", "诉求方姓名"), ("respondent_name", "被诉方"),
+                     ("respondent_phone", "被诉方电话"), ("complaint_object", "投诉对象"),
+                     ("event_category", "事件类别"), ("province", "案件归属地（省）"),
+                     ("city", "案件归属地（市）"), ("county", "案件归属地（区县）"),
+                     ("description", "诉求内容")))],
+          {State.UNCLASSIFIED}, {Kind.UNCLASSIFIED}, "unit", _classify),
     _spec("受理", [Field("note", "受理说明")], PENDING_STATES, CASE_KINDS, "unit", _accept),
     _spec("转办", [Field("target_unit_id", "转办单位", "unit"), Field("remark", "转办备注")],
           PENDING_STATES, ALL_KINDS, "unit", _transfer),
