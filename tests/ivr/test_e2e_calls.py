@@ -23,8 +23,6 @@ from cti.models import CallRecord
 pytestmark = pytest.mark.stack
 
 WAIT = "w" * 8  # 4 s: long enough for the next prompt to start playing
-QUEUE_WAIT = "w" * 36  # 18 s; then the key is repeated for 32 s: the queue is left at the first
-# ring cycle past QUEUE_MAX_WAIT (20 s), and only then does queue-timeout listen
 
 
 @dataclass(frozen=True)
@@ -58,9 +56,6 @@ BRANCHES = {
                                                 "main:4>ticket:ticket-unknown>ticket:0", "progress"),
     "12301-wrong-keys-three-times": Branch("12301", f"7{WAIT}8{WAIT}7", 30, "main:no-choice",
                                            "agent"),
-    "12301-queue-timeout-callback": Branch("12301", f"3{QUEUE_WAIT}" + "2www" * 16, 64, "main:3>queue-timeout:2", "report"),
-    "12365-queue-timeout-voicemail": Branch("12365", f"3{QUEUE_WAIT}" + "1www" * 16, 64, "main:3>queue-timeout:1>voicemail",
-                                            "report"),
 }
 
 
