@@ -13,9 +13,9 @@ every 15 s so proxies do not close an idle connection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +24,7 @@ from core.models import Role, User
 from core.web import REDIS_KEY, USER_KEY
 
 KEEPALIVE_SECONDS = 15
+BLOCK_MS = 3000
 RETRY_MS = 2000
 REPLAY_SCAN = 2000  # newest stream entries searched for a pop still open
 STREAM_ID = re.compile(r"^\d+-\d+$")
@@ -98,17 +99,21 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             if pop is not None:
                 await response.write(sse_message(*pop))
     await response.write(f"event: hello\ndata: {json.dumps({'last_id': last_id})}\n\n".encode())
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
     try:
         while True:
-            batches = await redis.xread({ev.STREAM: last_id}, count=200, block=KEEPALIVE_SECONDS * 1000)
-            if not batches:
-                await response.write(b": keep-alive\n\n")
-                continue
-            for _stream, entries in batches:
+            # Short blocking reads: redis-py's default socket timeout (5 s) must not cut them off.
+            batches = await redis.xread({ev.STREAM: last_id}, count=200, block=BLOCK_MS)
+            for _stream, entries in batches or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
                     if visible_to(fields, user):
                         await response.write(sse_message(entry_id, fields))
+                        last_write = loop.time()
+            if loop.time() - last_write >= KEEPALIVE_SECONDS:
+                await response.write(b": keep-alive\n\n")
+                last_write = loop.time()
     except (ConnectionResetError, RuntimeError):  # the browser went away
         pass
     return response
@@ -117,7 +122,3 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/events", events_stream)
 
-
-def decode(fields: dict[str, str]) -> dict[str, Any]:
-    """The event's data (for tests and the wallboard)."""
-    return json.loads(fields.get("data") or "{}")

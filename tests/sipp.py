@@ -24,7 +24,7 @@ class SippPhone:
         self.settings = settings
         self.extension = extension
         self.address = address
-        # Distinct per extension and clear of the PBX's own port.
+        # Distinct per extension and clear of the PBX's own port; media and control ports follow it.
         self.local_port = local_port or 15000 + int(extension) % 1000
         self.process: subprocess.Popen | None = None
 
@@ -34,8 +34,8 @@ class SippPhone:
             "sipp", f"{sip['bind']}:{sip['port']}", "-sf", str(SIPP_DIR / "agent_register.xml"),
             "-oocsf", str(SIPP_DIR / "agent_answer.xml"), "-s", self.extension,
             "-au", self.extension, "-ap", self.settings.sip_password(self.extension),
-            "-i", self.address, "-p", str(self.local_port), "-mi", self.address, "-mp", str(self.local_port + 2),
-            "-m", "1", "-ci", self.address, "-cp", str(self.local_port + 4), "-nostdin", "-nd",
+            "-i", self.address, "-p", str(self.local_port), "-mi", self.address, "-mp", str(self.local_port + 10),
+            "-m", "1", "-ci", self.address, "-cp", str(self.local_port + 20), "-nostdin", "-nd",
             "-timeout", "3600s",
         ]
 

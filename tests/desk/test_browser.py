@@ -28,6 +28,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 CALLER = "13912340001"
+PAGE_ERRORS: list[str] = []  # JavaScript errors of any page: there must be none
 LIVE = 60_000  # ms: generous upper bound for live things to show; the test moves on as soon as they do
 
 
@@ -40,6 +41,7 @@ def screenshots_dir() -> Path:
 async def open_as(browser: Browser, base: str, username: str, password: str, viewport: dict) -> Page:
     context = await browser.new_context(viewport=viewport, locale="zh-CN")
     page = await context.new_page()
+    page.on("pageerror", lambda exc: PAGE_ERRORS.append(f"{username}: {exc}"))
     await page.goto(f"{base}/login")
     await page.fill("input[name=username]", username)
     await page.fill("input[name=password]", password)
@@ -165,5 +167,6 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
             await lead.goto(f"{base}/report?hotline=12301")
             await expect(lead.locator(".kpi").first).to_contain_text("呼入人工请求")
             await lead.screenshot(path=shots / "12-service-quality-report.png", full_page=True)
+            assert PAGE_ERRORS == []
         finally:
             await browser.close()
