@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def setup_logging(service: str, level: int = logging.INFO) -> structlog.stdlib.BoundLogger:
-    logging.basicConfig(stream=sys.stdout, level=level, format="%(message)s")
+def setup_logging(service: str, level: int = logging.INFO, stream: TextIO | None = None) -> structlog.stdlib.BoundLogger:
+    """JSON lines to ``stream`` (stdout by default; classic AGI must log to stderr: stdout is its channel)."""
+    stream = stream or sys.stdout
+    logging.basicConfig(stream=stream, level=level, format="%(message)s")
     for noisy in ("aiohttp.access", "panoramisk", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
@@ -20,7 +23,7 @@ def setup_logging(service: str, level: int = logging.INFO) -> structlog.stdlib.B
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )

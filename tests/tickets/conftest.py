@@ -8,14 +8,7 @@ end. Missing PostgreSQL binaries fail the run with a clear message.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import delete, select, text
@@ -26,69 +19,6 @@ from core.models import Role, Unit, User
 from cti.models import CallRecord
 from tickets import dispatch
 from tickets.models import Evidence, Reminder, Ticket, TicketAction, TicketCall, TicketCounter
-
-REPO = Path(__file__).resolve().parents[2]
-PG_BIN = Path(os.environ.get("HOTLINE_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def migrate(url: str) -> None:
-    alembic = Path(sys.executable).with_name("alembic")
-    result = subprocess.run([str(alembic), "-x", f"url={url}", "upgrade", "head"], cwd=REPO,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"alembic upgrade failed for {url}:\n{result.stderr}")
-
-
-@pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'tickets.db'}"
-    migrate(url)
-    return url
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def postgresql_url() -> Iterator[str]:
-    missing = [b for b in ("initdb", "pg_ctl", "createdb") if not (PG_BIN / b).exists()]
-    if missing:
-        pytest.fail(f"PostgreSQL binaries {missing} not found in {PG_BIN}: install postgresql-15 "
-                    "(Debian package) or set HOTLINE_PG_BIN; the ticket tests must run on PostgreSQL too")
-    as_root = os.geteuid() == 0
-    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
-    base = Path(tempfile.mkdtemp(prefix="hotline-pg-"))
-    if as_root:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", _free_port()
-
-    def run(*args: str) -> None:
-        result = subprocess.run([*run_as, *args], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.fail(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-locale", "-E", "UTF8")
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " \
-              "-c full_page_writes=off"
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", options, "-w", "start")
-    try:
-        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "tickets")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/tickets"
-        migrate(url)
-        yield url
-    finally:
-        subprocess.run([*run_as, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue(f"{request.param}_url")
-
 
 TABLES = (Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter, CallRecord, User, Unit)
 
