@@ -11,11 +11,31 @@ call to the phone (tests/sipp/agent_answer.xml, SIPp's out-of-call scenario).
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
 SIPP_DIR = Path(__file__).parent / "sipp"
+PORT_OFFSETS = (0, 10, 11, 12, 13, 20)
+
+
+def _udp_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_udp_block(address: str = "127.0.0.1") -> int:
+    """A base port whose SIPp ports (base + PORT_OFFSETS) are all free."""
+    for base in random.sample(range(30000, 40000, 30), 200):
+        if all(_udp_free(address, base + offset) for offset in PORT_OFFSETS):
+            return base
+    raise RuntimeError("no free block of UDP ports for a SIPp phone")
 
 
 class SippPhone:
@@ -24,8 +44,9 @@ class SippPhone:
         self.settings = settings
         self.extension = extension
         self.address = address
-        # Distinct per extension and clear of the PBX's own port; media and control ports follow it.
-        self.local_port = local_port or 15000 + int(extension) % 1000
+        # SIP port; media (+10, +11, +12) and control (+20) ports follow it. Free ones by default,
+        # so test sessions running side by side do not collide.
+        self.local_port = local_port or free_udp_block(address)
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
