@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
 
 import aiohttp_jinja2
 import jinja2
@@ -44,22 +43,9 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-class DeskAmiClient(AmiClient):
-    """panoramisk takes QueueAdd's reply "Added interface to queue" for the start of an event list
-    and waits for a list that never comes: single-reply actions are asked for as such.
-    (Belongs in cti.control's calls; kept here until it is fixed there.)"""
-
-    SINGLE_REPLY = frozenset({"QueueAdd", "QueueRemove", "QueuePause"})
-
-    async def action(self, action: dict[str, Any], timeout: float = 5.0, as_list: bool | None = None) -> Any:
-        if as_list is None and action.get("Action") in self.SINGLE_REPLY:
-            as_list = False
-        return await super().action(action, timeout, as_list)
-
-
 async def _start_ami(app: web.Application) -> None:
     """Connect to AMI in the background: the desk serves pages while Asterisk is still starting."""
-    client = DeskAmiClient(app[SETTINGS_KEY], events="off")
+    client = AmiClient(app[SETTINGS_KEY], events="off")
     app[AMI_KEY] = client
 
     async def connect() -> None:

@@ -110,6 +110,22 @@ def cmd_recordings(args) -> int:
     return asyncio.run(run())
 
 
+def cmd_hours(args) -> int:
+    import redis as redis_sync
+
+    from ivr.hours import OVERRIDE_KEY, is_open
+
+    settings = load_settings()
+    client = redis_sync.Redis.from_url(settings.redis_url, decode_responses=True)
+    if args.state == "auto":
+        client.hdel(OVERRIDE_KEY, args.hotline)
+    elif args.state in ("open", "closed"):
+        client.hset(OVERRIDE_KEY, args.hotline, args.state)
+    overrides = client.hgetall(OVERRIDE_KEY)
+    print(f"calendar says: {'staffed' if is_open(settings) else 'after hours'}; overrides: {overrides or 'none'}")
+    return 0
+
+
 def cmd_test(args) -> int:
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *args.pytest_args]
@@ -140,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("action", choices=["purge", "check"])
     rec.add_argument("--dry-run", action="store_true")
     rec.set_defaults(func=cmd_recordings)
+    hours = sub.add_parser("hours", help="open or close the line now (open|closed), or follow the calendar (auto)")
+    hours.add_argument("state", choices=["open", "closed", "auto", "show"])
+    hours.add_argument("--hotline", default="*", help="12301, 12365 or * for both")
+    hours.set_defaults(func=cmd_hours)
     test = sub.add_parser("test", help="install test dependencies and run the whole suite")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)

@@ -108,14 +108,16 @@ class AmiClient:
                     self.logged_in.clear()
                     protocol.transport.abort()  # fires connection_lost -> panoramisk reconnects
 
-    async def action(self, action: dict[str, Any], timeout: float = 5.0, as_list: bool | None = None) -> Any:
-        """Send one action and wait for its reply; never re-sent after a reconnect."""
+    async def action(self, action: dict[str, Any], timeout: float = 5.0, as_list: bool = False) -> Any:
+        """Send one action and wait for its reply (or, with ``as_list``, its event list); never re-sent."""
         if not self.logged_in.is_set():
             try:
                 await asyncio.wait_for(self.logged_in.wait(), timeout)
             except TimeoutError as exc:
                 raise AmiError("与 Asterisk 的连接已中断，操作未执行，请稍后重试") from exc
-        future = self.manager.send_action(dict(action), as_list=as_list)
+        # Single reply unless a list is asked for: panoramisk otherwise guesses from the reply text and
+        # waits forever for lists that never come (QueueAdd's "Added ... to queue", an async Originate).
+        future = self.manager.send_action(dict(action), as_list=bool(as_list))
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:

@@ -71,6 +71,35 @@ def is_open(settings: Settings, when: dt.datetime | None = None) -> bool:
     return _calendar_open(hours, _aware(when).astimezone(hours.zone))
 
 
+OVERRIDE_KEY = "hotline:hours:override"  # hash: hotline (or "*") -> "open" | "closed"
+OVERRIDES = ("open", "closed")
+
+
+async def staffed_now(settings: Settings, redis, hotline: str) -> bool:
+    """Hours as configured, unless a team lead or admin closed or opened the line for now
+    (emergency closure, training, a holiday rota): a live switch that needs no restart."""
+    if redis is not None:
+        try:
+            value = await redis.hget(OVERRIDE_KEY, hotline) or await redis.hget(OVERRIDE_KEY, "*")
+        except Exception:  # noqa: BLE001 - Redis down: fall back to the configured hours
+            value = None
+        if isinstance(value, bytes):
+            value = value.decode()
+        if value in OVERRIDES:
+            return value == "open"
+    return is_open(settings)
+
+
+async def set_override(redis, hotline: str, value: str | None) -> None:
+    """``value`` open/closed sets the switch for ``hotline`` ("*" = both); None returns to the calendar."""
+    if value is None:
+        await redis.hdel(OVERRIDE_KEY, hotline)
+    elif value in OVERRIDES:
+        await redis.hset(OVERRIDE_KEY, hotline, value)
+    else:
+        raise ValueError(f"未知的值班状态：{value}")
+
+
 def next_open_period(settings: Settings, when: dt.datetime | None = None) -> dt.datetime:
     """The first moment at or after ``when`` when the line is staffed (aware, centre's zone).
 

@@ -23,7 +23,7 @@ from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.settings import Settings
 from ivr.flow import CallerHungUp, CallFlow, Prompts, QueueTimeoutFlow, Route, TicketLookup, TicketStatus
-from ivr.hours import is_open
+from ivr.hours import staffed_now
 from ivr.menu import HotlineMenu, load_all_menus
 from ivr.setup import asterisk_prompts
 
@@ -169,8 +169,9 @@ class IvrService:
     """The two FastAGI scripts, sharing menus, prompts and the ticket look-up."""
 
     def __init__(self, settings: Settings, menus: dict[str, HotlineMenu], prompts: Prompts,
-                 tickets: TicketLookup) -> None:
+                 tickets: TicketLookup, redis=None) -> None:
         self.settings, self.menus, self.prompts, self.tickets = settings, menus, prompts, tickets
+        self.redis = redis  # for the live open/closed switch (ivr.hours.staffed_now)
 
     async def ivr(self, request: Request) -> None:
         """FastAGI route ``ivr``."""
@@ -191,7 +192,8 @@ class IvrService:
             menu = self.menus.get(hotline)
             if menu is None:
                 raise LookupError(f"no menu for hotline {hotline!r}")
-            flow = CallFlow(channel, menu, self.prompts, self.tickets, staffed=is_open(self.settings))
+            staffed = await staffed_now(self.settings, self.redis, hotline)
+            flow = CallFlow(channel, menu, self.prompts, self.tickets, staffed=staffed)
             return await flow.run()
 
         await self._guard("ivr", channel, run(), lambda: fallback)
@@ -243,7 +245,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     host, port = settings["agi"]["host"], settings["agi"]["port"]
     server = await asyncio.start_server(app.handler, host, port)
     log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    service.redis = redis
     beat = asyncio.create_task(heartbeat(redis, "ivr"))
     try:
         await stop.wait()

@@ -60,3 +60,28 @@ async def test_a_message_too_short_to_hold_anything_opens_no_ticket(stack, ami, 
     async with db.session() as session:
         tickets = (await session.scalars(select(Ticket).where(Ticket.complainant_phone == "13622223333"))).all()
     assert tickets == []
+
+
+async def test_after_hours_caller_hears_the_hours_and_leaves_a_message(stack, ami, db, redis, waiter):
+    from ivr.hours import set_override
+
+    await set_override(redis, "12301", "closed")  # the live switch a lead uses; same path as the calendar's
+    try:
+        speech = citizen_speech(stack.settings, "demo-complaint")
+        call = await originate_citizen(ami, "12301", keys="", caller="13633334444", hold_seconds=2,
+                                       speech_path=speech, delay_seconds=1, speech_delay_seconds=16)
+
+        async def filed():
+            row = await _recording(db, call.call_id, "voicemail")
+            return row if row and row.transcript_status != "pending" else None
+
+        row = await waiter(filed, timeout=120, what="the after-hours message to be filed")
+    finally:
+        await set_override(redis, "12301", None)
+    async with db.session() as session:
+        record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call.call_id))
+        ticket = await session.scalar(select(Ticket).where(Ticket.number == row.ticket_number))
+    assert record.ivr_path.startswith("after-hours")
+    assert record.queued_at is None  # never offered to a queue after hours
+    assert ticket is not None and ticket.source == Source.VOICEMAIL and ticket.hotline == "12301"
+    assert row.transcript_status == "done"
