@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
@@ -48,6 +52,30 @@ def _timed(say: Say, label: str):
                 say(f"    done in {time.monotonic() - self.t0:.1f}s")
 
     return _Timer()
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block() -> dict[str, str]:
+    """HOTLINE_* port settings for a block of 100 free loopback ports: test and benchmark stacks
+    run beside a demo stack or each other."""
+    for base in random.sample(range(20000, 30000, 100), 100):
+        if all(_free(base + offset) for offset in range(5)):
+            return {
+                "HOTLINE_SIP_PORT": str(base), "HOTLINE_AMI_PORT": str(base + 1),
+                "HOTLINE_AGI_PORT": str(base + 2), "HOTLINE_WEB_PORT": str(base + 3),
+                "HOTLINE_REDIS_PORT": str(base + 4),
+                "HOTLINE_SIP_RTP_START": str(base + 10), "HOTLINE_SIP_RTP_END": str(base + 99),
+            }
+    raise RuntimeError("no free block of loopback ports for the test stack")
 
 
 def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
@@ -242,3 +270,29 @@ def purge_instance(settings: Settings, runtime: AsteriskRuntime) -> None:
     shutil.rmtree(runtime.host_instance_dir, ignore_errors=True)
 
 
+
+
+@contextmanager
+def throwaway_stack(overrides: dict[str, str], prefix: str, say: Say = print) -> Iterator[tuple[Settings, AsteriskRuntime]]:
+    """A whole platform in a temporary folder on free ports (tests, benchmarks); removed afterwards."""
+    from core.settings import load_settings
+
+    var = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {**free_port_block(), **overrides, "HOTLINE_VAR": str(var)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    settings = load_settings()
+    runtime = None
+    try:
+        runtime = up(settings, say=say)
+        yield settings, runtime
+    finally:
+        down(settings, say=lambda _line: None)
+        if runtime is not None:
+            purge_instance(settings, runtime)
+        shutil.rmtree(var, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -31,29 +30,6 @@ TEST_SETTINGS = {
     "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "20",
     "HOTLINE_QUEUES_WRAPUP_SECONDS": "1",
 }
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def test_ports() -> dict[str, str]:
-    """A block of 100 free loopback ports, so several test sessions (and a demo stack) can run at once."""
-    for base in random.sample(range(20000, 30000, 100), 100):
-        if all(_free(base + offset) for offset in range(5)):
-            return {
-                "HOTLINE_SIP_PORT": str(base), "HOTLINE_AMI_PORT": str(base + 1),
-                "HOTLINE_AGI_PORT": str(base + 2), "HOTLINE_WEB_PORT": str(base + 3),
-                "HOTLINE_REDIS_PORT": str(base + 4),
-                "HOTLINE_SIP_RTP_START": str(base + 10), "HOTLINE_SIP_RTP_END": str(base + 99),
-            }
-    raise RuntimeError("no free block of loopback ports for the test stack")
 
 
 def _test_speech_model() -> str:
@@ -149,30 +125,11 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    from cli import stack as platform
-    from core.settings import load_settings
+    from cli.stack import throwaway_stack
 
-    var = Path(tempfile.mkdtemp(prefix="hotline-test-"))
-    overrides = {**TEST_SETTINGS, **test_ports()}
-    saved = {k: os.environ.get(k) for k in [*overrides, "HOTLINE_VAR", "HOTLINE_TRANSCRIPTION_MODEL_PATH"]}
-    os.environ.update(overrides)
-    os.environ["HOTLINE_TRANSCRIPTION_MODEL_PATH"] = _test_speech_model()
-    os.environ["HOTLINE_VAR"] = str(var)
-    settings = load_settings()
-    runtime = None
-    try:
-        runtime = platform.up(settings, say=lambda line: print(line, flush=True))
+    overrides = {**TEST_SETTINGS, "HOTLINE_TRANSCRIPTION_MODEL_PATH": _test_speech_model()}
+    with throwaway_stack(overrides, "hotline-test-", say=lambda line: print(line, flush=True)) as (settings, runtime):
         yield Stack(settings, runtime)
-    finally:
-        platform.down(settings, say=lambda _line: None)
-        if runtime is not None:
-            platform.purge_instance(settings, runtime)
-        shutil.rmtree(var, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest_asyncio.fixture(scope="session")

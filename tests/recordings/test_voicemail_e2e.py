@@ -68,8 +68,9 @@ async def test_after_hours_caller_hears_the_hours_and_leaves_a_message(stack, am
     await set_override(redis, "12301", "closed")  # the live switch a lead uses; same path as the calendar's
     try:
         speech = citizen_speech(stack.settings, "demo-complaint")
+        # Greeting, hours and instructions take about 26 s: the citizen speaks after them.
         call = await originate_citizen(ami, "12301", keys="", caller="13633334444", hold_seconds=2,
-                                       speech_path=speech, delay_seconds=1, speech_delay_seconds=16)
+                                       speech_path=speech, delay_seconds=1, speech_delay_seconds=30)
 
         async def filed():
             row = await _recording(db, call.call_id, "voicemail")
