@@ -30,15 +30,21 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
                       timeout: float = 180, local_port: int = 5062, extra: list[str] | None = None) -> SippResult:
     carrier = settings["sip"]["carrier_address"]
     with tempfile.TemporaryDirectory() as tmp:
+        # SIPp reads exec and pause attributes when it loads the scenario, before -key values apply:
+        # fill them into a copy.
+        scenario = Path(tmp) / "citizen_call.xml"
+        text = SCENARIO.read_text()
+        for key, value in {"keys": keys or "", "speech": speech_ulaw.name, "hold_ms": hold_ms,
+                           "delay_ms": delay_ms}.items():
+            text = text.replace(f"[{key}]", str(value))
+        scenario.write_text(text)
         injection = Path(tmp) / "callers.csv"
         injection.write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
         stats = Path(tmp) / "stats.csv"
         cmd = [
-            "sipp", f"{settings['sip']['bind']}:{settings['sip']['port']}", "-sf", str(SCENARIO),
+            "sipp", f"{settings['sip']['bind']}:{settings['sip']['port']}", "-sf", str(scenario),
             "-s", did, "-i", carrier, "-p", str(local_port), "-mi", carrier,
             "-inf", str(injection), "-m", str(len(callers)), "-r", str(rate), "-l", str(limit or len(callers)),
-            "-key", "keys", keys or "", "-key", "speech", speech_ulaw.name,
-            "-key", "hold_ms", str(hold_ms), "-key", "delay_ms", str(delay_ms),
             "-ci", "127.0.0.1", "-nostdin", "-nd", "-trace_stat", "-stf", str(stats), "-timeout", f"{int(timeout)}s",
             "-timeout_error", *(extra or []),
         ]
