@@ -6,13 +6,15 @@ import argparse
 import sys
 import time
 
-from bench import offline
+from bench import capacity, live, offline
 from bench.report import Report
 
 SECTIONS = {
     "storage": offline.storage,
     "speech": offline.speech,
     "sizing": offline.sizing,
+    "ring-to-pop": live.ring_to_pop,
+    "capacity": capacity.capacity,
 }
 
 

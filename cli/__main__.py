@@ -20,8 +20,11 @@ def _print_access(settings) -> None:
     sip = settings["sip"]
     print()
     print(f"  Web desk:        {settings.web_url}/")
-    print(f"  Demo logins:     {', '.join(u.username for u in DEMO_USERS)} (+ unit users, see below)")
-    print(f"                   password: {settings.secrets['demo_password']}")
+    from tickets.dispatch import demo_unit_users
+
+    print(f"  Demo logins:     {', '.join(u.username for u in DEMO_USERS)}")
+    print(f"  Handling units:  {', '.join(name for name, *_ in demo_unit_users())}")
+    print(f"                   password for all demo logins: {settings.secrets['demo_password']}")
     print(f"  Admin:           admin / {settings.secrets['admin_password']}")
     print(f"  SIP server:      {sip['bind']}:{sip['port']} (UDP)")
     for ext in settings.phone_extensions:

@@ -1,0 +1,115 @@
+"""Call capacity over real SIP/RTP on loopback.
+
+Citizen calls from the carrier address (SIPp, RFC 4733 keys, streamed speech)
+go through the IVR into the 12301 general queue, where four SIPp agent phones
+answer; every call is recorded in full and followed by the CTI. Each level
+holds N calls at once for a while; a level passes with SIPp's FailedCall at 0
+and no task-processor high-water warning from Asterisk. The comparison point,
+in the same run and on the same Asterisk, is DID 10000: a bare G.711 echo call
+with no IVR, no recording and no queue (dialplans/test-callers.conf).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench.live import BENCH_SETTINGS, logged_in_agents
+from bench.report import Report
+from cli.stack import throwaway_stack
+
+CAPACITY_SETTINGS = {**BENCH_SETTINGS, "HOTLINE_SIP_RTP_START": "40000", "HOTLINE_SIP_RTP_END": "44999",
+                     "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "600"}
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _pids(pattern: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if pattern in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _taskprocessor_warnings(settings, runtime) -> int:
+    log = runtime.host_path(runtime.inside("log", "messages.log"))
+    if not log.exists():
+        return 0
+    return log.read_text(errors="replace").count("Task processor")
+
+
+async def _level(settings, runtime, did: str, keys: str, concurrent: int, hold_s: int, speech: Path,
+                 report_name: str) -> dict:
+    from tests.sipp_carrier import run_citizen_calls
+
+    callers = [f"1360{concurrent:03d}{i:04d}" for i in range(concurrent)]
+    ast = _pids(f"-C {runtime.inside('etc', 'asterisk.conf')}")
+    services = {name: _pids(f"-m {name}") for name in ("ivr", "cti", "recordings", "agent_desk")}
+    before = {"asterisk": _cpu_seconds(ast), **{n: _cpu_seconds(p) for n, p in services.items()}}
+    warnings_before = _taskprocessor_warnings(settings, runtime)
+    began = time.monotonic()
+    # All calls start within about a second and are held together for hold_s.
+    result = await asyncio.to_thread(run_citizen_calls, settings, did, keys, callers, speech,
+                                     hold_ms=hold_s * 1000, delay_ms=4000, rate=max(10, concurrent),
+                                     timeout=hold_s + 120)
+    wall = time.monotonic() - began
+    after = {"asterisk": _cpu_seconds(ast), **{n: _cpu_seconds(p) for n, p in services.items()}}
+    cpu = {name: (after[name] - before[name]) for name in after}
+    return {"ok": result.returncode == 0 and result.failed == 0 and result.successful == concurrent,
+            "failed": result.failed, "successful": result.successful, "wall": wall, "cpu": cpu,
+            "warnings": _taskprocessor_warnings(settings, runtime) - warnings_before, "name": report_name}
+
+
+async def _capacity(settings, runtime, report: Report, levels: list[int], hold_s: int) -> None:
+    from cli.democall import citizen_speech
+    from tests.sipp_carrier import ulaw_from_wav
+
+    citizen_speech(settings, "demo-complaint")
+    wav = runtime.host_path(runtime.inside("sounds", "demo-complaint.wav"))
+    with tempfile.TemporaryDirectory() as tmp:
+        speech = ulaw_from_wav(wav, Path(tmp) / "citizen.ulaw")
+        async with logged_in_agents(settings, runtime):
+            best = {"hotline": 0, "plain": 0}
+            for did, keys, name in (("12301", "0", "hotline"), ("10000", "", "plain")):
+                for level in levels:
+                    outcome = await _level(settings, runtime, did, keys, level, hold_s, speech, name)
+                    ok = outcome["ok"] and outcome["warnings"] == 0
+                    per_call = {k: v / level for k, v in outcome["cpu"].items()}
+                    cpu_text = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in per_call.items() if v > 0)
+                    report.add("capacity", f"{name}: {level} concurrent calls held {hold_s} s",
+                               "pass" if ok else f"FAIL ({outcome['failed']} failed, {outcome['warnings']} "
+                               "task-processor warnings)", "",
+                               f"CPU per call: {cpu_text}")
+                    if not ok:
+                        break
+                    best[name] = level
+                    await asyncio.sleep(3)
+            report.add("capacity", "largest level with zero failed calls",
+                       f"{best['hotline']} calls (IVR + queue + recording + CTI)",
+                       f"plain G.711 echo through the same Asterisk: {best['plain']} calls",
+                       f"levels tried: {levels}; classic per-call AGI not measured (see bench/README)")
+
+
+def capacity(report: Report, quick: bool) -> None:
+    levels = [5, 10, 20] if quick else [10, 20, 40, 60, 80, 100]
+    hold_s = 15 if quick else 30
+    with throwaway_stack(CAPACITY_SETTINGS, "hotline-bench-", say=lambda _line: None) as (settings, runtime):
+        asyncio.run(_capacity(settings, runtime, report, levels, hold_s))
