@@ -57,6 +57,7 @@ class LiveCall:
     started: datetime | None = None
     queued: datetime | None = None
     ringing_agents: dict[str, int | None] = field(default_factory=dict)
+    answered: bool = False
     hold_started: datetime | None = None
 
 
@@ -183,6 +184,7 @@ class CallTracker:
         agent_id = await self.agent_for_phone(phone) if phone else None
         when = event_time(event)
         wait = float(event.get("HoldTime") or 0)
+        self.calls.setdefault(call_id, LiveCall(call_id)).answered = True
         await self._update(call_id, answered_at=when, state=CallState.TALKING, agent_extension=phone,
                            agent_id=agent_id, wait_seconds=wait, queue=event.get("Queue"))
         await self.publish(ev.CallAnswered(call_id=call_id, agent_id=agent_id, agent_extension=phone,
@@ -199,15 +201,19 @@ class CallTracker:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
         await self._update(call_id, abandoned=True, wait_seconds=float(event.get("HoldTime") or 0))
 
-    async def on_Hold(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID")
-        if call_id in self.calls:
-            self.calls[call_id].hold_started = event_time(event)
-
-    async def on_Unhold(self, event: Any) -> None:
+    # Hold is measured where the citizen hears it: music on hold on the citizen's own leg after an
+    # agent answered (a phone's hold key and the desk's hold both end up there; queue music before
+    # the answer is waiting, not hold).
+    async def on_MusicOnHoldStart(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID")
         call = self.calls.get(call_id or "")
-        if call and call.hold_started:
+        if call and event.get("Uniqueid") == call_id and call.answered:
+            call.hold_started = event_time(event)
+
+    async def on_MusicOnHoldStop(self, event: Any) -> None:
+        call_id = chan_var(event, "CALL_ID")
+        call = self.calls.get(call_id or "")
+        if call and event.get("Uniqueid") == call_id and call.hold_started:
             held = (event_time(event) - call.hold_started).total_seconds()
             call.hold_started = None
             async with self.db.transaction() as session:

@@ -64,37 +64,14 @@ def opus_duration(path: Path) -> float:
     return len(decode_opus(path)) / RAW_BYTES_PER_SECOND
 
 
-def compress_raw_stereo(raw: Path, storage_root: Path, relative: str) -> StoredFile:
-    """raw (s16le, 8 kHz, 2 ch) -> Ogg Opus under storage_root/relative; removes raw when verified."""
-    target = storage_root / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    expected = raw_duration(raw)
-    proc = subprocess.run(
-        ["opusenc", "--quiet", "--raw", "--raw-bits", "16", "--raw-rate", str(SAMPLE_RATE), "--raw-chan", "2",
-         "--bitrate", str(OPUS_BITRATE_KBPS), "--comp", "10", str(raw), str(partial)],
-        capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise StorageError(f"opusenc failed for {raw}: {proc.stderr.strip()}")
-    checksum = sha256_of(partial)
-    partial.replace(target)
-    decoded = opus_duration(target)
-    if sha256_of(target) != checksum or abs(decoded - expected) > 0.5:
-        raise StorageError(f"{target}: verification failed (decoded {decoded:.2f}s of {expected:.2f}s)")
-    size = target.stat().st_size
-    raw.unlink()
-    return StoredFile(relative, size, checksum, round(expected, 2), "opus")
-
-
-def store_wav(source: Path, storage_root: Path, relative: str) -> StoredFile:
-    """Voice messages are kept as recorded (mono WAV, short) and compressed like calls."""
+def _encode(source: Path, storage_root: Path, relative: str, input_args: list[str]) -> tuple[Path, str]:
+    """opusenc into a .part file, then into place; returns the target and the checksum written."""
     target = storage_root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     proc = subprocess.run(
-        ["opusenc", "--quiet", "--bitrate", str(OPUS_BITRATE_KBPS), str(source), str(partial)],
+        ["opusenc", "--quiet", *input_args, "--bitrate", str(OPUS_BITRATE_KBPS), "--comp", "10",
+         str(source), str(partial)],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
@@ -102,8 +79,25 @@ def store_wav(source: Path, storage_root: Path, relative: str) -> StoredFile:
         raise StorageError(f"opusenc failed for {source}: {proc.stderr.strip()}")
     checksum = sha256_of(partial)
     partial.replace(target)
-    duration = opus_duration(target)
-    return StoredFile(relative, target.stat().st_size, checksum, round(duration, 2), "opus")
+    return target, checksum
+
+
+def compress_raw_stereo(raw: Path, storage_root: Path, relative: str) -> StoredFile:
+    """raw (s16le, 8 kHz, 2 ch) -> Ogg Opus under storage_root/relative; removes raw when verified."""
+    expected = raw_duration(raw)
+    target, checksum = _encode(raw, storage_root, relative, [
+        "--raw", "--raw-bits", "16", "--raw-rate", str(SAMPLE_RATE), "--raw-chan", "2"])
+    decoded = opus_duration(target)
+    if sha256_of(target) != checksum or abs(decoded - expected) > 0.5:
+        raise StorageError(f"{target}: verification failed (decoded {decoded:.2f}s of {expected:.2f}s)")
+    raw.unlink()
+    return StoredFile(relative, target.stat().st_size, checksum, round(expected, 2), "opus")
+
+
+def store_wav(source: Path, storage_root: Path, relative: str) -> StoredFile:
+    """Voice messages (mono WAV as recorded) are compressed like calls; the caller removes the source."""
+    target, checksum = _encode(source, storage_root, relative, [])
+    return StoredFile(relative, target.stat().st_size, checksum, round(opus_duration(target), 2), "opus")
 
 
 def verify(path: Path, sha256: str | None) -> str | None:

@@ -176,3 +176,15 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 30, int
 @pytest.fixture(scope="session")
 def waiter() -> Callable[..., Awaitable[Any]]:
     return wait_for
+
+
+@pytest_asyncio.fixture
+async def no_agents(stack: Stack, ami: Any, redis: Any) -> None:
+    """Nobody logged in: earlier tests' agents are taken out of every queue (their phones may be gone)."""
+    from cti.control import AGENT_BY_PHONE, AGENT_SESSIONS
+
+    reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
+    for member in (m for m in reply if m.get("Event") == "QueueMember"):
+        await ami.action({"Action": "QueueRemove", "Queue": member["Queue"],
+                          "Interface": member.get("Location") or member.get("StateInterface")})
+    await redis.delete(AGENT_BY_PHONE, AGENT_SESSIONS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -39,5 +40,7 @@ async def test_call_into_12301_is_answered_routed_by_the_ivr_recorded_and_logged
     caller_side, heard_side = raw_stereo_channels(path)
     assert rms(caller_side) > 200, "the citizen's speech should be in the recording"
     assert rms(heard_side) > 200, "the IVR prompts the caller heard should be in the recording"
-    # Recording starts after the short recording notice, so it is only a little shorter than the call.
-    assert call_length - 8 < duration_seconds(caller_side) <= call_length + 1
+    # Recording runs from the end of the recording notice (12365 standard 5.4) to hangup.
+    notice = stack.asterisk_path(stack.runtime.inside("sounds", "recording-notice.wav"))
+    notice_seconds = float(subprocess.run(["soxi", "-D", str(notice)], capture_output=True, text=True).stdout)
+    assert abs(duration_seconds(caller_side) - (call_length - notice_seconds)) < 1.0

@@ -15,7 +15,8 @@ async def _recording(db, call_id: str, kind: str):
         return await session.scalar(select(Recording).where(Recording.call_id == call_id, Recording.kind == kind))
 
 
-async def test_caller_nobody_answers_leaves_a_message_that_becomes_a_ticket_with_callback(stack, ami, db, waiter):
+async def test_caller_nobody_answers_leaves_a_message_that_becomes_a_ticket_with_callback(stack, ami, db, waiter,
+                                                                                          no_agents):
     speech = citizen_speech(stack.settings, "demo-report")
     # 0 = an agent; nobody is logged in, so the queue offers a message (1) at once.
     call = await originate_citizen(ami, "12365", keys="0wwwwwwww1", caller="13611112222", hold_seconds=3,
@@ -46,7 +47,7 @@ async def test_caller_nobody_answers_leaves_a_message_that_becomes_a_ticket_with
     assert callback.ticket_number == ticket.number and callback.not_before is not None
 
 
-async def test_a_message_too_short_to_hold_anything_opens_no_ticket(stack, ami, db, waiter):
+async def test_a_message_too_short_to_hold_anything_opens_no_ticket(stack, ami, db, waiter, no_agents):
     # Keys straight through to the message, then hangs up right after the beep.
     call = await originate_citizen(ami, "12301", keys="0wwwwwwww1", caller="13622223333", hold_seconds=0,
                                    delay_seconds=6, speech_delay_seconds=8)
