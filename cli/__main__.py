@@ -169,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run the benchmarks and print the results table")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in ("test", "bench"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "test":
+        args.pytest_args = [*args.pytest_args, *extra]
+    elif args.command == "bench":
+        args.bench_args = [*args.bench_args, *extra]
     try:
         return args.func(args)
     except (ConfigError, stack.StackError, RuntimeError) as exc:

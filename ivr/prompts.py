@@ -1,4 +1,4 @@
-"""Mandarin prompts: text -> speech (espeak-ng's Mandarin voice) -> Asterisk 8 kHz WAV.
+"""Mandarin prompts: text -> speech (pyttsx3 on espeak-ng's Mandarin voice) -> Asterisk 8 kHz WAV.
 
 Prompts are cached by content: the file name carries a hash of the text and
 voice settings, so an unchanged prompt is never synthesized twice. A recorded
@@ -9,10 +9,15 @@ one of the same name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
+import logging
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from core.settings import CONFIG_DIR
@@ -23,6 +28,7 @@ RATE = 240  # espeak words per minute: brisk but clear, keeps greeting + main me
 # Trim espeak's lead-in and end pause: every tenth of a second counts in a menu.
 TRIM_SILENCE = ["silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse"]
 HUMAN_PROMPTS = CONFIG_DIR / "prompts"
+log = logging.getLogger(__name__)
 
 
 class PromptError(RuntimeError):
@@ -30,27 +36,65 @@ class PromptError(RuntimeError):
 
 
 def _content_key(text: str) -> str:
-    return hashlib.sha256(f"espeak-ng|{VOICE}|{RATE}|trim|{text}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"pyttsx3|{VOICE}|{RATE}|clauses|trim|{text}".encode()).hexdigest()[:16]
+
+
+CLAUSE_END = re.compile(r"(?<=[。，；！？、,;!?])")
+_engine_lock = threading.Lock()
+
+
+def clauses(text: str) -> list[str]:
+    """Split at Chinese and Latin punctuation; each clause keeps its mark (and so its pause)."""
+    return [part for part in (p.strip() for p in CLAUSE_END.split(text)) if part]
+
+
+def _pyttsx3_clause(text: str, target: Path) -> bool:
+    """One clause through pyttsx3 (espeak-ng's Mandarin voice); False when it wrote no audio.
+
+    pyttsx3 2.99's espeak driver reuses one engine per process and then loses
+    utterances after a multi-sentence text (seen here: nothing written for the
+    main menu). A fresh engine for each single clause is reliable, so we make one.
+    """
+    import pyttsx3  # lazily: only prompt generation needs the TTS engine
+
+    with _engine_lock:
+        pyttsx3._activeEngines.clear()
+        engine = pyttsx3.init("espeak")
+        engine.setProperty("voice", VOICE)
+        engine.setProperty("rate", RATE)
+        with contextlib.redirect_stdout(io.StringIO()):  # the driver prints "Audio saved to ..."
+            engine.save_to_file(text, str(target))
+            engine.runAndWait()
+        engine.stop()
+    return target.exists() and target.stat().st_size > 1000
+
+
+def _espeak_clause(text: str, target: Path) -> None:
+    """The same voice through the espeak-ng command line: the fallback for a clause pyttsx3 dropped."""
+    proc = subprocess.run(["espeak-ng", "-v", ESPEAK_VOICE, "-s", str(RATE), "-w", str(target), "--", text],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not target.exists() or target.stat().st_size < 100:
+        raise PromptError(f"espeak-ng produced no audio for {text!r}: {proc.stderr.strip()}")
 
 
 def _synthesize(text: str, target: Path) -> None:
-    """espeak-ng's Mandarin voice -> 8 kHz WAV.
-
-    pyttsx3 2.99's espeak driver (the design card's TTS wrapper) is not used for
-    files: verified here, it silently writes nothing for a long utterance (the
-    42-character main menu) and keeps the previous utterance's state between
-    calls. We drive the same engine, voice and rate through the espeak-ng
-    command line instead, which is also safe to run from several threads.
-    """
+    """Text -> pyttsx3 clause by clause -> one 8 kHz WAV with espeak's lead-in and tail trimmed."""
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "tts.wav"
-        proc = subprocess.run(
-            ["espeak-ng", "-v", ESPEAK_VOICE, "-s", str(RATE), "-w", str(raw), "--", text],
-            capture_output=True, text=True,
-        )
-        if proc.returncode != 0 or not raw.exists() or raw.stat().st_size < 100:
-            raise PromptError(f"espeak-ng produced no audio for {text!r}: {proc.stderr.strip()}")
-        convert_to_asterisk_wav(raw, target, TRIM_SILENCE)
+        parts = []
+        for index, clause in enumerate(clauses(text) or [text]):
+            part = Path(tmp) / f"{index:03d}.wav"
+            if not _pyttsx3_clause(clause, part):
+                log.warning("pyttsx3 wrote no audio for %r; using espeak-ng directly", clause)
+                _espeak_clause(clause, part)
+            parts.append(part)
+        joined = Path(tmp) / "joined.wav"
+        if len(parts) == 1:
+            joined = parts[0]
+        else:
+            proc = subprocess.run(["sox", *map(str, parts), str(joined)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise PromptError(f"sox could not join the clauses of {text!r}: {proc.stderr.strip()}")
+        convert_to_asterisk_wav(joined, target, TRIM_SILENCE)
 
 
 def convert_to_asterisk_wav(source: Path, target: Path, effects: list[str] | None = None) -> None:
