@@ -169,13 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run the benchmarks and print the results table")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("test", "bench"):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "test":
-        args.pytest_args = [*args.pytest_args, *extra]
-    elif args.command == "bench":
-        args.bench_args = [*args.bench_args, *extra]
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("test", "bench"):
+        # Everything after the command belongs to pytest / the bench runner, untouched and in order.
+        rest = argparse.Namespace(pytest_args=argv[1:], bench_args=argv[1:])
+        return cmd_test(rest) if argv[0] == "test" else cmd_bench(rest)
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (ConfigError, stack.StackError, RuntimeError) as exc:
