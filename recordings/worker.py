@@ -68,7 +68,9 @@ class RecordingsWorker:
             relative = dated_path("calls", call.started_at, f"{call.call_id}.opus")
             row = Recording(call_id=call.call_id, kind="call", caller_number=call.caller_number,
                             agent_extension=call.agent_extension, started_at=call.started_at,
-                            hotline=call.hotline, path=relative, transcript_status="not_requested")
+                            hotline=call.hotline, path=relative,
+                            transcript_status="pending" if self.settings["transcription"]["calls"]
+                            else "not_requested")
             if raw.exists():
                 try:
                     stored = await asyncio.to_thread(compress_raw_stereo, raw, self.store, relative)
