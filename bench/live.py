@@ -42,7 +42,7 @@ async def desk_login(http: aiohttp.ClientSession, base: str, username: str, pass
 
 async def collect_pops(base: str, username: str, password: str, sink: list[float], ready: asyncio.Event) -> None:
     """One agent's desk connection: record ring-to-pop for every screen pop received."""
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # 127.0.0.1 cookies
         await desk_login(http, base, username, password)
         async with http.get(f"{base}/events", timeout=aiohttp.ClientTimeout(total=None)) as resp:
             ready.set()

@@ -20,7 +20,7 @@ class Desk:
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.http = aiohttp.ClientSession()
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
         self.csrf = ""
 
     async def login(self, username: str, password: str) -> None:
@@ -48,7 +48,7 @@ async def _channel_of(ami, phone: str) -> dict | None:
     return next((c for c in await _channels(ami) if c["Channel"].startswith(f"PJSIP/{phone}-")), None)
 
 
-async def test_agent_holds_resumes_and_transfers_a_live_call_from_the_desk(stack, ami, db, waiter):
+async def test_agent_holds_resumes_and_transfers_a_live_call_from_the_desk(stack, ami, db, waiter, no_agents):
     password = stack.settings.secrets["demo_password"]
     phones = [SippPhone(stack.settings, "8001").start(), SippPhone(stack.settings, "8003").start()]
     first, second = Desk(stack.settings.web_url), Desk(stack.settings.web_url)
