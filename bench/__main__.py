@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     path = report.write(mode)
     print()
-    print(report.markdown(mode))
+    print(path.read_text())
     print(f"written to {path}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from contextlib import asynccontextmanager
@@ -119,6 +120,6 @@ async def _ring_to_pop(settings, runtime, calls: int, report: Report) -> None:
 
 
 def ring_to_pop(report: Report, quick: bool) -> None:
-    calls = 30 if quick else 500
+    calls = int(os.environ.get("HOTLINE_BENCH_POP_CALLS") or (30 if quick else 500))
     with throwaway_stack(BENCH_SETTINGS, "hotline-bench-", say=lambda _line: None) as (settings, runtime):
         asyncio.run(_ring_to_pop(settings, runtime, calls, report))

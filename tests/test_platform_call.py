@@ -14,9 +14,9 @@ from tests.audio import duration_seconds, raw_stereo_channels, rms
 
 async def test_call_into_12301_is_answered_routed_by_the_ivr_recorded_and_logged(stack, ami, db, waiter):
     speech = citizen_speech(stack.settings, "demo-complaint")
-    # The citizen keys 1 once the IVR menu is playing (after the ~3 s recording notice), then talks.
+    # The citizen keys 1 once the IVR menu is playing (after the ~5 s greeting and recording notice).
     call = await originate_citizen(ami, "12301", keys="1", caller="13912345678", hold_seconds=10,
-                                   speech_path=speech, delay_seconds=6)
+                                   speech_path=speech, delay_seconds=9)
 
     async def ended_record():
         async with db.session() as session:
@@ -41,6 +41,6 @@ async def test_call_into_12301_is_answered_routed_by_the_ivr_recorded_and_logged
     assert rms(caller_side) > 200, "the citizen's speech should be in the recording"
     assert rms(heard_side) > 200, "the IVR prompts the caller heard should be in the recording"
     # Recording runs from the end of the recording notice (12365 standard 5.4) to hangup.
-    notice = stack.asterisk_path(stack.runtime.inside("sounds", "recording-notice.wav"))
+    notice = stack.asterisk_path(stack.runtime.inside("sounds", "recording-notice-12301.wav"))
     notice_seconds = float(subprocess.run(["soxi", "-D", str(notice)], capture_output=True, text=True).stdout)
     assert abs(duration_seconds(caller_side) - (call_length - notice_seconds)) < 1.0
