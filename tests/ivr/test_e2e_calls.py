@@ -130,3 +130,31 @@ async def test_calls_reach_the_general_queue_while_the_ivr_is_down(stack, ami, d
     finally:
         supervisorctl(stack.settings, "start", "ivr")
     assert record.ivr_path.startswith("ivr-unavailable"), record.ivr_path
+
+
+async def test_callers_in_the_menu_reach_the_general_queue_when_the_ivr_crashes(stack, ami, db, waiter, no_agents):
+    """The IVR process dies (SIGKILL) while callers sit in its menus: each is sent on to the general
+    queue (with nobody logged in, on to a voice message), and the supervisor brings the IVR back."""
+    import os
+    import signal
+
+    from cli.stack import supervisorctl
+
+    calls = [await originate_citizen(ami, "12365", keys="", caller=f"1390000777{i}", hold_seconds=25,
+                                     delay_seconds=1) for i in range(2)]
+    await asyncio.sleep(9)  # past the notice, both callers are listening to the main menu
+    status = supervisorctl(stack.settings, "pid", "ivr").stdout.strip()
+    os.kill(int(status), signal.SIGKILL)
+    for call in calls:
+        record = await finished_call(db, call.call_id, waiter)
+        assert "ivr-unavailable" in record.ivr_path, record.ivr_path
+        assert record.queued_at is not None or "voicemail" in record.ivr_path, record.ivr_path
+
+    async def ivr_back():
+        pid = supervisorctl(stack.settings, "pid", "ivr").stdout.strip()
+        return pid.isdigit() and pid != status and int(pid) > 0
+
+    await waiter(ivr_back, timeout=30, what="the supervisor to restart the IVR")
+    after = await originate_citizen(ami, "12365", keys="3", caller="13900007779", hold_seconds=10, delay_seconds=7)
+    record = await finished_call(db, after.call_id, waiter)
+    assert record.business == "report", record.ivr_path
