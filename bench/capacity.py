@@ -109,7 +109,7 @@ async def _capacity(settings, runtime, report: Report, levels: list[int], hold_s
 
 
 def capacity(report: Report, quick: bool) -> None:
-    levels = [5, 10, 20] if quick else [10, 20, 40, 60, 80, 100]
+    levels = [5, 10, 20] if quick else [25, 50, 100, 150, 200, 300]
     hold_s = 15 if quick else 30
     with throwaway_stack(CAPACITY_SETTINGS, "hotline-bench-", say=lambda _line: None) as (settings, runtime):
         asyncio.run(_capacity(settings, runtime, report, levels, hold_s))

@@ -16,15 +16,12 @@ import time
 from contextlib import asynccontextmanager
 
 import aiohttp
-from sqlalchemy import select
 
 from bench.report import Report, percentile
 from cli.democall import originate_citizen
 from cli.stack import throwaway_stack
 from core.ami import AmiClient
 from core.db import Database
-from core.models import User
-from cti import control
 
 AGENTS = {"agent1": "8001", "agent3": "8003", "agent4": "8004", "agent5": "8005"}  # all serve 12301-general
 BENCH_SETTINGS = {"HOTLINE_HOURS_MODE": "always", "HOTLINE_QUEUES_WRAPUP_SECONDS": "0",
@@ -60,30 +57,19 @@ async def collect_pops(base: str, username: str, password: str, sink: list[float
 
 @asynccontextmanager
 async def logged_in_agents(settings, runtime):
-    from tests.sipp import SippPhone  # test tooling: SIPp phones that register and auto-answer
+    """The AGENTS on auto-answering SIPp phones (test tooling), ready; yields the AMI client."""
+    import redis.asyncio as aioredis
+
+    from tests.sipp import agents_on_phones
 
     ami = AmiClient(settings)
     await ami.connect()
-    import redis.asyncio as aioredis
-
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     db = Database(settings.database_url)
-    phones = [SippPhone(settings, ext).start() for ext in AGENTS.values()]
-    users = []
     try:
-        for phone in phones:
-            await phone.wait_registered(runtime)
-        async with db.session() as session:
-            users = list((await session.scalars(select(User).where(User.username.in_(list(AGENTS))))).all())
-        for user in users:
-            await control.agent_login(ami, redis, user, AGENTS[user.username])
-            await control.agent_ready(ami, redis, user)
-        yield ami
+        async with agents_on_phones(settings, runtime, ami, redis, db, AGENTS):
+            yield ami
     finally:
-        for user in users:
-            await control.agent_logout(ami, redis, user)
-        for phone in phones:
-            phone.stop()
         await ami.close()
         await redis.aclose()
         await db.close()

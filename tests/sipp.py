@@ -14,6 +14,8 @@ import asyncio
 import random
 import socket
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +96,33 @@ class SippPhone:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+@asynccontextmanager
+async def agents_on_phones(settings: Any, runtime: Any, ami: Any, redis: Any, db: Any,
+                           agents: dict[str, str]) -> AsyncIterator[list[Any]]:
+    """Each agent (username -> extension) on a registered, auto-answering SIPp phone, logged in and ready;
+    logged out and the phones stopped afterwards. Shared by the tests and bench/."""
+    from sqlalchemy import select
+
+    from core.models import User
+    from cti import control
+
+    phones = [SippPhone(settings, extension).start() for extension in agents.values()]
+    users: list[Any] = []
+    try:
+        for phone in phones:
+            await phone.wait_registered(runtime)
+        async with db.session() as session:
+            found = {u.username: u for u in (await session.scalars(
+                select(User).where(User.username.in_(list(agents))))).all()}
+        users = [found[name] for name in agents]
+        for user in users:
+            await control.agent_login(ami, redis, user, agents[user.username])
+            await control.agent_ready(ami, redis, user)
+        yield users
+    finally:
+        for user in users:
+            await control.agent_logout(ami, redis, user)
+        for phone in phones:
+            phone.stop()

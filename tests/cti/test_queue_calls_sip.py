@@ -17,9 +17,8 @@ from sqlalchemy import select
 
 from core.events import STREAM
 from core.models import User
-from cti import control
 from cti.models import CallRecord
-from tests.sipp import SippPhone
+from tests.sipp import agents_on_phones
 from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
 
 pytestmark = pytest.mark.stack
@@ -39,20 +38,9 @@ async def _records(db, callers: list[str]) -> list[CallRecord]:
 @pytest.fixture
 async def two_agents(stack, ami, db, redis):
     """agent1 on 8001 and agent3 on 8003, both serving 12301 complaints, registered and ready."""
-    phones = [SippPhone(stack.settings, "8001").start(), SippPhone(stack.settings, "8003").start()]
-    agents = [await _user(db, "agent1"), await _user(db, "agent3")]
-    try:
-        for phone in phones:
-            await phone.wait_registered(stack.runtime)
-        for agent, phone in zip(agents, phones, strict=True):
-            await control.agent_login(ami, redis, agent, phone.extension)
-            await control.agent_ready(ami, redis, agent)
+    async with agents_on_phones(stack.settings, stack.runtime, ami, redis, db,
+                                {"agent1": "8001", "agent3": "8003"}) as agents:
         yield agents
-    finally:
-        for agent in agents:
-            await control.agent_logout(ami, redis, agent)
-        for phone in phones:
-            phone.stop()
 
 
 def _speech(tmp: Path, stack) -> Path:
