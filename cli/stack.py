@@ -290,7 +290,8 @@ def throwaway_stack(overrides: dict[str, str], prefix: str, say: Say = print) ->
         down(settings, say=lambda _line: None)
         if runtime is not None:
             purge_instance(settings, runtime)
-        shutil.rmtree(var, ignore_errors=True)
+        if os.environ.get("HOTLINE_KEEP_VAR") != "1":  # keep logs and database to debug a failure
+            shutil.rmtree(var, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
