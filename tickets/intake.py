@@ -9,9 +9,9 @@ from sqlalchemy import select
 from core.db import utcnow
 from cti.models import CallRecord
 from tickets import dispatch
+from tickets.deadlines import active_policy
 from tickets.models import Kind, Source, State, Ticket, TicketAction
 from tickets.numbering import next_number
-from tickets.deadlines import active_policy
 from tickets.workflow import link_calls
 
 SYSTEM_OPERATOR = "系统（语音留言）"
