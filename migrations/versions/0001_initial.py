@@ -5,10 +5,10 @@ Revises:
 Create Date: 2026-11-22 06:52:30.077147
 """
 
-from alembic import op
 import sqlalchemy as sa
-import core.db
+from alembic import op
 
+import core.db
 
 revision = '0001'
 down_revision = None

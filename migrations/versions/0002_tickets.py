@@ -5,10 +5,10 @@ Revises: 0001
 Create Date: 2026-11-22 06:53:19.743245
 """
 
-from alembic import op
 import sqlalchemy as sa
-import core.db
+from alembic import op
 
+import core.db
 
 revision = '0002'
 down_revision = '0001'
