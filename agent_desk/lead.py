@@ -110,7 +110,21 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
             "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),
         })
     return {"now": time.time(), "source": source, "queues": queue_rows(queue_names(), waiting, today_calls),
-            "agents": agent_rows}
+            "agents": agent_rows, "abandoned": abandoned_rows(today_calls)}
+
+
+def abandoned_rows(today_calls: list[CallRecord], limit: int = 50) -> list[dict[str, Any]]:
+    """Today's abandoned calls, newest first, with whether the number was reached again since (pure)."""
+    reached = {}
+    for call in today_calls:
+        if call.answered_at and call.caller_number:
+            reached[call.caller_number] = max(reached.get(call.caller_number, call.started_at), call.started_at)
+    rows = []
+    for call in sorted((c for c in today_calls if c.abandoned), key=lambda c: c.started_at, reverse=True)[:limit]:
+        rows.append({"caller": call.caller_number, "hotline": call.hotline, "queue": call.queue,
+                     "at": call.started_at.timestamp(), "waited": round(call.wait_seconds or 0),
+                     "reached_since": reached.get(call.caller_number or "", call.started_at) > call.started_at})
+    return rows
 
 
 @_leads_only

@@ -19,6 +19,11 @@
       <td class="num">${a.since && a.state !== "offline" ? Desk.duration(Date.now() / 1000 - a.since) : "—"}</td>
       <td>${Desk.esc(a.caller || "")}</td><td class="num">${a.answered_today}</td>
       <td>${a.phone ? ["listen", "whisper", "barge"].map((m) => `<button class="btn small" data-spy="${m}" data-agent="${a.id}">${{ listen: "监听", whisper: "耳语", barge: "强插" }[m]}</button>`).join(" ") : ""}</td></tr>`).join("");
+    $("abandoned").tBodies[0].innerHTML = (snap.abandoned || []).map((c) => `<tr data-caller="${Desk.esc(c.caller || "")}">
+      <td>${new Date(c.at * 1000).toLocaleTimeString("zh-CN", { hour12: false })}</td><td>${Desk.esc(c.caller || "未知号码")}</td>
+      <td>${Desk.esc(c.hotline || "")}</td><td>${Desk.esc(c.queue || "")}</td><td class="num">${Desk.duration(c.waited)}</td>
+      <td>${c.reached_since ? "已再次接通" : "<strong>待回拨</strong>"}</td></tr>`).join("")
+      || `<tr><td colspan="6" class="muted">今日暂无放弃来电</td></tr>`;
     $("wb-updated").textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
   }
 

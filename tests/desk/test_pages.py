@@ -177,6 +177,8 @@ async def test_wallboard_snapshot_and_report_with_exports(desk):
     snap = await (await desk.client.get("/api/wallboard")).json()
     assert {q["queue"] for q in snap["queues"]} >= {"12301-complaint", "12365-report"}
     assert [a["username"] for a in snap["agents"]][:2] == ["agent1", "agent2"]
+    assert isinstance(snap["abandoned"], list)
+    assert 'id="abandoned"' in await desk.page("/wallboard")
     page = await desk.page("/report?hotline=12301")
     assert "接线率" in page and "<svg" in page and "答复率" in page and "办结率" in page
     csv_body = await (await desk.client.get("/report/export?format=csv&hotline=12301")).read()
@@ -186,3 +188,24 @@ async def test_wallboard_snapshot_and_report_with_exports(desk):
     assert sheet["A1"].value == "服务质量报表"
     bad = await desk.client.get("/report?from=2025-02-01&to=2025-01-01", headers={"Accept": "application/json"})
     assert bad.status == 400
+
+
+def test_abandoned_calls_are_listed_newest_first_with_whether_the_number_was_reached_since():
+    import datetime as dt
+
+    from agent_desk.lead import abandoned_rows
+    from cti.models import CallRecord
+
+    t0 = dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC)
+    calls = [
+        CallRecord(call_id="a", caller_number="13800000001", hotline="12301", queue="12301-general",
+                   started_at=t0, abandoned=True, wait_seconds=70),
+        CallRecord(call_id="b", caller_number="13800000002", hotline="12365", queue="12365-report",
+                   started_at=t0 + dt.timedelta(minutes=5), abandoned=True, wait_seconds=12),
+        CallRecord(call_id="c", caller_number="13800000001", hotline="12301", queue="12301-general",
+                   started_at=t0 + dt.timedelta(minutes=9), answered_at=t0 + dt.timedelta(minutes=10)),
+    ]
+    rows = abandoned_rows(calls)
+    assert [r["caller"] for r in rows] == ["13800000002", "13800000001"]
+    assert rows[0]["reached_since"] is False and rows[1]["reached_since"] is True
+    assert rows[1]["waited"] == 70 and rows[1]["queue"] == "12301-general"
