@@ -175,6 +175,8 @@ async def ticket_page(request: web.Request) -> web.Response:
         "recordings": [{"id": r.id, "kind": "留言" if r.kind == "voicemail" else "通话录音",
                         "at": local_time(r.started_at, zone), "seconds": r.duration_seconds} for r in recordings],
         "evidence": [{"filename": e.filename, "size_kb": round(e.size_bytes / 1024, 1),
+                      "kind": "PDF" if e.content_type == "application/pdf" else "图片",
+                      "url": f"/api/tickets/{ticket.number}/evidence/{e.id}",
                       "at": local_time(e.uploaded_at, zone)} for e in evidence],
         "dialogs": dialogs,
         "can_upload": "补充凭证" in available_actions(ticket, user),

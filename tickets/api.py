@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import User
@@ -52,6 +54,9 @@ MAGIC = (
     (b"GIF89a", "image/gif", "gif"),
     (b"%PDF-", "application/pdf", "pdf"),
 )
+
+
+SAFE_ASCII_NAME = re.compile(r"[A-Za-z0-9._ ()-]{1,200}")
 
 
 def sniff(head: bytes) -> tuple[str, str] | None:
@@ -129,6 +134,23 @@ def ticket_json(ticket: Ticket, today: dt.date, user: User | None = None) -> dic
         "accepted_at": iso(ticket.accepted_at), "closed_at": iso(ticket.closed_at),
         "actions": available_actions(ticket, user) if user else [],
     }
+
+
+def evidence_json(number: str, evidence: Evidence) -> dict[str, Any]:
+    return {"id": evidence.id, "filename": evidence.filename, "content_type": evidence.content_type,
+            "size_bytes": evidence.size_bytes, "sha256": evidence.sha256,
+            "uploaded_at": evidence.uploaded_at.isoformat(),
+            "url": f"/api/tickets/{number}/evidence/{evidence.id}"}
+
+
+def content_disposition(disposition: str, filename: str, fallback: str) -> str:
+    """RFC 6266: a plain ASCII name for old clients and the original (e.g. Chinese) name as UTF-8 ``filename*``."""
+    plain = filename if SAFE_ASCII_NAME.fullmatch(filename) else fallback
+    return f"{disposition}; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _evidence_root(request: web.Request) -> Path:
+    return request.app[SETTINGS_KEY].var_dir / "evidence"
 
 
 def action_json(action: TicketAction) -> dict[str, Any]:
@@ -236,6 +258,39 @@ async def get_archive(request: web.Request) -> web.Response:
                         headers={"Content-Disposition": f'attachment; filename="{form.number}-{form.appendix}.{fmt}"'})
 
 
+@routes.get(f"/api/tickets/{NUMBER}/evidence")
+async def get_evidence_list(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].session() as session:
+        ticket = await _visible_ticket(session, request)
+        rows = (await session.scalars(select(Evidence).where(Evidence.ticket_id == ticket.id)
+                                      .order_by(Evidence.id))).all()
+    return web.json_response({"number": ticket.number, "evidence": [evidence_json(ticket.number, e) for e in rows]})
+
+
+@routes.get(rf"/api/tickets/{NUMBER}/evidence/{{evidence_id:\d{{1,18}}}}")
+async def get_evidence_file(request: web.Request) -> web.StreamResponse:
+    """One evidence file, to whoever may see the ticket: shown in the browser, or saved with ``?download=1``."""
+    async with request.app[DB_KEY].session() as session:
+        ticket = await _visible_ticket(session, request)
+        evidence = await session.scalar(select(Evidence).where(
+            Evidence.id == int(request.match_info["evidence_id"]), Evidence.ticket_id == ticket.id))
+    if evidence is None:
+        raise json_error(404, "该工单没有这份凭证", "evidence_id")
+    root = _evidence_root(request).resolve()
+    path = (root / evidence.storage_path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise json_error(404, "凭证文件已不在存储中，请联系系统管理员", "evidence_id")
+    ext = Path(evidence.storage_path).suffix
+    disposition = "attachment" if request.query.get("download") in ("1", "true") else "inline"
+    return web.FileResponse(path, headers={
+        "Content-Type": evidence.content_type,
+        "Content-Disposition": content_disposition(disposition, evidence.filename,
+                                                   f"evidence-{ticket.number}-{evidence.id}{ext}"),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    })
+
+
 # --- write ------------------------------------------------------------------------------
 
 @routes.post("/api/tickets")
@@ -313,7 +368,7 @@ async def post_evidence(request: web.Request) -> web.Response:
         raise json_error(415, "凭证只接受图片（PNG、JPEG、GIF、WebP）或 PDF 文件", "file")
     ctype, ext = kind
     digest = hashlib.sha256(content).hexdigest()
-    root = request.app[SETTINGS_KEY].var_dir / "evidence"
+    root = _evidence_root(request)
     relative = Path(request.match_info["number"]) / f"{digest}.{ext}"
     target = root / relative
     existed = target.exists()

@@ -128,12 +128,25 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object", "required": ["level", "remark"], "properties": {
                         "level": FIELD_SCHEMAS["level"], "remark": {"type": "string"}}}}}},
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 403, 404, 409)}}},
-            "/api/tickets/{number}/evidence": {"post": {
+            "/api/tickets/{number}/evidence": {"get": {
+                "summary": "工单的凭证列表（文件名、类型、大小、SHA-256、上传时间、查看地址）",
+                "parameters": [NUMBER_PARAM],
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "number": {"type": "string"}, "evidence": {"type": "array", "items": {"type": "object"}}}}),
+                    **_errors(401, 404)}}, "post": {
                 "summary": "补充凭证（图片或 PDF，按文件内容识别，最大 10 MB）", "parameters": [NUMBER_PARAM],
                 "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                     "type": "object", "required": ["file"],
                     "properties": {"file": binary, "remark": {"type": "string"}}}}}},
                 "responses": {"201": _json({"type": "object"}, "已保存"), **_errors(400, 401, 404, 413, 415)}}},
+            "/api/tickets/{number}/evidence/{evidence_id}": {"get": {
+                "summary": "查看或下载一份凭证（原文件名、按上传时识别的类型返回）",
+                "parameters": [NUMBER_PARAM, {"name": "evidence_id", "in": "path", "required": True,
+                                              "description": "凭证编号", "schema": {"type": "integer"}},
+                               _query("download", "为 1 时作为附件下载，否则在浏览器中打开", {"type": "boolean"})],
+                "responses": {"200": {"description": "凭证文件", "content": {
+                    t: {"schema": binary} for t in ("image/png", "image/jpeg", "image/gif", "image/webp",
+                                                     "application/pdf")}}, **_errors(401, 404)}}},
             "/api/tickets/{number}/archive": {"get": {
                 "summary": "结案归档表（附录 C 咨询 / D 投诉 / E 举报）", "parameters": [
                     NUMBER_PARAM, _query("format", "格式", {"type": "string", "enum": ["pdf", "xlsx"]})],

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
+from aiohttp import FormData
 from openpyxl import load_workbook
 from sqlalchemy import select
 
@@ -169,6 +170,33 @@ async def test_recording_of_a_ticket_call_plays_for_the_handling_unit(desk):
     assert (await desk.client.get(f"/recordings/{recording.id}")).status == 200
     await desk.login("sc_handler")
     assert (await desk.client.get(f"/recordings/{recording.id}")).status == 403
+
+
+async def test_ticket_page_links_each_evidence_file_for_the_units_that_see_it(desk):
+    ticket = await register(desk)
+    number = ticket["number"]
+    await desk.login("th_handler")
+    await desk.page(f"/tickets/{number}")
+    content = b"%PDF-1.4\n" + bytes(range(256)) * 20
+    form = FormData()
+    form.add_field("file", content, filename="合同<扫描件>.pdf", content_type="application/pdf")
+    upload = await desk.client.post(f"/api/tickets/{number}/evidence", data=form, headers={"X-CSRF-Token": desk.csrf})
+    assert upload.status == 201, await upload.text()
+    url = f"/api/tickets/{number}/evidence/{(await upload.json())['id']}"
+    page = await desk.page(f"/tickets/{number}")
+    assert f'href="{url}"' in page and f'href="{url}?download=1"' in page
+    assert "合同&lt;扫描件&gt;.pdf" in page and "合同<扫描件>" not in page
+    shown = await desk.client.get(url)
+    assert shown.status == 200 and await shown.read() == content
+    assert shown.headers["Content-Type"] == "application/pdf"
+    assert shown.headers["X-Content-Type-Options"] == "nosniff"
+    assert shown.headers["Content-Disposition"].startswith("inline; ")
+    await desk.login("gd_handler")  # the province above sees the ticket, so its evidence too
+    assert await (await desk.client.get(f"{url}?download=1")).read() == content
+    await desk.login("sc_handler")  # another province: neither the page nor the file
+    refused = await desk.client.get(url)
+    assert refused.status == 404 and (await refused.json())["error"] == "工单不存在"
+    assert (await desk.client.get(f"/tickets/{number}")).status == 403
 
 
 async def test_wallboard_snapshot_and_report_with_exports(desk):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import pytest
 from aiohttp import FormData, web
@@ -173,6 +174,66 @@ async def test_evidence_upload_checks_type_by_content_and_size(client, db, tmp_p
         assert await session.scalar(select(func.count()).select_from(Evidence)) == 2
     log = (await (await client.get(f"/api/tickets/{n}/log", headers=who("th_handler"))).json())["log"]
     assert log[0]["action"] == "补充凭证" and "合同.pdf" in log[0]["remark"]
+
+
+async def _upload(client, number: str, content: bytes, name: str, user: str = "th_handler") -> int:
+    form = FormData()
+    form.add_field("file", content, filename=name, content_type="application/octet-stream")
+    resp = await client.post(f"/api/tickets/{number}/evidence", data=form, headers=who(user))
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["id"]
+
+
+async def test_evidence_is_shown_and_downloaded_to_whoever_may_see_the_ticket(client, tmp_path):
+    n = (await _register(client))["number"]  # dispatched to 天河区 (12301-GD-GZ-TH)
+    pdf = FPDF()
+    pdf.add_page()
+    files = {  # original name -> (bytes, type recognised from the content)
+        "发票 照片.png": (PNG + bytes(range(256)) * 40, "image/png"),
+        "合同.pdf": (bytes(pdf.output()), "application/pdf"),
+        "receipt-01.jpg": (b"\xff\xd8\xff\xe0" + bytes(range(255, -1, -1)) * 8, "image/jpeg"),
+    }
+    ids = {name: await _upload(client, n, content, name) for name, (content, _) in files.items()}
+
+    listing = await (await client.get(f"/api/tickets/{n}/evidence", headers=who("gd_handler"))).json()
+    assert [(e["filename"], e["content_type"], e["size_bytes"]) for e in listing["evidence"]] == \
+        [(name, ctype, len(content)) for name, (content, ctype) in files.items()]
+    assert listing["evidence"][0]["url"] == f"/api/tickets/{n}/evidence/{ids['发票 照片.png']}"
+
+    for user in ("th_handler", "th_head", "gz_handler", "gd_handler", "nat12301", "agent", "admin"):
+        for name, (content, ctype) in files.items():
+            resp = await client.get(f"/api/tickets/{n}/evidence/{ids[name]}", headers=who(user))
+            assert resp.status == 200, (user, name, await resp.text())
+            assert await resp.read() == content
+            assert resp.headers["Content-Type"] == ctype
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            disposition = resp.headers["Content-Disposition"]
+            assert disposition.startswith("inline; ")
+            assert f"filename*=UTF-8''{quote(name, safe='')}" in disposition
+    resp = await client.get(f"/api/tickets/{n}/evidence/{ids['receipt-01.jpg']}?download=1", headers=who("gz_handler"))
+    assert resp.headers["Content-Disposition"].startswith('attachment; filename="receipt-01.jpg"; ')
+    resp = await client.get(f"/api/tickets/{n}/evidence/{ids['合同.pdf']}?download=1", headers=who("gz_handler"))
+    assert resp.headers["Content-Disposition"].startswith(f'attachment; filename="evidence-{n}-{ids["合同.pdf"]}.pdf"; ')
+
+    # Another province, another hotline's unit, nobody logged in: refused, in Chinese, without leaking the file.
+    for user in ("sc_handler", "zj_handler", "xh_handler"):
+        for path in (f"/api/tickets/{n}/evidence/{ids['合同.pdf']}", f"/api/tickets/{n}/evidence"):
+            resp = await client.get(path, headers=who(user))
+            assert resp.status == 404 and (await resp.json())["error"] == "工单不存在", (user, path)
+    resp = await client.get(f"/api/tickets/{n}/evidence/{ids['合同.pdf']}")
+    assert resp.status == 401 and (await resp.json())["error"] == "请先登录"
+
+    # An evidence id of another ticket is not served through this one.
+    other = (await _register(client))["number"]
+    foreign = await _upload(client, other, PNG, "别的工单.png")
+    resp = await client.get(f"/api/tickets/{n}/evidence/{foreign}", headers=who("th_handler"))
+    assert resp.status == 404 and (await resp.json())["error"] == "该工单没有这份凭证"
+
+    # A file gone from storage is reported in words, not as a server error.
+    for stored in (tmp_path / "evidence" / n).iterdir():
+        stored.unlink()
+    resp = await client.get(f"/api/tickets/{n}/evidence/{ids['合同.pdf']}", headers=who("th_handler"))
+    assert resp.status == 404 and "凭证文件已不在存储中" in (await resp.json())["error"]
 
 
 async def test_list_filters_counters_export_and_suggestion(client, units):
