@@ -192,9 +192,13 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
 
 
 def migrate(settings: Settings) -> None:
+    migrate_url(settings.database_url)
+
+
+def migrate_url(url: str) -> None:
+    """Bring the database at ``url`` to the latest alembic revision."""
     proc = subprocess.run(
-        [PYTHON, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini"), "-x", f"url={settings.database_url}",
-         "upgrade", "head"],
+        [PYTHON, "-m", "alembic", "-c", str(REPO_ROOT / "alembic.ini"), "-x", f"url={url}", "upgrade", "head"],
         capture_output=True, text=True, cwd=REPO_ROOT,
     )
     if proc.returncode != 0:

@@ -9,12 +9,8 @@ beside a demo stack or another test session.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -58,7 +54,6 @@ class Stack:
 # --- databases built by the alembic migrations: SQLite and a throwaway PostgreSQL 15 ---------------
 
 REPO = Path(__file__).resolve().parents[1]
-PG_BIN = Path(os.environ.get("HOTLINE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 def migrate(url: str) -> None:
@@ -76,44 +71,16 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[str]:
-    missing = [b for b in ("initdb", "pg_ctl", "createdb") if not (PG_BIN / b).exists()]
-    if missing:
-        pytest.fail(f"PostgreSQL binaries {missing} not found in {PG_BIN}: install postgresql-15 "
-                    "(Debian package) or set HOTLINE_PG_BIN; the ticket tests must run on PostgreSQL too")
-    as_root = os.geteuid() == 0
-    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
-    base = Path(tempfile.mkdtemp(prefix="hotline-pg-"))
-    if as_root:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", _free_port()
+    from cli.postgres import PostgresError, throwaway_postgresql
 
-    def run(*args: str) -> None:
-        result = subprocess.run([*run_as, *args], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.fail(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-locale", "-E", "UTF8")
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " \
-              "-c full_page_writes=off"
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", options, "-w", "start")
     try:
-        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "tickets")
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/tickets"
-        migrate(url)
-        yield url
-    finally:
-        subprocess.run([*run_as, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
-
+        with throwaway_postgresql() as url:
+            migrate(url)
+            yield url
+    except PostgresError as exc:
+        pytest.fail(f"{exc}; the ticket tests must run on PostgreSQL too")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
