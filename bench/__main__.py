@@ -7,6 +7,7 @@ import sys
 import time
 
 from bench import capacity, live, offline
+from bench import tickets as ticket_queries
 from bench.report import Report
 
 SECTIONS = {
@@ -15,6 +16,7 @@ SECTIONS = {
     "sizing": offline.sizing,
     "ring-to-pop": live.ring_to_pop,
     "capacity": capacity.capacity,
+    "tickets": ticket_queries.tickets,
 }
 
 

@@ -25,17 +25,25 @@ from core.models import Role, Unit, User
 from tickets import dispatch
 from tickets.models import Kind, State, Ticket
 from tickets.queries import TicketFilter, filtered
+from tickets.workflow import visible_ticket_filter
 
+# The filters of 000 §3.2, one at a time, then combined; the scope is the user's unit and below.
 SAMPLE_FILTERS: dict[str, TicketFilter] = {
-    "all": TicketFilter(),
+    "no filter": TicketFilter(),
     "phone": TicketFilter(phone="13800000042"),
     "number": TicketFilter(number="2025061010042"),
     "location": TicketFilter(province="广东省", city="广州市", county="天河区"),
     "expiry 0-9": TicketFilter(expiry="0-9"),
-    "object+category": TicketFilter(complaint_object="旅行社及导游领队", event_category="不合理低价"),
+    "expiry 10-29": TicketFilter(expiry="10-29"),
+    "expiry 30-59": TicketFilter(expiry="30-59"),
+    "complaint object": TicketFilter(complaint_object="旅行社及导游领队"),
+    "event category": TicketFilter(event_category="不合理低价"),
     "state": TicketFilter(state=State.ACCEPTED.value),
     "supervised": TicketFilter(supervised=True),
+    "combination": TicketFilter(province="广东省", city="广州市", complaint_object="旅行社及导游领队",
+                                event_category="不合理低价", state=State.ACCEPTED.value),
 }
+FILL_START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # synthetic tickets: one a minute from here
 
 
 def list_statement(user: User, flt: TicketFilter, today: dt.date) -> Any:
@@ -43,33 +51,72 @@ def list_statement(user: User, flt: TicketFilter, today: dt.date) -> Any:
     return filtered(user, flt, today).order_by(Ticket.id.desc()).limit(20)
 
 
-async def explain(session: AsyncSession, statement: Any) -> str:
-    dialect = session.bind.dialect
-    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    prefix = "EXPLAIN QUERY PLAN " if dialect.name == "sqlite" else "EXPLAIN "
+def literal_sql(session: AsyncSession, statement: Any) -> str:
+    return str(statement.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True}))
+
+
+async def explain(session: AsyncSession, statement: Any, analyze: bool = False) -> str:
+    """The plan (SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN, with ``analyze`` the actual rows and times)."""
+    sql = literal_sql(session, statement)
+    if session.bind.dialect.name == "sqlite":
+        prefix = "EXPLAIN QUERY PLAN "
+    else:
+        prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
     rows = (await session.execute(text(prefix + sql))).all()
     return "\n".join(str(row[-1]) for row in rows)
 
 
-async def list_plans(session: AsyncSession, user: User, today: dt.date) -> dict[str, str]:
-    return {name: await explain(session, list_statement(user, flt, today)) for name, flt in SAMPLE_FILTERS.items()}
+async def list_plans(session: AsyncSession, user: User, today: dt.date,
+                     filters: dict[str, TicketFilter] | None = None) -> dict[str, str]:
+    """Plan of the page query of each filter."""
+    return {name: await explain(session, list_statement(user, flt, today))
+            for name, flt in (filters or SAMPLE_FILTERS).items()}
 
 
-async def fill(db: Database, count: int, batch: int = 20_000) -> None:
-    """Insert ``count`` synthetic tickets spread over the configured units (bulk, no workflow)."""
+def data_today(count: int) -> dt.date:
+    """The day of the last synthetic ticket: the "today" at which its expiry buckets are all populated."""
+    return (FILL_START + dt.timedelta(minutes=max(0, count - 1))).date()
+
+
+async def scope_user(session: AsyncSession, unit_code: str) -> User:
+    """An unsaved user of unit ``unit_code`` (an administrator if there is no such unit), ``.unit`` loaded."""
+    unit = await session.scalar(select(Unit).where(Unit.code == unit_code))
+    user = User(id=0, username="perf", display_name="perf", password_hash="-",
+                role=Role.UNIT_HANDLER if unit else Role.ADMIN, unit_id=unit.id if unit else None)
+    user.unit = unit
+    return user
+
+
+async def sample_filters(session: AsyncSession, user: User, around_id: int) -> dict[str, TicketFilter]:
+    """SAMPLE_FILTERS with a phone number and a ticket number that exist in ``user``'s scope."""
+    row = (await session.execute(
+        select(Ticket.complainant_phone, Ticket.number)
+        .where(visible_ticket_filter(user), Ticket.id >= around_id).order_by(Ticket.id).limit(1)
+    )).first()
+    filters = dict(SAMPLE_FILTERS)
+    if row is not None:
+        filters["phone"] = TicketFilter(phone=row.complainant_phone)
+        filters["number"] = TicketFilter(number=row.number)
+    return filters
+
+
+async def fill(db: Database, count: int, batch: int = 20_000, first: int = 0) -> None:
+    """Insert ``count`` synthetic tickets spread over the configured units (bulk, no workflow).
+
+    ``first`` continues an earlier fill (numbers and times carry on from there).
+    """
     async with db.transaction() as session:
         units = [u for u in (await dispatch.seed_units(session)).values() if u.code != "callcentre"]
         centre = await dispatch.call_centre(session)
-    rng = random.Random(1)
+    rng = random.Random(first + 1)
     objects = ["旅行社及导游领队", "在线旅游企业", "景区", "住宿"]
     cats = ["强迫或变相强迫购物", "不合理低价", "违反合同约定", "单项产品服务质量问题"]
     states = [State.PENDING, State.ACCEPTED, State.MEDIATED, State.SETTLED, State.PENDING_TRANSFERRED]
-    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    for offset in range(0, count, batch):
+    for offset in range(first, first + count, batch):
         rows = []
-        for i in range(offset, min(count, offset + batch)):
+        for i in range(offset, min(first + count, offset + batch)):
             unit = rng.choice(units)
-            created = start + dt.timedelta(minutes=i)
+            created = FILL_START + dt.timedelta(minutes=i)
             rows.append({
                 "number": f"P{i:012d}", "kind": Kind.COMPLAINT, "hotline": "12301", "state": rng.choice(states),
                 "complainant_phone": f"138{rng.randrange(10**8):08d}", "complainant_name": "测试",
@@ -84,24 +131,25 @@ async def fill(db: Database, count: int, batch: int = 20_000) -> None:
             await session.execute(insert(Ticket), rows)
 
 
+async def analyze(db: Database) -> None:
+    """Refresh the planner statistics after a bulk fill (PostgreSQL: and the visibility map, as autovacuum would)."""
+    async with db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ANALYZE tickets" if db.engine.dialect.name == "postgresql" else "ANALYZE"))
+
+
 async def main(url: str, count: int, username: str) -> None:
     db = Database(url)
     try:
         async with db.session() as session:
             existing = await session.scalar(select(func.count()).select_from(Ticket))
         if existing < count:
-            await fill(db, count - existing)
+            await fill(db, count - existing, first=existing)
+        await analyze(db)
         async with db.session() as session:
-            if db.engine.dialect.name == "postgresql":
-                await session.execute(text("ANALYZE tickets"))
-            else:
-                await session.execute(text("ANALYZE"))
-            unit = await session.scalar(select(Unit).where(Unit.code == username))
-            user = User(id=0, username="perf", display_name="perf", password_hash="-",
-                        role=Role.UNIT_HANDLER if unit else Role.ADMIN, unit_id=unit.id if unit else None)
-            user.unit = unit
-            today = dt.date(2025, 6, 10)
-            for name, flt in SAMPLE_FILTERS.items():
+            user = await scope_user(session, username)
+            today = data_today(count)
+            for name, flt in (await sample_filters(session, user, count // 2)).items():
                 statement = list_statement(user, flt, today)
                 timings = []
                 for _ in range(5):

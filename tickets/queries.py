@@ -89,6 +89,11 @@ def filtered(user: User, flt: TicketFilter, today: dt.date) -> Select:
     return select(Ticket).where(visible_ticket_filter(user), *flt.conditions(today))
 
 
+def count_statement(query: Select) -> Select:
+    """The number of rows ``query`` matches (the list's total)."""
+    return select(func.count()).select_from(query.subquery())
+
+
 @dataclass
 class Page:
     items: list[Ticket]
@@ -105,7 +110,7 @@ async def list_tickets(session: AsyncSession, user: User, flt: TicketFilter, tod
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise WorkflowError(f"每页条数应在 1 到 {MAX_PAGE_SIZE} 之间", "page_size")
     query = filtered(user, flt, today)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    total = await session.scalar(count_statement(query))
     rows = (await session.scalars(
         query.order_by(Ticket.id.desc())  # registration order; lets equality indexes serve the sort
         .offset((page - 1) * page_size).limit(page_size).options(selectinload(Ticket.unit))
@@ -122,19 +127,29 @@ async def iter_filtered(session: AsyncSession, user: User, flt: TicketFilter, to
     )).all())
 
 
+def counter_statements(user: User, today: dt.date) -> dict[str, Select]:
+    """The queries behind :func:`home_counters` (also explained by ``tickets/perf.py``)."""
+    scope = visible_ticket_filter(user)
+    open_scope = (scope, Ticket.state.in_(OPEN_STATES))
+    return {
+        "per_state": select(Ticket.state, func.count()).where(scope).group_by(Ticket.state),
+        "supervised": select(func.count()).where(*open_scope, Ticket.supervised.is_(True)),
+        "expiring_10_days": select(func.count()).where(
+            *open_scope, Ticket.handling_due.between(today, today + dt.timedelta(days=9))),
+        "overdue": select(func.count()).where(*open_scope, Ticket.handling_due < today),
+        "closing_rate": closing_rate_statement(user.id),
+    }
+
+
 async def home_counters(session: AsyncSession, user: User, today: dt.date) -> dict[str, Any]:
     """The counters of the home page (000 §3.1) for ``user``'s scope, plus the user's own closing rate."""
-    scope = visible_ticket_filter(user)
+    statements = counter_statements(user, today)
     per_state = {s.value: 0 for s in State}
-    for state, count in (await session.execute(
-        select(Ticket.state, func.count()).where(scope).group_by(Ticket.state)
-    )).all():
+    for state, count in (await session.execute(statements["per_state"])).all():
         per_state[State(state).value] = count
-    open_scope = (scope, Ticket.state.in_(OPEN_STATES))
-    supervised = await session.scalar(select(func.count()).where(*open_scope, Ticket.supervised.is_(True)))
-    expiring = await session.scalar(select(func.count()).where(
-        *open_scope, Ticket.handling_due.between(today, today + dt.timedelta(days=9))))
-    overdue = await session.scalar(select(func.count()).where(*open_scope, Ticket.handling_due < today))
+    supervised = await session.scalar(statements["supervised"])
+    expiring = await session.scalar(statements["expiring_10_days"])
+    overdue = await session.scalar(statements["overdue"])
     mine = await closing_rate(session, user.id)
     return {
         "per_state": per_state,
@@ -146,12 +161,14 @@ async def home_counters(session: AsyncSession, user: User, today: dt.date) -> di
     }
 
 
+def closing_rate_statement(user_id: int) -> Select:
+    return (select(func.count(), func.sum(case((Ticket.state.in_(CLOSED_STATES), 1), else_=0)))
+            .where(Ticket.accepted_by_id == user_id))
+
+
 async def closing_rate(session: AsyncSession, user_id: int) -> dict[str, Any]:
     """结案率 of one user: of the tickets the user accepted, how many are closed."""
-    accepted, closed = (await session.execute(
-        select(func.count(), func.sum(case((Ticket.state.in_(CLOSED_STATES), 1), else_=0)))
-        .where(Ticket.accepted_by_id == user_id)
-    )).one()
+    accepted, closed = (await session.execute(closing_rate_statement(user_id))).one()
     accepted, closed = int(accepted or 0), int(closed or 0)
     return {"accepted_total": accepted, "closed_total": closed,
             "closing_rate": round(closed / accepted, 4) if accepted else None}
