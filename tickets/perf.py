@@ -4,7 +4,9 @@
 migrated) database with synthetic tickets and prints, for each list filter,
 the plan (EXPLAIN QUERY PLAN on SQLite, EXPLAIN on PostgreSQL) and the median
 latency. :func:`list_plans` is also used by the tests to check that the
-filters use indexes.
+filters use indexes, and ``./hotline bench --only tickets`` (bench/tickets.py)
+uses this module's data and statements for p50/p95 at 100 000 and 1 000 000
+tickets on both databases.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from core.db import Database
 from core.models import Role, Unit, User
 from tickets import dispatch
 from tickets.models import Kind, State, Ticket
-from tickets.queries import TicketFilter, filtered
+from tickets.queries import TicketFilter, filtered, page_statement
 from tickets.workflow import visible_ticket_filter
 
 # The filters of 000 §3.2, one at a time, then combined; the scope is the user's unit and below.
@@ -48,7 +50,7 @@ FILL_START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # synthetic tickets: one a 
 
 def list_statement(user: User, flt: TicketFilter, today: dt.date) -> Any:
     """The page query of :func:`tickets.queries.list_tickets` (first page of 20)."""
-    return filtered(user, flt, today).order_by(Ticket.id.desc()).limit(20)
+    return page_statement(filtered(user, flt, today), walk_key=flt.expiry is None)
 
 
 def literal_sql(session: AsyncSession, statement: Any) -> str:

@@ -101,6 +101,15 @@ async def test_days_to_expiry_buckets(db, users, units):
     assert counts == {"0-9": 1, "10-29": 1, "30-59": 1}
 
 
+async def test_expiry_pages_are_newest_first(db, users, units):
+    made = [await register(db, users["agent"], now=NOW - dt.timedelta(days=55, hours=h)) for h in (3, 2, 1)]
+    async with db.session() as session:
+        first = await list_tickets(session, users["admin"], TicketFilter(expiry="0-9"), TODAY, page_size=2)
+        second = await list_tickets(session, users["admin"], TicketFilter(expiry="0-9"), TODAY, page=2, page_size=2)
+    assert first.total == 3
+    assert [t.number for t in first.items + second.items] == [t.number for t in reversed(made)]
+
+
 async def test_supervised_filter_and_home_counters(db, users, units):
     made = await _spread(db, users, units)
     await act(db, made["12301-GD-GZ-TH"].number, "督办", {"note": "加快"}, users["gd_head"])
