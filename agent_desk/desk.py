@@ -20,7 +20,7 @@ from agent_desk.knowledge import load_knowledge, load_phrases
 from core.ami import AmiClient, AmiError
 from core.models import Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
-from cti import control
+from cti import callbacks, control
 from cti.models import CallbackRequest, CallbackStatus
 from recordings.models import Recording
 from tickets import dispatch
@@ -28,6 +28,7 @@ from tickets.models import KIND_LABELS, Source, Ticket
 from tickets.workflow import visible_ticket_filter
 
 HELD_PREFIX = "hotline:desk:held:"  # agent id -> citizen channel put on hold from the desk
+CONSULT_PREFIX = "hotline:desk:consult:"  # agent id -> target of an attended transfer in consultation
 PHONE_NUMBER = re.compile(r"^\+?\d{3,20}$")
 AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
 
@@ -149,7 +150,8 @@ def live_call_channels(channels: list[dict[str, str]], phone: str) -> tuple[str 
 
 @AGENT_ONLY
 async def post_call(request: web.Request) -> web.Response:
-    """POST /api/desk/call/{op}: hang up, hold, resume, transfer (blind/attended) or call back."""
+    """POST /api/desk/call/{op}: hang up, hold, resume, transfer (blind/attended, then complete/cancel)
+    or call back."""
     user: User = request[USER_KEY]
     op = request.match_info["op"]
     data = await read_json(request)
@@ -164,8 +166,12 @@ async def post_call(request: web.Request) -> web.Response:
             number = str(data.get("number") or "").strip()
             if not PHONE_NUMBER.match(number):
                 raise json_error(400, "请输入有效的电话号码", "number")
-            call_id = await control.call_citizen(client, user.id, phone, number,
-                                                 callback_id=data.get("callback_id"), hotline=str(data.get("hotline") or ""))
+            callback_id = data.get("callback_id")
+            if callback_id is None:  # a call the agent starts by hand
+                call_id = await control.call_citizen(client, user.id, phone, number,
+                                                     hotline=str(data.get("hotline") or ""))
+            else:  # a request from the inbox: claimed first, so two agents never both call the citizen
+                call_id = await _call_back(request, user, phone, callback_id)
             return web.json_response({"ok": True, "call_id": call_id, "message": f"正在呼叫 {number}，请接听话机"})
         agent_chan, citizen_chan = live_call_channels(await _channels(client), phone)
         held_key = f"{HELD_PREFIX}{user.id}"
@@ -189,14 +195,38 @@ async def post_call(request: web.Request) -> web.Response:
             target = str(data.get("target") or "").strip()
             if not (re.fullmatch(r"123\d\d-[a-z]+", target) or re.fullmatch(r"8\d{3}", target)):
                 raise json_error(400, "请选择转接的队列或坐席分机", "target")
-            mode = data.get("mode", "blind")
-            transfer = control.attended_transfer if mode == "attended" else control.blind_transfer
-            await transfer(client, agent_chan, target)
+            if data.get("mode", "blind") == "attended":
+                await control.attended_transfer(client, agent_chan, target)
+                await redis.set(f"{CONSULT_PREFIX}{user.id}", target, ex=3600)
+                return web.json_response({"ok": True, "message": f"正在咨询 {target}，客户在听等待音乐；"
+                                                                 "可完成转接或取消"})
+            await control.blind_transfer(client, agent_chan, target)
+        elif op in ("complete", "cancel"):
+            if not await redis.delete(f"{CONSULT_PREFIX}{user.id}"):
+                raise json_error(409, "当前没有进行中的咨询转接")
+            if op == "complete":
+                await control.complete_transfer(client, agent_chan)
+                return web.json_response({"ok": True, "message": "已完成转接"})
+            await control.cancel_transfer(client, agent_chan)
+            return web.json_response({"ok": True, "message": "已取消转接，回到原通话"})
         else:
             raise json_error(404, "未知的通话操作")
     except AmiError as exc:
         raise ami_failure(exc) from None
     return web.json_response({"ok": True})
+
+
+async def _call_back(request: web.Request, user: User, phone: str, callback_id: Any) -> str:
+    if not isinstance(callback_id, int) or isinstance(callback_id, bool):
+        raise json_error(400, "回拨任务编号无效", "callback_id")
+    db = request.app[DB_KEY]
+    async with db.session() as session:
+        pending = await session.get(CallbackRequest, callback_id)
+    if pending is None:
+        raise json_error(404, "回拨任务不存在", "callback_id")
+    if not await callbacks.claim(db, callback_id, user.id):
+        raise json_error(409, "该回拨已由其他坐席处理或已结束", "callback_id")
+    return await callbacks.dial_claimed(db, ami(request), pending, user.id, phone)
 
 
 async def knowledge_search(request: web.Request) -> web.Response:

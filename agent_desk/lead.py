@@ -150,6 +150,8 @@ async def post_spy(request: web.Request) -> web.Response:
         raise json_error(409, "该坐席未登录分机", "agent_id")
     lead_phone = request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]
     try:
+        if await control.agent_channel(ami(request), session["phone"]) is None:
+            raise json_error(409, "该坐席当前没有通话", "agent_id")
         await control.spy(ami(request), lead_phone, session["phone"], mode)
     except AmiError as exc:
         raise ami_failure(exc) from None

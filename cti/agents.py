@@ -80,11 +80,14 @@ class AgentTracker:
             if not phone or not match:
                 continue
             entry = members.setdefault(phone, {"username": match.group(1), "queues": [], "paused": True,
-                                               "reason": None, "in_call": False})
+                                               "reason": None, "in_call": False, "since": 0.0})
             entry["queues"].append(message.get("Queue"))
             entry["paused"] = entry["paused"] and message.get("Paused") == "1"
             entry["reason"] = message.get("PausedReason") or entry["reason"]
             entry["in_call"] = entry["in_call"] or message.get("InCall") == "1"
+            # Asterisk's own clock for the state: last pause change, last call, or login.
+            entry["since"] = max(entry["since"], *(_epoch(message.get(k)) for k in ("LastPause", "LastCall",
+                                                                                      "LoginTime")))
         async with self.db.session() as session:
             users = {u.username: u for u in (await session.scalars(
                 select(User).where(User.username.in_([m["username"] for m in members.values()])))).all()}
@@ -95,7 +98,7 @@ class AgentTracker:
             await self.redis.hset(AGENT_BY_PHONE, phone, str(user.id))
             state = "on_call" if member["in_call"] else "paused" if member["paused"] else "ready"
             await set_agent_state(self.redis, user.id, state, member["reason"] if member["paused"] else None,
-                                  phone=phone, queues=member["queues"])
+                                  since=member["since"] or None, phone=phone, queues=member["queues"])
         # Sessions Asterisk no longer knows (e.g. Asterisk restarted without persistent members).
         from cti.control import AGENT_SESSIONS
 
@@ -107,3 +110,10 @@ class AgentTracker:
                     await set_agent_state(self.redis, int(agent_id), "offline", None, phone=None, queues=[])
         self.log.info("agents_resynced", agents=len(members))
         return len(members)
+
+
+def _epoch(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0

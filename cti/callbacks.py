@@ -96,48 +96,64 @@ class CallbackDispatcher:
             agent = next((a for a in agents if request.queue in a.get("queues", [])), None)
             if agent is None:
                 continue
-            if not await self._claim(request.id, agent["agent_id"]):
+            if not await claim(self.db, request.id, agent["agent_id"]):
                 continue  # another dispatcher (or a previous round) took it: never dial twice
             agents.remove(agent)
             await set_agent_state(self.redis, agent["agent_id"], "ringing", "callback")
             try:
-                outbound = await call_citizen(self.ami, agent["agent_id"], agent["phone"], request.number,
-                                              callback_id=request.id, hotline=request.hotline or "")
+                await dial_claimed(self.db, self.ami, request, agent["agent_id"], agent["phone"])
             except AmiError as exc:
-                # Not known to have dialled: put it back for a later round rather than risk a second call.
-                await self.finish_attempt(str(request.id), f"originate: {exc}", None)
+                self.log.warning("callback_originate_failed", request_id=request.id, error=str(exc))
                 await set_agent_state(self.redis, agent["agent_id"], "ready")
                 continue
-            async with self.db.transaction() as session:
-                row = await session.get(CallbackRequest, request.id)
-                row.outbound_call_id = outbound
             started += 1
             self.log.info("callback_started", request_id=request.id, agent_id=agent["agent_id"])
         return started
 
-    async def _claim(self, request_id: int, agent_id: int) -> bool:
-        async with self.db.transaction() as session:
-            result = await session.execute(
-                update(CallbackRequest)
-                .where(CallbackRequest.id == request_id, CallbackRequest.status == CallbackStatus.PENDING)
-                .values(status=CallbackStatus.DIALING, agent_id=agent_id,
-                        attempts=CallbackRequest.attempts + 1, updated_at=datetime.now(UTC)))
-            return result.rowcount == 1
-
     async def finish_attempt(self, callback_id: str | None, dial_status: str | None, call_id: str | None) -> None:
-        """The outbound call ended: done if the citizen answered, else retry or give up."""
-        if not callback_id or not callback_id.isdigit():
-            return
-        async with self.db.transaction() as session:
-            row = await session.get(CallbackRequest, int(callback_id))
-            if row is None or row.status not in (CallbackStatus.DIALING, CallbackStatus.PENDING):
-                return
-            if dial_status == "ANSWER":
-                row.status = CallbackStatus.DONE
-            elif row.attempts >= row.max_attempts:
-                row.status = CallbackStatus.FAILED
-            else:
-                row.status = CallbackStatus.PENDING
-                row.next_attempt_at = datetime.now(UTC) + RETRY_AFTER
-            row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]
+        await finish_attempt(self.db, callback_id, dial_status)
         self.log.info("callback_attempt", request_id=callback_id, dial_status=dial_status, call_id=call_id)
+
+
+async def claim(db: Database, request_id: int, agent_id: int) -> bool:
+    """Take a pending request for one agent in one atomic update: whoever wins dials, nobody else."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            update(CallbackRequest)
+            .where(CallbackRequest.id == request_id, CallbackRequest.status == CallbackStatus.PENDING)
+            .values(status=CallbackStatus.DIALING, agent_id=agent_id,
+                    attempts=CallbackRequest.attempts + 1, updated_at=datetime.now(UTC)))
+        return result.rowcount == 1
+
+
+async def dial_claimed(db: Database, ami, request: CallbackRequest, agent_id: int, phone: str) -> str:
+    """Ring the agent, then the citizen, for a request this agent claimed; returns the outbound call id.
+    If Asterisk refuses the call it is not known to have dialled: the attempt is put back, not retried now."""
+    try:
+        outbound = await call_citizen(ami, agent_id, phone, request.number, callback_id=request.id,
+                                      hotline=request.hotline or "")
+    except AmiError as exc:
+        await finish_attempt(db, str(request.id), f"originate: {exc}")
+        raise
+    async with db.transaction() as session:
+        row = await session.get(CallbackRequest, request.id)
+        row.outbound_call_id = outbound
+    return outbound
+
+
+async def finish_attempt(db: Database, callback_id: str | None, dial_status: str | None) -> None:
+    """The outbound call ended: done if the citizen answered, else retry or give up."""
+    if not callback_id or not callback_id.isdigit():
+        return
+    async with db.transaction() as session:
+        row = await session.get(CallbackRequest, int(callback_id))
+        if row is None or row.status not in (CallbackStatus.DIALING, CallbackStatus.PENDING):
+            return
+        if dial_status == "ANSWER":
+            row.status = CallbackStatus.DONE
+        elif row.attempts >= row.max_attempts:
+            row.status = CallbackStatus.FAILED
+        else:
+            row.status = CallbackStatus.PENDING
+            row.next_attempt_at = datetime.now(UTC) + RETRY_AFTER
+        row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]

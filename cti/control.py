@@ -8,6 +8,7 @@ surfaces as an AmiError the desk shows in plain words.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -35,10 +36,13 @@ async def agent_session(redis, agent_id: int) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-async def set_agent_state(redis, agent_id: int, state: str, reason: str | None = None, **extra: Any) -> dict:
+async def set_agent_state(redis, agent_id: int, state: str, reason: str | None = None,
+                          since: float | None = None, **extra: Any) -> dict:
+    """Record the agent's state; ``since`` (epoch) is kept unless the state or reason changes, when it
+    becomes ``since`` if given (e.g. Asterisk's own LastPause after a resync) or now."""
     session = await agent_session(redis, agent_id) or {}
     if session.get("state") != state or session.get("reason") != reason:
-        session["since"] = time.time()
+        session["since"] = since or time.time()
     session.update(state=state, reason=reason, **extra)
     await redis.hset(AGENT_SESSIONS, str(agent_id), json.dumps(session, ensure_ascii=False))
     await ev.publish(redis, ev.AgentStateChanged(agent_id=agent_id, state=state, reason=reason,
@@ -58,7 +62,7 @@ async def agent_login(ami: AmiClient, redis, agent: User, phone: str) -> dict:
         reply = await ami.action({
             "Action": "QueueAdd", "Queue": queue, "Interface": interface(phone),
             "MemberName": f"{agent.display_name}({agent.username})", "StateInterface": interface(phone),
-            "Paused": "true", "Reason": "登录",
+            "Paused": "true", "Reason": "login",
         })
         if not succeeded(reply) and "Already there" not in str(first_response(reply).get("Message")):
             raise AmiError(f"加入队列 {queue} 失败：{first_response(reply).get('Message')}")
@@ -135,10 +139,38 @@ async def blind_transfer(ami: AmiClient, agent_channel_name: str, target: str) -
                       "Exten": target})
 
 
-async def attended_transfer(ami: AmiClient, agent_channel_name: str, target: str) -> None:
-    """Consult the target first; the transfer completes when the agent hangs up."""
-    await ami.action({"Action": "Atxfer", "Channel": agent_channel_name, "Context": "desk-transfer",
-                      "Exten": target})
+async def attended_transfer(ami: AmiClient, agent_channel_name: str, target: str,
+                            started_within: float = 3.0) -> None:
+    """Consult the target while the citizen hears music; complete_transfer() or cancel_transfer() ends it.
+
+    Atxfer works by feeding the agent's channel the feature code as DTMF, which Asterisk may drop while
+    the channel is still settling (e.g. just back from a cancelled consultation). So the consultation
+    leg is looked for; if it never appears the agent is told to try again. Never re-sent here: a late
+    second code would land in the consultation, where the same digits complete the transfer."""
+    reply = await ami.action({"Action": "Atxfer", "Channel": agent_channel_name, "Context": "desk-transfer",
+                              "Exten": target})
+    if not succeeded(reply):
+        raise AmiError(f"咨询转接失败：{first_response(reply).get('Message')}")
+    deadline = time.monotonic() + started_within
+    while time.monotonic() < deadline:
+        reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
+        if any(str(m.get("Channel", "")).startswith(f"Local/{target}@desk-transfer")
+               for m in reply if isinstance(reply, list)):
+            return
+        await asyncio.sleep(0.2)
+    raise AmiError("咨询转接未能发起，请稍后再试")
+
+
+async def complete_transfer(ami: AmiClient, agent_channel_name: str) -> None:
+    """The agent leaves the consultation: Asterisk joins the citizen and the target."""
+    await hangup(ami, agent_channel_name)
+
+
+async def cancel_transfer(ami: AmiClient, agent_channel_name: str) -> None:
+    """Drop the consulted party and go back to the citizen."""
+    reply = await ami.action({"Action": "CancelAtxfer", "Channel": agent_channel_name})
+    if not succeeded(reply):
+        raise AmiError(f"取消转接失败：{first_response(reply).get('Message')}")
 
 
 async def call_citizen(ami: AmiClient, agent_id: int, phone: str, number: str,

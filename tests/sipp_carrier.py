@@ -7,7 +7,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-SCENARIO = Path(__file__).parent / "sipp" / "citizen_call.xml"
+SIPP_DIR = Path(__file__).parent / "sipp"
+SCENARIO = SIPP_DIR / "citizen_call.xml"
 
 
 def ulaw_from_wav(wav: Path, target: Path) -> Path:
@@ -27,7 +28,9 @@ class SippResult:
 
 def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_ulaw: Path,
                       hold_ms: int = 6000, delay_ms: int = 4000, rate: float = 1.0, limit: int | None = None,
-                      timeout: float = 180, local_port: int = 5062, extra: list[str] | None = None) -> SippResult:
+                      timeout: float = 180, local_port: int = 5062, extra: list[str] | None = None,
+                      cpus: str | None = None) -> SippResult:
+    """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list)."""
     carrier = settings["sip"]["carrier_address"]
     with tempfile.TemporaryDirectory() as tmp:
         # SIPp reads exec and pause attributes when it loads the scenario, before -key values apply:
@@ -42,7 +45,7 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
         injection.write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
         stats = Path(tmp) / "stats.csv"
         cmd = [
-            "sipp", f"{settings['sip']['bind']}:{settings['sip']['port']}", "-sf", str(scenario),
+            *(["taskset", "-c", cpus] if cpus else []), "sipp", f"{settings['sip']['bind']}:{settings['sip']['port']}", "-sf", str(scenario),
             "-s", did, "-i", carrier, "-p", str(local_port), "-mi", carrier,
             "-inf", str(injection), "-m", str(len(callers)), "-r", str(rate), "-l", str(limit or len(callers)),
             "-ci", "127.0.0.1", "-nostdin", "-nd", "-trace_stat", "-stf", str(stats), "-timeout", f"{int(timeout)}s",
@@ -58,3 +61,14 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
                 successful = int(row.get("SuccessfulCall(C)", 0) or 0)
                 failed = int(row.get("FailedCall(C)", 0) or 0)
         return SippResult(proc.returncode, successful, failed, proc.stdout[-3000:] + proc.stderr[-3000:])
+
+
+def carrier_answering(settings, calls: int = 1, timeout_s: int = 120) -> subprocess.Popen:
+    """SIPp as the far end of the carrier trunk: answers ``calls`` outbound calls to citizens, each until
+    the platform hangs up. Exits 0 when all were answered and ended cleanly."""
+    sip = settings["sip"]
+    return subprocess.Popen(
+        ["sipp", f"{sip['bind']}:{sip['port']}", "-sf", str(SIPP_DIR / "carrier_answer.xml"),
+         "-i", sip["carrier_address"], "-p", "5060", "-m", str(calls), "-ci", "127.0.0.1", "-nostdin", "-nd",
+         "-timeout", f"{timeout_s}s"],
+        cwd=SIPP_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

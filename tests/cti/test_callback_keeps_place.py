@@ -3,9 +3,6 @@ the citizen is dialled over the carrier trunk, once; the agent ends the call and
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
@@ -13,9 +10,9 @@ from cli.democall import originate_citizen
 from cti import control
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 from tests.sipp import agents_on_phones
+from tests.sipp_carrier import carrier_answering
 
 pytestmark = pytest.mark.stack
-SIPP_DIR = Path(__file__).parents[1] / "sipp"
 
 
 async def test_callback_rings_the_next_free_agent_then_dials_the_citizen_once(stack, ami, db, redis, waiter,
@@ -35,11 +32,7 @@ async def test_callback_rings_the_next_free_agent_then_dials_the_citizen_once(st
         assert request.status == CallbackStatus.PENDING and request.source == "queue"
         assert request.queue == "12301-general"
 
-        carrier = subprocess.Popen(
-            ["sipp", f"{stack.settings['sip']['bind']}:{stack.settings['sip']['port']}",
-             "-sf", str(SIPP_DIR / "carrier_answer.xml"), "-i", stack.settings["sip"]["carrier_address"],
-             "-p", "5060", "-m", "1", "-ci", "127.0.0.1", "-nostdin", "-nd", "-timeout", "120s"],
-            cwd=SIPP_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        carrier = carrier_answering(stack.settings)
         try:
             await control.agent_ready(ami, redis, agent)  # the agent is free: the request's turn
 
