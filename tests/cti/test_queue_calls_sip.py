@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from core.events import STREAM
 from core.models import User
+from cti import control
 from cti.models import CallRecord
 from tests.sipp import agents_on_phones
 from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
@@ -50,6 +51,12 @@ def _speech(tmp: Path, stack) -> Path:
 
         citizen_speech(stack.settings, "demo-complaint")
     return ulaw_from_wav(wav, tmp / "citizen.ulaw")
+
+
+def _supervisorctl(stack, *args: str) -> None:
+    conf = str(stack.settings.run_dir / "supervisord.conf")
+    subprocess.run([".venv/bin/python", "-m", "supervisor.supervisorctl", "-c", conf, *args],
+                   check=True, capture_output=True)
 
 
 async def _pops_since(redis, since_id: str) -> list[dict]:
@@ -107,13 +114,11 @@ async def test_call_records_survive_a_cti_crash_in_the_middle_of_calls(stack, db
         run_citizen_calls, stack.settings, "12301", "21", callers, speech, hold_ms=12000, delay_ms=4000,
         rate=2, local_port=5064))
     await asyncio.sleep(9)  # both calls are in the IVR or talking to an agent
-    conf = str(stack.settings.run_dir / "supervisord.conf")
-    ctl = [".venv/bin/python", "-m", "supervisor.supervisorctl", "-c", conf]
-    subprocess.run([*ctl, "stop", "cti"], check=True, capture_output=True)
+    _supervisorctl(stack, "stop", "cti")
     try:
         result = await calls  # the calls end while nobody follows them
     finally:
-        subprocess.run([*ctl, "start", "cti"], check=True, capture_output=True)
+        _supervisorctl(stack, "start", "cti")
     assert result.failed == 0 and result.successful == 2, result.output
 
     async def reconciled():
@@ -125,3 +130,27 @@ async def test_call_records_survive_a_cti_crash_in_the_middle_of_calls(stack, db
         assert record.source == "reconciled"
         assert record.hotline == "12301"
         assert (record.ended_at - record.started_at).total_seconds() > 10
+
+
+async def test_agent_states_are_rebuilt_from_asterisk_after_a_cti_restart(stack, ami, redis, two_agents, waiter):
+    agent1, agent3 = two_agents
+    await control.agent_pause(ami, redis, agent1, "training")
+    paused_at = (await control.agent_session(redis, agent1.id))["since"]
+    _supervisorctl(stack, "stop", "cti")
+    try:
+        # While nobody follows: agent3 is paused in Asterisk directly, and Redis loses every agent session.
+        await ami.action({"Action": "QueuePause", "Interface": "PJSIP/8003", "Paused": "true", "Reason": "meal"})
+        await redis.delete(control.AGENT_SESSIONS, control.AGENT_BY_PHONE)
+    finally:
+        _supervisorctl(stack, "start", "cti")
+
+    async def rebuilt():
+        sessions = [await control.agent_session(redis, a.id) for a in (agent1, agent3)]
+        return sessions if all(sessions) else None
+
+    first, third = await waiter(rebuilt, timeout=40, what="the CTI to rebuild the agent sessions from QueueStatus")
+    assert (first["state"], first["reason"], first["phone"]) == ("paused", "training", "8001")
+    assert sorted(first["queues"]) == sorted(agent1.skill_list)
+    assert abs(first["since"] - paused_at) <= 1.5  # time in state survives: Asterisk's LastPause, whole seconds
+    assert (third["state"], third["reason"], third["phone"]) == ("paused", "meal", "8003")
+    assert await redis.hget(control.AGENT_BY_PHONE, "8001") == str(agent1.id)
