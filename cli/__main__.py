@@ -58,8 +58,27 @@ def cmd_status(args) -> int:
     health = stack.check_health(settings, runtime)
     for h in health:
         print(f"  {'OK ' if h.ok else 'BAD'}  {h.name:<11} {h.detail}")
+    for line in _live_figures(settings):
+        print(f"       {line}")
     _print_access(settings)
     return 0 if running and all(h.ok for h in health) else 1
+
+
+def _live_figures(settings) -> list[str]:
+    import redis.asyncio as aioredis
+
+    from core.metrics import live_summary
+
+    async def run() -> list[str]:
+        redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
+        try:
+            return await live_summary(redis)
+        except Exception:  # noqa: BLE001 - Redis down is already reported above
+            return []
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
 
 
 def cmd_call(args) -> int:

@@ -13,6 +13,7 @@ from core.ami import AmiClient
 from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
+from core.metrics import LatencySamples
 from core.service import heartbeat
 from core.settings import Settings
 from cti.agents import AgentTracker
@@ -29,7 +30,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
     db = Database(settings.database_url)
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-    ami = AmiClient(settings)
+    ami = AmiClient(settings, events=settings["ami"]["cti_events"])
+    timings = LatencySamples("cti")
 
     async def publish(event: ev.Event) -> None:
         try:
@@ -53,6 +55,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             event = await events.get()
             await tracker.handle(event)
             await agents.handle(event)
+            stamp = event.get("Timestamp")
+            if stamp:  # how far the books trail Asterisk (timestampevents = yes)
+                timings.record("event_lag", (time.time() - float(stamp)) * 1000)
 
     agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
     runtime = resolve_runtime(settings)
@@ -97,6 +102,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         asyncio.create_task(dispatch_callbacks()),
         asyncio.create_task(consume()),
         asyncio.create_task(heartbeat(redis, "cti", ami.logged_in.is_set)),
+        asyncio.create_task(timings.run(redis, log)),
     ]
     await stop.wait()
     for task in tasks:

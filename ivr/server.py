@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ from panoramisk.fast_agi import Application, Request
 
 from core.asterisk_runtime import resolve_runtime
 from core.db import Database
+from core.metrics import LatencySamples
 from core.settings import Settings
 from ivr.flow import CallerHungUp, CallFlow, Prompts, QueueTimeoutFlow, Route, TicketLookup, TicketStatus
 from ivr.hours import staffed_now
@@ -91,6 +93,11 @@ def caller_from_env(env: dict[str, str]) -> str:
     return "" if caller in ("unknown", "anonymous") else caller
 
 
+# Commands Asterisk answers at once: their round trip is the FastAGI cost per command.
+QUICK_VERBS = frozenset({"ANSWER", "GET", "SET", "VERBOSE", "CHANNEL", "DATABASE", "NOOP"})
+AGI_TIMINGS = LatencySamples("ivr")
+
+
 class AgiChannel(AgiCommands):
     """The channel of one panoramisk FastAGI request."""
 
@@ -100,10 +107,13 @@ class AgiChannel(AgiCommands):
         self.caller = caller_from_env(request.headers)
 
     async def command(self, line: str) -> dict[str, Any]:
+        began = time.perf_counter()
         try:
             result = await self.request.send_command(line)
         except (ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
             raise CallerHungUp(str(exc)) from exc
+        if line.split(" ", 1)[0] in QUICK_VERBS:  # playback and key input take as long as the caller does
+            AGI_TIMINGS.record("agi_rtt", (time.perf_counter() - began) * 1000)
         error = result.get("error")
         if error == "AGIResultHangup" or result.get("status_code") == 511:
             raise CallerHungUp(result.get("msg", ""))
@@ -247,11 +257,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     service.redis = redis
-    beat = asyncio.create_task(heartbeat(redis, "ivr"))
+    tasks = [asyncio.create_task(heartbeat(redis, "ivr")), asyncio.create_task(AGI_TIMINGS.run(redis, log))]
     try:
         await stop.wait()
     finally:
-        beat.cancel()
+        for task in tasks:
+            task.cancel()
         server.close()
         await server.wait_closed()
         await redis.aclose()
