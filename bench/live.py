@@ -12,8 +12,10 @@ import asyncio
 import json
 import os
 import re
+import tempfile
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 
@@ -22,6 +24,7 @@ from cli.democall import originate_citizen
 from cli.stack import throwaway_stack
 from core.ami import AmiClient
 from core.db import Database
+from core.metrics import clear_samples, read_samples
 
 AGENTS = {"agent1": "8001", "agent3": "8003", "agent4": "8004", "agent5": "8005"}  # all serve 12301-general
 BENCH_SETTINGS = {"HOTLINE_HOURS_MODE": "always", "HOTLINE_QUEUES_WRAPUP_SECONDS": "0",
@@ -75,37 +78,180 @@ async def logged_in_agents(settings, runtime):
         await db.close()
 
 
-async def _ring_to_pop(settings, runtime, calls: int, report: Report) -> None:
+class EventCounter:
+    """A bare AMI connection subscribed to some event classes, counting what Asterisk sends it."""
+
+    def __init__(self, settings, classes: str) -> None:
+        self.classes = classes
+        self.client = AmiClient(settings, events=classes)
+        self.events = 0
+        self.bytes = 0
+        self.by_name: dict[str, int] = {}
+        self.client.on_event("*", self._count)
+
+    def _count(self, _manager, event) -> None:
+        self.events += 1
+        self.bytes += sum(len(str(k)) + len(str(v)) + 4 for k, v in event.items()) + 2  # "Key: value\r\n"
+        name = event.get("Event", "?")
+        self.by_name[name] = self.by_name.get(name, 0) + 1
+
+    def reset(self) -> None:
+        self.events, self.bytes, self.by_name = 0, 0, {}
+
+
+async def _place_calls(ami, calls: int, prefix: str) -> None:
+    # 0 = an agent at once (keyed 4 s in, during the greeting); the citizen stays 6 s after keying.
+    # One call every 2 s keeps four agents busy without a growing queue, so every call rings someone
+    # within seconds.
+    for placed in range(calls):
+        await originate_citizen(ami, "12301", keys="0", caller=f"{prefix}{placed:07d}", hold_seconds=6,
+                                delay_seconds=4)
+        await asyncio.sleep(2)
+
+
+async def _phase(settings, ami, redis, calls: int, label: str, report: Report, ami_floor: list[float],
+                 counters: list[EventCounter] | None = None) -> None:
+    """Place ``calls`` calls and report ring-to-pop, CTI lag and FastAGI round trips for them;
+    ``ami_floor`` receives AgentCalled's delivery delay to a bare AMI client meanwhile."""
     latencies: list[float] = []
-    ami_floor: list[float] = []
-    async with logged_in_agents(settings, runtime) as ami:
-        ami.on_event("AgentCalled", lambda _m, e: ami_floor.append((time.time() - float(e["Timestamp"])) * 1000))
-        readies = [asyncio.Event() for _ in AGENTS]
-        listeners = [asyncio.create_task(collect_pops(settings.web_url, user, settings.secrets["demo_password"],
-                                                      latencies, ready))
-                     for user, ready in zip(AGENTS, readies, strict=True)]
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
-        began = time.monotonic()
-        # 0 = agent at once; the citizen stays 6 s after keying. One call every 2 s keeps the four
-        # agents busy without a growing queue, so every call rings someone within seconds.
-        for placed in range(calls):
-            await originate_citizen(ami, "12301", keys="0", caller=f"139{placed:08d}", hold_seconds=6,
-                                    delay_seconds=4)
-            await asyncio.sleep(2)
-        deadline = time.monotonic() + 60
-        while len(latencies) < calls and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        for task in listeners:
-            task.cancel()
-        elapsed = time.monotonic() - began
-    report.add("ring-to-pop", f"AgentCalled -> desk /events, {len(latencies)} of {calls} calls (idle)",
+    ami_floor.clear()
+    for service, metric in (("cti", "event_lag"), ("ivr", "agi_rtt")):
+        await clear_samples(redis, service, metric)
+    for counter in counters or []:
+        counter.reset()
+    readies = [asyncio.Event() for _ in AGENTS]
+    listeners = [asyncio.create_task(collect_pops(settings.web_url, user, settings.secrets["demo_password"],
+                                                  latencies, ready))
+                 for user, ready in zip(AGENTS, readies, strict=True)]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
+    began = time.monotonic()
+    await _place_calls(ami, calls, "139" if label == "idle" else "138")
+    deadline = time.monotonic() + 60
+    while len(latencies) < calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(12)  # the last calls end; their events and metrics are flushed
+    for task in listeners:
+        task.cancel()
+    elapsed = time.monotonic() - began
+    report.add("ring-to-pop", f"AgentCalled -> desk /events, {len(latencies)} of {calls} calls ({label})",
                f"p50 {percentile(latencies, 50):.1f} ms, p95 {percentile(latencies, 95):.1f} ms, "
                f"p99 {percentile(latencies, 99):.1f} ms",
                f"AMI delivery alone p50 {percentile(ami_floor, 50):.1f} ms, p99 {percentile(ami_floor, 99):.1f} ms",
                f"{len(AGENTS)} agents on SIPp phones, real desk login and SSE, {elapsed:.0f} s")
+    lag = await read_samples(redis, "cti", "event_lag")
+    rtt = await read_samples(redis, "ivr", "agi_rtt")
+    report.add("cti", f"CTI lag behind Asterisk ({label})",
+               f"p50 {percentile(lag, 50):.1f} ms, p99 {percentile(lag, 99):.1f} ms",
+               f"AMI delivery alone p50 {percentile(ami_floor, 50):.1f} ms",
+               f"event timestamp -> handled (record written, pop published); {len(lag)} events")
+    report.add("fastagi", f"round trip per AGI command ({label})",
+               f"p50 {percentile(rtt, 50):.2f} ms, p99 {percentile(rtt, 99):.2f} ms",
+               "", f"GET/SET VARIABLE, ANSWER, VERBOSE (not playback); {len(rtt)} commands")
+    if counters:
+        everything, subscribed = counters
+        per_call = {c.classes: (c.events / calls, c.bytes / calls) for c in counters}
+        top = ", ".join(f"{name} {count / calls:.1f}" for name, count in
+                        sorted(everything.by_name.items(), key=lambda kv: -kv[1])[:6])
+        report.add("ami", "AMI events per call (IVR, queue, answer, hang-up)",
+                   f"{per_call[subscribed.classes][0]:.0f} events, {per_call[subscribed.classes][1] / 1024:.1f} KiB "
+                   f"(CTI's classes: {subscribed.classes})",
+                   f"all classes the AMI user may read: {per_call[everything.classes][0]:.0f} events, "
+                   f"{per_call[everything.classes][1] / 1024:.1f} KiB",
+                   f"most frequent of all: {top}; CEL is off (cel.conf) and adds none")
+
+
+CEL_ON = """[general]
+enable = yes
+apps = all
+events = ALL
+[manager]
+enabled = yes
+"""
+
+
+async def _cel_cost(settings, runtime, ami, counters: list[EventCounter], calls: int, report: Report) -> None:
+    """The same calls with channel event logging to AMI switched on for a while (it is off in cel.conf)."""
+    conf = runtime.host_path(runtime.inside("etc", "cel.conf"))
+    original = conf.read_text()
+    conf.write_text(CEL_ON)
+    runtime.rx("module reload cel")
+    runtime.rx("module load cel_manager.so")
+    try:
+        for counter in counters:
+            counter.reset()
+        await _place_calls(ami, calls, "137")
+        await asyncio.sleep(15)
+    finally:
+        conf.write_text(original)
+        runtime.rx("module unload cel_manager.so")
+        runtime.rx("module reload cel")
+    subscribed = counters[1]
+    cel = subscribed.by_name.get("CEL", 0)
+    report.add("ami", "what CEL would add per call (CEL is off)",
+               f"{cel / calls:.0f} CEL events per call into the CTI's subscription "
+               f"({subscribed.events / calls:.0f} events, {subscribed.bytes / calls / 1024:.1f} KiB per call with it)",
+               "CEL off: the CTI's figures in the row above", f"{calls} calls with cel.conf enable = yes, apps = all")
+
+
+async def _ring_to_pop(settings, runtime, calls: int, background: int, report: Report) -> None:
+    import redis.asyncio as aioredis
+
+    from tests.sipp import agents_on_phones
+    from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
+
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    counters = [EventCounter(settings, "on"), EventCounter(settings, settings["ami"]["cti_events"])]
+    for counter in counters:
+        await counter.client.connect()
+    try:
+        async with logged_in_agents(settings, runtime) as ami:
+            floor: list[float] = []
+            ami.on_event("AgentCalled", lambda _m, e: floor.append((time.time() - float(e["Timestamp"])) * 1000))
+            await _phase(settings, ami, redis, calls, "idle", report, floor, counters)
+            await _cel_cost(settings, runtime, ami, counters, min(calls, 30), report)
+            if not background:
+                return
+            # The load: citizens through the IVR into 12365's queue, recorded, waiting with music and
+            # position announcements (its one agent is paused); the measured calls go to 12301.
+            for phone in ("8003", "8004", "8005"):
+                for queue in ("12365-general", "12365-consult", "12365-complaint", "12365-report"):
+                    await ami.action({"Action": "QueueRemove", "Queue": queue, "Interface": f"PJSIP/{phone}"})
+            db = Database(settings.database_url)
+            try:
+                async with agents_on_phones(settings, runtime, ami, redis, db, {"agent2": "8002"}) as (agent2,):
+                    from cti import control
+
+                    await control.agent_pause(ami, redis, agent2, "meeting")
+                    from cli.democall import citizen_speech
+
+                    citizen_speech(settings, "demo-complaint")
+                    wav = runtime.host_path(runtime.inside("sounds", "demo-complaint.wav"))
+                    with tempfile.TemporaryDirectory() as tmp:
+                        speech = ulaw_from_wav(wav, Path(tmp) / "citizen.ulaw")
+                        hold_ms = (calls + 120) * 1000
+                        load = asyncio.create_task(asyncio.to_thread(
+                            run_citizen_calls, settings, "12365", "0",
+                            [f"1370{i:07d}" for i in range(background)], speech, hold_ms=hold_ms,
+                            delay_ms=3000, rate=max(10, background), timeout=hold_ms / 1000 + 180))
+                        await asyncio.sleep(15)  # every background call is in the queue
+                        await _phase(settings, ami, redis, calls, f"under load: {background} calls in IVR/queue, "
+                                     "recorded", report, floor)
+                        result = await load
+                    report.add("ring-to-pop", f"background load held during the measurement ({background} calls)",
+                               "pass" if result.failed == 0 and result.successful == background
+                               else f"{result.failed} failed", "", "SIPp FailedCall counter of the load")
+            finally:
+                await db.close()
+    finally:
+        for counter in counters:
+            await counter.client.close()
+        await redis.aclose()
 
 
 def ring_to_pop(report: Report, quick: bool) -> None:
     calls = int(os.environ.get("HOTLINE_BENCH_POP_CALLS") or (30 if quick else 500))
-    with throwaway_stack(BENCH_SETTINGS, "hotline-bench-", say=lambda _line: None) as (settings, runtime):
-        asyncio.run(_ring_to_pop(settings, runtime, calls, report))
+    background = int(os.environ.get("HOTLINE_BENCH_POP_LOAD") or (10 if quick else 100))
+    with throwaway_stack({**BENCH_SETTINGS, "HOTLINE_SIP_RTP_START": "40000", "HOTLINE_SIP_RTP_END": "44999",
+                          "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "3600"},
+                         "hotline-bench-", say=lambda _line: None) as (settings, runtime):
+        asyncio.run(_ring_to_pop(settings, runtime, calls, background, report))
