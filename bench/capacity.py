@@ -3,8 +3,9 @@
 Citizen calls from the carrier address (SIPp, RFC 4733 keys, streamed speech)
 go through the IVR into the 12301 general queue, where four SIPp agent phones
 answer; every call is recorded in full and followed by the CTI. Each level
-holds N calls at once for a while; a level passes with SIPp's FailedCall at 0
-and no task-processor high-water warning from Asterisk. The comparison point,
+holds N calls at once for a while; a level passes with SIPp's FailedCall at 0,
+no task-processor high-water warning from Asterisk and every call served by
+the IVR (none sent on by the dialplan's fallback). The comparison point,
 in the same run and on the same Asterisk, is DID 10000: a bare G.711 echo call
 with no IVR, no recording and no queue (dialplans/test-callers.conf). Then the
 call set-up rate: N new short calls a second for ten seconds, both paths.
@@ -78,7 +79,8 @@ async def _level(settings, runtime, did: str, keys: str, concurrent: int, hold_s
                  report_name: str) -> dict:
     from tests.sipp_carrier import run_citizen_calls
 
-    callers = [f"1360{concurrent:03d}{i:04d}" for i in range(concurrent)]
+    prefix = {"hotline": "1361", "plain": "1362", "classic": "1363"}[report_name]
+    callers = [f"{prefix}{concurrent:03d}{i:04d}" for i in range(concurrent)]
     ast = _pids(f"-C {runtime.inside('etc', 'asterisk.conf')}")
     services = {name: _pids(f"-m {name}") for name in ("ivr", "cti", "recordings", "agent_desk")}
     before = {"asterisk": _cpu_seconds(ast), **{n: _cpu_seconds(p) for n, p in services.items()}}
@@ -91,9 +93,29 @@ async def _level(settings, runtime, did: str, keys: str, concurrent: int, hold_s
     wall = time.monotonic() - began
     after = {"asterisk": _cpu_seconds(ast), **{n: _cpu_seconds(p) for n, p in services.items()}}
     cpu = {name: (after[name] - before[name]) for name in after}
-    return {"ok": result.returncode == 0 and result.failed == 0 and result.successful == concurrent,
-            "failed": result.failed, "successful": result.successful, "wall": wall, "cpu": cpu,
+    unserved = await _ivr_unserved(settings, callers) if did != "10000" else 0
+    return {"ok": result.returncode == 0 and result.failed == 0 and result.successful == concurrent
+            and unserved == 0, "failed": result.failed, "successful": result.successful, "wall": wall,
+            "cpu": cpu, "unserved": unserved,
             "warnings": _taskprocessor_warnings(settings, runtime) - warnings_before, "name": report_name}
+
+
+async def _ivr_unserved(settings, callers: list[str]) -> int:
+    """Calls the IVR did not serve (the dialplan's fallback sent them on), from the CTI's call records:
+    a slow or failing IVR must not pass for a carried call."""
+    from sqlalchemy import func, select
+
+    from core.db import Database
+    from cti.models import CallRecord
+
+    await asyncio.sleep(3)  # the last records are written at hang-up
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            return await session.scalar(select(func.count()).select_from(CallRecord).where(
+                CallRecord.caller_number.in_(callers), CallRecord.ivr_path.contains("ivr-unavailable")))
+    finally:
+        await db.close()
 
 
 async def _set_agi_url(ami, url: str) -> None:
@@ -140,7 +162,7 @@ async def _capacity(settings, runtime, report: Report, levels: list[int], hold_s
                     cpu_text = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in per_call.items() if v > 0)
                     report.add("capacity", f"{name}: {level} concurrent calls held {hold_s} s",
                                "pass" if ok else f"FAIL ({outcome['failed']} failed, {outcome['warnings']} "
-                               "task-processor warnings)", "",
+                               f"task-processor warnings, {outcome['unserved']} not served by the IVR)", "",
                                f"CPU per call: {cpu_text}")
                     if not ok:
                         break
