@@ -150,10 +150,12 @@ def without_indexes(url: str) -> Database:
     else:
         @event.listens_for(database.engine.sync_engine, "connect")
         def _no_index_scans(dbapi_conn, _record):  # noqa: ANN001
+            autocommit, dbapi_conn.autocommit = dbapi_conn.autocommit, True  # else rolled back with the pool's reset
             cursor = dbapi_conn.cursor()
             for switch in INDEX_SWITCHES:
                 cursor.execute(switch)
             cursor.close()
+            dbapi_conn.autocommit = autocommit
     return database
 
 
@@ -256,6 +258,10 @@ async def measure(url: str, database: str, size: int, filled: int, quick: bool, 
     db, slow = Database(url), without_indexes(url)
     runs, slow_runs = (20, 3) if quick else (50, 5)
     try:
+        if slow.engine.dialect.name == "postgresql":  # the comparison point must really be without indexes
+            async with slow.session() as session:
+                if await session.scalar(text("SHOW enable_indexscan")) != "off":
+                    raise RuntimeError("the indexes-off comparison connection still has index scans on")
         began = time.monotonic()
         await perf.fill(db, size - filled, first=filled)
         await perf.analyze(db)
