@@ -18,6 +18,7 @@ from tests.sipp import agents_on_phones
 pytestmark = pytest.mark.stack
 
 LOG_NAME = "queue-announcements.log"
+CALLER = "13766667777"
 PLAYED = re.compile(r"Playing '(?P<file>[^']+)' \(language '(?P<language>[^']+)'\)")
 
 
@@ -27,7 +28,7 @@ async def test_a_waiting_caller_hears_position_announcements_in_mandarin(stack, 
     try:
         async with agents_on_phones(stack.settings, stack.runtime, ami, redis, db, {"agent1": "8001"}) as [agent]:
             await control.agent_pause(ami, redis, agent, "meeting")  # a member, but nobody free: the caller waits
-            await originate_citizen(ami, "12301", keys="0", caller="13766667777", hold_seconds=40)
+            await originate_citizen(ami, "12301", keys="0", caller=CALLER, hold_seconds=40)
 
             async def announcements() -> list[tuple[str, str]] | None:
                 text = log_path.read_text(errors="replace") if log_path.exists() else ""
@@ -37,9 +38,17 @@ async def test_a_waiting_caller_hears_position_announcements_in_mandarin(stack, 
             played = await waiter(announcements, timeout=45, what="a queue position announcement")
     finally:
         await ami.action({"Action": "Command", "Command": f"logger remove channel {LOG_NAME}"})
+        await _hang_up_caller(ami, CALLER)  # not left waiting for the next test's agents
     files = {name.rsplit("/", 1)[-1].split(".")[0] for name, _language in played}
     assert files & {"queue-youarenext", "queue-thereare"}, played  # the position, first of all
     assert {language for _name, language in played} == {"zh"}
     zh_sounds = stack.runtime.host_path("/usr/share/asterisk/sounds/zh")
     for name in files:
         assert (zh_sounds / f"{name}.wav").exists(), f"{name} has no Mandarin recording; Asterisk would fall back"
+
+
+async def _hang_up_caller(ami, number: str) -> None:
+    reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True)
+    for channel in (m for m in reply if m.get("Event") == "CoreShowChannel"):
+        if number in (channel.get("CallerIDNum"), channel.get("ConnectedLineNum")):
+            await ami.action({"Action": "Hangup", "Channel": channel["Channel"]})

@@ -210,7 +210,7 @@ async def test_team_lead_listens_whispers_and_barges_on_an_agents_live_call(stac
             status, body = await lead.post("/api/wallboard/spy", {"agent_id": agent1, "mode": "listen"})
             assert status == 409 and body["error"] == "该坐席当前没有通话"
 
-            await _citizen_talking_to_agent1(stack, ami, waiter)
+            _call, citizen = await _citizen_talking_to_agent1(stack, ami, waiter)
             for mode, options in (("listen", "qE"), ("whisper", "qwE"), ("barge", "qBE")):
                 spies.clear()
                 status, body = await lead.post("/api/wallboard/spy", {"agent_id": agent1, "mode": mode})
@@ -224,6 +224,7 @@ async def test_team_lead_listens_whispers_and_barges_on_an_agents_live_call(stac
                 await ami.action({"Action": "Hangup", "Channel": spying["Channel"]})
                 await waiter(lambda: _gone(ami, lead_extension), timeout=20, what="the lead to hang up")
             assert await _bridged(ami, "8001")  # the agent's call went on undisturbed
+            await ami.action({"Action": "Hangup", "Channel": citizen})
     finally:
         await lead.close()
         lead_phone.stop()
