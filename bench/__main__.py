@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 
 from bench import capacity, live, offline
 from bench import tickets as ticket_queries
@@ -26,14 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="run only these sections")
     args = parser.parse_args(argv)
     report = Report()
+    mode = "quick" if args.quick else "full"
     for name, run in SECTIONS.items():
         if args.only and name not in args.only:
             continue
         print(f"== {name}", flush=True)
         began = time.monotonic()
-        run(report, args.quick)
+        try:
+            run(report, args.quick)
+        except Exception as exc:  # noqa: BLE001 - say so in the table; keep what was measured
+            traceback.print_exc()
+            report.add(name, "section did not finish", f"error: {type(exc).__name__}: {exc}"[:200])
+        finally:
+            report.write(mode)  # after every section: a later failure never loses measured rows
         print(f"   ({time.monotonic() - began:.0f} s)", flush=True)
-    mode = "quick" if args.quick else "full"
     path = report.write(mode)
     print()
     print(path.read_text())

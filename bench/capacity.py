@@ -119,8 +119,15 @@ async def _ivr_unserved(settings, callers: list[str]) -> int:
 
 
 async def _set_agi_url(ami, url: str) -> None:
-    """Point the dialplan's AGI(${AGI_URL}/ivr) at FastAGI or at the classic AGI wrappers (a global)."""
-    await ami.action({"Action": "Setvar", "Variable": "AGI_URL", "Value": url})
+    """Point the dialplan's AGI(${AGI_URL}/ivr) at FastAGI or at the classic AGI wrappers (a global).
+    Retried: after an overloaded level the AMI link may still be reconnecting."""
+    for _attempt in range(30):
+        try:
+            await ami.action({"Action": "Setvar", "Variable": "AGI_URL", "Value": url}, timeout=10)
+            return
+        except Exception:  # noqa: BLE001
+            await asyncio.sleep(2)
+    raise RuntimeError(f"could not set AGI_URL to {url}")
 
 
 async def _setup_rate(settings, runtime, did: str, keys: str, rate: int, speech: Path) -> dict:
