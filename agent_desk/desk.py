@@ -17,7 +17,7 @@ from sqlalchemy import select
 from agent_desk.auth import require_roles
 from agent_desk.common import ami, ami_failure, local_time, local_zone
 from agent_desk.knowledge import load_knowledge, load_phrases
-from core.ami import AmiClient, AmiError
+from core.ami import AmiError
 from core.models import Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
 from cti import callbacks, control
@@ -133,11 +133,6 @@ async def post_state(request: web.Request) -> web.Response:
     return web.json_response(_state_json(session))
 
 
-async def _channels(client: AmiClient) -> list[dict[str, str]]:
-    reply = await client.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
-    return [dict(m) for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "CoreShowChannel"]
-
-
 def live_call_channels(channels: list[dict[str, str]], phone: str) -> tuple[str | None, str | None]:
     """(agent channel, citizen channel) of the agent phone's bridged call (pure)."""
     mine = next((c for c in channels if c.get("Channel", "").startswith(f"PJSIP/{phone}-")), None)
@@ -173,7 +168,7 @@ async def post_call(request: web.Request) -> web.Response:
             else:  # a request from the inbox: claimed first, so two agents never both call the citizen
                 call_id = await _call_back(request, user, phone, callback_id)
             return web.json_response({"ok": True, "call_id": call_id, "message": f"正在呼叫 {number}，请接听话机"})
-        agent_chan, citizen_chan = live_call_channels(await _channels(client), phone)
+        agent_chan, citizen_chan = live_call_channels(await control.live_channels(client), phone)
         held_key = f"{HELD_PREFIX}{user.id}"
         if agent_chan is None:
             raise json_error(409, "当前没有进行中的通话")

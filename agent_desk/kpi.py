@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 
+from core.metrics import percentile as nearest_rank
 from tickets.models import CLOSED_STATES, State
 
 SERVICE_LEVEL_SECONDS = 60.0
@@ -113,12 +114,8 @@ class Report:
 
 
 def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile (the smallest value with at least pct % of values at or below it)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
+    """Nearest-rank percentile (core.metrics), None rather than NaN where there are no values."""
+    return nearest_rank(values, pct) if values else None
 
 
 WAIT_BINS = ((0, 10, "0–10 秒"), (10, 30, "10–30 秒"), (30, 60, "30–60 秒"), (60, 120, "1–2 分钟"),

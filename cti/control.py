@@ -105,14 +105,16 @@ async def _require_session(redis, agent: User) -> dict:
 
 # --- live call control ------------------------------------------------------
 
+async def live_channels(ami: AmiClient) -> list[dict[str, Any]]:
+    """Every channel Asterisk has up (CoreShowChannels), as plain dicts."""
+    reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
+    return [dict(m) for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "CoreShowChannel"]
+
+
 async def agent_channel(ami: AmiClient, phone: str) -> str | None:
     """The agent phone's channel currently up, if any."""
-    reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
-    for message in reply if isinstance(reply, list) else []:
-        channel = message.get("Channel") or ""
-        if message.get("Event") == "CoreShowChannel" and channel.startswith(f"PJSIP/{phone}-"):
-            return channel
-    return None
+    return next((c["Channel"] for c in await live_channels(ami)
+                 if str(c.get("Channel", "")).startswith(f"PJSIP/{phone}-")), None)
 
 
 async def hangup(ami: AmiClient, channel: str) -> None:
@@ -153,9 +155,8 @@ async def attended_transfer(ami: AmiClient, agent_channel_name: str, target: str
         raise AmiError(f"咨询转接失败：{first_response(reply).get('Message')}")
     deadline = time.monotonic() + started_within
     while time.monotonic() < deadline:
-        reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=5)
-        if any(str(m.get("Channel", "")).startswith(f"Local/{target}@desk-transfer")
-               for m in reply if isinstance(reply, list)):
+        if any(str(c.get("Channel", "")).startswith(f"Local/{target}@desk-transfer")
+               for c in await live_channels(ami)):
             return
         await asyncio.sleep(0.2)
     raise AmiError("咨询转接未能发起，请稍后再试")
