@@ -11,7 +11,7 @@ import jinja2
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from agent_desk import auth, desk, lead, live, playback, units
+from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units
 from agent_desk.common import AMI_KEY, template_context
 from core.ami import AmiClient
 from core.db import Database
@@ -76,9 +76,10 @@ def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     env.filters["secs"] = lambda v: "—" if v is None else f"{v:.1f} 秒"
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", HERE / "static")
-    for module in (auth, live, desk, units, lead, playback):
+    for module in (auth, live, desk, units, lead, playback, admin):
         module.add_routes(app)
     app.router.add_routes(ticket_routes)
+    app.on_startup.append(login_guard.warm_up)
     if with_ami:
         app.on_startup.append(_start_ami)
     app.on_cleanup.append(_close)

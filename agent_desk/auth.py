@@ -22,6 +22,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from agent_desk import login_guard
 from core.models import Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 
@@ -201,11 +202,22 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         response.set_status(status)
         return response
 
+    def locked(lock: login_guard.Lock) -> web.Response:
+        response = fail(lock.message, 429)
+        response.headers["Retry-After"] = str(lock.seconds_left)
+        return response
+
     if not cookie_token or not csrf_ok(cookie_token, str(form.get(CSRF_FIELD, ""))):
         return fail("页面已过期，请重新登录", 403)
+    redis, address = request.app[REDIS_KEY], login_guard.source_address(request)
+    lock = await login_guard.active_lock(redis, username, address)
+    if lock is not None:  # refused before any password check: a locked account cannot be guessed at
+        return locked(lock)
     user = await load_user(request.app, username=username) if username else None
-    if user is None or not user.check_password(str(form.get("password", ""))):
-        return fail("用户名或密码错误", 401)
+    if not await login_guard.verify_password(user, str(form.get("password", ""))) or user is None:
+        lock = await login_guard.record_failure(request.app, username, address)
+        return locked(lock) if lock is not None else fail("用户名或密码错误", 401)
+    await login_guard.record_success(redis, username)
     token, _session = await create_session(request.app, user.id)
     response = web.HTTPFound(next_url or home_for(user))
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=_secure(request), path="/")

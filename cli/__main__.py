@@ -1,4 +1,4 @@
-"""./hotline up | down | status | test | call | bench"""
+"""./hotline up | down | status | test | call | bench | unlock …"""
 
 from __future__ import annotations
 
@@ -148,6 +148,35 @@ def cmd_hours(args) -> int:
     return 0
 
 
+def cmd_unlock(args) -> int:
+    """Lift a log-in lock of an account (or, with --address, of a source address); audited."""
+    import getpass
+
+    import redis.asyncio as aioredis
+
+    from agent_desk.login_guard import unlock
+    from core.db import Database
+
+    settings = load_settings()
+    kind, subject = ("address", args.address) if args.address else ("account", args.username)
+    if not subject:
+        print("!! give a USERNAME or --address ADDRESS", file=sys.stderr)
+        return 2
+
+    async def run() -> bool:
+        redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        db = Database(settings.database_url)
+        try:
+            return await unlock(redis, db, kind, subject, f"命令行 ({getpass.getuser()})", None)
+        finally:
+            await redis.aclose()
+            await db.close()
+
+    lifted = asyncio.run(run())
+    print(f"{kind} {subject}: {'unlocked' if lifted else 'was not locked (its failure count is cleared)'}")
+    return 0
+
+
 def cmd_test(args) -> int:
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *args.pytest_args]
@@ -182,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     hours.add_argument("state", choices=["open", "closed", "auto", "show"])
     hours.add_argument("--hotline", default="*", help="12301, 12365 or * for both")
     hours.set_defaults(func=cmd_hours)
+    unlock = sub.add_parser("unlock", help="lift the log-in lock of an account (or --address) after failed log-ins")
+    unlock.add_argument("username", nargs="?", default="")
+    unlock.add_argument("--address", default="", help="unlock a source address instead of an account")
+    unlock.set_defaults(func=cmd_unlock)
     test = sub.add_parser("test", help="install test dependencies and run the whole suite")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)

@@ -86,3 +86,18 @@ class User(Base):
     @property
     def skill_list(self) -> list[str]:
         return [s for s in self.skills.split(",") if s]
+
+
+class SecurityAudit(Base):
+    """Log-in locks and their lifting: every lock (automatic) and unlock (an admin, or the CLI) leaves a row."""
+
+    __tablename__ = "security_audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(16))  # "lock" | "unlock"
+    subject_kind: Mapped[str] = mapped_column(String(16))  # "account" | "address"
+    subject: Mapped[str] = mapped_column(String(128))
+    actor: Mapped[str | None] = mapped_column(String(64))  # None: the platform itself (a lock)
+    address: Mapped[str | None] = mapped_column(String(64))  # where the request came from
+    detail: Mapped[str] = mapped_column(String(255), default="")
