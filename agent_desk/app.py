@@ -17,7 +17,8 @@ from core.ami import AmiClient
 from core.db import Database
 from core.logs import setup_logging
 from core.settings import Settings
-from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error
+from tickets.api import evidence_cap, evidence_too_large
 from tickets.api import routes as ticket_routes
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +44,49 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
+async def too_large(request: web.Request, limit: int, upload: bool = False) -> web.StreamResponse:
+    """413 in Chinese: JSON for API calls, the error page for forms. The connection is closed
+    rather than the rest of an oversized body read."""
+    if upload:
+        raise _closing(evidence_too_large(evidence_cap(request.app), request.content_length or 0))
+    message = f"提交的内容过大（上限 {limit // 1024} KB），请精简后重试"
+    if auth.is_api(request) or request.content_type == "application/json":
+        raise _closing(json_error(413, message, max_size=limit))
+    # This middleware runs outside aiohttp_jinja2's context processors: give the page its context.
+    context = {**await template_context(request), "message": message, "status": 413}
+    response = aiohttp_jinja2.render_template("error.html", request, context)
+    response.set_status(413)
+    return _closing(response)
+
+
+def _closing(response: web.Response) -> web.Response:
+    response.force_close()
+    return response
+
+
+@web.middleware
+async def body_limits(request: web.Request, handler) -> web.StreamResponse:
+    """Per-route request body limits, checked on Content-Length before anything is read.
+
+    Forms and JSON (log-in included) get ``[web] max_body_kb`` (also the app's client_max_size, which
+    stops a chunked body that has no Content-Length); evidence uploads stream to disk with their own
+    cap (tickets/api.py), so they are let through up to that cap plus room for the multipart framing."""
+    upload = getattr(request.match_info.handler, "streams_upload", False)
+    limit = evidence_cap(request.app) + 64 * 1024 if upload else body_limit(request.app)
+    if request.content_length is not None and request.content_length > limit:
+        return await too_large(request, limit, upload)
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        if exc.content_type == "application/json":  # already explained (the evidence cap)
+            raise
+        return await too_large(request, limit)
+
+
+def body_limit(app: web.Application) -> int:
+    return int(app[SETTINGS_KEY]["web"]["max_body_kb"]) * 1024
+
+
 async def _start_ami(app: web.Application) -> None:
     """Connect to AMI in the background: the desk serves pages while Asterisk is still starting."""
     client = AmiClient(app[SETTINGS_KEY], events="off")
@@ -63,8 +107,8 @@ async def _close(app: web.Application) -> None:
 
 
 def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
-    app = web.Application(client_max_size=20 * 1024 * 1024,
-                          middlewares=[security_headers, auth.auth_middleware])
+    app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
+                          middlewares=[security_headers, body_limits, auth.auth_middleware])
     app[SETTINGS_KEY] = settings
     app[DB_KEY] = Database(settings.database_url)
     app[REDIS_KEY] = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)

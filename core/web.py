@@ -16,6 +16,13 @@ REDIS_KEY = web.AppKey("redis", object)  # redis.asyncio.Redis
 USER_KEY = "user"  # request[USER_KEY]: the logged-in core.models.User, set by the desk's auth middleware
 
 
+def streamed_upload(handler: Any) -> Any:
+    """Mark a handler that streams its request body itself (with its own cap), so the desk's
+    per-route body limit for forms and JSON does not apply to it."""
+    handler.streams_upload = True
+    return handler
+
+
 def json_error(status: int, message: str, field: str | None = None, **extra: Any) -> web.HTTPException:
     """An HTTP error whose JSON body tells the user, in Chinese, what went wrong and where."""
     body: dict[str, Any] = {"error": message}

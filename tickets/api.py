@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -19,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models import User
-from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json, streamed_upload
 from tickets import archive, dispatch, risk
 from tickets.deadlines import (
     DeadlinePolicy,
@@ -45,7 +47,8 @@ from tickets.workflow import WorkflowError, available_actions, can_view, perform
 
 routes = web.RouteTableDef()
 NUMBER = r"{number:\d{8,20}}"
-MAX_EVIDENCE_BYTES = 10 * 1024 * 1024
+MAX_EVIDENCE_BYTES = 10 * 1024 * 1024  # default of [web] evidence_max_mb
+MAX_REMARK_BYTES = 2000
 # Accepted evidence, recognised by the file's first bytes, not by its name or declared type.
 MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
@@ -334,63 +337,113 @@ async def post_risk(request: web.Request) -> web.Response:
     return await _act(request, "调整风险等级", {"level": data.get("level"), "remark": data.get("remark")})
 
 
-async def _read_upload(request: web.Request) -> tuple[str, bytes, str]:
-    """(filename, content, remark) of a multipart upload, size-limited while reading."""
+def evidence_cap(app: web.Application) -> int:
+    """Largest evidence file accepted, in bytes (``[web] evidence_max_mb``)."""
+    settings = app.get(SETTINGS_KEY)
+    web_cfg = settings.raw.get("web", {}) if settings is not None else {}
+    return int(web_cfg.get("evidence_max_mb", MAX_EVIDENCE_BYTES // 1024 // 1024)) * 1024 * 1024
+
+
+def evidence_too_large(cap: int, size: int) -> web.HTTPException:
+    return json_error(413, f"文件超过 {cap // 1024 // 1024} MB 上限", "file", max_size=cap, actual_size=size)
+
+
+@dataclass
+class Upload:
+    filename: str
+    path: Path  # the file as received, in the evidence store's incoming folder
+    size: int
+    sha256: str
+    head: bytes  # its first bytes, to recognise the type
+    remark: str
+
+
+async def _read_at_most(part: Any, limit: int) -> bytes:
+    """The first ``limit`` bytes of a form field; the rest is skipped, never buffered."""
+    data = b""
+    while len(data) < limit and (chunk := await part.read_chunk(limit - len(data))):
+        data += chunk
+    return data
+
+
+async def _read_upload(request: web.Request) -> Upload:
+    """The multipart upload streamed to a temporary file, refused (and removed) once over the cap.
+
+    Nothing is held in memory but one chunk: the desk serves many users in one process."""
     if not request.content_type.startswith("multipart/"):
         raise json_error(415, "请以 multipart/form-data 上传文件", "file")
+    cap = evidence_cap(request.app)
     reader = await request.multipart()
-    filename, content, remark = "", b"", ""
-    while (part := await reader.next()) is not None:
-        if part.name == "remark":
-            remark = (await part.text())[:500]
-        elif part.name == "file":
-            # Browsers send UTF-8 names raw; some clients (aiohttp) percent-encode them.
-            filename = Path(unquote(part.filename or "凭证")).name[:200]
-            chunks, size = [], 0
-            while chunk := await part.read_chunk(64 * 1024):
-                size += len(chunk)
-                if size > MAX_EVIDENCE_BYTES:
-                    raise json_error(413, f"文件超过 {MAX_EVIDENCE_BYTES // 1024 // 1024} MB 上限", "file",
-                                     max_size=MAX_EVIDENCE_BYTES, actual_size=size)
-                chunks.append(chunk)
-            content = b"".join(chunks)
-    if not content:
+    upload: Upload | None = None
+    remark = ""
+    incoming = _evidence_root(request) / ".incoming"
+    try:
+        while (part := await reader.next()) is not None:
+            if part.name == "remark":
+                remark = (await _read_at_most(part, MAX_REMARK_BYTES)).decode("utf-8", "ignore")[:500]
+            elif part.name == "file" and upload is None:
+                # Browsers send UTF-8 names raw; some clients (aiohttp) percent-encode them.
+                filename = Path(unquote(part.filename or "凭证")).name[:200]
+                incoming.mkdir(parents=True, exist_ok=True)
+                upload = Upload(filename, incoming / f"{secrets.token_hex(16)}.part", 0, "", b"", "")
+                digest = hashlib.sha256()
+                with upload.path.open("wb") as out:
+                    while chunk := await part.read_chunk(64 * 1024):
+                        upload.size += len(chunk)
+                        if upload.size > cap:
+                            raise evidence_too_large(cap, upload.size)
+                        if len(upload.head) < 16:
+                            upload.head += chunk[:16 - len(upload.head)]
+                        digest.update(chunk)
+                        out.write(chunk)
+                upload.sha256 = digest.hexdigest()
+    except BaseException:
+        if upload is not None:
+            upload.path.unlink(missing_ok=True)
+        raise
+    if upload is None or upload.size == 0:
+        if upload is not None:
+            upload.path.unlink(missing_ok=True)
         raise json_error(400, "请选择要上传的文件", "file")
-    return filename, content, remark
+    upload.remark = remark
+    return upload
 
 
 @routes.post(f"/api/tickets/{NUMBER}/evidence")
+@streamed_upload
 async def post_evidence(request: web.Request) -> web.Response:
     user, policy = _user(request), _policy(request)
-    filename, content, remark = await _read_upload(request)
-    kind = sniff(content[:16])
-    if kind is None:
-        raise json_error(415, "凭证只接受图片（PNG、JPEG、GIF、WebP）或 PDF 文件", "file")
-    ctype, ext = kind
-    digest = hashlib.sha256(content).hexdigest()
+    upload = await _read_upload(request)
+    filename, remark, digest = upload.filename, upload.remark, upload.sha256
     root = _evidence_root(request)
-    relative = Path(request.match_info["number"]) / f"{digest}.{ext}"
-    target = root / relative
-    existed = target.exists()
+    target: Path | None = None
+    existed = True
     try:
+        kind = sniff(upload.head)
+        if kind is None:
+            raise json_error(415, "凭证只接受图片（PNG、JPEG、GIF、WebP）或 PDF 文件", "file")
+        ctype, ext = kind
+        relative = Path(request.match_info["number"]) / f"{digest}.{ext}"
+        target = root / relative
+        existed = target.exists()
         async with request.app[DB_KEY].transaction() as session:
             ticket = await _visible_ticket(session, request)
             target.parent.mkdir(parents=True, exist_ok=True)
             if not existed:
-                tmp = target.with_suffix(".part")
-                tmp.write_bytes(content)
-                tmp.replace(target)
-            evidence = Evidence(ticket_id=ticket.id, filename=filename, content_type=ctype, size_bytes=len(content),
+                upload.path.replace(target)
+            evidence = Evidence(ticket_id=ticket.id, filename=filename, content_type=ctype, size_bytes=upload.size,
                                 sha256=digest, storage_path=str(relative), uploaded_by_id=user.id)
             session.add(evidence)
             await session.flush()
             await perform_action(session, ticket, "补充凭证", {"evidence_ids": [evidence.id], "remark": remark},
                                  user, policy=policy)
     except BaseException as exc:
-        if not existed:
+        if not existed and target is not None:
             target.unlink(missing_ok=True)  # nothing half-written: no file without its row
         if isinstance(exc, WorkflowError):
             raise _workflow_error(exc) from None
         raise
+    finally:
+        upload.path.unlink(missing_ok=True)  # a duplicate's copy, or what was refused
     return web.json_response({"id": evidence.id, "filename": filename, "content_type": ctype,
-                              "size_bytes": len(content), "sha256": digest}, status=201)
+                              "size_bytes": upload.size, "sha256": digest}, status=201)
