@@ -9,19 +9,26 @@ The SSE ``id`` is the stream id, so a reconnecting ``EventSource`` sends
 ``Last-Event-ID`` and catches up from there. A fresh connection of an agent
 replays the pop of a call still ringing or in progress. A comment line is sent
 every 15 s so proxies do not close an idle connection.
+
+Each user may hold ``[web] max_event_streams_per_user`` streams at once (each costs a Redis
+connection blocked in XREAD); opening one more closes the oldest with a ``superseded`` event, on
+which the page stops its EventSource instead of reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from core import events as ev
 from core.models import Role, User
-from core.web import REDIS_KEY, USER_KEY
+from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY
 
 KEEPALIVE_SECONDS = 15
 BLOCK_MS = 3000
@@ -29,6 +36,47 @@ RETRY_MS = 2000
 REPLAY_SCAN = 2000  # newest stream entries searched for a pop still open
 STREAM_ID = re.compile(r"^\d+-\d+$")
 LEAD_ROLES = frozenset({Role.TEAM_LEAD, Role.ADMIN})
+SUPERSEDED = ("event: superseded\ndata: "
+              + json.dumps({"message": "实时连接已由新打开的窗口接替，本窗口不再自动更新"}, ensure_ascii=False)
+              + "\n\n").encode()
+
+
+@dataclass(eq=False)
+class _Stream:
+    task: asyncio.Task
+    superseded: bool = False
+
+
+STREAMS_KEY = web.AppKey("event_streams", dict)  # user id -> that user's open streams, oldest first
+
+
+@contextlib.asynccontextmanager
+async def stream_slot(request: web.Request, user: User, response: web.StreamResponse) -> AsyncIterator[None]:
+    """Hold one of the user's stream slots; closing the oldest streams over the cap.
+
+    A superseded stream's task is cancelled (it is blocked in XREAD); here the cancellation is turned
+    into a last ``superseded`` event and a normal end of the response."""
+    open_streams: list[_Stream] = request.app[STREAMS_KEY].setdefault(user.id, [])
+    me = _Stream(asyncio.current_task())  # type: ignore[arg-type]
+    open_streams.append(me)
+    cap = max(1, int(request.app[SETTINGS_KEY]["web"]["max_event_streams_per_user"]))
+    while len(open_streams) > cap:
+        oldest = open_streams.pop(0)
+        oldest.superseded = True
+        oldest.task.cancel()
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not me.superseded:
+            raise
+        me.task.uncancel()
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write(SUPERSEDED)
+    finally:
+        if me in open_streams:
+            open_streams.remove(me)
+        if not open_streams:
+            request.app[STREAMS_KEY].pop(user.id, None)
 
 
 def visible_to(fields: dict[str, str], user: User) -> bool:
@@ -84,6 +132,24 @@ async def _start(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _follow(redis, user: User, response: web.StreamResponse, last_id: str) -> None:
+    """Write the user's entries of the stream after ``last_id`` as they come, until cancelled."""
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+    while True:
+        # Short blocking reads: redis-py's default socket timeout (5 s) must not cut them off.
+        batches = await redis.xread({ev.STREAM: last_id}, count=200, block=BLOCK_MS)
+        for _stream, entries in batches or ():
+            for entry_id, fields in entries:
+                last_id = entry_id
+                if visible_to(fields, user):
+                    await response.write(sse_message(entry_id, fields))
+                    last_write = loop.time()
+        if loop.time() - last_write >= KEEPALIVE_SECONDS:
+            await response.write(b": keep-alive\n\n")
+            last_write = loop.time()
+
+
 async def events_stream(request: web.Request) -> web.StreamResponse:
     """GET /events: this user's live events as text/event-stream."""
     user: User = request[USER_KEY]
@@ -99,26 +165,15 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             if pop is not None:
                 await response.write(sse_message(*pop))
     await response.write(f"event: hello\ndata: {json.dumps({'last_id': last_id})}\n\n".encode())
-    loop = asyncio.get_running_loop()
-    last_write = loop.time()
     try:
-        while True:
-            # Short blocking reads: redis-py's default socket timeout (5 s) must not cut them off.
-            batches = await redis.xread({ev.STREAM: last_id}, count=200, block=BLOCK_MS)
-            for _stream, entries in batches or ():
-                for entry_id, fields in entries:
-                    last_id = entry_id
-                    if visible_to(fields, user):
-                        await response.write(sse_message(entry_id, fields))
-                        last_write = loop.time()
-            if loop.time() - last_write >= KEEPALIVE_SECONDS:
-                await response.write(b": keep-alive\n\n")
-                last_write = loop.time()
+        async with stream_slot(request, user, response):
+            await _follow(redis, user, response, last_id)
     except (ConnectionResetError, RuntimeError):  # the browser went away
         pass
     return response
 
 
 def add_routes(app: web.Application) -> None:
+    app[STREAMS_KEY] = {}
     app.router.add_get("/events", events_stream)
 

@@ -37,6 +37,13 @@ const Desk = (() => {
     for (const [name, fn] of Object.entries(handlers)) {
       source.addEventListener(name, (e) => fn(JSON.parse(e.data), e));
     }
+    /* The server closed this stream because the same user opened one more window than allowed:
+       stop here instead of reconnecting (which would close that newer window's stream in turn). */
+    source.addEventListener("superseded", (e) => {
+      source.close();
+      if (conn) { conn.classList.add("down"); conn.textContent = "● 已在其他窗口打开"; }
+      toast(JSON.parse(e.data).message, true);
+    });
     return source;
   }
 

@@ -93,3 +93,23 @@ async def test_a_reconnecting_desk_catches_up_from_last_event_id_without_other_a
     assert (await _read_events(response, 1)) == [("screen_pop", mine)]
     response.close()
     await ev.publish(redis, ev.CallEnded(call_id="mine", abandoned=False, agent_id=ids["agent1"]))
+
+
+async def test_a_new_stream_over_the_per_user_cap_closes_the_oldest_and_the_newest_works(desk):
+    await desk.login("agent3")
+    redis = desk.app[REDIS_KEY]
+    async with desk.app[DB_KEY].session() as db:
+        agent3 = await db.scalar(select(User.id).where(User.username == "agent3"))
+    cap = desk.settings["web"]["max_event_streams_per_user"]
+    streams = []
+    for _ in range(cap + 1):
+        response = await desk.client.get("/events")
+        assert (await _read_events(response, 1)) == [("hello", "")]
+        streams.append(response)
+    oldest, *kept = streams
+    assert (await _read_events(oldest, 1)) == [("superseded", "")]
+    assert await asyncio.wait_for(oldest.content.read(), 20) == b""  # and the server ended it
+    state = await ev.publish(redis, ev.AgentStateChanged(agent_id=agent3, state="ready"))
+    for response in kept:  # the newest and the others within the cap still follow the stream
+        assert (await _read_events(response, 1)) == [("agent_state", state)]
+        response.close()
