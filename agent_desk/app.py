@@ -17,7 +17,7 @@ from core.ami import AmiClient
 from core.db import Database
 from core.logs import setup_logging
 from core.settings import Settings
-from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error
+from core.web import DB_KEY, ERROR_PAGE_KEY, REDIS_KEY, SETTINGS_KEY, input_errors, json_error
 from tickets.api import evidence_cap, evidence_too_large
 from tickets.api import routes as ticket_routes
 
@@ -108,8 +108,9 @@ async def _close(app: web.Application) -> None:
 
 def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
-                          middlewares=[security_headers, body_limits, auth.auth_middleware])
+                          middlewares=[security_headers, body_limits, input_errors, auth.auth_middleware])
     app[SETTINGS_KEY] = settings
+    app[ERROR_PAGE_KEY] = auth.forbidden_page
     app[DB_KEY] = Database(settings.database_url)
     app[REDIS_KEY] = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     env = aiohttp_jinja2.setup(

@@ -116,11 +116,15 @@ async def _submitted_csrf(request: web.Request) -> str | None:
     return None
 
 
-def forbidden_page(request: web.Request, message: str, status: int = 403) -> web.Response:
+def forbidden_page(request: web.Request, message: str, status: int = 403, field: str | None = None) -> web.Response:
     """A Chinese error page (or JSON for API calls) that keeps the layout."""
+    from agent_desk.common import page_context
+
     if is_api(request):
-        raise json_error(status, message)
-    response = aiohttp_jinja2.render_template("error.html", request, {"message": message, "status": status})
+        raise json_error(status, message, field)
+    # The context processors have not run when the auth middleware itself refuses a request.
+    response = aiohttp_jinja2.render_template("error.html", request,
+                                              {**page_context(request), "message": message, "status": status})
     response.set_status(status)
     return response
 

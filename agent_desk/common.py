@@ -43,6 +43,11 @@ MENUS: dict[Role, tuple[MenuItem, ...]] = {
 
 async def template_context(request: web.Request) -> dict[str, Any]:
     """aiohttp_jinja2 context processor: the user, their menu and the CSRF token on every page."""
+    return page_context(request)
+
+
+def page_context(request: web.Request) -> dict[str, Any]:
+    """What base.html needs; also for pages rendered before the context processors ran (auth errors)."""
     from agent_desk.auth import SESSION_KEY
 
     user: User | None = request.get(USER_KEY)

@@ -18,6 +18,7 @@ from agent_desk.auth import require_roles
 from agent_desk.common import ami, ami_failure, local_time, local_zone
 from agent_desk.knowledge import load_knowledge, load_phrases
 from core.ami import AmiError
+from core.inputs import record_id
 from core.models import Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
 from cti import callbacks, control
@@ -212,8 +213,9 @@ async def post_call(request: web.Request) -> web.Response:
 
 
 async def _call_back(request: web.Request, user: User, phone: str, callback_id: Any) -> str:
-    if not isinstance(callback_id, int) or isinstance(callback_id, bool):
+    if not isinstance(callback_id, int):
         raise json_error(400, "回拨任务编号无效", "callback_id")
+    callback_id = record_id(callback_id, "callback_id", "回拨任务")
     db = request.app[DB_KEY]
     async with db.session() as session:
         pending = await session.get(CallbackRequest, callback_id)

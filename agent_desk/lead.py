@@ -8,16 +8,13 @@ and also after a missed event.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import json
 import time
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from openpyxl import Workbook
 from sqlalchemy import select
 
 from agent_desk import kpi
@@ -25,7 +22,9 @@ from agent_desk.auth import require_roles
 from agent_desk.common import AMI_KEY, ami, ami_failure, local_zone
 from core.ami import AmiError
 from core.asterisk_config import queue_names
+from core.inputs import iso_date, record_id
 from core.models import Role, User
+from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
 from cti import control
 from cti.models import CallRecord, CallState
@@ -145,7 +144,7 @@ async def post_spy(request: web.Request) -> web.Response:
     mode = data.get("mode")
     if mode not in ("listen", "whisper", "barge"):
         raise json_error(400, "请选择监听方式", "mode")
-    session = await control.agent_session(request.app[REDIS_KEY], int(data.get("agent_id") or 0))
+    session = await control.agent_session(request.app[REDIS_KEY], record_id(data.get("agent_id"), "agent_id", "坐席"))
     if not session or not session.get("phone"):
         raise json_error(409, "该坐席未登录分机", "agent_id")
     lead_phone = request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]
@@ -163,11 +162,8 @@ async def post_spy(request: web.Request) -> web.Response:
 def _period(request: web.Request) -> tuple[dt.date, dt.date, str]:
     zone = local_zone(request)
     today = dt.datetime.now(zone).date()
-    try:
-        start = dt.date.fromisoformat(request.query.get("from") or (today - dt.timedelta(days=6)).isoformat())
-        end = dt.date.fromisoformat(request.query.get("to") or today.isoformat())
-    except ValueError:
-        raise json_error(400, "日期格式应为 2025-10-08", "from") from None
+    start = iso_date(request.query.get("from") or today - dt.timedelta(days=6), "from", "开始日期")
+    end = iso_date(request.query.get("to") or today, "to", "结束日期")
     if end < start:
         raise json_error(400, "结束日期不能早于开始日期", "to")
     hotline = request.query.get("hotline", "")
@@ -246,19 +242,9 @@ async def report_export(request: web.Request) -> web.Response:
     rows = _export_rows(await build_report(request, start, end, hotline), start, end, hotline)
     name = f"report-{start:%Y%m%d}-{end:%Y%m%d}.{fmt}"
     if fmt == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer).writerows(rows)
-        body = ("\ufeff" + buffer.getvalue()).encode()  # BOM: Excel opens UTF-8 Chinese correctly
-        ctype = "text/csv"
+        body, ctype = csv_bytes(rows), "text/csv"
     else:
-        book = Workbook()
-        sheet = book.active
-        sheet.title = "服务质量"
-        for row in rows:
-            sheet.append(row)
-        out = io.BytesIO()
-        book.save(out)
-        body, ctype = out.getvalue(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        body, ctype = xlsx_bytes("服务质量", rows), XLSX_TYPE
     return web.Response(body=body, content_type=ctype,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from core import events as ev
 from core.models import Role, User
-from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY
+from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 
 KEEPALIVE_SECONDS = 15
 BLOCK_MS = 3000
@@ -155,8 +155,10 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     user: User = request[USER_KEY]
     redis = request.app[REDIS_KEY]
     last_id = request.headers.get("Last-Event-ID") or request.query.get("last_id") or ""
+    if STREAM_ID.fullmatch(last_id) and any(int(part) >= 2**64 for part in last_id.split("-")):
+        raise json_error(400, "事件编号超出范围，请刷新页面", "last_id")  # Redis would refuse it mid-stream
     response = await _start(request)
-    if not STREAM_ID.match(last_id):
+    if not STREAM_ID.fullmatch(last_id):
         # A fresh desk: start from now, after replaying a pop of a call still going on.
         newest = await redis.xrevrange(ev.STREAM, count=1)
         last_id = newest[0][0] if newest else "0-0"

@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import or_, select
 
 from agent_desk.auth import LEADS, forbidden_page
+from core.inputs import record_id
 from core.models import Role, User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
 from cti.models import CallRecord
@@ -49,7 +50,7 @@ def file_of(root: Path, recording: Recording) -> Path | None:
 
 async def play(request: web.Request) -> web.StreamResponse:
     user: User = request[USER_KEY]
-    rec_id = int(request.match_info["id"])
+    rec_id = record_id(request.match_info["id"], "id", "录音")
     async with request.app[DB_KEY].session() as db:
         recording = await db.get(Recording, rec_id)
         if recording is None:

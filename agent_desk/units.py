@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from agent_desk.auth import forbidden_page
 from agent_desk.common import local_time, local_zone
+from core.inputs import InputError, query_int
 from core.models import ROLE_LABELS, Unit, User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
 from cti.models import CallRecord
@@ -27,6 +28,7 @@ from tickets.deadlines import active_policy, days_left, policy_name, today_local
 from tickets.models import CLOSED_STATES, STATE_LABELS, Evidence, State, Ticket, TicketCall
 from tickets.queries import (
     EXPIRY_BUCKETS,
+    MAX_PAGE,
     TicketFilter,
     closing_rate,
     find_by_number,
@@ -34,7 +36,7 @@ from tickets.queries import (
     list_tickets,
     tracking_log,
 )
-from tickets.workflow import ACTIONS, WorkflowError, available_actions, can_view
+from tickets.workflow import ACTIONS, available_actions, can_view
 
 PAGE_SIZE = 20
 # Actions with their own controls on the page rather than a dialog.
@@ -89,9 +91,9 @@ async def ticket_list(request: web.Request) -> web.Response:
     error = None
     try:
         flt = TicketFilter.from_query(request.query)
-        page_no = max(1, int(request.query.get("page", "1") or 1))
-    except (WorkflowError, ValueError) as exc:
-        error = getattr(exc, "message", "页码应为整数")
+        page_no = query_int(request.query.get("page"), "page", "页码", 1, 1, MAX_PAGE)
+    except InputError as exc:
+        error = exc.message
         flt, page_no = TicketFilter(), 1
     async with request.app[DB_KEY].session() as db:
         page = await list_tickets(db, user, flt, day, page_no, PAGE_SIZE)

@@ -8,12 +8,15 @@ from typing import Any
 from aiohttp import web
 
 from core.db import Database
+from core.inputs import InputError, check_json
 from core.settings import Settings
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 DB_KEY = web.AppKey("db", Database)
 REDIS_KEY = web.AppKey("redis", object)  # redis.asyncio.Redis
 USER_KEY = "user"  # request[USER_KEY]: the logged-in core.models.User, set by the desk's auth middleware
+# app[ERROR_PAGE_KEY](request, message, status, field): the desk's Chinese error page (JSON for API calls).
+ERROR_PAGE_KEY = web.AppKey("error_page", object)
 
 
 def streamed_upload(handler: Any) -> Any:
@@ -40,11 +43,30 @@ def json_error(status: int, message: str, field: str | None = None, **extra: Any
     return exc_class(**kwargs)
 
 
+def input_error(exc: InputError) -> web.HTTPException:
+    return json_error(exc.status, exc.message, exc.field)
+
+
+@web.middleware
+async def input_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refused input anywhere below becomes a 4xx naming the field: an error page for pages, JSON otherwise."""
+    try:
+        return await handler(request)
+    except InputError as exc:
+        page = request.app.get(ERROR_PAGE_KEY)
+        if page is None:
+            raise input_error(exc) from None
+        return page(request, exc.message, exc.status, exc.field)
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise json_error(400, "请求内容嵌套层级过深") from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of thousands of digits
         raise json_error(400, "请求内容不是有效的 JSON") from exc
     if not isinstance(data, dict):
         raise json_error(400, "请求内容应为 JSON 对象")
+    check_json(data)
     return data

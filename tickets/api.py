@@ -20,7 +20,9 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.inputs import column_text, query_int, record_id, text
 from core.models import User
+from core.sheets import XLSX_TYPE
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json, streamed_upload
 from tickets import archive, dispatch, risk
 from tickets.deadlines import (
@@ -35,6 +37,8 @@ from tickets.deadlines import (
 from tickets.models import KIND_LABELS, STATE_LABELS, Evidence, Ticket, TicketAction
 from tickets.openapi import openapi_document
 from tickets.queries import (
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
     TicketFilter,
     closing_rates,
     find_by_number,
@@ -48,7 +52,8 @@ from tickets.workflow import WorkflowError, available_actions, can_view, perform
 routes = web.RouteTableDef()
 NUMBER = r"{number:\d{8,20}}"
 MAX_EVIDENCE_BYTES = 10 * 1024 * 1024  # default of [web] evidence_max_mb
-MAX_REMARK_BYTES = 2000
+MAX_REMARK_CHARS = 500
+MAX_REMARK_BYTES = 4 * MAX_REMARK_CHARS  # UTF-8: at most 4 bytes a character
 # Accepted evidence, recognised by the file's first bytes, not by its name or declared type.
 MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
@@ -90,14 +95,6 @@ def _workflow_error(exc: WorkflowError) -> web.HTTPException:
     return json_error(exc.status, exc.message, exc.field)
 
 
-def _int_param(request: web.Request, name: str, default: int, label: str) -> int:
-    raw = request.query.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise json_error(400, f"{label}应为整数", name) from None
 
 
 async def _visible_ticket(session: AsyncSession, request: web.Request) -> Ticket:
@@ -175,8 +172,10 @@ async def get_list(request: web.Request) -> web.Response:
     try:
         flt = TicketFilter.from_query(request.query)
         async with request.app[DB_KEY].session() as session:
-            page = await list_tickets(session, user, flt, today, _int_param(request, "page", 1, "页码"),
-                                      _int_param(request, "page_size", 20, "每页条数"))
+            page = await list_tickets(session, user, flt, today,
+                                      query_int(request.query.get("page"), "page", "页码", 1, 1, MAX_PAGE),
+                                      query_int(request.query.get("page_size"), "page_size", "每页条数", 20, 1,
+                                                MAX_PAGE_SIZE))
     except WorkflowError as exc:
         raise _workflow_error(exc) from None
     return web.json_response({"total": page.total, "page": page.page, "page_size": page.page_size,
@@ -196,7 +195,7 @@ async def get_export(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].session() as session:
         tickets = await iter_filtered(session, user, flt, today)
     body = archive.list_csv(tickets, today) if fmt == "csv" else archive.list_xlsx(tickets, today)
-    ctype = "text/csv" if fmt == "csv" else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    ctype = "text/csv" if fmt == "csv" else XLSX_TYPE
     return web.Response(body=body, content_type=ctype,
                         headers={"Content-Disposition": f'attachment; filename="tickets-{today:%Y%m%d}.{fmt}"'})
 
@@ -255,8 +254,7 @@ async def get_archive(request: web.Request) -> web.Response:
         except archive.ArchiveError as exc:
             raise json_error(409, str(exc), "number") from None
     body = archive.form_pdf(form) if fmt == "pdf" else archive.form_xlsx(form)
-    ctype = "application/pdf" if fmt == "pdf" else \
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    ctype = "application/pdf" if fmt == "pdf" else XLSX_TYPE
     return web.Response(body=body, content_type=ctype,
                         headers={"Content-Disposition": f'attachment; filename="{form.number}-{form.appendix}.{fmt}"'})
 
@@ -276,7 +274,8 @@ async def get_evidence_file(request: web.Request) -> web.StreamResponse:
     async with request.app[DB_KEY].session() as session:
         ticket = await _visible_ticket(session, request)
         evidence = await session.scalar(select(Evidence).where(
-            Evidence.id == int(request.match_info["evidence_id"]), Evidence.ticket_id == ticket.id))
+            Evidence.id == record_id(request.match_info["evidence_id"], "evidence_id", "凭证"),
+            Evidence.ticket_id == ticket.id))
     if evidence is None:
         raise json_error(404, "该工单没有这份凭证", "evidence_id")
     root = _evidence_root(request).resolve()
@@ -328,6 +327,7 @@ async def post_action(request: web.Request) -> web.Response:
     action = data.get("action")
     if not isinstance(action, str) or not action:
         raise json_error(400, "请选择操作", "action")
+    action = column_text(action, "action", "操作", TicketAction.__table__.c.action)
     return await _act(request, action, data.get("inputs") or {})
 
 
@@ -380,10 +380,17 @@ async def _read_upload(request: web.Request) -> Upload:
     try:
         while (part := await reader.next()) is not None:
             if part.name == "remark":
-                remark = (await _read_at_most(part, MAX_REMARK_BYTES)).decode("utf-8", "ignore")[:500]
+                raw = await _read_at_most(part, MAX_REMARK_BYTES + 1)
+                if len(raw) > MAX_REMARK_BYTES:
+                    raise json_error(400, f"说明不能超过 {MAX_REMARK_CHARS} 个字符", "remark")
+                try:
+                    remark = text(raw.decode(), "remark", "说明", max_length=MAX_REMARK_CHARS)
+                except UnicodeDecodeError:
+                    raise json_error(400, "说明不是有效的 UTF-8 文字", "remark") from None
             elif part.name == "file" and upload is None:
                 # Browsers send UTF-8 names raw; some clients (aiohttp) percent-encode them.
-                filename = Path(unquote(part.filename or "凭证")).name[:200]
+                filename = column_text(Path(unquote(part.filename or "凭证")).name or "凭证", "file", "文件名",
+                                       Evidence.__table__.c.filename)
                 incoming.mkdir(parents=True, exist_ok=True)
                 upload = Upload(filename, incoming / f"{secrets.token_hex(16)}.part", 0, "", b"", "")
                 digest = hashlib.sha256()

@@ -8,9 +8,7 @@ needs a CJK font: the Debian package ``fonts-wqy-microhei`` (path below, or
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,8 @@ from fpdf import FPDF
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 
+from core.inputs import clean_for_export
+from core.sheets import append_row, csv_bytes, workbook_bytes, xlsx_bytes
 from tickets.deadlines import SHANGHAI, days_left
 from tickets.models import (
     CLOSED_STATES,
@@ -111,21 +111,15 @@ def form_xlsx(form: ArchiveForm) -> bytes:
     ws.title = form.title
     ws.column_dimensions["A"].width = 28
     ws.column_dimensions["B"].width = 70
-    ws.append([form.title])
+    append_row(ws, [form.title])
     ws.merge_cells("A1:B1")
     ws["A1"].font = Font(bold=True, size=14)
     ws["A1"].alignment = Alignment(horizontal="center")
     for label, value in [*form.fields[:6], (form.content_label, form.content), *form.fields[6:]]:
-        ws.append([label, value])
+        append_row(ws, [label, value])
         ws.cell(ws.max_row, 2).alignment = Alignment(wrap_text=True, vertical="top")
-    ws.append([f"（GB/T 质检举报处置热线服务规范 附录 {form.appendix}）"])
-    return _save(wb)
-
-
-def _save(wb: Workbook) -> bytes:
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    append_row(ws, [f"（GB/T 质检举报处置热线服务规范 附录 {form.appendix}）"])
+    return workbook_bytes(wb)
 
 
 def _pdf() -> FPDF:
@@ -143,7 +137,8 @@ def form_pdf(form: ArchiveForm) -> bytes:
     pdf.set_font("cjk", size=16)
     pdf.cell(0, 12, form.title, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("cjk", size=10)
-    for label, value in [*form.fields[:6], (form.content_label, form.content), *form.fields[6:]]:
+    for label, raw in [*form.fields[:6], (form.content_label, form.content), *form.fields[6:]]:
+        value = clean_for_export(raw)  # a control character stored before the input checks must not break it
         y = pdf.get_y()
         pdf.multi_cell(50, 8, label, border=1, new_x="RIGHT", new_y="TOP")
         pdf.multi_cell(0, 8, value or " ", border=1, new_x="LMARGIN", new_y="NEXT")
@@ -176,18 +171,8 @@ def list_rows(tickets: list[Ticket], today: dt.date) -> list[list[str]]:
 
 
 def list_csv(tickets: list[Ticket], today: dt.date) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(LIST_COLUMNS)
-    writer.writerows(list_rows(tickets, today))
-    return buf.getvalue().encode("utf-8-sig")  # the BOM makes Excel read UTF-8
+    return csv_bytes([LIST_COLUMNS, *list_rows(tickets, today)])
 
 
 def list_xlsx(tickets: list[Ticket], today: dt.date) -> bytes:
-    wb = Workbook()
-    ws = wb.active
-    ws.title = "工单列表"
-    ws.append(list(LIST_COLUMNS))
-    for row in list_rows(tickets, today):
-        ws.append(row)
-    return _save(wb)
+    return xlsx_bytes("工单列表", [LIST_COLUMNS, *list_rows(tickets, today)])

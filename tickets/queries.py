@@ -14,6 +14,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from core import inputs
 from core.models import Unit, User
 from tickets.deadlines import days_left
 from tickets.models import (
@@ -25,11 +26,16 @@ from tickets.models import (
     Ticket,
     TicketAction,
 )
-from tickets.workflow import WorkflowError, visible_ticket_filter
+from tickets.workflow import WorkflowError, as_workflow_error, visible_ticket_filter
 
 # Days-to-expiry buckets of 000 §3.2 (inclusive bounds).
 EXPIRY_BUCKETS = {"0-9": (0, 9), "10-29": (10, 29), "30-59": (30, 59)}
 MAX_PAGE_SIZE = 200
+MAX_PAGE = 1_000_000
+FILTER_MAX_LENGTH = 64
+FILTER_LABELS = {"phone": "诉求方电话", "number": "工单号", "province": "省", "city": "市", "county": "区县",
+                 "expiry": "剩余天数", "complaint_object": "投诉对象", "event_category": "事件类别",
+                 "state": "工单状态", "hotline": "热线", "kind": "工单类型"}
 
 
 @dataclass
@@ -60,7 +66,10 @@ class TicketFilter:
                     raise WorkflowError("督办筛选应为 true 或 false", "supervised")
                 values[f.name] = raw in ("true", "1")
             else:
-                values[f.name] = str(raw)
+                # Filters are compared with columns: no value a column could not hold (NUL breaks PostgreSQL).
+                with as_workflow_error():
+                    values[f.name] = inputs.text(str(raw), f.name, f"筛选条件「{FILTER_LABELS[f.name]}」",
+                                                 max_length=FILTER_MAX_LENGTH, multiline=False)
         result = cls(**values)
         if result.expiry is not None and result.expiry not in EXPIRY_BUCKETS:
             raise WorkflowError(f"过期日期应为 {'、'.join(EXPIRY_BUCKETS)} 之一", "expiry")
@@ -123,8 +132,8 @@ class Page:
 async def list_tickets(session: AsyncSession, user: User, flt: TicketFilter, today: dt.date,
                        page: int = 1, page_size: int = 20) -> Page:
     """One page of the tickets ``user`` may see, newest first."""
-    if page < 1:
-        raise WorkflowError("页码应从 1 开始", "page")
+    if not 1 <= page <= MAX_PAGE:
+        raise WorkflowError(f"页码应在 1 到 {MAX_PAGE} 之间", "page")
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise WorkflowError(f"每页条数应在 1 到 {MAX_PAGE_SIZE} 之间", "page_size")
     query = filtered(user, flt, today)

@@ -17,15 +17,18 @@ centre also sees every ticket it registered; admins see everything.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import inputs
 from core.db import utcnow
+from core.inputs import InputError
 from core.models import Role, Unit, UnitLevel, User
 from cti.models import CallRecord
 from tickets import dispatch, risk
@@ -46,14 +49,19 @@ from tickets.models import (
 from tickets.numbering import next_number
 
 
-class WorkflowError(ValueError):
+class WorkflowError(InputError):
     """A refused step; ``message`` is Chinese and ``field`` names the input at fault (if any)."""
 
-    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.status = status
+
+@contextmanager
+def as_workflow_error() -> Iterator[None]:
+    """Input refused by the parsers of core.inputs, raised as the WorkflowError this module promises."""
+    try:
+        yield
+    except WorkflowError:
+        raise
+    except InputError as exc:
+        raise WorkflowError(exc.message, exc.field, exc.status) from None
 
 
 class PermissionDenied(WorkflowError):
@@ -75,41 +83,43 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
+MAX_LIST_ITEMS = 100
+
+
+def _column(key: str) -> Any:
+    """The ticket column an input of this name is stored in (its length bounds the input), if any."""
+    return Ticket.__table__.c.get(key)
+
+
 def _clean_value(f: Field, value: Any) -> Any:
     bad = WorkflowError(f"{f.label}格式不正确", f.key)
     if f.kind == "text":
-        if not isinstance(value, str):
-            raise bad
-        return value.strip()
+        return inputs.column_text(value, f.key, f.label, _column(f.key))
     if f.kind == "amount":
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            raise bad from None
-        if not amount.is_finite() or amount < 0:
-            raise WorkflowError(f"{f.label}应为不小于 0 的数字", f.key)
-        return str(amount.quantize(Decimal("0.01")))
+        return str(inputs.amount(value, f.key, f.label, Ticket.__table__.c.amount))
     if f.kind == "date":
-        try:
-            return dt.date.fromisoformat(str(value)).isoformat()
-        except ValueError:
-            raise WorkflowError(f"{f.label}应为日期（如 2025-10-08）", f.key) from None
-    if f.kind in ("unit", "level", "call"):
-        if f.kind == "unit" and (isinstance(value, bool) or not isinstance(value, int | str)
-                                 or not str(value).isdigit()):
-            raise bad
-        return int(value) if f.kind == "unit" else str(value)
+        return inputs.iso_date(value, f.key, f.label).isoformat()
+    if f.kind == "unit":
+        return inputs.record_id(value, f.key, f.label)
+    if f.kind == "level":
+        return inputs.text(value if isinstance(value, str) else str(value), f.key, f.label, max_length=16,
+                           multiline=False)
+    if f.kind == "call":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return inputs.column_text(value, f.key, f.label, CallRecord.__table__.c.call_id)
+    if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+        raise bad
     if f.kind == "clauses":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad
+        value = [inputs.text(v, f.key, f.label, max_length=200) for v in value]
         unknown = [v for v in value if v not in dispatch.categories().rejection_clauses]
         if unknown:
             raise WorkflowError(f"{f.label}不在规定条款中：{'、'.join(unknown)}", f.key)
         return value
     if f.kind == "ids":
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise bad
-        return value
+        return [inputs.record_id(v, f.key, f.label) for v in value]
     raise AssertionError(f.kind)
 
 
@@ -125,7 +135,8 @@ def validate_inputs(fields: tuple[Field, ...], inputs: dict[str, Any]) -> dict[s
                 verb = "选择" if f.kind in ("unit", "clauses", "level") else "填写"
                 raise WorkflowError(f"请{verb}{f.label}", f.key)
             continue
-        cleaned[f.key] = _clean_value(f, value)
+        with as_workflow_error():
+            cleaned[f.key] = _clean_value(f, value)
     return cleaned
 
 
@@ -513,6 +524,7 @@ REGISTRATION_FIELDS = (
     Field("unit_id", "处理单位", "unit", required=False), Field("answer", "答复内容", required=False),
     Field("source", "来源", required=False),
 )
+MAX_GROUP_SIZE = 100_000
 # Complaints need the parties and the classification of 000 §3.2; reports a place.
 REQUIRED_BY_KIND = {
     Kind.COMPLAINT: ("complainant_name", "respondent_name", "complaint_object", "event_category", "province"),
@@ -550,13 +562,15 @@ def validate_registration(data: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         raise WorkflowError("来源应为 agent、voicemail 或 ivr", "source") from None
     group = data.get("group_size", 1)
-    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
-        raise WorkflowError("诉求人数应为正整数", "group_size")
+    if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= MAX_GROUP_SIZE:
+        raise WorkflowError(f"诉求人数应为 1 到 {MAX_GROUP_SIZE} 之间的整数", "group_size")
     cleaned["group_size"] = group
     calls = data.get("call_ids") or []
-    if not isinstance(calls, list) or not all(isinstance(c, str) and c for c in calls):
+    if not isinstance(calls, list) or len(calls) > MAX_LIST_ITEMS or not all(isinstance(c, str) and c for c in calls):
         raise WorkflowError("来电编号应为字符串列表", "call_ids")
-    cleaned["call_ids"] = calls
+    with as_workflow_error():
+        cleaned["call_ids"] = [inputs.column_text(c, "call_ids", "来电编号", CallRecord.__table__.c.call_id)
+                               for c in calls]
     if "answer" in cleaned and kind != Kind.CONSULT:
         raise WorkflowError("只有咨询工单可以在登记时直接答复", "answer")
     return cleaned

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from ticket_helpers import complaint
 
 from core.settings import Settings
-from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY
+from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, input_errors
 from tickets.api import routes
 from tickets.models import Evidence, Ticket
 
@@ -40,7 +40,7 @@ async def client(db, users, tmp_path) -> AsyncIterator[TestClient]:
             request[USER_KEY] = users[name]
         return await handler(request)
 
-    app = web.Application(middlewares=[as_user])
+    app = web.Application(middlewares=[input_errors, as_user])
     app[DB_KEY] = db
     app[SETTINGS_KEY] = Settings(raw={}, var_dir=tmp_path)
     app[REDIS_KEY] = FakeRedis()
