@@ -420,6 +420,8 @@ async def _read_upload(request: web.Request) -> Upload:
 @streamed_upload
 async def post_evidence(request: web.Request) -> web.Response:
     user, policy = _user(request), _policy(request)
+    async with request.app[DB_KEY].session() as session:
+        await _visible_ticket(session, request)  # first: nothing is received for a ticket the user cannot see
     upload = await _read_upload(request)
     filename, remark, digest = upload.filename, upload.remark, upload.sha256
     root = _evidence_root(request)
