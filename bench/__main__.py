@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 
-from bench import capacity, live, offline
+from bench import capacity, live, login, offline
 from bench import tickets as ticket_queries
 from bench.report import Report
 
@@ -18,6 +18,7 @@ SECTIONS = {
     "ring-to-pop": live.ring_to_pop,
     "capacity": capacity.capacity,
     "tickets": ticket_queries.tickets,
+    "login": login.login,
 }
 
 
