@@ -149,3 +149,26 @@ async def test_unknown_users_cost_one_argon2_verification_off_the_event_loop(des
         agent = await db.scalar(select(User).where(User.username == "agent1"))
     assert argon2.extract_parameters(login_guard._dummy_user().password_hash) == \
         argon2.extract_parameters(agent.password_hash)
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled_not_the_proxys(desk, monkeypatch):
+    monkeypatch.setitem(desk.settings.raw["web"], "trust_forwarded_for", True)
+    monkeypatch.setitem(desk.settings.raw["web"], "login_address_failures", 3)
+    hasher = CountingHasher(core.models._hasher)
+    monkeypatch.setattr(core.models, "_hasher", hasher)
+
+    async def attempt(username: str, password: str | None, client_address: str) -> int:
+        page = await (await desk.client.get("/login")).text()
+        token = re.search(r'name="_csrf" value="([^"]+)"', page).group(1)
+        response = await desk.client.post("/login", data={
+            "username": username, "password": password or desk.settings.secrets["demo_password"], "_csrf": token,
+        }, headers={"X-Forwarded-For": f"203.0.113.9, {client_address}"}, allow_redirects=False)
+        return response.status
+
+    assert [await attempt(f"guess{i}", "wrong", "198.51.100.7") for i in range(3)] == [401, 401, 429]
+    verified = len(hasher.verify_threads)
+    assert await attempt("agent4", None, "198.51.100.7") == 429
+    assert len(hasher.verify_threads) == verified  # a locked source gets no password check at all
+    assert await attempt("agent4", None, "198.51.100.8") == 302  # another client behind the same proxy
+    [lock] = await audit_rows(desk, "198.51.100.7")
+    assert lock.subject_kind == "address"
