@@ -161,22 +161,28 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
     results = []
     out = runtime.rx("core show uptime seconds") if _port_open(settings["ami"]["host"], settings["ami"]["port"]) else ""
     results.append(Health("asterisk", "System uptime" in out, out.strip().splitlines()[0] if out else "not running"))
+    from core.service import heartbeat_key, problem_key
+
     heartbeats: dict[str, float] = {}
+    problems: dict[str, str] = {}
     try:
         client = redis_sync.Redis.from_url(settings.redis_url, socket_timeout=1)
         client.ping()
         results.append(Health("redis", True, settings.redis_url))
         for service in ("ivr", "cti", "recordings"):
-            value = client.get(f"hotline:health:{service}")
+            value = client.get(heartbeat_key(service))
             if value:
                 heartbeats[service] = float(value)
+            problem = client.get(problem_key(service))
+            if problem:  # the service says it is alive but not working (e.g. the CTI's consumer stuck)
+                problems[service] = problem.decode(errors="replace")
     except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", reported in words
         results.append(Health("redis", False, str(exc)))
     now = time.time()
     for service in ("ivr", "cti", "recordings"):
         age = now - heartbeats[service] if service in heartbeats else None
-        ok = age is not None and age < 10
-        detail = f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat"
+        ok = age is not None and age < 10 and service not in problems
+        detail = problems.get(service) or (f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat")
         if service == "ivr":
             ok = ok and _port_open(settings["agi"]["host"], settings["agi"]["port"])
         results.append(Health(service, ok, detail))

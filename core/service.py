@@ -19,13 +19,25 @@ def heartbeat_key(service: str) -> str:
     return f"hotline:health:{service}"
 
 
-async def heartbeat(redis: aioredis.Redis, service: str, healthy: Callable[[], bool] = lambda: True) -> None:
-    """Tell `./hotline status` this service is alive (and, via ``healthy``, working)."""
+def problem_key(service: str) -> str:
+    return f"hotline:health:{service}:problem"
+
+
+async def heartbeat(redis: aioredis.Redis, service: str, healthy: Callable[[], bool] = lambda: True,
+                    problem: Callable[[], str | None] = lambda: None) -> None:
+    """Tell `./hotline status` this service is alive (and, via ``healthy``/``problem``, working).
+
+    A ``problem`` (words for people) stops the heartbeat and is shown by the status at once."""
     log = setup_logging(service)
     while True:
         try:
-            if healthy():
+            trouble = problem() or (None if healthy() else "unhealthy")
+            if trouble is None:
                 await redis.set(heartbeat_key(service), str(time.time()), ex=HEARTBEAT_SECONDS * 5)
+                await redis.delete(problem_key(service))
+            else:
+                await redis.set(problem_key(service), trouble, ex=HEARTBEAT_SECONDS * 5)
+                await redis.delete(heartbeat_key(service))
         except Exception as exc:  # noqa: BLE001 - Redis down: keep serving calls, say so in the log
             log.warning("heartbeat_failed", error=str(exc))
         await asyncio.sleep(HEARTBEAT_SECONDS)

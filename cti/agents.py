@@ -9,17 +9,14 @@ of truth for queue membership (members are named "Display(username)").
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from sqlalchemy import select
 
 from core.db import Database
 from core.models import User
+from cti.books import member_username, phone_of
 from cti.control import AGENT_BY_PHONE, agent_session, set_agent_state
-from cti.tracker import phone_of
-
-MEMBER_USERNAME = re.compile(r"\(([^()]+)\)$")
 
 
 class AgentTracker:
@@ -29,6 +26,7 @@ class AgentTracker:
         self.wrapup_seconds = wrapup_seconds
         self.log = log
         self._wrapups: dict[int, asyncio.TimerHandle] = {}
+        self.needs_resync = False  # a state change was lost (Redis away): resync from QueueStatus
 
     async def _agent(self, event: Any) -> int | None:
         phone = phone_of(event.get("Interface") or event.get("StateInterface") or event.get("DestChannel"))
@@ -58,9 +56,13 @@ class AgentTracker:
 
     async def _end_wrapup(self, agent_id: int) -> None:
         self._wrapups.pop(agent_id, None)
-        session = await agent_session(self.redis, agent_id)
-        if session and session.get("state") == "wrapup":
-            await self._back_to_idle(agent_id)
+        try:
+            session = await agent_session(self.redis, agent_id)
+            if session and session.get("state") == "wrapup":
+                await self._back_to_idle(agent_id)
+        except Exception:  # noqa: BLE001 - Redis away: the states are rebuilt from QueueStatus when it is back
+            self.log.exception("wrapup_end_failed", agent_id=agent_id)
+            self.needs_resync = True
 
     async def _back_to_idle(self, agent_id: int) -> None:
         session = await agent_session(self.redis, agent_id) or {}
@@ -76,10 +78,10 @@ class AgentTracker:
             if message.get("Event") != "QueueMember":
                 continue
             phone = phone_of(message.get("StateInterface") or message.get("Location"))
-            match = MEMBER_USERNAME.search(message.get("Name") or message.get("MemberName") or "")
-            if not phone or not match:
+            username = member_username(message.get("Name") or message.get("MemberName"))
+            if not phone or not username:
                 continue
-            entry = members.setdefault(phone, {"username": match.group(1), "queues": [], "paused": True,
+            entry = members.setdefault(phone, {"username": username, "queues": [], "paused": True,
                                                "reason": None, "in_call": False, "since": 0.0})
             entry["queues"].append(message.get("Queue"))
             entry["paused"] = entry["paused"] and message.get("Paused") == "1"

@@ -1,67 +1,41 @@
-"""Reconcile call records after the CTI was away (AMI outage or service restart).
+"""Reconcile call records with Asterisk's books after the CTI missed events.
 
-Events during an outage are gone, so calls that began or ended meanwhile are
-rebuilt from Asterisk's own books: live channels (CoreShowChannels) and the
-CDR CSV (Master.csv) that Asterisk writes whatever the CTI is doing.
+Events are gone for any gap: an AMI outage, a CTI restart, or events the CTI received but could not
+write (database or Redis failing under it). The gap runs from the last event actually handled (the
+watermark, cti.service) to now, and Asterisk's own books cover it: live channels (CoreShowChannels),
+queue_log (queue, answer, agent, wait, transfers, abandonment) and the CDR CSV (start, end, the agent
+phone). Every record touched in the gap, live or ended, gets the facts it misses, and no call is
+classified as abandoned while queue_log says an agent answered it.
 """
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from core.db import Database
-from cti.models import CallRecord, CallState
+from core.models import User
+from cti.books import (
+    CDR_COLUMNS,
+    HOTLINE_CONTEXTS,
+    CdrCall,
+    QueueCall,
+    phone_of,
+    read_cdr_calls,
+    read_queue_log,
+)
+from cti.models import CallbackRequest, CallRecord, CallState
 
-# cdr_csv column order with loguniqueid and loguserfield (asterisk-conf/cdr.conf)
-CDR_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata",
-               "start", "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield")
-HOTLINE_CONTEXTS = ("from-carrier", "hotline-entry", "hotline-route", "hotline-queue", "hotline-voicemail",
-                    "hotline-callback")
+# CDR_COLUMNS and HOTLINE_CONTEXTS are kept importable from here (the CDR format now lives in cti.books).
+__all__ = ["CDR_COLUMNS", "HOTLINE_CONTEXTS", "apply_queue_facts", "reconcile", "talk_seconds"]
 
-
-@dataclass
-class CdrCall:
-    uniqueid: str
-    caller: str
-    did: str | None
-    start: datetime
-    end: datetime
-    answered: bool
-
-
-def _cdr_time(value: str) -> datetime | None:
-    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if value else None
-
-
-def read_cdr_calls(path: Path, since: datetime) -> dict[str, CdrCall]:
-    """Hotline calls in Master.csv that ended after ``since``, one per citizen leg (merged CDR rows)."""
-    calls: dict[str, CdrCall] = {}
-    if not path.exists():
-        return calls
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        for row in csv.reader(handle):
-            if len(row) < len(CDR_COLUMNS):
-                continue
-            cdr = dict(zip(CDR_COLUMNS, row, strict=False))
-            end = _cdr_time(cdr["end"])
-            start = _cdr_time(cdr["start"])
-            if not end or not start or end < since or cdr["dcontext"] not in HOTLINE_CONTEXTS:
-                continue
-            uid = cdr["uniqueid"]
-            known = calls.get(uid)
-            did = cdr["dst"] if cdr["dst"].startswith("123") else None
-            if known is None:
-                calls[uid] = CdrCall(uid, cdr["src"], did, start, end, cdr["disposition"] == "ANSWERED")
-            else:
-                known.start, known.end = min(known.start, start), max(known.end, end)
-                known.did = known.did or did
-    return calls
+# Asterisk's books have whole seconds; a little more than that either side of the watermark.
+MARGIN = timedelta(seconds=5)
+# How far before the gap queue_log is read for calls that were already up when it began.
+LONGEST_CALL = timedelta(hours=6)
 
 
 def _hms_seconds(value: str) -> int:
@@ -80,46 +54,127 @@ async def live_call_ids(ami) -> dict[str, dict[str, Any]]:
     return live
 
 
-async def reconcile(db: Database, ami, cdr_csv: Path, since: datetime, log) -> dict[str, int]:
-    """Close records whose calls ended while away; add calls that came and went unseen."""
+def bridged_phone(live: dict[str, dict[str, Any]], call_id: str) -> str | None:
+    """The agent phone in the same bridge as the citizen's channel, if any."""
+    bridge = (live.get(call_id) or {}).get("BridgeId")
+    if not bridge:
+        return None
+    return next((phone_of(c.get("Channel")) for uid, c in live.items()
+                 if uid != call_id and c.get("BridgeId") == bridge and phone_of(c.get("Channel"))), None)
+
+
+async def user_ids(session, usernames: set[str]) -> dict[str, int]:
+    if not usernames:
+        return {}
+    return dict((await session.execute(select(User.username, User.id).where(User.username.in_(usernames)))).all())
+
+
+def apply_queue_facts(record: CallRecord, queue: QueueCall | None, agent_id: int | None,
+                      agent_phone: str | None) -> bool:
+    """Fill what the record misses from queue_log; True when something changed. Live-tracked values
+    (event timestamps, finer than queue_log's seconds) are kept."""
+    changed = False
+
+    def put(name: str, value: Any) -> None:
+        nonlocal changed
+        if value is not None and getattr(record, name) is None:
+            setattr(record, name, value)
+            changed = True
+
+    put("agent_extension", agent_phone)
+    if queue is None:
+        return changed
+    put("queue", queue.queue)
+    put("queued_at", queue.entered)
+    if queue.connected is not None:
+        if record.answered_at is None:
+            record.answered_at = queue.connected
+            record.wait_seconds = queue.holdtime  # a guess made when it looked abandoned is replaced
+            changed = True
+            if record.state != CallState.ENDED:
+                record.state = CallState.TALKING
+        if record.abandoned:  # answered, whatever was believed before
+            record.abandoned = False
+            changed = True
+        put("agent_id", agent_id)
+        put("wait_seconds", queue.holdtime)
+    if queue.transfers and not record.transfers:
+        record.transfers = list(queue.transfers)
+        changed = True
+    if record.ended_at is not None and record.answered_at is not None and record.talk_seconds is None:
+        record.talk_seconds = talk_seconds(record)
+        changed = True
+    return changed
+
+
+def talk_seconds(record: CallRecord) -> float:
+    # Measured end to end, as the live tracker does: one figure across transfers and holds.
+    return max(0.0, (record.ended_at - record.answered_at).total_seconds() - (record.hold_seconds or 0))
+
+
+async def close_from_books(session, record: CallRecord, cdr: CdrCall | None, queue: QueueCall | None) -> None:
+    """The call is over (not live any more): end it where Asterisk says it ended."""
+    record.ended_at = cdr.end if cdr else queue.ended if queue and queue.ended else datetime.now(UTC)
+    record.state = CallState.ENDED
+    record.source = "reconciled"
+    if record.answered_at is not None:
+        record.talk_seconds = talk_seconds(record)
+    elif record.queued_at is not None and not record.voicemail_file:
+        callback = await session.scalar(select(CallbackRequest.id).where(CallbackRequest.call_id == record.call_id))
+        if callback is None:
+            record.abandoned = True
+            waited = queue.abandoned_wait if queue else None
+            record.wait_seconds = waited if waited is not None else \
+                (record.ended_at - record.queued_at).total_seconds()
+
+
+async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: datetime, log) -> dict[str, int]:
+    """Bring every record of a call that was up or ended since ``since`` in line with Asterisk's books:
+    close records whose calls ended, fill missed answers/agents/waits/transfers, add unseen calls."""
     live = await live_call_ids(ami)
-    cdr_calls = read_cdr_calls(cdr_csv, since - timedelta(minutes=1))
-    closed = added = 0
+    since = since - MARGIN
+    cdr_calls = read_cdr_calls(cdr_csv, since)
+    closed = added = repaired = 0
     async with db.transaction() as session:
-        open_records = (await session.scalars(select(CallRecord).where(CallRecord.ended_at.is_(None)))).all()
-        for record in open_records:
-            if record.call_id in live:
-                continue
-            cdr = cdr_calls.get(record.call_id)
-            record.ended_at = cdr.end if cdr else datetime.now(UTC)
-            record.state = CallState.ENDED
-            record.source = "reconciled"
-            if record.answered_at is None and record.queued_at is not None and not record.voicemail_file:
-                record.abandoned = True
-            if record.answered_at and record.talk_seconds is None:
-                record.talk_seconds = max(0.0, (record.ended_at - record.answered_at).total_seconds()
-                                          - (record.hold_seconds or 0))
-            closed += 1
-        known = set((await session.scalars(
-            select(CallRecord.call_id).where(CallRecord.call_id.in_(list(cdr_calls))))).all())
+        records = {r.call_id: r for r in (await session.scalars(select(CallRecord).where(or_(
+            CallRecord.ended_at.is_(None), CallRecord.ended_at >= since,
+            CallRecord.call_id.in_(list(cdr_calls) + list(live)))))).all()}
+        oldest = min([since, *(r.started_at for r in records.values()), *(c.start for c in cdr_calls.values())])
+        queue_calls = read_queue_log(queue_log, max(oldest - MARGIN, since - LONGEST_CALL))
+        agents = await user_ids(session, {q.username for q in queue_calls.values() if q.username})
         for uid, cdr in cdr_calls.items():
-            if uid in known or uid in live or uid.startswith("cz-"):
+            if uid in records or uid in live or uid.startswith("cz-"):
                 continue  # cz-: the test citizen's own half of a Local channel
-            session.add(CallRecord(
-                call_id=uid, caller_number=cdr.caller, did=cdr.did, hotline=cdr.did, started_at=cdr.start,
-                ended_at=cdr.end, state=CallState.ENDED, source="reconciled", direction="inbound",
-            ))
+            record = CallRecord(call_id=uid, caller_number=cdr.caller, did=cdr.did, hotline=cdr.did,
+                                started_at=cdr.start, state=CallState.ENDED, source="reconciled",
+                                direction="inbound")
+            session.add(record)
+            records[uid] = record
             added += 1
         # Calls still up that started while away: open a record so they are followed from now on.
         for uid, channel in live.items():
-            if not (channel.get("Context") or "").startswith("hotline") or uid in known:
+            if uid in records or not (channel.get("Context") or "").startswith("hotline"):
                 continue
-            exists = await session.scalar(select(CallRecord.id).where(CallRecord.call_id == uid))
-            if exists is None:
-                seconds = _hms_seconds(channel.get("Duration") or "0")
-                session.add(CallRecord(call_id=uid, caller_number=channel.get("CallerIDNum"),
-                                       started_at=datetime.now(UTC) - timedelta(seconds=seconds),
-                                       state=CallState.IVR, source="reconciled"))
-                added += 1
-    log.info("reconciled", closed=closed, added=added, live=len(live))
-    return {"closed": closed, "added": added, "live": len(live)}
+            seconds = _hms_seconds(channel.get("Duration") or "0")
+            record = CallRecord(call_id=uid, caller_number=channel.get("CallerIDNum"),
+                                started_at=datetime.now(UTC) - timedelta(seconds=seconds),
+                                state=CallState.IVR, source="reconciled")
+            session.add(record)
+            records[uid] = record
+            added += 1
+        for uid, record in records.items():
+            queue = queue_calls.get(uid)
+            cdr = cdr_calls.get(uid)
+            phone = None
+            if queue and queue.connected:
+                phone = bridged_phone(live, uid) or (cdr.agent_phone if cdr else None)
+            agent_id = agents.get(queue.username) if queue and queue.username else None
+            if apply_queue_facts(record, queue, agent_id, phone):
+                repaired += 1
+                if record.source == "ami":
+                    record.source = "reconciled"
+            if record.ended_at is None and uid not in live:
+                await close_from_books(session, record, cdr, queue)
+                closed += 1
+    log.info("reconciled", since=since.isoformat(), closed=closed, added=added, repaired=repaired, live=len(live))
+    return {"closed": closed, "added": added, "repaired": repaired, "live": len(live)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
@@ -17,13 +18,16 @@ from core.metrics import LatencySamples
 from core.service import heartbeat
 from core.settings import Settings
 from cti.agents import AgentTracker
+from cti.books import QueueCall, read_queue_log
 from cti.callbacks import CallbackDispatcher, request_from_call
+from cti.consumer import Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
 from cti.history import caller_history
-from cti.reconcile import reconcile
+from cti.reconcile import MARGIN, reconcile
 from cti.tracker import CallTracker
 
-LAST_SEEN = "hotline:cti:last_seen"
+UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
+REPAIR_EVERY = 2.0
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -32,55 +36,93 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
     ami = AmiClient(settings, events=settings["ami"]["cti_events"])
     timings = LatencySamples("cti")
+    unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)
 
     async def publish(event: ev.Event) -> None:
         try:
+            while unsent:  # keep the order: nothing overtakes what is still waiting
+                await ev.publish(redis, unsent[0])
+                unsent.popleft()
             await ev.publish(redis, event)
-        except Exception as exc:  # noqa: BLE001 - the record is in the database; live view catches up
+        except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
             log.warning("publish_failed", event_name=event.name, error=str(exc))
+            _keep_unsent(unsent, event)
 
     async def agent_for_phone(phone: str) -> int | None:
         try:
             value = await redis.hget(AGENT_BY_PHONE, phone)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the tracker falls back to the queue member's name
             return None
         return int(value) if value else None
 
-    tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log)
+    runtime = resolve_runtime(settings)
+    cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
+    queue_log = runtime.host_path(runtime.inside("log", "queue_log"))
+
+    def queue_books(call_id: str, since: datetime) -> QueueCall | None:
+        return read_queue_log(queue_log, since - MARGIN, {call_id}).get(call_id)
+
+    tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log,
+                          queue_books=queue_books)
+    agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
     events: asyncio.Queue = asyncio.Queue()
     ami.on_event("*", lambda _m, event: events.put_nowait(event))
 
-    async def consume() -> None:
-        while True:
-            event = await events.get()
-            await tracker.handle(event)
-            await agents.handle(event)
-            stamp = event.get("Timestamp")
-            if stamp:  # how far the books trail Asterisk (timestampevents = yes)
-                timings.record("event_lag", (time.time() - float(stamp)) * 1000)
+    async def lag(event) -> None:
+        stamp = event.get("Timestamp")
+        if stamp:  # how far the books trail Asterisk (timestampevents = yes)
+            timings.record("event_lag", (time.time() - float(stamp)) * 1000)
 
-    agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
-    runtime = resolve_runtime(settings)
-    cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
+    consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
+                                 Handler("agents", agents.handle, "agents"),
+                                 Handler("lag", lag, "none")],
+                        Watermark(settings.var_dir / "cti" / "watermark"), log)
+
+    async def reconcile_records(since: datetime) -> None:
+        # Holding the tracker's lock: events wait in the queue while their records are repaired.
+        async with tracker.lock:
+            await reconcile(db, ami, cdr_csv, queue_log, since, log)
+            consumer.records_repaired()
+
+    async def resync_agents() -> None:
+        consumer.agents_failed = agents.needs_resync = False
+        try:
+            await agents.resync(ami)
+        except Exception:
+            consumer.agents_failed = True
+            raise
 
     async def resynchronise() -> None:
         """After every (re)connect: Asterisk is the truth for what happened while we were away."""
+        mark = consumer.mark() or consumer.watermark.load()
+        since = datetime.fromtimestamp(mark, UTC) if mark else datetime.now(UTC) - timedelta(days=1)
         try:
-            seen = await redis.get(LAST_SEEN)
-            since = datetime.fromtimestamp(float(seen), UTC) if seen else datetime.now(UTC) - timedelta(days=1)
-            await reconcile(db, ami, cdr_csv, since, log)
-            await agents.resync(ami)
-        except Exception:  # noqa: BLE001 - retried on the next reconnect; live tracking goes on
-            log.exception("resync_failed")
+            await reconcile_records(since)
+        except Exception:  # noqa: BLE001 - the repair loop retries from the same moment
+            log.exception("reconcile_failed")
+            consumer.records_failed_from = min(since.timestamp(), consumer.records_failed_from or since.timestamp())
+        try:
+            await resync_agents()
+        except Exception:  # noqa: BLE001 - the repair loop retries
+            log.exception("agent_resync_failed")
 
-    async def remember_last_seen() -> None:
+    async def repair() -> None:
+        """Whatever failed while a part was away is put right once it answers again."""
         while True:
-            if ami.logged_in.is_set():
-                try:
-                    await redis.set(LAST_SEEN, str(time.time()))
-                except Exception:  # noqa: BLE001
-                    pass
-            await asyncio.sleep(2)
+            await asyncio.sleep(REPAIR_EVERY)
+            if not ami.logged_in.is_set():
+                continue
+            try:
+                if consumer.records_failed_from is not None:
+                    await reconcile_records(datetime.fromtimestamp(consumer.records_failed_from, UTC))
+                if consumer.agents_failed or agents.needs_resync:
+                    await resync_agents()
+                while unsent:
+                    await ev.publish(redis, unsent[0])
+                    unsent.popleft()
+            except Exception as exc:  # noqa: BLE001 - the part is still away: next round
+                log.warning("repair_pending", error=str(exc), records=consumer.records_failed_from,
+                            agents=consumer.agents_failed, unsent=len(unsent))
 
     callbacks = CallbackDispatcher(db, redis, ami, log)
     tracker.on_callback_result = callbacks.finish_attempt
@@ -95,18 +137,44 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 except Exception:  # noqa: BLE001 - next round retries
                     log.exception("callback_round_failed")
 
+    def problem() -> str | None:
+        if not ami.logged_in.is_set():
+            return "AMI 未连接"
+        return consumer.problem()
+
+    async def watchdog() -> str:
+        while True:
+            await asyncio.sleep(1)
+            reason = consumer.must_exit()
+            if reason:
+                return reason
+
     ami.on_reconnect(resynchronise)
     await ami.connect(timeout=None)
+    consumer.start()
     tasks = [
-        asyncio.create_task(remember_last_seen()),
+        asyncio.create_task(repair()),
         asyncio.create_task(dispatch_callbacks()),
-        asyncio.create_task(consume()),
-        asyncio.create_task(heartbeat(redis, "cti", ami.logged_in.is_set)),
+        asyncio.create_task(heartbeat(redis, "cti", problem=problem)),
         asyncio.create_task(timings.run(redis, log)),
     ]
-    await stop.wait()
-    for task in tasks:
+    stopping = asyncio.create_task(stop.wait())
+    guard = asyncio.create_task(watchdog())
+    await asyncio.wait([stopping, guard], return_when=asyncio.FIRST_COMPLETED)
+    for task in [*tasks, stopping, guard, consumer.task]:
         task.cancel()
+    consumer.persist(force=True)
     await ami.close()
     await redis.aclose()
     await db.close()
+    if guard.done() and not guard.cancelled():
+        # Exit non-zero: the supervisor starts a fresh CTI, which reconciles from the watermark.
+        log.error("cti_exiting", reason=guard.result())
+        raise SystemExit(1)
+
+
+def _keep_unsent(unsent: deque, event: ev.Event) -> None:
+    # A screen pop that comes late rings nothing: the call has moved on. Everything else (answers,
+    # ends, agent states) brings the desks and wallboard back in line.
+    if not isinstance(event, ev.ScreenPop):
+        unsent.append(event)

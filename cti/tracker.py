@@ -9,7 +9,6 @@ partial record that :mod:`cti.reconcile` completes from Asterisk's own CDRs.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,13 +19,16 @@ from sqlalchemy import select
 
 from core import events as ev
 from core.db import Database
+from cti.books import QueueCall, member_username, phone_of
 from cti.models import CallRecord, CallState
-
-PHONE_RE = re.compile(r"^PJSIP/(\d+)")
+from cti.reconcile import apply_queue_facts, talk_seconds, user_ids
 
 Publish = Callable[[ev.Event], Awaitable[Any]]
 AgentLookup = Callable[[str], Awaitable[int | None]]
 HistoryLookup = Callable[[str | None], Awaitable[dict[str, Any]]]
+# queue_log's account of one call since a moment (cti.books.read_queue_log), read when a call is about
+# to be classified as abandoned: the answer may have come while the CTI was not following.
+QueueBooks = Callable[[str, datetime], QueueCall | None]
 
 
 def event_time(event: Any) -> datetime:
@@ -45,11 +47,6 @@ def chan_var(event: Any, name: str, prefix: str = "ChanVariable") -> str | None:
     return event.get(f"{prefix}-{name}") or None
 
 
-def phone_of(interface: str | None) -> str | None:
-    match = PHONE_RE.match(interface or "")
-    return match.group(1) if match else None
-
-
 @dataclass
 class LiveCall:
     call_id: str
@@ -65,16 +62,20 @@ class CallTracker:
     """AMI event handlers -> call records (database) + live events (Redis stream)."""
 
     def __init__(self, db: Database, publish: Publish, agent_for_phone: AgentLookup,
-                 history: HistoryLookup, log) -> None:
+                 history: HistoryLookup, log, queue_books: QueueBooks | None = None) -> None:
         self.db = db
         self.publish = publish
         self.agent_for_phone = agent_for_phone
         self.history = history
         self.log = log
+        self.queue_books = queue_books
         self.calls: dict[str, LiveCall] = {}
         self.on_callback_result: Callable[[str | None, str | None, str], Awaitable[None]] | None = None
         self.on_callback_request: Callable[[CallRecord, Any], Awaitable[None]] | None = None
-        self._lock = asyncio.Lock()  # events of one connection are applied in order
+        # Events of one connection are applied in order; reconciliation holds it too, so no event is
+        # applied to a record while it is being repaired from Asterisk's books.
+        self.lock = asyncio.Lock()
+        self._agent_ids: dict[str, int] = {}
 
     # -- persistence ------------------------------------------------------
     async def _update(self, call_id: str, **values: Any) -> CallRecord:
@@ -105,16 +106,49 @@ class CallTracker:
         }
 
     # -- event handlers -----------------------------------------------------
-    async def handle(self, event: Any) -> None:
+    async def handle(self, event: Any) -> bool:
+        """Apply one event; False when it failed (its effect is then repaired from Asterisk's books)."""
         name = event.get("Event")
         handler = getattr(self, f"on_{name}", None)
         if handler is None:
-            return
-        async with self._lock:
+            return True
+        async with self.lock:
             try:
                 await handler(event)
             except Exception:  # noqa: BLE001 - one bad event must not stop the tracker
                 self.log.exception("event_failed", ami_event=name)
+                return False
+        return True
+
+    async def _agent_id(self, event: Any, phone: str | None) -> int | None:
+        """The agent on ``phone`` (Redis, set at log-in), else by the queue member's name
+        ("Display(username)"), which Asterisk puts on the event: an answer is never anonymous because
+        Redis is away."""
+        agent_id = await self.agent_for_phone(phone) if phone else None
+        username = member_username(event.get("MemberName"))
+        if agent_id is not None or username is None:
+            return agent_id
+        if username not in self._agent_ids:
+            async with self.db.session() as session:
+                found = await user_ids(session, {username})
+            if username not in found:
+                return None
+            self._agent_ids[username] = found[username]
+        return self._agent_ids[username]
+
+    async def _queued_at(self, call_id: str) -> datetime | None:
+        call = self.calls.get(call_id)
+        if call and call.queued:
+            return call.queued
+        async with self.db.session() as session:
+            return await session.scalar(select(CallRecord.queued_at).where(CallRecord.call_id == call_id))
+
+    async def _waited(self, event: Any, call_id: str) -> float:
+        """From the queue join to this event, on Asterisk's event timestamps (HoldTime is whole seconds)."""
+        queued = await self._queued_at(call_id)
+        if queued is None or not event.get("Timestamp"):
+            return float(event.get("HoldTime") or 0)
+        return max(0.0, (event_time(event) - queued).total_seconds())
 
     async def on_UserEvent(self, event: Any) -> None:
         kind = event.get("UserEvent")
@@ -153,7 +187,7 @@ class CallTracker:
     async def on_AgentCalled(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
         phone = phone_of(event.get("Interface") or event.get("DestChannel"))
-        agent_id = await self.agent_for_phone(phone) if phone else None
+        agent_id = await self._agent_id(event, phone)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.ringing_agents[phone or "?"] = agent_id
         now = event_time(event)
@@ -181,9 +215,9 @@ class CallTracker:
     async def on_AgentConnect(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
         phone = phone_of(event.get("Interface") or event.get("DestChannel"))
-        agent_id = await self.agent_for_phone(phone) if phone else None
+        agent_id = await self._agent_id(event, phone)
         when = event_time(event)
-        wait = float(event.get("HoldTime") or 0)
+        wait = await self._waited(event, call_id)
         self.calls.setdefault(call_id, LiveCall(call_id)).answered = True
         await self._update(call_id, answered_at=when, state=CallState.TALKING, agent_extension=phone,
                            agent_id=agent_id, wait_seconds=wait, queue=event.get("Queue"))
@@ -199,7 +233,7 @@ class CallTracker:
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
-        await self._update(call_id, abandoned=True, wait_seconds=float(event.get("HoldTime") or 0))
+        await self._update(call_id, abandoned=True, wait_seconds=await self._waited(event, call_id))
 
     # Hold is measured where the citizen hears it: music on hold on the citizen's own leg after an
     # agent answered (a phone's hold key and the desk's hold both end up there; queue music before
@@ -257,15 +291,32 @@ class CallTracker:
             record.state = CallState.ENDED
             record.hangup_cause = event.get("Cause-txt") or event.get("Cause")
             left_message = record.voicemail_file or chan_var(event, "CALLBACK_NUMBER")
+            if record.answered_at is None and record.queued_at is not None:
+                await self._answer_from_books(session, record)
             if record.answered_at is None and record.queued_at is not None and not left_message:
                 record.abandoned = True
                 record.wait_seconds = (when - record.queued_at).total_seconds()
             if record.answered_at is not None:
                 # Measured end to end rather than summed from AgentComplete: one figure across
                 # transfers and holds, never inflated by a second agent leg.
-                record.talk_seconds = max(0.0, (when - record.answered_at).total_seconds()
-                                          - (record.hold_seconds or 0))
+                record.talk_seconds = talk_seconds(record)
             agent_id, abandoned = record.agent_id, record.abandoned
             if chan_var(event, "CALLBACK_NUMBER") and self.on_callback_request is not None:
                 await self.on_callback_request(record, session)
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id))
+
+    async def _answer_from_books(self, session, record: CallRecord) -> None:
+        """Before a queued call is called abandoned: did an agent answer it while we were not looking?"""
+        if self.queue_books is None:
+            return
+        try:
+            queue = await asyncio.to_thread(self.queue_books, record.call_id, record.queued_at)
+        except OSError:
+            self.log.exception("queue_log_unreadable", call_id=record.call_id)
+            return
+        if queue is None or queue.connected is None:
+            return
+        agents = await user_ids(session, {queue.username}) if queue.username else {}
+        apply_queue_facts(record, queue, agents.get(queue.username or ""), None)
+        record.source = "reconciled"
+        self.log.info("answer_from_queue_log", call_id=record.call_id, member=queue.member)

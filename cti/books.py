@@ -1,0 +1,195 @@
+"""Asterisk's own books of the calls: queue_log and the CDR CSV (Master.csv).
+
+Asterisk writes both whatever the CTI is doing, so they are the truth for anything that happened while
+the CTI was not following (its own outage, Redis or the database failing under it). Both files only grow
+and are in time order, so the part since a moment is found by bisecting the file, never by reading a
+year of calls. Their resolution is Asterisk's: whole seconds.
+
+queue_log lines: ``epoch|callid|queue|agent|EVENT|data1|data2|...``; with ``log_membername_as_agent``
+the agent is the member name, ``Display(username)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# cdr_csv column order with loguniqueid and loguserfield (asterisk-conf/cdr.conf)
+CDR_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata",
+               "start", "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield")
+HOTLINE_CONTEXTS = ("from-carrier", "hotline-entry", "hotline-route", "hotline-queue", "hotline-voicemail",
+                    "hotline-callback")
+MEMBER_USERNAME = re.compile(r"\(([^()]+)\)$")
+PHONE_RE = re.compile(r"^PJSIP/(\d+)")
+BISECT_UNTIL = 64 * 1024  # read linearly once the window is this small
+
+
+def phone_of(interface: str | None) -> str | None:
+    match = PHONE_RE.match(interface or "")
+    return match.group(1) if match else None
+
+
+def member_username(member: str | None) -> str | None:
+    """``王丽(agent1)`` -> ``agent1`` (queue members are named so at log-in, cti.control.agent_login)."""
+    match = MEMBER_USERNAME.search(member or "")
+    return match.group(1) if match else None
+
+
+def lines_since(path: Path, since: float, stamp: Callable[[str], float | None]) -> Iterator[str]:
+    """Lines of an append-only, time-ordered file from about ``since`` (epoch) on; earlier ones may come
+    too (callers filter), later ones are never skipped."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        lo, hi = 0, handle.seek(0, 2)
+        while hi - lo > BISECT_UNTIL:
+            mid = (lo + hi) // 2
+            handle.seek(mid)
+            handle.readline()  # the rest of a line cut in two
+            when = stamp(handle.readline().decode("utf-8", "replace"))
+            if when is not None and when < since:
+                lo = mid
+            else:  # unreadable counts as late: read more rather than skip a call
+                hi = mid
+        handle.seek(lo)
+        if lo:
+            handle.readline()
+        for raw in handle:
+            yield raw.decode("utf-8", "replace")
+
+
+# --- queue_log -------------------------------------------------------------------------------------
+
+@dataclass
+class QueueCall:
+    """What queue_log says about one call (callid = the uniqueid of the channel in Queue())."""
+
+    call_id: str
+    queue: str | None = None
+    entered: datetime | None = None
+    connected: datetime | None = None   # first answer by an agent
+    member: str | None = None           # who answered, "Display(username)"
+    holdtime: float | None = None       # waited before that answer (whole seconds)
+    ended: datetime | None = None       # the queue part ended: completed, transferred, abandoned, timed out
+    calltime: float | None = None
+    abandoned_wait: float | None = None
+    timed_out: bool = False
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def username(self) -> str | None:
+        return member_username(self.member)
+
+
+def _epoch(value: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _queue_log_stamp(line: str) -> float | None:
+    head = line.split("|", 1)[0]
+    return float(head) if head.isdigit() else None
+
+
+def _number(values: list[str], index: int) -> float | None:
+    try:
+        return float(values[index])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_queue_log(path: Path, since: datetime, call_ids: set[str] | None = None) -> dict[str, QueueCall]:
+    """Calls with queue_log lines at or after ``since`` (optionally only ``call_ids``)."""
+    calls: dict[str, QueueCall] = {}
+    floor = since.timestamp()
+    for line in lines_since(path, floor, _queue_log_stamp):
+        fields = line.rstrip("\r\n").split("|")
+        if len(fields) < 5 or fields[1] in ("NONE", "") or (call_ids is not None and fields[1] not in call_ids):
+            continue
+        when = _epoch(fields[0])
+        if when is None or when.timestamp() < floor:
+            continue
+        apply_queue_log_line(calls.setdefault(fields[1], QueueCall(fields[1])), when, fields)
+    return {uid: call for uid, call in calls.items() if call.entered or call.connected or call.ended}
+
+
+def apply_queue_log_line(call: QueueCall, when: datetime, fields: list[str]) -> None:
+    queue, agent, event, data = fields[2], fields[3], fields[4], fields[5:]
+    if event == "ENTERQUEUE":
+        if call.entered is None:
+            call.entered, call.queue = when, queue
+    elif event == "CONNECT":
+        if call.connected is None:
+            call.connected, call.member, call.holdtime = when, agent, _number(data, 0)
+            call.queue = call.queue or queue
+    elif event in ("COMPLETECALLER", "COMPLETEAGENT"):
+        call.ended, call.calltime = when, _number(data, 1)
+    elif event in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
+        kind = "blind" if event == "BLINDTRANSFER" else "attended"
+        target = data[0] if kind == "blind" and data else (data[1] if len(data) > 1 else None)
+        call.transfers.append({"kind": kind, "at": when.isoformat(), "result": "Success", "to": target,
+                               "agent": agent})
+        call.ended, call.calltime = when, _number(data, 3)
+    elif event == "ABANDON":
+        call.ended, call.abandoned_wait = when, _number(data, 2)
+    elif event in ("EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY"):
+        call.ended, call.timed_out = when, True
+
+
+# --- CDR -------------------------------------------------------------------------------------------
+
+@dataclass
+class CdrCall:
+    uniqueid: str
+    caller: str
+    did: str | None
+    start: datetime
+    end: datetime
+    answered: bool
+    agent_phone: str | None = None  # the agent phone that answered the queue call (dstchannel)
+
+
+def _cdr_time(value: str) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) if value else None
+    except ValueError:
+        return None
+
+
+def _cdr_stamp(line: str) -> float | None:
+    rows = list(csv.reader([line]))
+    if not rows or len(rows[0]) < len(CDR_COLUMNS):
+        return None
+    end = _cdr_time(rows[0][CDR_COLUMNS.index("end")])
+    return end.timestamp() if end else None
+
+
+def read_cdr_calls(path: Path, since: datetime) -> dict[str, CdrCall]:
+    """Hotline calls in Master.csv that ended after ``since``, one per citizen leg (merged CDR rows)."""
+    calls: dict[str, CdrCall] = {}
+    for row in csv.reader(lines_since(path, since.timestamp(), _cdr_stamp)):
+        if len(row) < len(CDR_COLUMNS):
+            continue
+        cdr = dict(zip(CDR_COLUMNS, row, strict=False))
+        end = _cdr_time(cdr["end"])
+        start = _cdr_time(cdr["start"])
+        if not end or not start or end < since or cdr["dcontext"] not in HOTLINE_CONTEXTS:
+            continue
+        uid = cdr["uniqueid"]
+        known = calls.get(uid)
+        did = cdr["dst"] if cdr["dst"].startswith("123") else None
+        phone = phone_of(cdr["dstchannel"]) if cdr["disposition"] == "ANSWERED" else None
+        if known is None:
+            calls[uid] = CdrCall(uid, cdr["src"], did, start, end, cdr["disposition"] == "ANSWERED", phone)
+        else:
+            known.start, known.end = min(known.start, start), max(known.end, end)
+            known.did = known.did or did
+            known.agent_phone = known.agent_phone or phone
+    return calls

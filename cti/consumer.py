@@ -1,0 +1,156 @@
+"""The CTI's event consumer: every handler guarded, its liveness and progress watched, and the watermark
+of the last event actually handled kept on disk.
+
+Nothing one handler raises stops consumption. What failed is remembered so it can be repaired once the
+failing part is back: call-record work from Asterisk's books (the gap starts at the oldest failed event),
+agent states from QueueStatus, live events re-sent. A consumer that died or is stuck in one event makes
+the CTI unhealthy at once and, if it stays so, ends the process so the supervisor restarts it; the
+restarted CTI reconciles from the watermark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# One event taking longer than this means the consumer is stuck (a normal one takes milliseconds,
+# p99 under load 237 ms, bench/results.md): unhealthy from here on.
+STALL_SECONDS = 5.0
+# Stuck this long: the process ends and the supervisor starts a fresh one (which reconciles).
+STALL_EXIT_SECONDS = 60.0
+WATERMARK_EVERY = 1.0  # seconds between watermark writes while events flow
+
+
+@dataclass
+class Handler:
+    name: str
+    handle: Callable[[Any], Awaitable[bool | None]]
+    # What to remember when it fails: "records" (repair from the books), "agents" (resync agent states)
+    # or "none" (nothing lasting, e.g. a latency sample).
+    repairs: str
+
+
+class Watermark:
+    """Asterisk time (epoch) of the last event handled; reconciliation after any gap starts here."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> float | None:
+        try:
+            return float(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def store(self, stamp: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(f"{stamp:.6f}\n")
+        os.replace(temporary, self.path)  # never a half-written watermark
+
+
+class Consumer:
+    def __init__(self, queue: asyncio.Queue, handlers: list[Handler], watermark: Watermark, log,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue = queue
+        self.handlers = handlers
+        self.watermark = watermark
+        self.log = log
+        self.clock = clock
+        self.handled = 0
+        self.busy_since: float | None = None
+        self.last_handled: float | None = None     # Asterisk timestamp of the last event handled
+        self.records_failed_from: float | None = None  # oldest event whose record work failed
+        self.agents_failed = False
+        self._written_at = 0.0
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> asyncio.Task:
+        self.task = asyncio.create_task(self.run(), name="cti-consumer")
+        return self.task
+
+    async def run(self) -> None:
+        while True:
+            event = await self.queue.get()
+            self.busy_since = self.clock()
+            try:
+                await self.handle(event)
+            finally:
+                self.busy_since = None
+
+    async def handle(self, event: Any) -> None:
+        stamp = _stamp(event)
+        for handler in self.handlers:
+            try:
+                ok = await handler.handle(event) is not False
+            except Exception:  # noqa: BLE001 - logged; repaired once the failing part is back
+                self.log.exception("handler_failed", handler=handler.name, ami_event=event.get("Event"))
+                ok = False
+            if not ok:
+                self._failed(handler.repairs, stamp)
+        self.handled += 1
+        if stamp is not None:
+            self.last_handled = max(stamp, self.last_handled or stamp)
+        self.persist()
+
+    def _failed(self, repairs: str, stamp: float | None) -> None:
+        if repairs == "agents":
+            self.agents_failed = True
+        elif repairs == "records":
+            when = stamp if stamp is not None else time.time()
+            self.records_failed_from = min(when, self.records_failed_from or when)
+
+    def mark(self) -> float | None:
+        """What may be written as handled: never past an event whose record work still needs repair."""
+        if self.records_failed_from is not None:
+            return min(self.records_failed_from, self.last_handled or self.records_failed_from)
+        return self.last_handled
+
+    def persist(self, force: bool = False) -> None:
+        now = self.clock()
+        mark = self.mark()
+        if mark is None or (not force and now - self._written_at < WATERMARK_EVERY):
+            return
+        try:
+            self.watermark.store(mark)
+            self._written_at = now
+        except OSError as exc:
+            self.log.warning("watermark_not_written", error=str(exc))
+
+    def records_repaired(self) -> None:
+        """Reconciliation covered every failed event. Called holding the tracker's lock: record work
+        only fails inside it, so none can have failed meanwhile."""
+        self.records_failed_from = None
+        self.persist(force=True)
+
+    def problem(self) -> str | None:
+        """Why the CTI is not following calls now, in words for `./hotline status`; None when it is."""
+        if self.task is not None and self.task.done():
+            error = None if self.task.cancelled() else self.task.exception()
+            return f"CTI 事件处理已停止（{error!r}）"
+        if self.busy_since is not None:
+            stuck = self.clock() - self.busy_since
+            if stuck > STALL_SECONDS:
+                return f"CTI 事件处理卡住 {stuck:.0f} 秒（待处理 {self.queue.qsize()} 个事件）"
+        return None
+
+    def must_exit(self) -> str | None:
+        """Dead, or stuck long enough that only a restart helps."""
+        if self.task is not None and self.task.done():
+            return self.problem()
+        if self.busy_since is not None and self.clock() - self.busy_since > STALL_EXIT_SECONDS:
+            return self.problem()
+        return None
+
+
+def _stamp(event: Any) -> float | None:
+    try:
+        value = event.get("Timestamp")
+        return float(value) if value else None
+    except (TypeError, ValueError):
+        return None

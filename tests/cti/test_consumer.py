@@ -1,0 +1,119 @@
+"""The CTI's consumer and Asterisk's books as pure logic (the stack tests are tests/cti/test_cti_outages.py).
+
+A handler that raises must not stop consumption; what failed is remembered for repair and the
+watermark never passes it; a dead or stuck consumer is reported and, when stuck for long, must end the
+process. queue_log is read from the gap on, also from the middle of a large file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cti import consumer as consumer_module
+from cti.books import read_queue_log
+from cti.consumer import Consumer, Handler, Watermark
+
+
+class Log:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict]] = []
+
+    def exception(self, event: str, **kw) -> None:
+        self.lines.append((event, kw))
+
+    warning = info = exception
+
+
+def _event(name: str, stamp: float) -> dict:
+    return {"Event": name, "Timestamp": f"{stamp:.6f}"}
+
+
+async def test_a_failing_handler_does_not_stop_consumption_and_holds_the_watermark(tmp_path: Path):
+    handled: list[str] = []
+
+    async def calls(event: dict) -> bool:
+        if event["Event"] == "AgentConnect":
+            return False  # e.g. the database refused the write
+        handled.append(event["Event"])
+        return True
+
+    async def agents(event: dict) -> None:
+        if event["Event"] == "AgentComplete":
+            raise ConnectionError("Redis is away")
+
+    queue: asyncio.Queue = asyncio.Queue()
+    watermark = Watermark(tmp_path / "watermark")
+    consumer = Consumer(queue, [Handler("calls", calls, "records"), Handler("agents", agents, "agents")],
+                        watermark, Log())
+    for name, stamp in (("QueueCallerJoin", 100.5), ("AgentConnect", 101.25), ("AgentComplete", 130.0),
+                        ("Hangup", 131.0)):
+        queue.put_nowait(_event(name, stamp))
+    task = consumer.start()
+    while consumer.handled < 4:
+        await asyncio.sleep(0.01)
+    assert not task.done() and consumer.problem() is None
+    assert handled == ["QueueCallerJoin", "AgentComplete", "Hangup"]
+    assert consumer.agents_failed
+    assert consumer.records_failed_from == 101.25 and consumer.last_handled == 131.0
+    consumer.persist(force=True)
+    assert watermark.load() == 101.25  # not past the event whose record work still needs repair
+    consumer.records_repaired()
+    assert watermark.load() == 131.0
+    task.cancel()
+
+
+async def test_a_dead_or_stuck_consumer_is_a_problem_and_a_long_stall_must_end_the_process(tmp_path: Path):
+    now = [1000.0]
+    release = asyncio.Event()
+
+    async def stuck(_event: dict) -> None:
+        await release.wait()
+
+    queue: asyncio.Queue = asyncio.Queue()
+    consumer = Consumer(queue, [Handler("calls", stuck, "records")], Watermark(tmp_path / "w"), Log(),
+                        clock=lambda: now[0])
+    task = consumer.start()
+    queue.put_nowait(_event("Hangup", 5.0))
+    await asyncio.sleep(0.05)
+    assert consumer.problem() is None
+    now[0] += consumer_module.STALL_SECONDS + 1
+    assert "卡住" in consumer.problem() and consumer.must_exit() is None
+    now[0] += consumer_module.STALL_EXIT_SECONDS
+    assert consumer.must_exit()
+    release.set()
+    await asyncio.sleep(0.05)
+    assert consumer.problem() is None and consumer.handled == 1
+    task.cancel()
+    await asyncio.sleep(0)
+    assert "停止" in consumer.problem() and consumer.must_exit()
+
+
+QUEUE_LOG = """\
+{t0}|NONE|NONE|NONE|QUEUESTART|
+{t1}|hl-1|12301-complaint|NONE|ENTERQUEUE||13700000001|1
+{t2}|hl-1|12301-complaint|王丽(agent1)|RINGNOANSWER|1000
+{t3}|hl-1|12301-complaint|张敏(agent3)|CONNECT|7|1796000000.12|1
+{t4}|hl-1|12301-complaint|张敏(agent3)|BLINDTRANSFER|12365-report|desk-transfer|7|20|1
+{t5}|hl-2|12301-general|NONE|ENTERQUEUE||13700000002|1
+{t6}|hl-2|12301-general|NONE|ABANDON|1|1|9
+"""
+
+
+def test_queue_log_gives_answer_agent_wait_transfer_and_abandonment(tmp_path: Path):
+    path = tmp_path / "queue_log"
+    # Thousands of older calls first, so the reader has to find the gap in the middle of the file.
+    filler = "".join(f"{1_700_000_000 + i}|old-{i}|12301-general|NONE|ENTERQUEUE||1|1\n" for i in range(5000))
+    base = 1_800_000_000
+    path.write_text(filler + QUEUE_LOG.format(**{f"t{i}": base + 10 * i for i in range(7)}))
+    calls = read_queue_log(path, datetime.fromtimestamp(base, UTC))
+    assert set(calls) == {"hl-1", "hl-2"}
+    first, second = calls["hl-1"], calls["hl-2"]
+    assert first.queue == "12301-complaint" and first.entered.timestamp() == base + 10
+    assert first.connected.timestamp() == base + 30 and first.username == "agent3" and first.holdtime == 7
+    assert first.transfers == [{"kind": "blind", "at": datetime.fromtimestamp(base + 40, UTC).isoformat(),
+                                "result": "Success", "to": "12365-report", "agent": "张敏(agent3)"}]
+    assert first.calltime == 20
+    assert second.connected is None and second.abandoned_wait == 9
+    assert set(read_queue_log(path, datetime.fromtimestamp(base, UTC), {"hl-2"})) == {"hl-2"}
