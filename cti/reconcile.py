@@ -88,14 +88,14 @@ def apply_queue_facts(record: CallRecord, queue: QueueCall | None, agent_id: int
     put("queued_at", queue.entered)
     if queue.connected is not None:
         if record.answered_at is None:
+            # Answered while nobody was looking: whatever was believed before (abandoned, and the wait
+            # measured up to the hang-up) gives way to Asterisk's account.
             record.answered_at = queue.connected
-            record.wait_seconds = queue.holdtime  # a guess made when it looked abandoned is replaced
+            record.wait_seconds = queue.holdtime
+            record.abandoned = False
             changed = True
             if record.state != CallState.ENDED:
                 record.state = CallState.TALKING
-        if record.abandoned:  # answered, whatever was believed before
-            record.abandoned = False
-            changed = True
         put("agent_id", agent_id)
         put("wait_seconds", queue.holdtime)
     if queue.transfers and not record.transfers:
@@ -137,8 +137,12 @@ async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: da
     closed = added = repaired = 0
     async with db.transaction() as session:
         records = {r.call_id: r for r in (await session.scalars(select(CallRecord).where(or_(
-            CallRecord.ended_at.is_(None), CallRecord.ended_at >= since,
-            CallRecord.call_id.in_(list(cdr_calls) + list(live)))))).all()}
+            CallRecord.ended_at.is_(None), CallRecord.ended_at >= since)))).all()}
+        others = sorted((set(cdr_calls) | set(live)) - set(records))
+        for start in range(0, len(others), 500):  # a long gap can name more calls than SQL takes at once
+            chunk = others[start:start + 500]
+            records.update((r.call_id, r) for r in (await session.scalars(
+                select(CallRecord).where(CallRecord.call_id.in_(chunk)))).all())
         oldest = min([since, *(r.started_at for r in records.values()), *(c.start for c in cdr_calls.values())])
         queue_calls = read_queue_log(queue_log, max(oldest - MARGIN, since - LONGEST_CALL))
         agents = await user_ids(session, {q.username for q in queue_calls.values() if q.username})

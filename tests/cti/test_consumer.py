@@ -117,3 +117,21 @@ def test_queue_log_gives_answer_agent_wait_transfer_and_abandonment(tmp_path: Pa
     assert first.calltime == 20
     assert second.connected is None and second.abandoned_wait == 9
     assert set(read_queue_log(path, datetime.fromtimestamp(base, UTC), {"hl-2"})) == {"hl-2"}
+
+
+def test_an_answer_in_queue_log_overrules_an_abandoned_guess():
+    from cti.books import QueueCall
+    from cti.models import CallRecord, CallState
+    from cti.reconcile import apply_queue_facts
+
+    at = lambda s: datetime.fromtimestamp(1_800_000_000 + s, UTC)  # noqa: E731
+    record = CallRecord(call_id="hl-9", started_at=at(0), queued_at=at(10.4), ended_at=at(60.7), abandoned=True,
+                        wait_seconds=50.3, state=CallState.ENDED, hold_seconds=0.0, transfers=[])
+    queue = QueueCall("hl-9", queue="12301-complaint", entered=at(10), connected=at(22), member="王丽(agent1)",
+                      holdtime=12, ended=at(60), calltime=38)
+    assert apply_queue_facts(record, queue, 7, "8001")
+    assert record.answered_at == at(22) and not record.abandoned and record.wait_seconds == 12
+    assert record.agent_id == 7 and record.agent_extension == "8001" and record.state == CallState.ENDED
+    assert abs(record.talk_seconds - 38.7) < 1e-6
+    assert record.queued_at == at(10.4)  # the live, finer value is kept
+    assert not apply_queue_facts(record, queue, 7, "8001")  # nothing more to repair

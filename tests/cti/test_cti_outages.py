@@ -109,6 +109,14 @@ async def _cti_health(stack) -> tuple[bool, str]:
     return cti.ok, cti.detail
 
 
+async def _wait_healthy(stack, waiter, timeout: float, what: str) -> None:
+    async def healthy():
+        ok, _ = await _cti_health(stack)
+        return ok
+
+    await waiter(healthy, timeout=timeout, what=what)
+
+
 async def _hang_up(ami, call_id: str) -> None:
     channel = next(c["Channel"] for c in await control.live_channels(ami) if c.get("Uniqueid") == call_id)
     await control.hangup(ami, channel)
@@ -189,6 +197,15 @@ class LeadDesk:
         return {row[0]: row[1] for row in rows if len(row) >= 2}
 
 
+@pytest.fixture(autouse=True)
+async def no_call_left_up(stack, ami):
+    """A failed test must not leave its citizen talking to an agent phone the next test needs."""
+    yield
+    for channel in await control.live_channels(ami):
+        with suppress(Exception):
+            await control.hangup(ami, channel["Channel"])
+
+
 @pytest.fixture
 async def two_agents(stack, ami, db, redis, no_agents):
     async with agents_on_phones(stack.settings, stack.runtime, ami, redis, db,
@@ -257,11 +274,7 @@ async def test_b_a_call_answered_while_the_cti_is_down_is_answered_not_abandoned
         finally:
             supervisorctl(stack.settings, "start", "cti")
         if ends == "after_the_cti_is_back":
-            async def healthy():
-                ok, _ = await _cti_health(stack)
-                return ok
-
-            await waiter(healthy, timeout=30, what="the CTI back")
+            await _wait_healthy(stack, waiter, 30, "the CTI back")
             await asyncio.sleep(2)
             await _hang_up(ami, call.call_id)
             await _ended_in_asterisk(stack, call.call_id, waiter)
@@ -309,11 +322,7 @@ async def test_a_stalled_consumer_makes_the_cti_unhealthy_and_its_lost_work_is_r
     finally:
         await lock
 
-    async def healthy():
-        ok, _ = await _cti_health(stack)
-        return ok
-
-    await waiter(healthy, timeout=60, what="the CTI healthy again")
+    await _wait_healthy(stack, waiter, 60, "the CTI healthy again")
     await asyncio.sleep(1)
     await _hang_up(ami, call.call_id)
     await _ended_in_asterisk(stack, call.call_id, waiter)
@@ -353,11 +362,7 @@ async def test_a_redis_outage_loses_no_call_and_the_cti_stays_honest(stack, ami,
     await _reconnect(redis)
     last = (await redis.xrevrange(STREAM, count=1) or [("0-0", {})])[0][0]
 
-    async def healthy():
-        ok, _ = await _cti_health(stack)
-        return ok
-
-    await waiter(healthy, timeout=30, what="the CTI healthy again after Redis came back")
+    await _wait_healthy(stack, waiter, 30, "the CTI healthy again after Redis came back")
     await _answered_in_asterisk(stack, second.call_id, waiter)
     await _answered_in_asterisk(stack, third.call_id, waiter)
     await asyncio.sleep(2)
