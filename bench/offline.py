@@ -10,38 +10,42 @@ from pathlib import Path
 
 from bench.report import Report
 from cti.sizing import agents_needed
-from recordings.storage import RAW_BYTES_PER_SECOND, compress_raw_stereo
+from recordings.storage import compress_raw_stereo, opus_levels, raw_levels
 
 WAV_MONO_BYTES_PER_HOUR = 8000 * 2 * 3600  # 57.6 MB: the 8 kHz WAV baseline of the issue
 
 
-def _speech_audio(seconds: float, folder: Path) -> Path:
-    """Real speech (espeak-ng Mandarin), repeated to the wanted length, as 8 kHz stereo raw."""
-    wav = folder / "speech.wav"
-    text = "您好，我要投诉一家旅行社，导游强迫我们购物，还不退款。请尽快帮我处理，谢谢。"
-    subprocess.run(["espeak-ng", "-v", "cmn", "-w", str(wav), text], check=True)
-    raw = folder / "speech.raw"
-    once = subprocess.run(["sox", str(wav), "-r", "8000", "-c", "2", "-b", "16", "-e", "signed", "-t", "raw", "-"],
-                          check=True, capture_output=True).stdout
-    repeats = max(1, int(seconds * RAW_BYTES_PER_SECOND / len(once)) + 1)
-    raw.write_bytes((once * repeats)[: int(seconds * RAW_BYTES_PER_SECOND) // 4 * 4])
-    return raw
-
-
 def storage(report: Report, quick: bool) -> None:
+    """Bytes per recorded hour of the stored format against WAV, on the same audio, and how well the
+    channels stay apart: a two-party call (turns of caller only, agent only, both) and, as the worst
+    case for size, both parties speaking all the time."""
+    from tests.audio import dialogue_raw
+
     seconds = 120 if quick else 600
     with tempfile.TemporaryDirectory() as tmp:
-        raw = _speech_audio(seconds, Path(tmp))
-        raw_size = raw.stat().st_size
-        began = time.perf_counter()
-        stored = compress_raw_stereo(raw, Path(tmp) / "store", "calls/x.opus")
-        elapsed = time.perf_counter() - began
-    per_hour = stored.size_bytes / seconds * 3600
-    report.add("storage", "bytes per recorded hour (Opus 16 kbit/s, stereo)", f"{per_hour / 1e6:.1f} MB",
-               f"8 kHz WAV mono {WAV_MONO_BYTES_PER_HOUR / 1e6:.1f} MB; raw stereo "
-               f"{raw_size / seconds * 3600 / 1e6:.1f} MB",
-               f"{WAV_MONO_BYTES_PER_HOUR / per_hour:.1f}x smaller than WAV")
-    report.add("storage", "compression speed", f"{seconds / elapsed:.0f}x real time", "", f"{seconds} s of speech")
+        folder = Path(tmp)
+        cases = {"two-party call": dialogue_raw(folder, seconds),
+                 "both speaking throughout": dialogue_raw(folder, seconds, both_throughout=True)}
+        for number, (case, raw) in enumerate(cases.items()):
+            raw_size = raw.stat().st_size
+            wav = folder / "same.wav"  # the same audio as 8 kHz 16-bit WAV, stereo and mono (caller only)
+            subprocess.run(["sox", "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "2", str(raw),
+                            str(wav)], check=True)
+            wav_bytes = wav.stat().st_size
+            original = raw_levels(raw)
+            began = time.perf_counter()
+            stored = compress_raw_stereo(raw, folder / "store", f"calls/{number}.opus")
+            elapsed = time.perf_counter() - began
+            kept = opus_levels(folder / "store" / stored.relative_path)
+            per_hour = stored.size_bytes / seconds * 3600
+            report.add("storage", f"bytes per recorded hour, Opus 2 x 8 kbit/s independent channels ({case})",
+                       f"{per_hour / 1e6:.1f} MB",
+                       f"8 kHz WAV stereo {wav_bytes / seconds * 3600 / 1e6:.1f} MB (mono "
+                       f"{WAV_MONO_BYTES_PER_HOUR / 1e6:.1f} MB); raw {raw_size / seconds * 3600 / 1e6:.1f} MB",
+                       f"{wav_bytes / stored.size_bytes:.1f}x smaller than WAV stereo; left-right difference "
+                       f"{original.difference_db:.1f} dB before, {kept.difference_db:.1f} dB after")
+        report.add("storage", "compression speed (encode and verify)", f"{seconds / elapsed:.0f}x real time", "",
+                   f"{seconds} s of speech")
 
 
 def speech(report: Report, quick: bool) -> None:

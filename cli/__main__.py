@@ -104,9 +104,10 @@ def cmd_install_model(args) -> int:
 
 
 def cmd_recordings(args) -> int:
+    from core.asterisk_runtime import resolve_runtime
     from core.db import Database
     from core.logs import setup_logging
-    from recordings.retention import integrity_report, purge
+    from recordings.retention import integrity_report, purge, spool_report
 
     settings = load_settings()
 
@@ -117,8 +118,13 @@ def cmd_recordings(args) -> int:
                 problems = await integrity_report(db, settings.recordings_dir)
                 for row, issue in problems:
                     print(f"  {row.path}  call {row.call_id}: {issue}")
-                print(f"{len(problems)} problem(s)")
-                return 1 if problems else 0
+                runtime = resolve_runtime(settings)
+                left = await spool_report(db, runtime.host_path(runtime.inside("spool")),
+                                          settings["recordings"]["spool_grace_seconds"])
+                for item, issue in left:
+                    print(f"  {item.file.path}  call {item.file.call_id}: {issue}")
+                print(f"{len(problems) + len(left)} problem(s)")
+                return 1 if problems or left else 0
             log = setup_logging("retention")
             report = await purge(db, settings.recordings_dir, settings["recordings"]["retention_days"],
                                  dry_run=args.dry_run, log=log)

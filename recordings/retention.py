@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from core.db import Database
 from recordings.models import Recording
+from recordings.spool import UnfiledFile, stale_spool_files, unfiled
 from recordings.storage import verify
 
 MINIMUM_RETENTION_DAYS = 365
@@ -88,3 +89,10 @@ async def integrity_report(db: Database, storage: Path) -> list[tuple[Recording,
         if issue:
             problems.append((row, issue))
     return problems
+
+
+async def spool_report(db: Database, spool: Path, grace_seconds: float,
+                       now: datetime | None = None) -> list[tuple[UnfiledFile, str]]:
+    """Every spool file idle for longer than the grace period that has no filed recording."""
+    now = now or datetime.now(UTC)
+    return [(item, item.problem(now)) for item in await unfiled(db, stale_spool_files(spool, grace_seconds, now))]

@@ -1,9 +1,12 @@
 """Recording files: compress Asterisk's raw stereo stream to Ogg Opus, verify, file by date.
 
-8 kHz 16-bit WAV costs 57.6 MB per hour and channel; Opus at 16 kbit/s keeps
-speech intelligible at about 7 MB per hour for both channels, and every
-browser plays it. The original is removed only after the compressed file has
-been written, re-read and checked against its checksum and duration.
+8 kHz 16-bit WAV costs 57.6 MB per hour and channel. A call is stored as Ogg
+Opus with one independent 8 kbit/s mono stream per channel (recordings/opus.py:
+a coupled stereo stream at this rate collapses to mono), under 8 MB per hour
+for both channels, and every browser plays it. The compressed file is checked
+before it is put in place (checksum, decoded length, and that each channel and
+the difference between them survived coding, measured against the original);
+the original is removed only after that.
 """
 
 from __future__ import annotations
@@ -14,9 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from recordings.opus import OpusEncodeError, encode_independent_channels
+
 SAMPLE_RATE = 8000
 RAW_BYTES_PER_SECOND = SAMPLE_RATE * 2 * 2  # 16-bit, two channels (caller, far side)
-OPUS_BITRATE_KBPS = 16
+OPUS_BITRATE_KBPS = 16  # voice messages (mono); calls: CALL_BITRATE_BPS for both channels together
+CALL_BITRATE_BPS = 16000  # 8 kbit/s per channel
+# Channel check at filing: a channel (or the left-right difference) present in the original must come
+# back from the decoded file within LEVEL_LOSS_DB; below SILENT_DB there is nothing to keep.
+SILENT_DB = -60.0
+LEVEL_LOSS_DB = 6.0
+SAME_CHANNELS_DB = 30.0  # difference this far below the louder channel: the original itself is mono
 
 
 class StorageError(RuntimeError):
@@ -82,16 +93,104 @@ def _encode(source: Path, storage_root: Path, relative: str, input_args: list[st
     return target, checksum
 
 
+@dataclass(frozen=True)
+class Levels:
+    """RMS levels (dBFS) of left, right and their difference, and the length, of 8 kHz stereo audio."""
+
+    seconds: float
+    left_db: float
+    right_db: float
+    difference_db: float
+
+
+def _sox_levels(source: str, stdin=None) -> Levels:
+    # Half volume on each part so that left minus right cannot clip; the same scale for original and copy.
+    proc = subprocess.run(
+        ["sox", "-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed", "-b", "16", "-c", "2", source, "-n",
+         "remix", "-m", "1v0.5", "2v0.5", "1v0.5,2v-0.5", "stats"],
+        stdin=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StorageError(f"cannot measure levels: {proc.stderr.strip()[-300:]}")
+    fields = {line[:13].strip(): line[13:].split() for line in proc.stderr.splitlines() if len(line) > 13}
+    try:
+        left, right, difference = (float(v) for v in fields["RMS lev dB"][1:4])
+        seconds = float(fields["Length s"][0])
+    except (KeyError, ValueError, IndexError) as exc:
+        raise StorageError(f"cannot read levels from sox: {proc.stderr.strip()[-300:]}") from exc
+    return Levels(seconds, left, right, difference)
+
+
+def raw_levels(raw: Path) -> Levels:
+    return _sox_levels(str(raw))
+
+
+def opus_levels(path: Path) -> Levels:
+    """Levels of the file as decoded back (streamed: an hour of audio is never held in memory)."""
+    decoder = subprocess.Popen(["opusdec", "--quiet", "--rate", str(SAMPLE_RATE), "--force-stereo", str(path), "-"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        levels = _sox_levels("-", stdin=decoder.stdout)
+    finally:
+        decoder.stdout.close()
+        error = decoder.stderr.read().decode(errors="replace").strip()
+        decoder.wait()
+    if decoder.returncode != 0:
+        raise StorageError(f"cannot decode {path}: {error}")
+    return levels
+
+
+def channels_problem(original: Levels, stored: Levels) -> str | None:
+    """What the copy lost of the original's two channels, or None when both are kept apart."""
+    for name, before, after in (("左声道（来电人）", original.left_db, stored.left_db),
+                                ("右声道（坐席/语音导航）", original.right_db, stored.right_db)):
+        if before > SILENT_DB and not after > before - LEVEL_LOSS_DB:
+            return f"{name}电平由 {before:.1f} dB 降至 {after:.1f} dB"
+    louder = max(original.left_db, original.right_db)
+    if original.difference_db > max(SILENT_DB, louder - SAME_CHANNELS_DB) \
+            and not stored.difference_db > original.difference_db - LEVEL_LOSS_DB:
+        return (f"左右声道未分离：差信号由 {original.difference_db:.1f} dB 降至 {stored.difference_db:.1f} dB"
+                "（两声道被合成单声道）")
+    return None
+
+
 def compress_raw_stereo(raw: Path, storage_root: Path, relative: str) -> StoredFile:
-    """raw (s16le, 8 kHz, 2 ch) -> Ogg Opus under storage_root/relative; removes raw when verified."""
-    expected = raw_duration(raw)
-    target, checksum = _encode(raw, storage_root, relative, [
-        "--raw", "--raw-bits", "16", "--raw-rate", str(SAMPLE_RATE), "--raw-chan", "2"])
-    decoded = opus_duration(target)
-    if sha256_of(target) != checksum or abs(decoded - expected) > 0.5:
-        raise StorageError(f"{target}: verification failed (decoded {decoded:.2f}s of {expected:.2f}s)")
+    """raw (s16le, 8 kHz, 2 ch) -> Ogg Opus under storage_root/relative; removes raw when verified.
+
+    The copy is written and verified as ``.part`` and only then moved into place, so a file under its
+    final name is always a verified one (a worker killed at any point leaves the raw file, a ``.part``
+    that the next attempt overwrites, or a verified copy)."""
+    original = raw_levels(raw)
+    target = storage_root / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        encode_independent_channels(raw, partial, SAMPLE_RATE, 2, CALL_BITRATE_BPS,
+                                    {"DESCRIPTION": "left: caller; right: what the caller heard (IVR, agent)"})
+        checksum = sha256_of(partial)
+        stored = opus_levels(partial)
+        if abs(stored.seconds - original.seconds) > 0.5:
+            raise StorageError(f"{raw}: decoded {stored.seconds:.2f}s of {original.seconds:.2f}s")
+        problem = channels_problem(original, stored)
+        if problem:
+            raise StorageError(f"{raw}: {problem}")
+        if sha256_of(partial) != checksum:
+            raise StorageError(f"{raw}: the written file changed while it was checked")
+    except StorageError:
+        partial.unlink(missing_ok=True)
+        raise
+    except (OpusEncodeError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(str(exc)) from exc
+    partial.replace(target)
     raw.unlink()
-    return StoredFile(relative, target.stat().st_size, checksum, round(expected, 2), "opus")
+    return StoredFile(relative, target.stat().st_size, checksum, round(original.seconds, 2), "opus")
+
+
+def stored_file(storage_root: Path, relative: str) -> StoredFile:
+    """The record of a copy already in place (filed by a worker that died before noting it)."""
+    target = storage_root / relative
+    levels = opus_levels(target)
+    return StoredFile(relative, target.stat().st_size, sha256_of(target), round(levels.seconds, 2), "opus")
 
 
 def store_wav(source: Path, storage_root: Path, relative: str) -> StoredFile:

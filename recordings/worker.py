@@ -26,7 +26,15 @@ from core.service import heartbeat
 from core.settings import Settings
 from cti.models import CallRecord
 from recordings.models import Recording
-from recordings.storage import StorageError, compress_raw_stereo, dated_path, store_wav
+from recordings.spool import stale_spool_files, unfiled
+from recordings.storage import (
+    StorageError,
+    compress_raw_stereo,
+    dated_path,
+    raw_duration,
+    store_wav,
+    stored_file,
+)
 from recordings.transcribe import ModelError, Transcriber, stereo_to_mono
 from recordings.voicemail import open_voicemail_ticket
 
@@ -64,29 +72,60 @@ class RecordingsWorker:
     async def file_call_recordings(self) -> int:
         done = 0
         for call in await self._unfiled(CallRecord.recording_file, "call"):
-            raw = self.spool("monitor", call.recording_file)
-            relative = dated_path("calls", call.started_at, f"{call.call_id}.opus")
-            row = Recording(call_id=call.call_id, kind="call", caller_number=call.caller_number,
-                            agent_extension=call.agent_extension, started_at=call.started_at,
-                            hotline=call.hotline, path=relative,
-                            transcript_status="pending" if self.settings["transcription"]["calls"]
-                            else "not_requested")
-            if raw.exists():
-                try:
-                    stored = await asyncio.to_thread(compress_raw_stereo, raw, self.store, relative)
-                except StorageError as exc:
-                    self.log.error("recording_compress_failed", call_id=call.call_id, error=str(exc))
-                    continue  # the raw file stays; retried next round
-                row.size_bytes, row.sha256 = stored.size_bytes, stored.sha256
-                row.duration_seconds, row.format = stored.duration_seconds, stored.format
-            elif not (self.store / relative).exists():
-                # Nothing on disk: keep a row so the integrity check reports it rather than a user.
-                row.format, row.transcript_note = "missing", "录音文件缺失"
-                self.log.error("recording_missing", call_id=call.call_id, expected=str(raw))
-            async with self.db.transaction() as session:
-                session.add(row)
-            done += 1
+            done += await self._file_call(call.call_id, call.recording_file, call, call.started_at)
         return done
+
+    async def file_stale_spool(self) -> int:
+        """Recordings left in the spool longer than the grace period: the CTI lost their call or never
+        closed it (the worker being down is covered by file_call_recordings once it is back)."""
+        grace = self.settings["recordings"]["spool_grace_seconds"]
+        stale = [f for f in stale_spool_files(self.spool(), grace) if f.kind == "call"]
+        done = 0
+        for item in await unfiled(self.db, stale):
+            call = item.call
+            if call is not None and call.ended_at is not None:
+                continue  # file_call_recordings' job (and its retries)
+            if done >= 20:
+                break
+            started = call.started_at if call else item.file.modified - timedelta(
+                seconds=raw_duration(item.file.path))
+            self.log.warning("recording_filed_from_spool", call_id=item.file.call_id, file=item.file.name,
+                             call_record="open" if call else "none")
+            done += await self._file_call(item.file.call_id, item.file.name, call, started)
+        return done
+
+    async def _file_call(self, call_id: str, recording_file: str, call: CallRecord | None,
+                         started_at: datetime) -> int:
+        raw = self.spool("monitor", recording_file)
+        relative = dated_path("calls", started_at, f"{call_id}.opus")
+        row = Recording(call_id=call_id, kind="call", started_at=started_at, path=relative,
+                        caller_number=call.caller_number if call else None,
+                        agent_extension=call.agent_extension if call else None,
+                        hotline=call.hotline if call else None,
+                        transcript_status="pending" if self.settings["transcription"]["calls"]
+                        else "not_requested")
+        try:
+            if raw.exists():
+                stored = await asyncio.to_thread(compress_raw_stereo, raw, self.store, relative)
+            elif (self.store / relative).exists():
+                # Filed and verified by a worker that died before writing the row (the raw is removed
+                # only after the copy in place was verified): note the copy as it is.
+                stored = await asyncio.to_thread(stored_file, self.store, relative)
+            else:
+                stored = None
+        except StorageError as exc:
+            self.log.error("recording_compress_failed", call_id=call_id, error=str(exc))
+            return 0  # the raw file stays; retried next round
+        if stored is not None:
+            row.size_bytes, row.sha256 = stored.size_bytes, stored.sha256
+            row.duration_seconds, row.format = stored.duration_seconds, stored.format
+        else:
+            # Nothing on disk: keep a row so the integrity check reports it rather than a user.
+            row.format, row.transcript_note = "missing", "录音文件缺失"
+            self.log.error("recording_missing", call_id=call_id, expected=str(raw))
+        async with self.db.transaction() as session:
+            session.add(row)
+        return 1
 
     async def file_voicemails(self) -> int:
         done = 0
@@ -157,7 +196,7 @@ class RecordingsWorker:
         return len(pending)
 
     async def run_once(self) -> int:
-        return (await self.file_call_recordings() + await self.file_voicemails()
+        return (await self.file_call_recordings() + await self.file_stale_spool() + await self.file_voicemails()
                 + await self.transcribe_pending())
 
 

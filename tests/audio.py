@@ -24,3 +24,50 @@ def rms(samples: array.array) -> float:
 
 def duration_seconds(channel: array.array) -> float:
     return len(channel) / SAMPLE_RATE
+
+
+CALLER_LINE = "您好，我要投诉一家旅行社，导游强迫我们购物，还不退款。"
+AGENT_LINE = "请问您的姓名和联系电话？我们会尽快核实处理，谢谢您的来电。"
+TURN_SECONDS = 5
+
+
+def _speech_pcm(text: str, folder: Path, name: str, pitch: int) -> array.array:
+    import subprocess
+
+    wav = folder / f"{name}.wav"
+    subprocess.run(["espeak-ng", "-v", "cmn", "-p", str(pitch), "-w", str(wav), text], check=True)
+    pcm = subprocess.run(["sox", str(wav), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
+                          "-"], check=True, capture_output=True).stdout
+    samples = array.array("h")
+    samples.frombytes(pcm)
+    return samples
+
+
+def dialogue_raw(folder: Path, seconds: int, both_throughout: bool = False) -> Path:
+    """A two-party call as MixMonitor records it (s16le stereo, 8 kHz; left caller, right agent): turns of
+    TURN_SECONDS where only the caller speaks, only the agent speaks, then both (real Mandarin speech);
+    ``both_throughout``: both speak all the time (the most a recording can cost)."""
+    caller, agent = _speech_pcm(CALLER_LINE, folder, "caller", 40), _speech_pcm(AGENT_LINE, folder, "agent", 70)
+    total = seconds * SAMPLE_RATE
+    frames = array.array("h", bytes(4 * total))
+    for i in range(total):
+        turn = 2 if both_throughout else (i // (TURN_SECONDS * SAMPLE_RATE)) % 3
+        if turn != 1:
+            frames[2 * i] = caller[i % len(caller)]
+        if turn != 0:
+            frames[2 * i + 1] = agent[i % len(agent)]
+    raw = folder / ("double-talk.raw" if both_throughout else "dialogue.raw")
+    raw.write_bytes(frames.tobytes())
+    return raw
+
+
+def turn_levels(left: array.array, right: array.array) -> dict[str, tuple[float, float]]:
+    """RMS of (left, right) over the caller-only, agent-only and both-speaking turns of dialogue_raw."""
+    sums = {name: [0, 0, 0] for name in ("caller", "agent", "both")}
+    names = ("caller", "agent", "both")
+    for i in range(min(len(left), len(right))):
+        acc = sums[names[(i // (TURN_SECONDS * SAMPLE_RATE)) % 3]]
+        acc[0] += left[i] * left[i]
+        acc[1] += right[i] * right[i]
+        acc[2] += 1
+    return {name: (math.sqrt(a / n), math.sqrt(b / n)) for name, (a, b, n) in sums.items() if n}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +14,19 @@ from sqlalchemy import delete, select
 from core.db import Database
 from core.models import Unit, UnitLevel
 from recordings.models import Recording
-from recordings.retention import integrity_report, purge
-from recordings.storage import RAW_BYTES_PER_SECOND, compress_raw_stereo, decode_opus
+from recordings.opus import stream_layout
+from recordings.retention import integrity_report, purge, spool_report
+from recordings.storage import (
+    RAW_BYTES_PER_SECOND,
+    StorageError,
+    channels_problem,
+    compress_raw_stereo,
+    decode_opus,
+    opus_levels,
+    raw_levels,
+)
 from recordings.transcribe import ModelError, Transcriber, check_model, install_model
+from tests.audio import dialogue_raw, turn_levels
 from tickets.models import Kind, State, Ticket
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -41,6 +52,67 @@ def test_compression_cuts_storage_several_fold_and_removes_the_original_only_whe
     decoded = decode_opus(tmp_path / "store" / stored.relative_path)
     assert abs(len(decoded) / RAW_BYTES_PER_SECOND - 60) < 0.1
     assert stored.duration_seconds == pytest.approx(60, abs=0.1)
+
+
+def _channels(pcm: bytes):
+    import array
+
+    samples = array.array("h")
+    samples.frombytes(pcm[: len(pcm) // 4 * 4])
+    return samples[0::2], samples[1::2]
+
+
+def test_caller_and_far_side_stay_apart_in_the_stored_file_under_8_mb_per_hour(tmp_path):
+    raw = dialogue_raw(tmp_path, 90)
+    original = turn_levels(*_channels(raw.read_bytes()))
+    stored = compress_raw_stereo(raw, tmp_path / "store", "calls/d.opus")
+    path = tmp_path / "store" / stored.relative_path
+    assert stream_layout(path) == (2, 1, 2, 0)  # two channels, two independent (uncoupled) mono streams
+    decoded = turn_levels(*_channels(decode_opus(path)))
+    caller_l, caller_r = decoded["caller"]
+    agent_l, agent_r = decoded["agent"]
+    # While only one party speaks, the other channel stays (almost) silent: no mono mix-down.
+    assert caller_l > 0.6 * original["caller"][0] and caller_r < 0.03 * caller_l, decoded
+    assert agent_r > 0.6 * original["agent"][1] and agent_l < 0.03 * agent_r, decoded
+    both_l, both_r = decoded["both"]
+    assert both_l > 0.6 * original["both"][0] and both_r > 0.6 * original["both"][1], decoded
+    assert stored.size_bytes / 90 * 3600 <= 8_000_000
+
+
+def test_filing_refuses_a_copy_whose_channels_were_merged(tmp_path):
+    raw = dialogue_raw(tmp_path, 30)
+    mono_coded = tmp_path / "merged.opus"  # what plain opusenc makes of a call at 16 kbit/s
+    subprocess.run(["opusenc", "--quiet", "--raw", "--raw-rate", "8000", "--raw-chan", "2", "--bitrate", "16",
+                    str(raw), str(mono_coded)], check=True)
+    problem = channels_problem(raw_levels(raw), opus_levels(mono_coded))
+    assert problem and "未分离" in problem
+    silent_right = tmp_path / "silent-right.raw"
+    left, _ = _channels(raw.read_bytes())
+    import array
+
+    frames = array.array("h", bytes(len(left) * 4))
+    frames[0::2] = left
+    silent_right.write_bytes(frames.tobytes())
+    assert "右声道" in channels_problem(raw_levels(raw), raw_levels(silent_right))
+    assert channels_problem(raw_levels(raw), raw_levels(raw)) is None
+
+
+def test_a_truncated_copy_is_not_filed_and_the_original_stays(tmp_path, monkeypatch):
+    import recordings.storage as storage
+
+    raw = dialogue_raw(tmp_path, 20)
+    real_encode = storage.encode_independent_channels
+
+    def encode_half(source, target, *args, **kwargs):
+        half = tmp_path / "half.raw"
+        half.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+        real_encode(half, target, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "encode_independent_channels", encode_half)
+    with pytest.raises(StorageError, match="decoded"):
+        compress_raw_stereo(raw, tmp_path / "store", "calls/t.opus")
+    assert raw.exists()
+    assert list((tmp_path / "store").rglob("*")) == [tmp_path / "store" / "calls"]
 
 
 def test_a_damaged_encode_keeps_the_original(tmp_path):
@@ -126,6 +198,40 @@ async def test_integrity_check_reports_missing_and_damaged_files(recordings_db, 
     problems = {row.call_id: issue for row, issue in await integrity_report(recordings_db, storage)}
     assert set(problems) == {"gone", "bent"}
     assert problems["gone"] == "文件缺失"
+
+
+async def test_check_reports_idle_spool_files_that_have_no_filed_recording(recordings_db, tmp_path):
+    from cti.models import CallRecord
+
+    spool = tmp_path / "spool"
+    day = spool / "monitor" / "2026" / "11" / "20"
+    day.mkdir(parents=True)
+    (spool / "voicemail-in").mkdir()
+    files = {name: day / f"{name}.raw" for name in ("sp-filed", "sp-ended", "sp-open", "sp-lost", "sp-young")}
+    files["sp-vm"] = spool / "voicemail-in" / "sp-vm.wav"
+    for path in files.values():
+        path.write_bytes(b"\0" * 3200)
+    idle = (NOW - timedelta(minutes=15)).timestamp()
+    for name, path in files.items():
+        if name != "sp-young":
+            os.utime(path, (idle, idle))
+    async with recordings_db.transaction() as session:
+        await session.execute(delete(CallRecord).where(CallRecord.call_id.like("sp-%")))
+        for name, ended in (("sp-filed", NOW), ("sp-ended", NOW - timedelta(minutes=14)), ("sp-open", None),
+                            ("sp-young", None), ("sp-vm", NOW)):
+            session.add(CallRecord(call_id=name, started_at=NOW - timedelta(minutes=20), ended_at=ended,
+                                   recording_file=f"2026/11/20/{name}.raw"))
+        session.add(Recording(call_id="sp-filed", kind="call", path="calls/sp-filed.opus", format="opus"))
+        session.add(Recording(call_id="sp-vm", kind="call", path="calls/sp-vm.opus", format="opus"))
+    report = {item.file.call_id: issue for item, issue in await spool_report(recordings_db, spool, 600, now=NOW)}
+    # Filed, or written to within the grace period: not a problem. A voice message without its own
+    # filed message is one, even when the call's recording is filed.
+    assert set(report) == {"sp-ended", "sp-open", "sp-lost", "sp-vm"}
+    assert "14 分钟前结束" in report["sp-ended"]
+    assert "通话记录未结束" in report["sp-open"]
+    assert "没有通话记录" in report["sp-lost"]
+    assert all("未归档" in issue for issue in report.values())
+    assert await spool_report(recordings_db, spool, 3600, now=NOW) == []
 
 
 def _korean_model() -> Path:
