@@ -11,8 +11,8 @@ The state lives in Redis, not the database: it is short-lived counters with expi
 written on every failed attempt, which Redis does without touching the database's write lock, and
 the platform's redis-server keeps an append-only file, so locks survive a desk (and Redis) restart.
 
-argon2 verification runs in a worker thread (it takes ~100 ms of CPU and would otherwise stall every
-other request on the event loop), and an unknown username is verified against a dummy hash so it
+argon2 verification runs in a small pool of worker threads (it takes ~100 ms of CPU and would
+otherwise stall every other request on the event loop), and an unknown username is verified against a dummy hash so it
 costs what a wrong password costs.
 """
 
@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -170,11 +172,18 @@ def _check(user: User | None, password: str) -> bool:
     return (user or _dummy_user()).check_password(password) and user is not None
 
 
+@cache
+def _verifiers() -> ThreadPoolExecutor:
+    """Threads for argon2 (~100 ms of CPU each): one core less than the machine has, so a flood of
+    log-ins queues here instead of taking every core from the event loop and the other services."""
+    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="argon2")
+
+
 async def verify_password(user: User | None, password: str) -> bool:
-    """argon2 verification in the default thread pool; unknown users cost one verification too."""
-    return await asyncio.to_thread(_check, user, password)
+    """argon2 verification in a worker thread; unknown users cost one verification too."""
+    return await asyncio.get_running_loop().run_in_executor(_verifiers(), _check, user, password)
 
 
 async def warm_up(app: web.Application) -> None:
     """Make the dummy hash at start-up, so the first unknown username is not the slow one."""
-    await asyncio.to_thread(_dummy_user)
+    await asyncio.get_running_loop().run_in_executor(_verifiers(), _dummy_user)
