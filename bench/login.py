@@ -72,7 +72,7 @@ async def _oversized_logins(settings, report: Report, count: int = 8, size: int 
     statuses = await asyncio.gather(*(post() for _ in range(count)))
     after = desk_rss_mb(settings)
     report.add("login", f"desk memory after {count} concurrent {size // 2**20} MB log-in POSTs",
-               f"{after:.0f} MB (+{after - before:.0f} MB)", f"before: {before:.0f} MB",
+               f"{after:.0f} MB ({after - before:+.0f} MB)", f"before: {before:.0f} MB",
                f"answers: {sorted(set(statuses))}; the issue saw 562 MB → over 1 GB before the limit")
 
 
