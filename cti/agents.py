@@ -33,9 +33,11 @@ class AgentTracker:
         value = await self.redis.hget(AGENT_BY_PHONE, phone) if phone else None
         return int(value) if value else None
 
+    EVENTS = ("AgentCalled", "AgentRingNoAnswer", "AgentConnect", "AgentComplete")
+
     async def handle(self, event: Any) -> None:
         name = event.get("Event")
-        if name not in ("AgentCalled", "AgentRingNoAnswer", "AgentConnect", "AgentComplete"):
+        if name not in self.EVENTS:
             return
         agent_id = await self._agent(event)
         if agent_id is None:

@@ -35,6 +35,26 @@ class Handler:
     repairs: str
 
 
+class Breaker:
+    """After a part failed, calls to it are skipped for a while instead of each waiting for its own
+    timeout: a frozen Redis (5 s per call) must not hold up the call records. A success closes it."""
+
+    def __init__(self, pause: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pause = pause
+        self.clock = clock
+        self._until = 0.0
+
+    @property
+    def tripped(self) -> bool:
+        return self.clock() < self._until
+
+    def failed(self) -> None:
+        self._until = self.clock() + self.pause
+
+    def succeeded(self) -> None:
+        self._until = 0.0
+
+
 class Watermark:
     """Asterisk time (epoch) of the last event handled; reconciliation after any gap starts here."""
 

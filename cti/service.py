@@ -20,7 +20,7 @@ from core.settings import Settings
 from cti.agents import AgentTracker
 from cti.books import QueueCall, read_queue_log
 from cti.callbacks import CallbackDispatcher, request_from_call
-from cti.consumer import Consumer, Handler, Watermark
+from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
@@ -28,6 +28,7 @@ from cti.tracker import CallTracker
 
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
 REPAIR_EVERY = 2.0
+CLOSE_SECONDS = 5.0
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
@@ -38,7 +39,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     timings = LatencySamples("cti")
     unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)
 
+    redis_away = Breaker()
+
     async def publish(event: ev.Event) -> None:
+        if redis_away.tripped:
+            _keep_unsent(unsent, event)
+            return
         try:
             while unsent:  # keep the order: nothing overtakes what is still waiting
                 await ev.publish(redis, unsent[0])
@@ -46,12 +52,16 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             await ev.publish(redis, event)
         except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
             log.warning("publish_failed", event_name=event.name, error=str(exc))
+            redis_away.failed()
             _keep_unsent(unsent, event)
 
     async def agent_for_phone(phone: str) -> int | None:
+        if redis_away.tripped:
+            return None
         try:
             value = await redis.hget(AGENT_BY_PHONE, phone)
         except Exception:  # noqa: BLE001 - the tracker falls back to the queue member's name
+            redis_away.failed()
             return None
         return int(value) if value else None
 
@@ -73,8 +83,20 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         if stamp:  # how far the books trail Asterisk (timestampevents = yes)
             timings.record("event_lag", (time.time() - float(stamp)) * 1000)
 
+    async def agent_states(event) -> bool:
+        if event.get("Event") not in agents.EVENTS:
+            return True
+        if redis_away.tripped:
+            return False  # not tried: resynced from QueueStatus once Redis answers
+        try:
+            await agents.handle(event)
+        except Exception:
+            redis_away.failed()
+            raise
+        return True
+
     consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
-                                 Handler("agents", agents.handle, "agents"),
+                                 Handler("agents", agent_states, "agents"),
                                  Handler("lag", lag, "none")],
                         Watermark(settings.var_dir / "cti" / "watermark"), log)
 
@@ -112,17 +134,25 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             await asyncio.sleep(REPAIR_EVERY)
             if not ami.logged_in.is_set():
                 continue
-            try:
-                if consumer.records_failed_from is not None:
+            if consumer.records_failed_from is not None:
+                try:
                     await reconcile_records(datetime.fromtimestamp(consumer.records_failed_from, UTC))
-                if consumer.agents_failed or agents.needs_resync:
-                    await resync_agents()
-                while unsent:
-                    await ev.publish(redis, unsent[0])
-                    unsent.popleft()
-            except Exception as exc:  # noqa: BLE001 - the part is still away: next round
-                log.warning("repair_pending", error=str(exc), records=consumer.records_failed_from,
-                            agents=consumer.agents_failed, unsent=len(unsent))
+                except Exception as exc:  # noqa: BLE001 - the database is still away: next round
+                    log.warning("repair_pending", part="records", error=str(exc),
+                                since=consumer.records_failed_from)
+            if consumer.agents_failed or agents.needs_resync or unsent or redis_away.tripped:
+                try:
+                    await redis.ping()
+                    redis_away.succeeded()
+                    if consumer.agents_failed or agents.needs_resync:
+                        await resync_agents()
+                    while unsent:
+                        await ev.publish(redis, unsent[0])
+                        unsent.popleft()
+                except Exception as exc:  # noqa: BLE001 - Redis is still away: next round
+                    redis_away.failed()
+                    log.warning("repair_pending", part="redis", error=str(exc), agents=consumer.agents_failed,
+                                unsent=len(unsent))
 
     callbacks = CallbackDispatcher(db, redis, ami, log)
     tracker.on_callback_result = callbacks.finish_attempt
@@ -164,12 +194,16 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     for task in [*tasks, stopping, guard, consumer.task]:
         task.cancel()
     consumer.persist(force=True)
-    await ami.close()
-    await redis.aclose()
-    await db.close()
-    if guard.done() and not guard.cancelled():
+    failed = guard.result() if guard.done() and not guard.cancelled() else None
+    if failed:
+        log.error("cti_exiting", reason=failed)
+    for closing in (ami.close(), redis.aclose(), db.close()):
+        try:  # bounded: the part that stalled the consumer may hang its close too
+            await asyncio.wait_for(closing, CLOSE_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - leaving anyway
+            log.warning("close_failed", error=repr(exc))
+    if failed:
         # Exit non-zero: the supervisor starts a fresh CTI, which reconciles from the watermark.
-        log.error("cti_exiting", reason=guard.result())
         raise SystemExit(1)
 
 

@@ -135,3 +135,19 @@ def test_an_answer_in_queue_log_overrules_an_abandoned_guess():
     assert abs(record.talk_seconds - 38.7) < 1e-6
     assert record.queued_at == at(10.4)  # the live, finer value is kept
     assert not apply_queue_facts(record, queue, 7, "8001")  # nothing more to repair
+
+
+def test_the_breaker_skips_a_failed_part_for_a_while_and_a_success_closes_it():
+    from cti.consumer import Breaker
+
+    now = [0.0]
+    breaker = Breaker(pause=5, clock=lambda: now[0])
+    assert not breaker.tripped
+    breaker.failed()
+    now[0] = 4.9
+    assert breaker.tripped
+    now[0] = 5.1
+    assert not breaker.tripped
+    breaker.failed()
+    breaker.succeeded()
+    assert not breaker.tripped
