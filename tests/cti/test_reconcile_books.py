@@ -1,0 +1,125 @@
+"""Reconciliation from Asterisk's books on SQLite and PostgreSQL (migrated by alembic).
+
+queue_log and Master.csv are written here in Asterisk's own formats; CoreShowChannels comes from a
+stand-in for the AMI link. The stack tests (test_cti_outages.py) do the same with real calls.
+"""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core.db import Database
+from core.models import Role, User
+from cti.books import CDR_COLUMNS
+from cti.models import CallRecord, CallState
+from cti.reconcile import reconcile
+
+
+class Log:
+    def info(self, *_a, **_k) -> None:
+        pass
+
+
+class Ami:
+    def __init__(self, channels: list[dict]) -> None:
+        self.channels = channels
+
+    async def action(self, action: dict, **_kw):
+        assert action["Action"] == "CoreShowChannels"
+        return [{"Event": "CoreShowChannel", **c} for c in self.channels]
+
+
+@pytest.fixture
+async def books_db(db_url: str):
+    database = Database(db_url)
+    yield database
+    await database.close()
+
+
+def _cdr_row(**values: str) -> list[str]:
+    return [values.get(column, "") for column in CDR_COLUMNS]
+
+
+async def test_records_of_the_gap_are_rebuilt_from_queue_log_and_the_cdr(books_db, tmp_path: Path):
+    tag = uuid.uuid4().hex[:8]
+    username = f"rc{tag}"
+    ids = {name: f"hl-{name}-{tag}" for name in ("open", "guessed", "unseen", "live")}
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+
+    def at(seconds: float) -> datetime:
+        return base + timedelta(seconds=seconds)
+
+    def stamp(seconds: float) -> int:
+        return int(at(seconds).timestamp())
+
+    async with books_db.transaction() as session:
+        agent = User(username=username, display_name="王丽", password_hash="x", role=Role.AGENT)
+        session.add(agent)
+        # Queued, then the CTI went away: answered and ended unseen.
+        session.add(CallRecord(call_id=ids["open"], started_at=at(0), queued_at=at(8.25), queue="12301-complaint",
+                               state=CallState.QUEUED, caller_number="1"))
+        # Closed by a CTI that missed the answer: called abandoned, wait up to the hang-up.
+        session.add(CallRecord(call_id=ids["guessed"], started_at=at(100), queued_at=at(108.5), ended_at=at(160.4),
+                               abandoned=True, wait_seconds=51.9, state=CallState.ENDED, caller_number="2"))
+        # Still up, answered while the CTI was away.
+        session.add(CallRecord(call_id=ids["live"], started_at=at(300), queued_at=at(306.1), state=CallState.QUEUED,
+                               caller_number="4"))
+    member = f"王丽({username})"
+    lines = [
+        f"{stamp(8)}|{ids['open']}|12301-complaint|NONE|ENTERQUEUE||1|1",
+        f"{stamp(20)}|{ids['open']}|12301-complaint|{member}|CONNECT|12|1.2|1",
+        f"{stamp(50)}|{ids['open']}|12301-complaint|{member}|COMPLETECALLER|12|30|1",
+        f"{stamp(108)}|{ids['guessed']}|12301-general|NONE|ENTERQUEUE||2|1",
+        f"{stamp(113)}|{ids['guessed']}|12301-general|{member}|CONNECT|5|1.3|1",
+        f"{stamp(160)}|{ids['guessed']}|12301-general|{member}|COMPLETEAGENT|5|47|1",
+        f"{stamp(205)}|{ids['unseen']}|12365-report|NONE|ENTERQUEUE||3|1",
+        f"{stamp(214)}|{ids['unseen']}|12365-report|{member}|CONNECT|9|1.4|1",
+        f"{stamp(240)}|{ids['unseen']}|12365-report|{member}|COMPLETECALLER|9|26|1",
+        f"{stamp(306)}|{ids['live']}|12301-consult|NONE|ENTERQUEUE||4|1",
+        f"{stamp(311)}|{ids['live']}|12301-consult|{member}|CONNECT|5|1.5|1",
+    ]
+    queue_log = tmp_path / "queue_log"
+    queue_log.write_text("\n".join(lines) + "\n")
+    cdr = tmp_path / "Master.csv"
+    fmt = "%Y-%m-%d %H:%M:%S"
+    with cdr.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        for name, start, end, phone in (("open", 0, 50, "8001"), ("guessed", 100, 160, "8002"),
+                                        ("unseen", 200, 240, "8003")):
+            writer.writerow(_cdr_row(src="1380000", dst="12365" if name == "unseen" else "12301",
+                                     dcontext="hotline-queue", channel="PJSIP/carrier-1",
+                                     dstchannel=f"PJSIP/{phone}-0000001", lastapp="Queue",
+                                     start=at(start).strftime(fmt), answer=at(start).strftime(fmt),
+                                     end=at(end).strftime(fmt), disposition="ANSWERED", uniqueid=ids[name]))
+    ami = Ami([{"Uniqueid": ids["live"], "Channel": "PJSIP/carrier-9", "Context": "hotline-queue",
+                "BridgeId": "b-1", "Duration": "00:01:00"},
+               {"Uniqueid": "agent-leg", "Channel": "PJSIP/8004-00000009", "Context": "from-phones",
+                "BridgeId": "b-1"}])
+
+    result = await reconcile(books_db, ami, cdr, queue_log, at(5), Log())
+
+    async with books_db.session() as session:
+        rows = {r.call_id: r for r in (await session.scalars(
+            select(CallRecord).where(CallRecord.call_id.in_(list(ids.values()))))).all()}
+    assert result["added"] >= 1 and result["repaired"] >= 4  # the session database may hold other tests' calls
+    opened = rows[ids["open"]]
+    assert opened.answered_at == at(20) and opened.ended_at == at(50) and opened.agent_id == agent.id
+    assert opened.agent_extension == "8001" and opened.wait_seconds == 12 and opened.talk_seconds == 30
+    assert opened.state == CallState.ENDED and not opened.abandoned and opened.source == "reconciled"
+    guessed = rows[ids["guessed"]]
+    assert guessed.answered_at == at(113) and not guessed.abandoned and guessed.wait_seconds == 5
+    assert guessed.agent_id == agent.id and guessed.queue == "12301-general"
+    assert abs(guessed.talk_seconds - 47.4) < 1e-6 and guessed.ended_at == at(160.4)  # the live end is kept
+    unseen = rows[ids["unseen"]]
+    assert unseen.queue == "12365-report" and unseen.queued_at == at(205) and unseen.answered_at == at(214)
+    assert unseen.ended_at == at(240) and unseen.talk_seconds == 26 and unseen.agent_extension == "8003"
+    assert unseen.hotline == "12365" and unseen.agent_id == agent.id and not unseen.abandoned
+    live = rows[ids["live"]]
+    assert live.state == CallState.TALKING and live.ended_at is None and live.answered_at == at(311)
+    assert live.agent_extension == "8004" and live.agent_id == agent.id and live.wait_seconds == 5
