@@ -102,6 +102,10 @@ async def test_evidence_over_its_cap_is_refused_and_nothing_is_stored_within_it_
     response = await desk.client.post(url, data=stream(), headers={"X-CSRF-Token": desk.csrf,
                                                                    "Content-Type": content_type})
     assert response.status == 413 and "上限" in (await response.json())["error"]
+    # With a Content-Length far over the cap it is refused before anything is read.
+    response = await desk.client.post(url, data=body, headers={"X-CSRF-Token": desk.csrf,
+                                                               "Content-Type": content_type})
+    assert response.status == 413 and "文件超过 1 MB 上限" in (await response.json())["error"]
     assert await evidence_count(desk) == rows and stored_files(desk) == files
 
     response = await desk.client.post(url, data=form(PNG), headers={"X-CSRF-Token": desk.csrf})
