@@ -6,9 +6,9 @@ other tests would not show their own failure.
 
 Citizens are real calls through the hotline (Local/ channels keying the IVR), answered by SIPp agent
 phones. Every record is compared with what Asterisk wrote itself: the queue_log line of the answer
-(CONNECT: time, member name, hold time) and of the end (COMPLETECALLER/COMPLETEAGENT: call time), read
-here with a plain split on "|", independent of the CTI's own reader. queue_log times are whole
-seconds, so a value is right when it is within Asterisk's second of it.
+(CONNECT: time, member name, hold time) and of the end (COMPLETECALLER/COMPLETEAGENT: call time), and
+the CDR's end of the call (Master.csv), read here with a plain split, independent of the CTI's own
+reader. Both books have whole seconds, so a value is right when it is within Asterisk's second of it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sqlite3
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,15 @@ def queue_log_facts(stack, call_id: str) -> QueueFacts | None:
     return facts
 
 
+def cdr_end(stack, call_id: str) -> float | None:
+    """When Master.csv says the call ended (its rows with the call as party A; whole seconds, UTC)."""
+    path = stack.asterisk_path(stack.runtime.inside("log", "cdr-csv", "Master.csv"))
+    rows = csv.reader(io.StringIO(path.read_text(errors="replace"))) if path.exists() else []
+    ends = [datetime.strptime(row[11], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+            for row in rows if len(row) > 16 and row[16] == call_id]  # 11: end, 16: uniqueid
+    return max(ends) if ends else None
+
+
 async def assert_matches_queue_log(stack, db, record: CallRecord) -> QueueFacts:
     facts = queue_log_facts(stack, record.call_id)
     assert facts is not None and facts.connected and facts.completed, f"queue_log of {record.call_id}: {facts}"
@@ -93,6 +103,12 @@ async def assert_matches_queue_log(stack, db, record: CallRecord) -> QueueFacts:
     assert record.agent_extension and record.agent_extension.startswith("80"), where
     assert record.wait_seconds is not None and abs(record.wait_seconds - facts.holdtime) <= 1.01, where
     assert record.talk_seconds is not None and abs(record.talk_seconds - facts.calltime) <= 1.51, where
+    for _ in range(40):  # Asterisk writes the CDR as the channel goes away
+        ended = cdr_end(stack, record.call_id)
+        if ended is not None:
+            break
+        await asyncio.sleep(0.25)
+    assert ended is not None and ended - 0.01 <= record.ended_at.timestamp() <= ended + 1.01, (ended, where)
     return facts
 
 
