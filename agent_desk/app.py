@@ -8,7 +8,6 @@ from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units
@@ -16,6 +15,7 @@ from agent_desk.common import AMI_KEY, template_context
 from core.ami import AmiClient
 from core.db import Database
 from core.logs import setup_logging
+from core.redis import connect as redis_connect
 from core.settings import Settings
 from core.web import DB_KEY, ERROR_PAGE_KEY, REDIS_KEY, SETTINGS_KEY, input_errors, json_error
 from tickets.api import evidence_cap, evidence_too_large
@@ -112,7 +112,7 @@ def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[ERROR_PAGE_KEY] = auth.forbidden_page
     app[DB_KEY] = Database(settings.database_url)
-    app[REDIS_KEY] = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    app[REDIS_KEY] = redis_connect(settings, "agent_desk")
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=jinja2.select_autoescape(default=True),
         context_processors=[template_context], undefined=jinja2.StrictUndefined,

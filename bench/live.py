@@ -61,13 +61,12 @@ async def collect_pops(base: str, username: str, password: str, sink: list[float
 @asynccontextmanager
 async def logged_in_agents(settings, runtime):
     """The AGENTS on auto-answering SIPp phones (test tooling), ready; yields the AMI client."""
-    import redis.asyncio as aioredis
-
+    from core.redis import connect as redis_connect
     from tests.sipp import agents_on_phones
 
     ami = AmiClient(settings)
     await ami.connect()
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_connect(settings, "tools")
     db = Database(settings.database_url)
     try:
         async with agents_on_phones(settings, runtime, ami, redis, db, AGENTS):
@@ -194,12 +193,11 @@ async def _cel_cost(settings, runtime, ami, counters: list[EventCounter], calls:
 
 
 async def _ring_to_pop(settings, runtime, calls: int, background: int, report: Report) -> None:
-    import redis.asyncio as aioredis
-
+    from core.redis import connect as redis_connect
     from tests.sipp import agents_on_phones
     from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
 
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_connect(settings, "tools")
     counters = [EventCounter(settings, "on"), EventCounter(settings, settings["ami"]["cti_events"])]
     for counter in counters:
         await counter.client.connect()

@@ -65,12 +65,11 @@ def cmd_status(args) -> int:
 
 
 def _live_figures(settings) -> list[str]:
-    import redis.asyncio as aioredis
-
     from core.metrics import live_summary
+    from core.redis import connect
 
     async def run() -> list[str]:
-        redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
+        redis = connect(settings, "tools")
         try:
             return await live_summary(redis)
         except Exception:  # noqa: BLE001 - Redis down is already reported above
@@ -139,12 +138,11 @@ def cmd_recordings(args) -> int:
 
 
 def cmd_hours(args) -> int:
-    import redis as redis_sync
-
+    from core.redis import connect_sync
     from ivr.hours import OVERRIDE_KEY, is_open
 
     settings = load_settings()
-    client = redis_sync.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect_sync(settings)
     if args.state == "auto":
         client.hdel(OVERRIDE_KEY, args.hotline)
     elif args.state in ("open", "closed"):

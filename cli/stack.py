@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
+from core.redis import server_command as redis_server_command
 from core.settings import REPO_ROOT, Settings
 
 PYTHON = sys.executable
@@ -88,11 +90,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         "asterisk": " ".join(runtime.foreground_command()),
     }
     if settings.runs_own_redis:
-        (var / "redis").mkdir(parents=True, exist_ok=True)
-        programs["redis"] = (
-            f"redis-server --bind 127.0.0.1 --port {settings['redis']['port']} --dir {var / 'redis'} "
-            "--appendonly yes --save '' --protected-mode yes --daemonize no"
-        )
+        programs["redis"] = shlex.join(redis_server_command(settings, var / "redis"))
     for service in SERVICES:
         programs[service] = f"{PYTHON} -m {service}"
     lines = [
@@ -156,7 +154,7 @@ def _port_open(host: str, port: int) -> bool:
 
 def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
     """Each part answers its own health check."""
-    import redis as redis_sync
+    from core.redis import connect_sync
 
     results = []
     out = runtime.rx("core show uptime seconds") if _port_open(settings["ami"]["host"], settings["ami"]["port"]) else ""
@@ -166,7 +164,7 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
     heartbeats: dict[str, float] = {}
     problems: dict[str, str] = {}
     try:
-        client = redis_sync.Redis.from_url(settings.redis_url, socket_timeout=1)
+        client = connect_sync(settings)
         client.ping()
         results.append(Health("redis", True, settings.redis_url))
         for service in ("ivr", "cti", "recordings"):

@@ -19,7 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
 DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 
-SECRET_NAMES = ("ami_secret", "web_cookie_key", "admin_password", "demo_password")
+# Each process logs in to Redis (core.redis) and to AMI (core.ami) as its own user with its own secret.
+REDIS_USERS = ("ivr", "cti", "agent_desk", "recordings", "tools")
+AMI_ACCOUNTS = ("cti", "desk", "tools")
+SECRET_NAMES = ("web_cookie_key", "admin_password", "demo_password",
+                *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS))
 
 
 class ConfigError(ValueError):
@@ -124,8 +128,10 @@ def _load_or_create_secrets(path: Path, extensions: list[str]) -> dict[str, str]
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f'{k} = "{v}"\n' for k, v in sorted(data.items())))
-        tmp.chmod(0o600)
+        # Created 0600: never readable by other users, not even for a moment before a chmod.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f'{k} = "{v}"\n' for k, v in sorted(data.items())))
         tmp.replace(path)
     return data
 

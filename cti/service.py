@@ -7,14 +7,13 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
-import redis.asyncio as aioredis
-
 from core import events as ev
 from core.ami import AmiClient
 from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
 from core.metrics import LatencySamples
+from core.redis import connect as redis_connect
 from core.service import heartbeat
 from core.settings import Settings
 from cti.agents import AgentTracker
@@ -34,7 +33,7 @@ CLOSE_SECONDS = 5.0
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
     db = Database(settings.database_url)
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_connect(settings, "cti")
     ami = AmiClient(settings, events=settings["ami"]["cti_events"])
     timings = LatencySamples("cti")
     unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)

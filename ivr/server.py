@@ -243,8 +243,7 @@ def build_service(settings: Settings) -> tuple[IvrService, Database]:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run the FastAGI server until ``stop`` is set (the supervisor's ``python -m ivr``)."""
-    import redis.asyncio as aioredis
-
+    from core.redis import connect as redis_connect
     from core.service import heartbeat
 
     service, db = build_service(settings)
@@ -255,7 +254,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     host, port = settings["agi"]["host"], settings["agi"]["port"]
     server = await asyncio.start_server(app.handler, host, port)
     log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_connect(settings, "ivr")
     service.redis = redis
     tasks = [asyncio.create_task(heartbeat(redis, "ivr")), asyncio.create_task(AGI_TIMINGS.run(redis, log))]
     try:

@@ -16,12 +16,12 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
+from core.redis import connect as redis_connect
 from core.service import heartbeat
 from core.settings import Settings
 from cti.models import CallRecord
@@ -202,7 +202,7 @@ class RecordingsWorker:
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("recordings")
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = redis_connect(settings, "recordings")
     db = Database(settings.database_url)
     worker = RecordingsWorker(settings, resolve_runtime(settings), db, log)
     beat = asyncio.create_task(heartbeat(redis, "recordings"))

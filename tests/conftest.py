@@ -123,9 +123,9 @@ async def db(stack: Stack) -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture(scope="session")
 async def redis(stack: Stack) -> AsyncIterator[Any]:
-    import redis.asyncio as aioredis
+    from core.redis import connect
 
-    client = aioredis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    client = connect(stack.settings, "tools")
     yield client
     await client.aclose()
 

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
-
 import pytest
-import redis.asyncio as aioredis
 
 from core.metrics import KEEP, LatencySamples, clear_samples, live_summary, percentile, read_samples
+from core.redis import connect
+from core.settings import load_settings
+from tests.redis_server import free_port, private_redis
 
 
 @pytest.fixture
-def redis_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait(timeout=10)
+def redis_settings(tmp_path):
+    settings = load_settings(var_dir=tmp_path, env={"HOTLINE_REDIS_PORT": str(free_port())})
+    with private_redis(settings):
+        yield settings
 
 
-async def test_samples_reach_redis_capped_and_are_summarised(redis_url):
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+async def test_samples_reach_redis_capped_and_are_summarised(redis_settings):
+    redis = connect(redis_settings, "tools")
     try:
         samples = LatencySamples("ivr")
         for value in range(1, 101):

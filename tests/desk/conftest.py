@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,12 +17,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from core.settings import Settings, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.redis_server import free_port, private_redis
 
 
 @pytest.fixture(scope="session")
@@ -35,37 +28,35 @@ def desk_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
     var = tmp_path_factory.mktemp("desk-var")
     port = free_port()
     settings = load_settings(var_dir=var, env={"HOTLINE_REDIS_PORT": str(port)})
-    redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                              "--appendonly", "no", "--daemonize", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with private_redis(settings):
         migrate(settings)
         asyncio.run(seed_demo_data(settings))
         yield settings
-    finally:
-        redis.terminate()
-        redis.wait(timeout=10)
 
 
 @pytest_asyncio.fixture
 async def desk(desk_settings: Settings) -> AsyncIterator[DeskClient]:
     from agent_desk.app import build_app
+    from core.redis import connect
 
     app = build_app(desk_settings, with_ami=False)
     client = TestClient(TestServer(app))
     await client.start_server()
+    tools = connect(desk_settings, "tools")  # what a test inspects, beyond what the desk's own user may do
     try:
-        yield DeskClient(client, desk_settings)
+        yield DeskClient(client, desk_settings, tools)
     finally:
         await client.close()
+        await tools.aclose()
 
 
 class DeskClient:
     """An in-process browser: cookies, log-in, CSRF token of the last page."""
 
-    def __init__(self, client: TestClient, settings: Settings) -> None:
+    def __init__(self, client: TestClient, settings: Settings, tools_redis: Any = None) -> None:
         self.client = client
         self.settings = settings
+        self.tools_redis = tools_redis
         self.csrf = ""
 
     @property

@@ -12,7 +12,7 @@ from openpyxl import load_workbook
 from sqlalchemy import select
 
 from agent_desk.auth import COOKIE, SESSION_PREFIX
-from core.web import DB_KEY, REDIS_KEY
+from core.web import DB_KEY
 from cti.models import CallRecord
 from recordings.models import PlaybackLog, Recording
 
@@ -48,9 +48,8 @@ async def test_wrong_password_is_refused_and_the_session_cookie_is_httponly_lax_
     assert response.status == 302 and response.headers["Location"] == "/desk"
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    redis = desk.app[REDIS_KEY]
-    keys = await redis.keys(SESSION_PREFIX + "*")
-    ttl = max([await redis.ttl(k) for k in keys])
+    keys = await desk.tools_redis.keys(SESSION_PREFIX + "*")
+    ttl = max([await desk.tools_redis.ttl(k) for k in keys])
     assert 0 < ttl <= desk.settings["web"]["session_minutes"] * 60
 
 
