@@ -12,6 +12,7 @@ from aiohttp import web
 
 from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units
 from agent_desk.common import AMI_KEY, template_context
+from agent_desk.unavailable import redis_unavailable
 from core.ami import AmiClient
 from core.db import Database
 from core.logs import setup_logging
@@ -89,7 +90,7 @@ def body_limit(app: web.Application) -> int:
 
 async def _start_ami(app: web.Application) -> None:
     """Connect to AMI in the background: the desk serves pages while Asterisk is still starting."""
-    client = AmiClient(app[SETTINGS_KEY], events="off")
+    client = AmiClient(app[SETTINGS_KEY], "desk", events="off")
     app[AMI_KEY] = client
 
     async def connect() -> None:
@@ -108,7 +109,8 @@ async def _close(app: web.Application) -> None:
 
 def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
-                          middlewares=[security_headers, body_limits, input_errors, auth.auth_middleware])
+                          middlewares=[security_headers, redis_unavailable, body_limits, input_errors,
+                                       auth.auth_middleware])
     app[SETTINGS_KEY] = settings
     app[ERROR_PAGE_KEY] = auth.forbidden_page
     app[DB_KEY] = Database(settings.database_url)

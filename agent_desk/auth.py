@@ -1,8 +1,10 @@
 """Log-in, server-side sessions in Redis, CSRF protection and the auth middleware.
 
 A session is a random token in an HttpOnly, SameSite=Lax cookie; Redis holds
-``{user_id, csrf}`` under the token's hash with a sliding expiry of
-``[web] session_minutes``. Losing Redis only means logging in again.
+``{user_id, csrf, expires, mac}`` under HMAC(cookie key, token) with a sliding
+expiry of ``[web] session_minutes``. ``mac`` seals the value to its key with the
+cookie key (var/secrets.toml), so neither reading nor writing Redis yields a
+usable session. Losing Redis only means logging in again.
 Every state-changing request carries the session's CSRF token: forms in the
 ``_csrf`` field, ``fetch`` calls in the ``X-CSRF-Token`` header.
 """
@@ -13,6 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -31,6 +34,7 @@ LOGIN_CSRF_COOKIE = "hotline_login_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "_csrf"
 SESSION_PREFIX = "hotline:web:session:"
+SESSION_REFRESH_SECONDS = 60  # sliding expiry: re-sealed when older than this
 SESSION_KEY = "session"  # request[SESSION_KEY]: the Session of the logged-in user
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = frozenset({"/login", "/healthz"})
@@ -47,34 +51,64 @@ class Session:
     csrf: str
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _hash(key: str, token: str) -> str:
+    """The Redis key of a cookie token: an HMAC with the server's cookie key, so a key read from Redis
+    is not a cookie and no cookie can be derived from it."""
+    return hmac.new(key.encode(), b"session-id:" + token.encode(), hashlib.sha256).hexdigest()
+
+
+def _seal(key: str, token_hash: str, user_id: int, csrf: str, expires: int) -> str:
+    """MAC over everything a session grants, bound to its own Redis key: someone who can write to Redis
+    but lacks the cookie key can neither mint a session nor move another user's session onto their key."""
+    message = f"session-value:{token_hash}:{user_id}:{csrf}:{expires}".encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _ttl(app: web.Application) -> int:
     return int(app[SETTINGS_KEY]["web"]["session_minutes"]) * 60
 
 
+def _cookie_key(app: web.Application) -> str:
+    return app[SETTINGS_KEY].secrets["web_cookie_key"]
+
+
+async def _store_session(app: web.Application, session: Session) -> None:
+    expires = int(time.time()) + _ttl(app)
+    value = {"user_id": session.user_id, "csrf": session.csrf, "expires": expires,
+             "mac": _seal(_cookie_key(app), session.token_hash, session.user_id, session.csrf, expires)}
+    await app[REDIS_KEY].set(SESSION_PREFIX + session.token_hash, json.dumps(value), ex=_ttl(app))
+
+
 async def create_session(app: web.Application, user_id: int) -> tuple[str, Session]:
     token = secrets.token_urlsafe(32)
-    session = Session(_hash(token), user_id, secrets.token_urlsafe(24))
-    await app[REDIS_KEY].set(SESSION_PREFIX + session.token_hash,
-                             json.dumps({"user_id": user_id, "csrf": session.csrf}), ex=_ttl(app))
+    session = Session(_hash(_cookie_key(app), token), user_id, secrets.token_urlsafe(24))
+    await _store_session(app, session)
     return token, session
 
 
 async def load_session(app: web.Application, token: str | None) -> Session | None:
-    """The live session of a cookie value; each use extends its expiry (sliding window)."""
+    """The live session of a cookie value, if its seal is intact; use extends its expiry (sliding window)."""
     if not token:
         return None
-    key = SESSION_PREFIX + _hash(token)
-    redis = app[REDIS_KEY]
-    raw = await redis.get(key)
+    token_hash = _hash(_cookie_key(app), token)
+    raw = await app[REDIS_KEY].get(SESSION_PREFIX + token_hash)
     if not raw:
         return None
-    await redis.expire(key, _ttl(app))
-    data = json.loads(raw)
-    return Session(_hash(token), int(data["user_id"]), data["csrf"])
+    try:
+        data = json.loads(raw)
+        user_id, csrf, expires = int(data["user_id"]), str(data["csrf"]), int(data["expires"])
+        mac = str(data["mac"])
+    except (ValueError, TypeError, KeyError):
+        return None  # not written by create_session
+    if not hmac.compare_digest(mac, _seal(_cookie_key(app), token_hash, user_id, csrf, expires)):
+        return None
+    now = time.time()
+    if expires <= now:
+        return None  # a Redis writer may lift the key's TTL, not the sealed expiry
+    session = Session(token_hash, user_id, csrf)
+    if expires - now < _ttl(app) - SESSION_REFRESH_SECONDS:
+        await _store_session(app, session)  # re-sealed with a new expiry, at most once a minute
+    return session
 
 
 async def drop_session(app: web.Application, session: Session) -> None:

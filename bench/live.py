@@ -27,7 +27,8 @@ from core.db import Database
 from core.metrics import clear_samples, read_samples
 
 AGENTS = {"agent1": "8001", "agent3": "8003", "agent4": "8004", "agent5": "8005"}  # all serve 12301-general
-BENCH_SETTINGS = {"HOTLINE_HOURS_MODE": "always", "HOTLINE_QUEUES_WRAPUP_SECONDS": "0",
+BENCH_SETTINGS = {"HOTLINE_ASTERISK_BENCH_ECHO": "true",  # DID 10000, the plain-echo comparison of bench/capacity.py
+                  "HOTLINE_HOURS_MODE": "always", "HOTLINE_QUEUES_WRAPUP_SECONDS": "0",
                   "HOTLINE_QUEUES_RING_SECONDS": "15"}
 
 
@@ -64,7 +65,7 @@ async def logged_in_agents(settings, runtime):
     from core.redis import connect as redis_connect
     from tests.sipp import agents_on_phones
 
-    ami = AmiClient(settings)
+    ami = AmiClient(settings, "tools")
     await ami.connect()
     redis = redis_connect(settings, "tools")
     db = Database(settings.database_url)
@@ -82,7 +83,7 @@ class EventCounter:
 
     def __init__(self, settings, classes: str) -> None:
         self.classes = classes
-        self.client = AmiClient(settings, events=classes)
+        self.client = AmiClient(settings, "tools", events=classes)
         self.events = 0
         self.bytes = 0
         self.by_name: dict[str, int] = {}

@@ -156,10 +156,9 @@ def cmd_unlock(args) -> int:
     """Lift a log-in lock of an account (or, with --address, of a source address); audited."""
     import getpass
 
-    import redis.asyncio as aioredis
-
     from agent_desk.login_guard import unlock
     from core.db import Database
+    from core.redis import connect
 
     settings = load_settings()
     kind, subject = ("address", args.address) if args.address else ("account", args.username)
@@ -168,7 +167,7 @@ def cmd_unlock(args) -> int:
         return 2
 
     async def run() -> bool:
-        redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        redis = connect(settings, "tools")
         db = Database(settings.database_url)
         try:
             return await unlock(redis, db, kind, subject, f"命令行 ({getpass.getuser()})", None)

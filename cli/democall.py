@@ -72,7 +72,7 @@ async def originate_citizen(
 
 
 async def place_call(settings: Settings, did: str, keys: str, caller: str, hold: int, speech: str) -> PlacedCall:
-    ami = AmiClient(settings)  # an async Originate's reply ends with an event: events must be on
+    ami = AmiClient(settings, "tools")  # an async Originate's reply ends with an event: events must be on
     await ami.connect()
     try:
         return await originate_citizen(ami, did, keys, caller, hold, citizen_speech(settings, speech) if speech else "")

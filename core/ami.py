@@ -16,9 +16,16 @@ from typing import Any
 
 from panoramisk import Manager
 
-from core.settings import Settings
+from core.settings import AMI_ACCOUNTS, Settings
 
 log = logging.getLogger("ami")
+
+
+def ami_username(settings: Settings, account: str) -> str:
+    """Each process has its own AMI user (asterisk-conf/manager.conf), holding only the classes it uses."""
+    if account not in AMI_ACCOUNTS:
+        raise ValueError(f"unknown AMI account {account!r}; one of {', '.join(AMI_ACCOUNTS)}")
+    return f"{settings['ami']['username']}-{account}"
 
 
 class _NeverResend:
@@ -45,14 +52,15 @@ class AmiClient:
     def __init__(
         self,
         settings: Settings,
+        account: str,
         events: str = "on",
         watchdog_interval: float = 2.0,
         watchdog_timeout: float = 3.0,
     ) -> None:
         ami = settings["ami"]
         self.manager = Manager(
-            host=ami["host"], port=ami["port"], username=ami["username"],
-            secret=settings.secrets["ami_secret"], events=events,
+            host=ami["host"], port=ami["port"], username=ami_username(settings, account),
+            secret=settings.secrets[f"ami_{account}"], events=events,
             ping_delay=3600, ping_interval=3600,  # panoramisk's own ping ignores replies; ours checks them
             reconnect_timeout=1, forgetable_actions=_NeverResend(),
         )

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import jinja2
 
+from core.ami import ami_username
 from core.asterisk_runtime import AsteriskRuntime
-from core.settings import REPO_ROOT, Settings
+from core.settings import AMI_ACCOUNTS, REPO_ROOT, Settings
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 DIALPLAN_DIR = REPO_ROOT / "dialplans"
@@ -25,6 +26,23 @@ INSTANCE_DIRS = ("etc", "lib", "lib/keys", "spool/monitor", "spool/voicemail-in"
 
 def queue_names() -> list[str]:
     return [f"{hotline}-{business}" for hotline in HOTLINES for business in BUSINESSES]
+
+
+def ami_accounts(settings: Settings) -> list[dict[str, str]]:
+    """The AMI users of asterisk-conf/manager.conf. An action needs one of its classes in ``write``
+    (Asterisk's manager.c): QueueAdd/Remove/Pause are agent; Hangup, Redirect, Bridge, BlindTransfer, Atxfer,
+    CancelAtxfer are call; Originate is originate; CoreShowChannels is reporting; QueueStatus and Ping none."""
+    control = "call,agent,originate,reporting"
+    accounts = [
+        ("cti", settings["ami"]["cti_events"], control,
+         "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks"),
+        ("desk", "", control, "web desk: agent log-in/pause, transfers, hang-up, callbacks, listen; no events"),
+        ("tools", "all", "system,call,agent,user,command,reporting,originate",
+         "operator tools, tests and benchmarks (./hotline call, CLI commands in tests)"),
+    ]
+    assert {name for name, *_ in accounts} == set(AMI_ACCOUNTS)
+    return [{"username": ami_username(settings, name), "secret": settings.secrets[f"ami_{name}"],
+             "read": read, "write": write, "why": why} for name, read, write, why in accounts]
 
 
 def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
@@ -53,8 +71,7 @@ def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
         "phones": phones,
         "ami_host": ami["host"],
         "ami_port": ami["port"],
-        "ami_user": ami["username"],
-        "ami_secret": settings.secrets["ami_secret"],
+        "ami_accounts": ami_accounts(settings),
         "agi_host": agi["host"],
         "agi_port": agi["port"],
         "queues": queue_names(),
@@ -63,6 +80,7 @@ def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
         "announce_every_seconds": queues["announce_every_seconds"],
         "queue_max_wait": queues["max_wait_seconds"],
         "vm_max_seconds": settings["voicemail"]["max_seconds"],
+        "bench_echo": settings["asterisk"]["bench_echo"],
     }
 
 

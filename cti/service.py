@@ -34,7 +34,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
     db = Database(settings.database_url)
     redis = redis_connect(settings, "cti")
-    ami = AmiClient(settings, events=settings["ami"]["cti_events"])
+    ami = AmiClient(settings, "cti", events=settings["ami"]["cti_events"])
     timings = LatencySamples("cti")
     unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)
 

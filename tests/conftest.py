@@ -106,7 +106,7 @@ def stack() -> Iterator[Stack]:
 async def ami(stack: Stack) -> AsyncIterator[Any]:
     from core.ami import AmiClient
 
-    client = AmiClient(stack.settings)
+    client = AmiClient(stack.settings, "tools")
     await client.connect()
     yield client
     await client.close()

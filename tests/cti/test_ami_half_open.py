@@ -19,7 +19,7 @@ pytestmark = pytest.mark.stack
 
 
 async def test_a_frozen_asterisk_is_noticed_and_the_link_comes_back(stack, waiter):
-    client = AmiClient(stack.settings, watchdog_interval=1, watchdog_timeout=2)
+    client = AmiClient(stack.settings, "tools", watchdog_interval=1, watchdog_timeout=2)
     await client.connect()
     pid = int(supervisorctl(stack.settings, "pid", "asterisk").stdout.strip())
     os.kill(pid, signal.SIGSTOP)
