@@ -44,7 +44,7 @@ ACL_RULES: dict[str, str] = {
     "cti": "~hotline:health:cti ~hotline:metrics:cti:* ~hotline:cti:* ~hotline:agents:* ~hotline:events "
            "+get +set +del +hget +hset +hdel +hkeys +hgetall +xadd +lpush +ltrim",
     "agent_desk": "~hotline:web:* ~hotline:desk:* ~hotline:agents:* ~hotline:events ~hotline:hours:override "
-                  "+get +set +del +expire +ttl +exists +incr +multi +exec +discard +scan "
+                  "+get +set +del +expire +ttl +exists +incr +incrby +multi +exec +discard +scan "
                   "+hget +hset +hdel +hgetall +xadd +xread +xrange +xrevrange",
     "recordings": "~hotline:health:recordings ~hotline:metrics:recordings:* ~hotline:events "
                   "+get +set +lpush +ltrim +xadd",
