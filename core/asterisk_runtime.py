@@ -7,6 +7,7 @@ side by side on one machine without touching ``/etc/asterisk``.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,11 @@ from core.settings import Settings
 SID_MIRROR = "http://deb.debian.org/debian"
 ASTERISK_PACKAGES = ["asterisk", "asterisk-core-sounds-en-wav", "asterisk-moh-opsound-wav", "tzdata"]
 APT_NO_EXPIRY = ["-o", "Acquire::Check-Valid-Until=false"]
+# The chroot's asterisk user and group get an id no host account or group has (Debian's package would take
+# the next free system id, 101, which is the host's postgres: the host's PostgreSQL account then owned
+# Asterisk's config with the AMI secrets). The same id on every rebuild: the first free one from here.
+ASTERISK_ID_BASE = 64301
+ASTERISK_ID_LAST = 64999
 
 
 class RuntimeError_(RuntimeError):
@@ -79,6 +85,100 @@ class AsteriskRuntime:
         return uid, gid
 
 
+def _ids_in(passwd_or_group: Path) -> dict[int, str]:
+    ids: dict[int, str] = {}
+    if passwd_or_group.exists():
+        for line in passwd_or_group.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 3 and fields[2].isdigit():
+                ids[int(fields[2])] = fields[0]
+    return ids
+
+
+def choose_asterisk_id(root: Path, host: Path = Path("/")) -> int:
+    """One id, free as a uid and a gid both on the host and in the chroot (except the asterisk entries)."""
+    taken = {*_ids_in(host / "etc/passwd"), *_ids_in(host / "etc/group")}
+    taken |= {i for i, name in _ids_in(root / "etc/passwd").items() if name != "asterisk"}
+    taken |= {i for i, name in _ids_in(root / "etc/group").items() if name != "asterisk"}
+    for candidate in range(ASTERISK_ID_BASE, ASTERISK_ID_LAST + 1):
+        if candidate not in taken:
+            return candidate
+    raise RuntimeError_(f"no free uid/gid between {ASTERISK_ID_BASE} and {ASTERISK_ID_LAST} for asterisk")
+
+
+def asterisk_id_collides(root: Path, host: Path = Path("/")) -> tuple[int, int] | None:
+    """(uid, gid) of the chroot's asterisk user if either is also used on the host; None if all is well."""
+    users, groups = _ids_in(root / "etc/passwd"), _ids_in(root / "etc/group")
+    uid = next((i for i, name in users.items() if name == "asterisk"), None)
+    gid = next((i for i, name in groups.items() if name == "asterisk"), None)
+    if uid is None or gid is None:
+        return None
+    host_ids = {*_ids_in(host / "etc/passwd"), *_ids_in(host / "etc/group")}
+    return (uid, gid) if uid in host_ids or gid in host_ids else None
+
+
+def processes_in(root: Path) -> list[int]:
+    """Processes whose root directory is ``root`` (an Asterisk of this runtime, or its ``asterisk -rx``)."""
+    found = []
+    target = root.resolve()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if Path(os.readlink(proc / "root")).resolve() == target:
+                    found.append(int(proc.name))
+            except OSError:
+                continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def _set_id(path: Path, name: str, new: int) -> None:
+    lines = []
+    for line in path.read_text().splitlines(keepends=True):
+        fields = line.split(":")
+        if fields[0] == name and len(fields) > 3:
+            fields[2] = str(new)
+            if path.name == "passwd":
+                fields[3] = str(new)
+            line = ":".join(fields)
+        lines.append(line)
+    tmp = path.with_name(path.name + ".hotline-tmp")
+    tmp.write_text("".join(lines))
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    tmp.replace(path)
+
+
+def fix_asterisk_ids(root: Path, say=print, host: Path = Path("/")) -> bool:
+    """Move a cached chroot's asterisk user off an id the host uses (e.g. its postgres), chowning every file
+    that user or group owns. Idempotent; skipped with a warning while any process runs in that runtime,
+    because a running Asterisk keeps its old uid and would lose access to its own files.
+    Returns True if the ids were changed."""
+    collision = asterisk_id_collides(root, host)
+    if collision is None:
+        return False
+    running = processes_in(root)
+    if running:
+        say(f"  WARNING: the asterisk user of {root} has uid/gid {collision}, also used on this host; not changed "
+            f"while {len(running)} process(es) run in that runtime (pids {running[:5]}). Stop every stack "
+            "that uses it and run ./hotline up again.")
+        return False
+    old_uid, old_gid = collision
+    new = choose_asterisk_id(root, host)
+    for path in (root / "etc/passwd", root / "etc/group"):
+        _set_id(path, "asterisk", new)
+    root_dev = root.stat().st_dev
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(folder, d)).st_dev == root_dev]  # never a mount
+        for name in (*dirs, *files, "."):
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if st.st_uid == old_uid or st.st_gid == old_gid:
+                os.lchown(path, new if st.st_uid == old_uid else -1, new if st.st_gid == old_gid else -1)
+                if not os.path.islink(path) and st.st_mode & 0o6000:
+                    os.chmod(path, st.st_mode & 0o7777)  # chown clears set-id bits: keep the package's modes
+    say(f"  asterisk user of {root} moved from uid {old_uid}/gid {old_gid} to {new}/{new} (not used on this host)")
+    return True
+
+
 def host_asterisk_version() -> tuple[int, ...] | None:
     exe = shutil.which("asterisk")
     if not exe:
@@ -112,6 +212,14 @@ def build_chroot(root: Path, log: Path, say=print) -> None:
     _run("debootstrap of Debian sid", ["debootstrap", "--variant=minbase", "sid", str(partial), SID_MIRROR], log)
     say(f"  base system ready after {time.monotonic() - t0:.0f}s; installing Asterisk")
     _run("apt-get update in the chroot", ["chroot", str(partial), "apt-get", *APT_NO_EXPIRY, "update"], log)
+    # Created before the package, which then keeps it (adduser --system reuses an existing system user).
+    asterisk_id = str(choose_asterisk_id(partial))
+    _run("creating the asterisk group", ["chroot", str(partial), "groupadd", "--system", "--gid", asterisk_id,
+                                         "asterisk"], log)
+    _run("creating the asterisk user", ["chroot", str(partial), "useradd", "--system", "--uid", asterisk_id,
+                                        "--gid", asterisk_id, "--home-dir", "/var/lib/asterisk", "--no-create-home",
+                                        "--shell", "/usr/sbin/nologin", "--comment", "Asterisk PBX daemon",
+                                        "asterisk"], log)
     _run(
         "installing Asterisk in the chroot",
         ["chroot", str(partial), "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", *APT_NO_EXPIRY,
@@ -138,4 +246,6 @@ def resolve_runtime(settings: Settings, build: bool = False, say=print) -> Aster
         if not build:
             raise RuntimeError_(f"no Asterisk runtime at {root}: run ./hotline up to build it")
         build_chroot(root, settings.log_dir / "asterisk-build.log", say=say)
+    if build:  # ./hotline up: a chroot built before uids were chosen is moved off the host's ids
+        fix_asterisk_ids(root, say=say)
     return AsteriskRuntime(root, settings.instance_id)
