@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
+from core.filemodes import UMASK, private_umask, tighten
 from core.redis import server_command as redis_server_command
 from core.settings import REPO_ROOT, Settings
 
@@ -98,6 +99,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         f"file={settings.run_dir / 'supervisor.sock'}",
         "chmod=0700",
         "[supervisord]",
+        f"umask={UMASK:03o}",  # every service, Asterisk and Redis: files 0640, folders 0750 at most
         f"logfile={settings.log_dir / 'supervisord.log'}",
         f"pidfile={settings.run_dir / 'supervisord.pid'}",
         f"directory={REPO_ROOT}",
@@ -111,6 +113,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         lines += [
             f"[program:{name}]",
             f"command={command}",
+            f"umask={UMASK:03o}",
             "autorestart=true",
             "startsecs=1",
             "startretries=1000",
@@ -211,10 +214,15 @@ def migrate_url(url: str) -> None:
 
 def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
     """Everything before processes start: runtime, config, prompts, schema, demo data."""
+    with _timed(say, "Asterisk runtime"):  # built with the usual umask: its system files are for everyone
+        runtime = resolve_runtime(settings, build=True, say=say)
+    with private_umask():
+        return _prepare_instance(settings, runtime, say)
+
+
+def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) -> AsteriskRuntime:
     for folder in (settings.log_dir, settings.run_dir, settings.recordings_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    with _timed(say, "Asterisk runtime"):
-        runtime = resolve_runtime(settings, build=True, say=say)
     with _timed(say, "Checking IVR menus"):
         from ivr.menu import load_all_menus
 
@@ -231,6 +239,14 @@ def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
         from cli.demo import seed_demo_data
 
         asyncio.run(seed_demo_data(settings))
+    with _timed(say, "File modes: nothing for other users"):
+        # Files of older installations (mode 644 and 755): database, logs, recordings, Redis, CDR, and the
+        # runtime's cache of synthesized prompts (read-backs of every instance; only root reads it).
+        from ivr.setup import SHARED_CACHE
+
+        for folder in (settings.var_dir, settings.recordings_dir, runtime.host_instance_dir,
+                       runtime.host_path(SHARED_CACHE)):
+            tighten(folder)
     return runtime
 
 

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -99,7 +100,7 @@ def _synthesize(text: str, target: Path) -> None:
 
 def convert_to_asterisk_wav(source: Path, target: Path, effects: list[str] | None = None) -> None:
     """8 kHz, mono, 16-bit PCM: what Asterisk plays without transcoding."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o750, parents=True, exist_ok=True)  # whatever the caller's umask
     tmp = target.with_suffix(".part.wav")
     proc = subprocess.run(
         ["sox", str(source), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(tmp), *(effects or [])],
@@ -107,13 +108,23 @@ def convert_to_asterisk_wav(source: Path, target: Path, effects: list[str] | Non
     )
     if proc.returncode != 0:
         raise PromptError(f"sox could not convert {source}: {proc.stderr.strip()}")
+    tmp.chmod(0o600)  # the store gives Asterisk's group read access where it plays the file
     tmp.replace(target)
+
+
+def share_with_asterisk(path: Path) -> None:
+    """Readable by Asterisk through the folder's group (asterisk), by no other user: read-backs carry
+    citizens' ticket details."""
+    os.chown(path, -1, path.parent.stat().st_gid)
+    path.chmod(0o640)
 
 
 class PromptStore:
     """Prompt files in one folder that Asterisk reads (``<dir>/<name>.wav``)."""
 
-    def __init__(self, directory: Path, asterisk_directory: str, cache_dir: Path | None = None) -> None:
+    def __init__(self, directory: Path, asterisk_directory: str, cache_dir: Path | None = None,
+                 private: bool = True) -> None:
+        self.private = private  # an instance's prompts (read-backs); False: Asterisk's shared zh sounds
         self.directory = directory
         self.asterisk_directory = asterisk_directory
         self.cache_dir = cache_dir or directory / ".cache"
@@ -131,7 +142,10 @@ class PromptStore:
             if not target.exists() or target.read_bytes() != cached.read_bytes():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cached, target)
-        target.chmod(0o644)
+        if self.private:
+            share_with_asterisk(target)
+        else:
+            target.chmod(0o644)
         return f"{self.asterisk_directory}/{name}"
 
     def dynamic(self, text: str) -> str:

@@ -15,7 +15,7 @@ from core.asterisk_runtime import AsteriskRuntime
 from core.settings import CONFIG_DIR, ConfigError, Settings
 from ivr.hours import staffed_hours
 from ivr.menu import RECORDED_PROMPTS, HotlineMenu, Prompt, load_all_menus
-from ivr.prompts import AsteriskPrompts, PromptStore, convert_to_asterisk_wav
+from ivr.prompts import AsteriskPrompts, PromptStore, convert_to_asterisk_wav, share_with_asterisk
 
 PROMPTS_FILE = CONFIG_DIR / "prompts.yaml"
 ZH_SOUNDS = "/usr/share/asterisk/sounds/zh"
@@ -53,7 +53,7 @@ def asterisk_prompts(runtime: AsteriskRuntime) -> AsteriskPrompts:
 def _make(store: PromptStore, prompt: Prompt) -> str:
     if prompt.audio:
         convert_to_asterisk_wav(RECORDED_PROMPTS / prompt.audio, store.directory / f"{prompt.name}.wav")
-        (store.directory / f"{prompt.name}.wav").chmod(0o644)
+        share_with_asterisk(store.directory / f"{prompt.name}.wav")
         return f"{store.asterisk_directory}/{prompt.name}"
     return store.ensure(prompt.name, prompt.text)
 
@@ -71,10 +71,16 @@ def generate_prompts(settings: Settings, runtime: AsteriskRuntime,
         made[prompt.name] = store.directory / f"{prompt.name}.wav"
 
     _texts, sounds = load_prompt_texts()
-    zh = PromptStore(runtime.host_path(ZH_SOUNDS), ZH_SOUNDS, cache_dir=store.cache_dir)
+    zh = PromptStore(runtime.host_path(ZH_SOUNDS), ZH_SOUNDS, cache_dir=store.cache_dir, private=False)
     for name, text in sounds.items():
         zh.ensure(name, text)
         made[f"zh/{name}"] = zh.directory / f"{name}.wav"
-    for folder in {path.parent for path in made.values()}:
-        folder.chmod(0o755)
+    for folder in {path.parent for path in made.values()} - {store.directory}:
+        folder.chmod(0o755)  # Asterisk's own zh sounds: the same for every instance, nothing private
+    # The instance's prompts (read-backs included): group asterisk (render_asterisk_config), new files
+    # inherit it (set-group-id folder); older read-backs are given to that group too.
+    store.directory.chmod(0o2750)
+    for path in store.directory.iterdir():
+        if path.is_file():
+            share_with_asterisk(path)
     return made

@@ -9,6 +9,7 @@ import csv
 import os
 import re
 import signal
+import stat
 import time
 
 import aiohttp
@@ -237,3 +238,42 @@ def _redis_answers(stack) -> bool:
         return bool(client.ping())
     except redis_errors.RedisError:
         return False
+
+
+# --- file modes: nothing for other local users ----------------------------------------------------------
+
+
+def _exposed(root) -> list[str]:
+    """Files or folders below ``root`` that other users may read, write or enter (links are not followed)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in (".", *dirs, *files):
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o007:
+                found.append(f"{oct(st.st_mode & 0o7777)} {path}")
+    return found
+
+
+async def test_no_data_file_is_readable_by_other_users_after_up_and_after_a_recording_is_filed(
+        stack, ami, db, waiter):
+    from sqlalchemy import select
+
+    from recordings.models import Recording
+
+    roots = [stack.settings.var_dir, stack.settings.recordings_dir, stack.runtime.host_instance_dir]
+    assert not [p for root in roots for p in _exposed(root)]
+    call = await originate_citizen(ami, "12301", caller="13800007777", hold_seconds=8, delay_seconds=1)
+
+    async def filed():
+        async with db.session() as session:
+            row = await session.scalar(select(Recording).where(Recording.call_id == call.call_id))
+            return row if row and row.sha256 else None
+
+    row = await waiter(filed, timeout=90, what="the call's recording to be filed")
+    stored = stack.settings.recordings_dir / row.path
+    assert stored.exists() and stored.stat().st_mode & 0o077 in (0, 0o040), oct(stored.stat().st_mode)
+    cdr = stack.asterisk_path(stack.runtime.inside("log", "cdr-csv", "Master.csv"))
+    assert cdr.exists()
+    exposed = [p for root in roots for p in _exposed(root)]
+    assert not exposed, exposed
