@@ -98,3 +98,24 @@ async def test_redis_refuses_a_client_without_a_password_and_each_user_keeps_to_
             assert not allowed, f"{service} may run {forbidden}"
         finally:
             await client.aclose()
+
+
+async def test_while_redis_is_down_the_desk_answers_a_chinese_503_not_500(tmp_path):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from agent_desk.app import build_app
+    from core.settings import load_settings
+    from tests.redis_server import free_port
+
+    settings = load_settings(var_dir=tmp_path, env={"HOTLINE_REDIS_PORT": str(free_port())})  # nobody there
+    client = TestClient(TestServer(build_app(settings, with_ami=False)))
+    await client.start_server()
+    try:
+        client.session.cookie_jar.update_cookies({COOKIE: secrets.token_urlsafe(32)})
+        api = await client.get("/api/tickets")
+        assert api.status == 503 and "稍后重试" in (await api.json())["error"]
+        page = await client.get("/desk", allow_redirects=False)
+        assert page.status == 503 and "稍后重试" in await page.text()
+        assert (await client.get("/healthz")).status == 200  # the process itself is fine
+    finally:
+        await client.close()
