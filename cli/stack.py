@@ -250,8 +250,7 @@ def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) ->
     return runtime
 
 
-def up(settings: Settings, say: Say = print, wait: float = 90) -> AsteriskRuntime:
-    runtime = prepare(settings, say)
+def _start_services(settings: Settings, runtime: AsteriskRuntime, say: Say) -> None:
     conf = settings.run_dir / "supervisord.conf"
     conf.write_text(supervisord_conf(settings, runtime))
     with _timed(say, "Starting services"):
@@ -265,6 +264,12 @@ def up(settings: Settings, say: Say = print, wait: float = 90) -> AsteriskRuntim
                                   capture_output=True, text=True, cwd=REPO_ROOT)
             if proc.returncode != 0:
                 raise StackError(f"supervisord did not start: {proc.stderr.strip()}")
+
+
+def up(settings: Settings, say: Say = print, wait: float = 90) -> AsteriskRuntime:
+    runtime = prepare(settings, say)
+    with private_umask():  # supervisord opens its log before it applies its own umask setting
+        _start_services(settings, runtime, say)
     with _timed(say, "Waiting for every part to answer its health check"):
         deadline = time.monotonic() + wait
         while True:
