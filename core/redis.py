@@ -34,20 +34,20 @@ from core.settings import REDIS_USERS, Settings
 # Commands every client needs to open and check a connection (redis-py sends CLIENT SETINFO, health checks PING).
 _CONNECTION = "+ping +echo +select +client|setname +client|getname +client|id"
 
-# Who may do what. Key patterns follow the key names in the code: core.service (hotline:health:<svc>),
+# Who may do what. Key patterns follow the key names in the code: core.service (hotline:health:<svc>[:problem]),
 # core.metrics (hotline:metrics:<svc>:*), core.events (hotline:events), cti.control (hotline:agents:*),
 # ivr.hours (hotline:hours:override), agent_desk.auth and .login_guard (hotline:web:*), agent_desk.desk
 # (hotline:desk:*).
 ACL_RULES: dict[str, str] = {
-    "ivr": "~hotline:health:ivr ~hotline:metrics:ivr:* ~hotline:hours:override "
-           "+get +set +hget +lpush +ltrim",
-    "cti": "~hotline:health:cti ~hotline:metrics:cti:* ~hotline:cti:* ~hotline:agents:* ~hotline:events "
-           "+get +set +del +hget +hset +hdel +hkeys +hgetall +xadd +lpush +ltrim",
+    "ivr": "~hotline:health:ivr ~hotline:health:ivr:* ~hotline:metrics:ivr:* ~hotline:hours:override "
+           "+get +set +del +hget +lpush +ltrim",
+    "cti": "~hotline:health:cti ~hotline:health:cti:* ~hotline:metrics:cti:* ~hotline:cti:* ~hotline:agents:* "
+           "~hotline:events +get +set +del +hget +hset +hdel +hkeys +hgetall +xadd +lpush +ltrim",
     "agent_desk": "~hotline:web:* ~hotline:desk:* ~hotline:agents:* ~hotline:events ~hotline:hours:override "
                   "+get +set +del +expire +ttl +exists +incr +incrby +multi +exec +discard +scan "
                   "+hget +hset +hdel +hgetall +xadd +xread +xrange +xrevrange",
-    "recordings": "~hotline:health:recordings ~hotline:metrics:recordings:* ~hotline:events "
-                  "+get +set +lpush +ltrim +xadd",
+    "recordings": "~hotline:health:recordings ~hotline:health:recordings:* ~hotline:metrics:recordings:* "
+                  "~hotline:events +get +set +del +lpush +ltrim +xadd",
     # The operator's command line, the tests and the benchmarks: any hotline key, no server administration
     # (FLUSHALL, CONFIG, DEBUG, SHUTDOWN... are @dangerous); ACL LOG shows which service was refused what.
     "tools": "~hotline:* +@all -@dangerous +keys +info +acl|log",

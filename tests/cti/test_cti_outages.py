@@ -246,7 +246,7 @@ async def _queued(db, call_id: str, waiter) -> CallRecord:
 # --- item 6: waits to the event timestamps -----------------------------------------------------------
 
 async def test_c_wait_time_has_the_precision_of_the_ami_event_timestamps(stack, ami, db, agent1, waiter):
-    watcher = AmiClient(stack.settings)
+    watcher = AmiClient(stack.settings, "tools")
     seen: dict[str, dict[str, Any]] = {}
     watcher.on_event("QueueCallerJoin", lambda _m, e: seen.setdefault(f"join:{e.get('Uniqueid')}", dict(e)))
     watcher.on_event("AgentConnect", lambda _m, e: seen.setdefault(f"connect:{e.get('Uniqueid')}", dict(e)))
