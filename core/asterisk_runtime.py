@@ -7,6 +7,7 @@ side by side on one machine without touching ``/etc/asterisk``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -152,6 +153,15 @@ def fix_asterisk_ids(root: Path, say=print, host: Path = Path("/")) -> bool:
     that user or group owns. Idempotent; skipped with a warning while any process runs in that runtime,
     because a running Asterisk keeps its old uid and would lose access to its own files.
     Returns True if the ids were changed."""
+    if asterisk_id_collides(root, host) is None:
+        return False
+    # Two `up`s at once (a demo and a test stack): one moves the ids, the other then finds nothing to do.
+    with (root / ".hotline-ids.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fix_asterisk_ids_locked(root, say, host)
+
+
+def _fix_asterisk_ids_locked(root: Path, say, host: Path) -> bool:
     collision = asterisk_id_collides(root, host)
     if collision is None:
         return False
