@@ -271,9 +271,33 @@ async def test_no_data_file_is_readable_by_other_users_after_up_and_after_a_reco
             return row if row and row.sha256 else None
 
     row = await waiter(filed, timeout=90, what="the call's recording to be filed")
+    await _upload_evidence(stack)
     stored = stack.settings.recordings_dir / row.path
     assert stored.exists() and stored.stat().st_mode & 0o077 in (0, 0o040), oct(stored.stat().st_mode)
     cdr = stack.asterisk_path(stack.runtime.inside("log", "cdr-csv", "Master.csv"))
     assert cdr.exists()
     exposed = [p for root in roots for p in _exposed(root)]
     assert not exposed, exposed
+
+
+async def _upload_evidence(stack) -> None:
+    """A complaint registered at the desk and a piece of evidence filed by the unit handling it."""
+    from tests.desk.test_call_control import Desk
+    from tests.desk.test_pages import complaint
+
+    password = stack.settings.secrets["demo_password"]
+    agent, unit = Desk(stack.settings.web_url), Desk(stack.settings.web_url)
+    try:
+        await agent.login("agent1", password)
+        status, ticket = await agent.post("/api/tickets", complaint())
+        assert status == 201, ticket
+        await unit.login("th_handler", password)
+        form = aiohttp.FormData()
+        form.add_field("file", b"%PDF-1.4\n" + bytes(range(256)) * 4, filename="合同.pdf",
+                       content_type="application/pdf")
+        async with unit.http.post(f"{unit.base}/api/tickets/{ticket['number']}/evidence", data=form,
+                                  headers={"X-CSRF-Token": unit.csrf}) as resp:
+            assert resp.status == 201, await resp.text()
+    finally:
+        await agent.close()
+        await unit.close()
