@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -208,7 +208,20 @@ def home_for(user: User) -> str:
 
 
 def _safe_next(value: str | None) -> str | None:
-    return value if value and value.startswith("/") and not value.startswith("//") else None
+    r"""A same-site path to return to after log-in, or None.
+
+    Browsers drop tabs and newlines anywhere in a URL, trim leading spaces and control characters
+    and read a backslash as a slash, so ``/\t/evil``, ``/\evil`` or `` //evil`` all become
+    ``//evil``: another site. Anything a browser would rewrite is refused rather than cleaned: one
+    leading slash, no whitespace, control or invisible format characters, no backslash, and no
+    scheme or host once parsed. (Non-ASCII letters are kept: a filtered list's query may carry them.)
+    """
+    if not value or len(value) > 2000 or not value.startswith("/") or value.startswith("//"):
+        return None
+    if any(ch == "\\" or ch.isspace() or not ch.isprintable() for ch in value):
+        return None
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc and parts.path.startswith("/") else None
 
 
 # --- handlers ------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from agent_desk.auth import forbidden_page
 from agent_desk.common import local_time, local_zone
+from agent_desk.playback import may_listen
 from core.inputs import InputError, query_int
 from core.models import ROLE_LABELS, Unit, User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
@@ -156,15 +157,15 @@ async def ticket_page(request: web.Request) -> web.Response:
     zone, day = local_zone(request), today(request)
     async with request.app[DB_KEY].session() as db:
         ticket = await find_by_number(db, number)
-        if ticket is None:
+        if ticket is None or not can_view(user, ticket):
+            # As the JSON API: outside the unit boundary a ticket does not exist, as far as the caller can tell.
             return forbidden_page(request, f"工单 {number} 不存在", 404)
-        if not can_view(user, ticket):
-            return forbidden_page(request, "无权查看此工单：该工单不属于您所在的单位")
         log = await tracking_log(db, ticket)
         calls = (await db.scalars(select(CallRecord).join(TicketCall, TicketCall.call_id == CallRecord.call_id)
                                   .where(TicketCall.ticket_id == ticket.id)
                                   .order_by(CallRecord.started_at))).all()
-        recordings = await ticket_recordings(db, ticket)
+        # Only what this user may hear: a stored link does not vouch for itself (agent_desk.playback).
+        recordings = [r for r in await ticket_recordings(db, ticket) if await may_listen(db, user, r)]
         evidence = (await db.scalars(select(Evidence).where(Evidence.ticket_id == ticket.id)
                                      .order_by(Evidence.id))).all()
         dialogs = await _dialogs(db, ticket, user)
@@ -172,7 +173,7 @@ async def ticket_page(request: web.Request) -> web.Response:
         "t": ticket, "c": card(ticket, day), "progress": PROGRESS, "step": progress_step(ticket),
         "log": [{"action": a.action, "operator": a.operator_name, "unit": a.operator_unit or "",
                  "at": local_time(a.at, zone), "state": a.state_label, "remark": a.remark} for a in log],
-        "calls": [{"call_id": c.call_id, "at": local_time(c.started_at, zone), "hotline": c.hotline,
+        "calls": [{"ref": c.ref, "at": local_time(c.started_at, zone), "hotline": c.hotline,
                    "talk": c.talk_seconds} for c in calls],
         "recordings": [{"id": r.id, "kind": "留言" if r.kind == "voicemail" else "通话录音",
                         "at": local_time(r.started_at, zone), "seconds": r.duration_seconds} for r in recordings],

@@ -71,6 +71,8 @@ class ScreenPop(Event):
     history: dict[str, Any]
     draft: dict[str, Any]
     agent_called_ts: float
+    # The call's public reference (cti.models.new_call_ref): what the desk shows and sends with the ticket.
+    call_ref: str = ""
 
 
 @dataclass

@@ -30,7 +30,7 @@ async def caller_history(db: Database, phone: str | None, limit: int = 5) -> dic
             ]
     return {
         "calls": [
-            {"call_id": c.call_id, "started_at": c.started_at.isoformat(), "hotline": c.hotline,
+            {"call_ref": c.ref, "started_at": c.started_at.isoformat(), "hotline": c.hotline,
              "business": c.business, "answered": c.answered_at is not None}
             for c in calls
         ],

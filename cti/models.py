@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, Enum, Float, Index, String
@@ -19,6 +20,15 @@ class CallState(enum.StrEnum):
     ENDED = "ended"
 
 
+def new_call_ref() -> str:
+    """A call's public reference (about 96 random bits).
+
+    Asterisk's uniqueids are sequential (epoch.counter), so knowing one call's id gives away its
+    neighbours; people only ever see and type this reference, the uniqueid stays internal.
+    """
+    return secrets.token_urlsafe(12)
+
+
 class CallRecord(Base):
     __tablename__ = "call_records"
     __table_args__ = (
@@ -28,6 +38,7 @@ class CallRecord(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), unique=True)  # Asterisk uniqueid of the citizen leg
+    ref: Mapped[str] = mapped_column(String(24), unique=True, default=new_call_ref)  # what people see and type
     linkedid: Mapped[str | None] = mapped_column(String(64), index=True)
     direction: Mapped[str] = mapped_column(String(8), default="inbound")
     hotline: Mapped[str | None] = mapped_column(String(8))

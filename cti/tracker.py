@@ -202,14 +202,14 @@ class CallTracker:
             "hotline": record.hotline, "kind": record.business if record.business in
             ("consult", "complaint", "report") else None,
             "complaint_object": record.category, "complainant_phone": record.caller_number,
-            "call_id": call_id,
+            "call_ref": record.ref,
         }
         await self.publish(ev.ScreenPop(
             agent_id=agent_id, call_id=call_id, caller_number=record.caller_number, hotline=record.hotline,
             queue=event.get("Queue"), ivr_path=record.ivr_path, business=record.business,
             category=record.category, lookup_ticket=record.lookup_ticket,
             waited_seconds=round(waited, 1), history=history, draft=draft,
-            agent_called_ts=float(event.get("Timestamp") or time.time()),
+            agent_called_ts=float(event.get("Timestamp") or time.time()), call_ref=record.ref,
         ))
 
     async def on_AgentConnect(self, event: Any) -> None:

@@ -44,3 +44,5 @@ class PlaybackLog(Base):
     user_id: Mapped[int] = mapped_column(Integer, index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     range_header: Mapped[str | None] = mapped_column(String(64))
+    client_address: Mapped[str | None] = mapped_column(String(64))   # the peer of the connection
+    forwarded_for: Mapped[str | None] = mapped_column(String(255))   # X-Forwarded-For as sent (a proxy's word)

@@ -59,12 +59,16 @@ class Stack:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def migrate(url: str) -> None:
-    alembic = Path(sys.executable).with_name("alembic")
-    result = subprocess.run([str(alembic), "-x", f"url={url}", "upgrade", "head"], cwd=REPO,
-                            capture_output=True, text=True)
+def alembic(url: str, *args: str) -> None:
+    """Run alembic on ``url`` (e.g. ``alembic(url, "downgrade", "0004")``); fails the test if it fails."""
+    program = Path(sys.executable).with_name("alembic")
+    result = subprocess.run([str(program), "-x", f"url={url}", *args], cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
-        pytest.fail(f"alembic upgrade failed for {url}:\n{result.stderr}")
+        pytest.fail(f"alembic {' '.join(args)} failed for {url}:\n{result.stderr}")
+
+
+def migrate(url: str) -> None:
+    alembic(url, "upgrade", "head")
 
 
 @pytest.fixture(scope="session")

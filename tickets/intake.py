@@ -12,7 +12,7 @@ from tickets import dispatch
 from tickets.deadlines import active_policy
 from tickets.models import Kind, Source, State, Ticket, TicketAction
 from tickets.numbering import next_number
-from tickets.workflow import link_calls
+from tickets.workflow import attach_calls
 
 SYSTEM_OPERATOR = "系统（语音留言）"
 TRANSCRIPT_NOTES = {"no_model": "未转写", "failed": "转写失败"}
@@ -40,11 +40,11 @@ async def register_voicemail_ticket(session, call: CallRecord, seconds: float,
     ticket.unit = centre
     session.add(ticket)
     await session.flush()
-    await link_calls(session, ticket, [call.call_id])
+    await attach_calls(session, ticket, [call], None)
     session.add(TicketAction(ticket_id=ticket.id, action="留言登记", operator_name=SYSTEM_OPERATOR,
                              operator_unit=centre.name, at=now, state=ticket.state,
                              remark=f"语音留言 {seconds:.0f} 秒，待分类；已生成回拨任务",
-                             inputs={"call_id": call.call_id, "seconds": round(seconds, 1)}))
+                             inputs={"call_id": call.ref, "seconds": round(seconds, 1)}))
     return ticket
 
 

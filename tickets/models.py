@@ -222,6 +222,8 @@ class TicketCall(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
     call_id: Mapped[str] = mapped_column(ForeignKey("call_records.call_id"), index=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Who attached the call (None: the system, e.g. a voice message); playback re-checks their right.
+    linked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     ticket: Mapped[Ticket] = relationship(back_populates="calls")
 

@@ -69,7 +69,7 @@ def openapi_document() -> dict[str, Any]:
     ticket = {"$ref": "#/components/schemas/Ticket"}
     registration = _object(REGISTRATION_FIELDS, {
         "kind": {"type": "string", "enum": [k.value for k in Kind], "description": "工单类型"},
-        "call_ids": {"type": "array", "items": {"type": "string"}, "description": "来电编号（call_records.call_id）"},
+        "call_ids": {"type": "array", "items": {"type": "string"}, "description": "来电编号（坐席弹屏显示的 call_records.ref，不是 Asterisk 的 uniqueid）"},
         "group_size": {"type": "integer", "minimum": 1, "description": "诉求人数"},
         "source": {"type": "string", "enum": ["agent", "voicemail", "ivr"], "description": "来源"},
     })

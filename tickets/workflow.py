@@ -17,6 +17,7 @@ centre also sees every ticket it registered; admins see everything.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from core.inputs import InputError
 from core.models import Role, Unit, UnitLevel, User
 from cti.models import CallRecord
 from tickets import dispatch, risk
+from tickets.call_access import may_link_call
 from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines
 from tickets.models import (
     KIND_LABELS,
@@ -107,7 +109,7 @@ def _clean_value(f: Field, value: Any) -> Any:
     if f.kind == "call":
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        return inputs.column_text(value, f.key, f.label, CallRecord.__table__.c.call_id)
+        return inputs.column_text(value, f.key, f.label, CallRecord.__table__.c.ref)
     if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
         raise bad
     if f.kind == "clauses":
@@ -353,7 +355,7 @@ async def _add_evidence(ticket: Ticket, inputs: dict, ctx: Context) -> State:
 
 
 async def _attach_call(ticket: Ticket, inputs: dict, ctx: Context) -> State:
-    await link_calls(ctx.session, ticket, [inputs["call_id"]])
+    await link_calls(ctx.session, ticket, [inputs["call_id"]], ctx.operator, "call_id")
     return ticket.state
 
 
@@ -569,26 +571,43 @@ def validate_registration(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(calls, list) or len(calls) > MAX_LIST_ITEMS or not all(isinstance(c, str) and c for c in calls):
         raise WorkflowError("来电编号应为字符串列表", "call_ids")
     with as_workflow_error():
-        cleaned["call_ids"] = [inputs.column_text(c, "call_ids", "来电编号", CallRecord.__table__.c.call_id)
+        cleaned["call_ids"] = [inputs.column_text(c, "call_ids", "来电编号", CallRecord.__table__.c.ref)
                                for c in calls]
     if "answer" in cleaned and kind != Kind.CONSULT:
         raise WorkflowError("只有咨询工单可以在登记时直接答复", "answer")
     return cleaned
 
 
-async def link_calls(session: AsyncSession, ticket: Ticket, call_ids: list[str]) -> None:
-    """Attach calls (and so their recordings) to a ticket; unknown call ids are refused."""
-    if not call_ids:
+# One answer for an unknown reference and a call the operator may not link: the message must not tell
+# which references exist (issue 12 item 1).
+CALL_REFUSED = "来电编号无效，或您无权关联该来电"
+# The alphabet and length of cti.models.new_call_ref: anything else names no call and never reaches SQL.
+CALL_REF = re.compile(rf"[A-Za-z0-9_-]{{1,{CallRecord.__table__.c.ref.type.length}}}")
+
+
+async def link_calls(session: AsyncSession, ticket: Ticket, refs: list[str], operator: User,
+                     field: str = "call_ids") -> None:
+    """Attach calls named by their public reference (``CallRecord.ref``), if ``operator`` may link each."""
+    if not refs:
         return
-    known = set((await session.scalars(select(CallRecord.call_id).where(CallRecord.call_id.in_(call_ids)))).all())
-    missing = [c for c in call_ids if c not in known]
-    if missing:
-        raise WorkflowError(f"来电记录不存在：{'、'.join(missing)}", "call_ids")
-    linked = set((await session.scalars(select(TicketCall.call_id).where(
-        TicketCall.ticket_id == ticket.id, TicketCall.call_id.in_(call_ids)))).all())
-    for call_id in dict.fromkeys(call_ids):
-        if call_id not in linked:
-            session.add(TicketCall(ticket_id=ticket.id, call_id=call_id))
+    wanted = [r for r in dict.fromkeys(refs) if CALL_REF.fullmatch(r)]
+    calls = {c.ref: c for c in (await session.scalars(select(CallRecord).where(CallRecord.ref.in_(wanted)))).all()}
+    if len(calls) != len(dict.fromkeys(refs)) or not all(may_link_call(operator, c, ticket) for c in calls.values()):
+        raise WorkflowError(CALL_REFUSED, field)
+    await attach_calls(session, ticket, list(calls.values()), operator.id)
+
+
+async def attach_calls(session: AsyncSession, ticket: Ticket, calls: list[CallRecord],
+                       linked_by_id: int | None) -> None:
+    """Store the links (``linked_by_id`` None: the system's own, e.g. a voice message's ticket)."""
+    existing = {link.call_id: link for link in (await session.scalars(select(TicketCall).where(
+        TicketCall.ticket_id == ticket.id, TicketCall.call_id.in_([c.call_id for c in calls])))).all()}
+    for call in calls:
+        link = existing.get(call.call_id)
+        if link is None:
+            session.add(TicketCall(ticket_id=ticket.id, call_id=call.call_id, linked_by_id=linked_by_id))
+        elif link.linked_by_id is None and linked_by_id is not None:
+            link.linked_by_id = linked_by_id  # someone entitled now vouches for an older, unattributed link
     await session.flush()
 
 
@@ -636,7 +655,7 @@ async def register_ticket(
     apply_deadlines(ticket, policy)
     session.add(ticket)
     await session.flush()
-    await link_calls(session, ticket, cleaned["call_ids"])
+    await link_calls(session, ticket, cleaned["call_ids"], operator)
     grade = await risk.assess(session, ticket)
     remark = f"登记{KIND_LABELS[kind]}工单；处理单位：{unit.name}"
     if grade is not None:

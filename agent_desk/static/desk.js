@@ -4,7 +4,7 @@
   const data = JSON.parse(document.getElementById("desk-data").textContent);
   const options = data.options;
   let state = data.state;
-  let call = null;  // the popped call: {call_id, ...}
+  let call = null;  // the popped call: {call_id (internal, matches live events), call_ref (shown and sent), ...}
   const $ = (id) => document.getElementById(id);
   const form = $("ticket-form");
   const BUSINESS = { consult: "咨询", complaint: "投诉", report: "举报", progress: "查询进度", general: "综合" };
@@ -68,14 +68,14 @@
     form.complainant_phone.value = d.complainant_phone || p.caller_number || "";
     refreshCategories(options.category_labels[d.complaint_object] || d.complaint_object, d.event_category);
     form.classList.toggle("is-consult", form.kind.value === "consult");
-    $("form-call").textContent = "来电编号 " + p.call_id;
+    $("form-call").textContent = "来电编号 " + (p.call_ref || "");
     $("form-error").hidden = true; $("form-result").textContent = ""; $("btn-save").disabled = false;
     document.title = "📞 " + (p.caller_number || "来电") + " · 坐席工作台";
   }
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const body = { call_ids: call ? [call.call_id] : [] };
+    const body = { call_ids: call && call.call_ref ? [call.call_ref] : [] };
     for (const el of form.elements) {
       if (el.name && el.value.trim() !== "") body[el.name] = el.value.trim();
     }

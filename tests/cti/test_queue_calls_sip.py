@@ -101,7 +101,7 @@ async def test_sip_citizens_reach_registered_agents_with_pops_and_correct_call_r
         assert answered_pop, "the agent who answered got the pop"
         pop = answered_pop[0]
         assert pop["caller_number"] == record.caller_number and pop["hotline"] == "12301"
-        assert pop["draft"]["kind"] == "complaint" and pop["draft"]["call_id"] == record.call_id
+        assert pop["draft"]["kind"] == "complaint" and pop["draft"]["call_ref"] == pop["call_ref"] == record.ref
         assert pop["queue"] == "12301-complaint" and pop["waited_seconds"] >= 0
     # Never another agent's pop on someone's desk: each pop names exactly one agent, one of ours.
     assert all(int(p["agent"]) == p["agent_id"] and p["agent_id"] in agent_ids for p in pops)

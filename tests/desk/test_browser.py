@@ -162,8 +162,8 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
 
             other = await open_as(browser, base, "sc_handler", password, DESKTOP)
             response = await other.goto(f"{base}/tickets/{number}")
-            assert response.status == 403
-            await expect(other.locator("h1")).to_contain_text("不属于您所在的单位")
+            assert response.status == 404  # as for a ticket that does not exist (issue 12 item 15)
+            await expect(other.locator("h1")).to_contain_text("不存在")
             await other.screenshot(path=shots / "11-other-unit-refused.png")
 
             await lead.goto(f"{base}/report?hotline=12301")

@@ -100,7 +100,7 @@ async def test_ticket_text_is_escaped_and_another_unit_is_refused_the_ticket(des
     assert ticket["number"] in listing
     await desk.login("sc_handler")  # 四川: another unit
     refused = await desk.client.get(f"/tickets/{ticket['number']}")
-    assert refused.status == 403 and "不属于您所在的单位" in await refused.text()
+    assert refused.status == 404 and "不存在" in await refused.text()
     assert ticket["number"] not in await desk.page("/tickets")
 
 
@@ -124,18 +124,19 @@ async def test_my_page_and_unit_home_show_the_closing_rate(desk):
     assert "结案率" in page and "天河区文化广电旅游体育局" in page
 
 
-async def _recording_for(desk, call_agent_id: int | None) -> Recording:
+async def _recording_for(desk, call_agent_id: int | None) -> tuple[Recording, CallRecord]:
     root = desk.settings.recordings_dir
     call_id = f"hl-{uuid.uuid4().hex[:12]}"
     (root / "t").mkdir(parents=True, exist_ok=True)
     (root / "t" / f"{call_id}.wav").write_bytes(b"RIFF" + bytes(range(256)) * 40)
+    call = CallRecord(call_id=call_id, hotline="12301", caller_number="13800000001", agent_id=call_agent_id,
+                      started_at=datetime.now(UTC) - timedelta(minutes=2), queued_at=datetime.now(UTC),
+                      answered_at=datetime.now(UTC), wait_seconds=4, talk_seconds=30)
     async with desk.app[DB_KEY].transaction() as db:
-        db.add(CallRecord(call_id=call_id, hotline="12301", caller_number="13800000001", agent_id=call_agent_id,
-                          started_at=datetime.now(UTC) - timedelta(minutes=2), queued_at=datetime.now(UTC),
-                          answered_at=datetime.now(UTC), wait_seconds=4, talk_seconds=30))
+        db.add(call)
         recording = Recording(call_id=call_id, kind="call", path=f"t/{call_id}.wav", format="wav")
         db.add(recording)
-    return recording
+    return recording, call
 
 
 async def test_recordings_stream_with_ranges_only_to_allowed_users_and_every_playback_is_logged(desk):
@@ -143,7 +144,7 @@ async def test_recordings_stream_with_ranges_only_to_allowed_users_and_every_pla
     async with desk.app[DB_KEY].session() as db:
         from core.models import User
         agent_id = await db.scalar(select(User.id).where(User.username == "agent2"))
-    recording = await _recording_for(desk, agent_id)
+    recording, _call = await _recording_for(desk, agent_id)
     url = f"/recordings/{recording.id}"
     full = await desk.client.get(url)
     assert full.status == 200 and full.headers["Content-Type"] == "audio/wav"
@@ -161,8 +162,11 @@ async def test_recordings_stream_with_ranges_only_to_allowed_users_and_every_pla
 
 
 async def test_recording_of_a_ticket_call_plays_for_the_handling_unit(desk):
-    recording = await _recording_for(desk, None)
-    ticket = await register(desk, call_ids=[recording.call_id])
+    async with desk.app[DB_KEY].session() as db:
+        from core.models import User
+        agent_id = await db.scalar(select(User.id).where(User.username == "agent1"))
+    recording, call = await _recording_for(desk, agent_id)
+    ticket = await register(desk, call_ids=[call.ref])  # agent1 took the call: the pop's reference
     await desk.login("th_handler")
     page = await desk.page(f"/tickets/{ticket['number']}")
     assert f'src="/recordings/{recording.id}"' in page
@@ -195,7 +199,7 @@ async def test_ticket_page_links_each_evidence_file_for_the_units_that_see_it(de
     await desk.login("sc_handler")  # another province: neither the page nor the file
     refused = await desk.client.get(url)
     assert refused.status == 404 and (await refused.json())["error"] == "工单不存在"
-    assert (await desk.client.get(f"/tickets/{number}")).status == 403
+    assert (await desk.client.get(f"/tickets/{number}")).status == 404
 
 
 async def test_wallboard_snapshot_and_report_with_exports(desk):

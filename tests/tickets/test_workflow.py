@@ -32,9 +32,11 @@ async def test_registration_dispatches_to_the_county_of_the_case_location(db, us
 async def test_registration_links_calls_and_refuses_unknown_ones(db, users):
     from cti.models import CallRecord
 
+    call = CallRecord(call_id="1700000000.1", caller_number="13505456680", hotline="12301",
+                      agent_id=users["agent"].id)
     async with db.transaction() as session:
-        session.add(CallRecord(call_id="1700000000.1", caller_number="13505456680", hotline="12301"))
-    ticket = await register(db, users["agent"], call_ids=["1700000000.1"])
+        session.add(call)
+    ticket = await register(db, users["agent"], call_ids=[call.ref])  # the public reference the pop shows
     async with db.session() as session:
         links = (await session.scalars(select(TicketCall).where(TicketCall.ticket_id == ticket.id))).all()
     assert [link.call_id for link in links] == ["1700000000.1"]
