@@ -96,7 +96,7 @@ RULES: dict[str, Rule] = {
     "GET /api/knowledge": rule("/api/knowledge?q=退款"),
     "GET /unit": rule("/unit"),
     "GET /tickets": rule("/tickets"),
-    "GET /tickets/{number}": viewers("/tickets/{number}", hidden=403),
+    "GET /tickets/{number}": viewers("/tickets/{number}"),  # a hidden ticket looks missing (#12 item 15)
     "GET /my": rule("/my"),
     "GET /wallboard": rule("/wallboard", who=LEADS),
     "GET /api/wallboard": rule("/api/wallboard", who=LEADS),

@@ -61,10 +61,12 @@ async def test_another_provinces_unit_cannot_link_a_call_and_cannot_tell_unknown
     by_uniqueid = await _refused(db, theirs.number, call.call_id, users["sc_handler"])
     unknown = await _refused(db, theirs.number, "1764590001.8", users["sc_handler"])
     guessed = await _refused(db, theirs.number, "AAAAAAAAAAAAAAAA", users["sc_handler"])
-    junk = await _refused(db, theirs.number, "x\x00" * 40, users["sc_handler"])  # never reaches PostgreSQL
-    assert {(e.message, e.field, e.status) for e in (by_ref, by_uniqueid, unknown, guessed, junk)} == \
+    odd = await _refused(db, theirs.number, "' OR 1=1 --", users["sc_handler"])  # not a reference's alphabet
+    assert {(e.message, e.field, e.status) for e in (by_ref, by_uniqueid, unknown, guessed, odd)} == \
         {(CALL_REFUSED, "call_id", 400)}
     assert call.call_id not in by_uniqueid.message
+    junk = await _refused(db, theirs.number, "x\x00" * 4, users["sc_handler"])  # a 400, never PostgreSQL's error
+    assert (junk.field, junk.status) == ("call_id", 400)
     assert await _links(db, theirs.number) == []
     # Even the complainant's own number does not help a unit the ticket is not dispatched to.
     ours = await register(db, users["agent"])  # 广州天河; 广东 (gd_handler) sees it from above
