@@ -38,6 +38,7 @@ SESSION_REFRESH_SECONDS = 60  # sliding expiry: re-sealed when older than this
 SESSION_KEY = "session"  # request[SESSION_KEY]: the Session of the logged-in user
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+MAX_NEXT_LENGTH = 2000
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 LEADS = frozenset({Role.TEAM_LEAD, Role.ADMIN})
@@ -173,7 +174,8 @@ async def auth_middleware(request: web.Request,
     if session is None or user is None:
         if is_api(request):
             raise json_error(401, "登录已过期，请重新登录")
-        target = request.path_qs if request.method == "GET" else "/"
+        # Back to the page after log-in, unless its address is absurdly long (the redirect would be too).
+        target = request.path_qs if request.method == "GET" and len(request.path_qs) <= MAX_NEXT_LENGTH else "/"
         raise web.HTTPFound(f"/login?next={quote(target, safe='')}")
     if request.method in UNSAFE_METHODS and not csrf_ok(session.csrf, await _submitted_csrf(request)):
         if is_api(request) or request.headers.get(CSRF_HEADER) is not None:

@@ -158,16 +158,16 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     if STREAM_ID.fullmatch(last_id) and any(int(part) >= 2**64 for part in last_id.split("-")):
         raise json_error(400, "事件编号超出范围，请刷新页面", "last_id")  # Redis would refuse it mid-stream
     response = await _start(request)
-    if not STREAM_ID.fullmatch(last_id):
-        # A fresh desk: start from now, after replaying a pop of a call still going on.
-        newest = await redis.xrevrange(ev.STREAM, count=1)
-        last_id = newest[0][0] if newest else "0-0"
-        if user.role == Role.AGENT:
-            pop = open_pop(await redis.xrevrange(ev.STREAM, count=REPLAY_SCAN), user.id)
-            if pop is not None:
-                await response.write(sse_message(*pop))
-    await response.write(f"event: hello\ndata: {json.dumps({'last_id': last_id})}\n\n".encode())
-    try:
+    try:  # the browser may go away at any write, the first ones included
+        if not STREAM_ID.fullmatch(last_id):
+            # A fresh desk: start from now, after replaying a pop of a call still going on.
+            newest = await redis.xrevrange(ev.STREAM, count=1)
+            last_id = newest[0][0] if newest else "0-0"
+            if user.role == Role.AGENT:
+                pop = open_pop(await redis.xrevrange(ev.STREAM, count=REPLAY_SCAN), user.id)
+                if pop is not None:
+                    await response.write(sse_message(*pop))
+        await response.write(f"event: hello\ndata: {json.dumps({'last_id': last_id})}\n\n".encode())
         async with stream_slot(request, user, response):
             await _follow(redis, user, response, last_id)
     except (ConnectionResetError, RuntimeError):  # the browser went away

@@ -136,9 +136,9 @@ def check_json(data: Any) -> None:
             raise InputError("请求内容嵌套层级过深", top)
         if isinstance(value, dict):
             for key, item in value.items():
+                if _SURROGATE.search(key):  # not named in the answer: it could not be written back
+                    raise InputError("请求内容含有无效的字符，请删除后重试", top)
                 where = top if depth else key
-                if _SURROGATE.search(key):
-                    raise InputError("请求内容含有无效的字符，请删除后重试", where)
                 stack.append((item, depth + 1, where))
         elif isinstance(value, list):
             stack.extend((item, depth + 1, top) for item in value)

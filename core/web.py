@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from core.settings import Settings
 SETTINGS_KEY = web.AppKey("settings", Settings)
 DB_KEY = web.AppKey("db", Database)
 REDIS_KEY = web.AppKey("redis", object)  # redis.asyncio.Redis
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 USER_KEY = "user"  # request[USER_KEY]: the logged-in core.models.User, set by the desk's auth middleware
 # app[ERROR_PAGE_KEY](request, message, status, field): the desk's Chinese error page (JSON for API calls).
 ERROR_PAGE_KEY = web.AppKey("error_page", object)
@@ -37,7 +39,10 @@ def json_error(status: int, message: str, field: str | None = None, **extra: Any
         404: web.HTTPNotFound, 409: web.HTTPConflict, 413: web.HTTPRequestEntityTooLarge,
         415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
     }.get(status, web.HTTPBadRequest)
-    kwargs: dict[str, Any] = {"text": json.dumps(body, ensure_ascii=False), "content_type": "application/json"}
+    text = json.dumps(body, ensure_ascii=False)
+    if _SURROGATES.search(text):  # an echoed lone surrogate cannot be sent as UTF-8: escape it instead
+        text = json.dumps(body)
+    kwargs: dict[str, Any] = {"text": text, "content_type": "application/json"}
     if exc_class is web.HTTPRequestEntityTooLarge:
         return exc_class(max_size=extra.get("max_size", 0), actual_size=extra.get("actual_size", 0), **kwargs)
     return exc_class(**kwargs)

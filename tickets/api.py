@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -366,6 +367,14 @@ async def _read_at_most(part: Any, limit: int) -> bytes:
     return data
 
 
+async def _next_part(reader: Any) -> Any:
+    """The next part of a multipart body; a malformed part header (e.g. a control character) is the client's error."""
+    try:
+        return await reader.next()
+    except BadHttpMessage:
+        raise json_error(400, "上传内容格式不正确（文件名或字段头含有非法字符）", "file") from None
+
+
 async def _read_upload(request: web.Request) -> Upload:
     """The multipart upload streamed to a temporary file, refused (and removed) once over the cap.
 
@@ -378,7 +387,7 @@ async def _read_upload(request: web.Request) -> Upload:
     remark = ""
     incoming = _evidence_root(request) / ".incoming"
     try:
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             if part.name == "remark":
                 raw = await _read_at_most(part, MAX_REMARK_BYTES + 1)
                 if len(raw) > MAX_REMARK_BYTES:

@@ -47,8 +47,11 @@ const Desk = (() => {
     return source;
   }
 
+  // Safe in element content and in quoted attributes: quotes too, or a caller ID such as
+  // `"><svg onload=...>` would leave a data-* attribute (textContent/innerHTML keeps quotes as they are).
+  const ENTITIES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   function esc(text) {
-    const div = document.createElement("div"); div.textContent = text == null ? "" : String(text); return div.innerHTML;
+    return (text == null ? "" : String(text)).replace(/[&<>"']/g, (c) => ENTITIES[c]);
   }
 
   document.addEventListener("click", (e) => {

@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import re
 
-import aiohttp
 import pytest
 from sqlalchemy import select
 
 from cli.democall import citizen_speech, originate_citizen
 from core.models import User
 from cti.models import CallRecord
+from tests.desk.http_client import Desk
 from tests.sipp import SippPhone
 
 pytestmark = pytest.mark.stack
-
-
-class Desk:
-    """An agent's desk session over HTTP, as the page's JavaScript uses it (cookie + CSRF header)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
-        self.csrf = ""
-
-    async def login(self, username: str, password: str) -> None:
-        async with self.http.get(f"{self.base}/login") as resp:
-            token = re.search(r'name="_csrf" value="([^"]+)"', await resp.text()).group(1)
-        async with self.http.post(f"{self.base}/login", data={"_csrf": token, "username": username,
-                                                              "password": password, "next": "/desk"}) as resp:
-            page = await resp.text()
-        self.csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-
-    async def post(self, path: str, body: dict) -> tuple[int, dict]:
-        async with self.http.post(f"{self.base}{path}", json=body, headers={"X-CSRF-Token": self.csrf}) as resp:
-            return resp.status, await resp.json()
-
-    async def close(self) -> None:
-        await self.http.close()
 
 
 async def _channels(ami) -> list[dict]:

@@ -107,7 +107,8 @@ async def test_control_characters_are_refused_at_input_naming_the_field(client, 
     assert await resp.json() == {"error": "受理说明含有不可见的控制字符，请删除后重试", "field": "note"}
 
     # Written by hand: aiohttp's client refuses to send a NUL, a hostile client does not.
-    for name, remark, field in (("发票%00.png", "发票", "file"), ("发票.png", "说\x00明", "remark")):
+    for name, remark, field in (("发票%00.png", "发票", "file"), ("发票\x1b.png", "发票", "file"),
+                                ("发票.png", "说\x00明", "remark")):
         resp = await client.post(f"/api/tickets/{number}/evidence", data=multipart(name, PNG, remark),
                                  headers={**who("th_handler"), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
         assert resp.status == 400, await resp.text()
@@ -210,6 +211,7 @@ async def test_malformed_numbers_ids_and_json_get_a_4xx_in_chinese(client, db):
         '{"description": ' + "[" * 40 + "]" * 40 + "}",  # deeper than MAX_JSON_DEPTH
         '{"group_size": ' + "9" * 5000 + "}",  # an integer of more digits than Python parses
         '{"kind": "complaint", "complainant_name": "\\ud800"}',  # a lone surrogate
+        '{"\\udfff": 1}',  # a lone surrogate in a key
     ]
     for raw in raw_bodies:
         resp = await client.post("/api/tickets", data=raw, headers={**who("agent"), "Content-Type": "application/json"})
