@@ -227,9 +227,17 @@ class CallTracker:
     async def on_DialEnd(self, event: Any) -> None:
         """Outbound (desk) calls: the citizen answered."""
         call_id = chan_var(event, "CALL_ID")
-        if call_id and call_id == event.get("Uniqueid") and event.get("DialStatus") == "ANSWER":
-            await self._update(call_id, answered_at=event_time(event), state=CallState.TALKING,
-                               agent_extension=phone_of(event.get("Channel")))
+        if not call_id or call_id != event.get("Uniqueid") or event.get("DialStatus") != "ANSWER":
+            return
+        async with self.db.transaction() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+            # Only the first answer of an outbound call: a citizen blind-transferred to a colleague's
+            # phone is dialled from their own leg too, and that is not when the call was answered.
+            if record is None or record.direction != "outbound" or record.answered_at is not None:
+                return
+            record.answered_at = event_time(event)
+            record.state = CallState.TALKING
+            record.agent_extension = phone_of(event.get("Channel")) or record.agent_extension
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")

@@ -303,6 +303,41 @@ async def test_b_a_call_answered_while_the_cti_is_down_is_answered_not_abandoned
     assert int(after["接通（通）"]) == int(before["接通（通）"]) + 1, (before, after)
 
 
+def queue_log_events(stack, call_id: str, event: str) -> list[list[str]]:
+    path = stack.asterisk_path(stack.runtime.inside("log", "queue_log"))
+    return [fields for fields in (line.split("|") for line in path.read_text(errors="replace").splitlines())
+            if len(fields) > 4 and fields[1] == call_id and fields[4] == event]
+
+
+async def test_b_a_transfer_made_while_the_cti_is_down_is_on_the_record(stack, ami, db, redis, two_agents, waiter):
+    agent1, agent3 = two_agents
+    await control.agent_pause(ami, redis, agent3, "meeting")  # agent1 answers; agent3 takes the transfer
+    call = await originate_citizen(ami, "12301", keys=COMPLAINT_KEYS, caller="13700000341", hold_seconds=300)
+    await _answered_in_asterisk(stack, call.call_id, waiter)
+    supervisorctl(stack.settings, "stop", "cti")
+    try:
+        await control.blind_transfer(ami, await control.agent_channel(ami, "8001"), "8003")
+
+        async def transferred():
+            return queue_log_events(stack, call.call_id, "BLINDTRANSFER") and \
+                await control.agent_channel(ami, "8003")
+
+        await waiter(transferred, timeout=20, what="the citizen transferred to 8003")
+    finally:
+        supervisorctl(stack.settings, "start", "cti")
+    await _wait_healthy(stack, waiter, 30, "the CTI back")
+    await asyncio.sleep(1)
+    await _hang_up(ami, call.call_id)
+    record = await _settled(db, call.call_id, waiter)
+    facts = queue_log_facts(stack, call.call_id)
+    (line,) = queue_log_events(stack, call.call_id, "BLINDTRANSFER")
+    where = f"record {_describe(record)} transfers={record.transfers} vs queue_log {line}"
+    assert [(t["kind"], t["to"]) for t in record.transfers] == [("blind", "8003")], where
+    assert record.agent_id == agent1.id and not record.abandoned, where
+    assert facts.connected - 0.01 <= record.answered_at.timestamp() <= facts.connected + 1.01, where
+    assert abs(record.wait_seconds - facts.holdtime) <= 1.01, where
+
+
 # --- item 1: a stalled consumer is reported and its work repaired -----------------------------------
 
 def _lock_database(path: Path, seconds: float) -> None:
