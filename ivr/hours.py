@@ -8,6 +8,7 @@ back to Monday-Friday, and say so in the log.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -73,15 +74,21 @@ def is_open(settings: Settings, when: dt.datetime | None = None) -> bool:
 
 OVERRIDE_KEY = "hotline:hours:override"  # hash: hotline (or "*") -> "open" | "closed"
 OVERRIDES = ("open", "closed")
+OVERRIDE_WAIT_SECONDS = 0.3
 
 
 async def staffed_now(settings: Settings, redis, hotline: str) -> bool:
     """Hours as configured, unless a team lead or admin closed or opened the line for now
     (emergency closure, training, a holiday rota): a live switch that needs no restart."""
     if redis is not None:
+        async def override():
+            return await redis.hget(OVERRIDE_KEY, hotline) or await redis.hget(OVERRIDE_KEY, "*")
+
         try:
-            value = await redis.hget(OVERRIDE_KEY, hotline) or await redis.hget(OVERRIDE_KEY, "*")
-        except Exception:  # noqa: BLE001 - Redis down: fall back to the configured hours
+            # A caller is on the line and keys ahead: a Redis that does not answer at once (down, and the
+            # client retrying with backoff for seconds) counts as no override rather than a stalled menu.
+            value = await asyncio.wait_for(override(), OVERRIDE_WAIT_SECONDS)
+        except Exception:  # noqa: BLE001 - Redis down or slow: fall back to the configured hours
             value = None
         if isinstance(value, bytes):
             value = value.decode()

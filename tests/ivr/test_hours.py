@@ -78,3 +78,21 @@ def test_hours_are_said_in_chinese(settings):
 def test_bad_hours_configuration_is_refused(settings, hours, message):
     with pytest.raises(ConfigError, match=message):
         is_open(settings(**hours), at("2024-09-10", "10:00"))
+
+
+async def test_a_redis_that_does_not_answer_at_once_means_the_configured_hours(settings):
+    """Redis down and its client retrying for seconds must not hold a caller in silence (keys are lost)."""
+    import asyncio
+    import time
+
+    from ivr.hours import staffed_now
+
+    class SlowRedis:
+        async def hget(self, *_args):
+            await asyncio.sleep(10)
+            return "closed"
+
+    s = settings(mode="always")
+    started = time.monotonic()
+    assert await staffed_now(s, SlowRedis(), "12301") is True
+    assert time.monotonic() - started < 2
