@@ -62,6 +62,8 @@ QUERY_NAMES = ["page", "page_size", "from", "to", "last_id", "format", "hotline"
 PARSED_NAMES = ["page", "page_size", "from", "to", "last_id", "format", "download", "supervised", "expiry",
                 "state", "phone", "kind"]
 NASTIEST = ["9" * 30, "%00", "%ED%A0%80", "0001-01-01", "1e100", "99999999999999999999999-0", quote("长" * 300)]
+FORM_FIELDS = ["username", "password", "next", "kind", "subject", "remark", "phone"]
+FORM_VALUES = ["%00", "a%00b", "%ED%A0%80", "%FF%FE", quote("长" * 3000), "account", "9" * 40, "%1B%5B31m"]
 # JSON values for any key.
 JSON_VALUES: list[Any] = [BIG, -BIG, 2**31, 2**63, 1e100, -1, 0, 1.5, True, None, "abc", "1e100", "9" * 40, "\x00",
                           "王\x00丽", "\x1b[31m", "\ud800", "长" * 30_000, "0001-01-01", "9999-12-31", [BIG],
@@ -231,6 +233,11 @@ async def test_hostile_input_to_every_route_answers_4xx_and_changes_nothing(stac
                             assert status == 403, (who, path, status)
                     if path == "/logout":
                         continue  # with a valid token it would log the probe out
+                    # Forms with the right token and hostile fields (written raw: NUL, surrogates, bad UTF-8).
+                    for value in FORM_VALUES:
+                        form = "&".join(f"{k}={value}" for k in FORM_FIELDS) + f"&_csrf={quote(d.csrf)}"
+                        await probe.send(d, "POST", path, f"{who} form={value[:20]}", data=form.encode(),
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
                     for raw in RAW_BODIES:
                         await probe.send(d, "POST", path, f"raw {raw[:30]!r}", data=raw,
                                          headers={"Content-Type": "application/json", "X-CSRF-Token": d.csrf})
