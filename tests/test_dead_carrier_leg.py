@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from cli.democall import citizen_speech
 from core.asterisk_config import render_asterisk_config
+from core.filemodes import private_umask, tighten
 from core.settings import load_settings
 from cti.books import read_cdr_calls, read_queue_log
 from cti.models import CallRecord
@@ -29,7 +30,8 @@ CALLER = "13766660001"
 
 
 def _reload_pjsip(stack) -> str:
-    render_asterisk_config(load_settings(), stack.runtime)
+    with private_umask():  # as `up` renders it: nothing for other users (#12.9)
+        tighten(render_asterisk_config(load_settings(), stack.runtime))
     stack.runtime.rx("module reload res_pjsip.so")
     return stack.runtime.rx("pjsip show endpoint carrier")
 

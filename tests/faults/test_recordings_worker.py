@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from cli.democall import citizen_speech, originate_citizen
 from cli.stack import supervisorctl
+from core.filemodes import private_umask
 from cti.models import CallRecord
 from recordings.models import Recording
 from recordings.opus import stream_layout
@@ -118,8 +119,9 @@ async def test_a_copy_filed_by_a_worker_killed_before_it_noted_it_is_noted_once(
         relative = dated_path("calls", record.started_at, f"{record.call_id}.opus")
         # What a worker killed between removing the raw file and writing the row leaves: a verified copy
         # in place, no raw file, no row.
-        stored = compress_raw_stereo(stack.recording_path(record.recording_file), stack.settings.recordings_dir,
-                                     relative)
+        with private_umask():  # as the worker runs (#12.9)
+            stored = compress_raw_stereo(stack.recording_path(record.recording_file),
+                                         stack.settings.recordings_dir, relative)
     finally:
         supervisorctl(stack.settings, "start", "recordings")
 
