@@ -18,15 +18,16 @@ from sqlalchemy import select, update
 
 from core.ami import AmiError
 from core.db import Database
-from cti.control import AGENT_SESSIONS, call_citizen, set_agent_state
+from cti.control import AGENT_SESSIONS, agent_session, call_citizen, set_agent_state
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 
 QUEUE_CALLBACK_EXPIRY = timedelta(hours=2)
 RETRY_AFTER = timedelta(minutes=2)
 
 
-async def request_from_call(record: CallRecord, session) -> None:
-    """Called by the tracker when a caller who chose a callback hangs up (one request per call)."""
+async def request_from_call(record: CallRecord, session, note: str = "排队回拨") -> None:
+    """Called by the tracker when a caller who chose a callback hangs up, and by cti.crash for calls an
+    Asterisk restart cut off (one request per call)."""
     exists = await session.scalar(select(CallbackRequest.id).where(CallbackRequest.call_id == record.call_id))
     if exists or not record.caller_number:
         return
@@ -35,7 +36,7 @@ async def request_from_call(record: CallRecord, session) -> None:
         call_id=record.call_id, number=record.caller_number, hotline=record.hotline,
         queue=record.queue or (f"{record.hotline}-general" if record.hotline else None), source="queue",
         position_at=record.queued_at or record.started_at, expires_at=now + QUEUE_CALLBACK_EXPIRY,
-        note="排队回拨",
+        note=note,
     ))
 
 
@@ -113,6 +114,13 @@ class CallbackDispatcher:
     async def finish_attempt(self, callback_id: str | None, dial_status: str | None, call_id: str | None) -> None:
         await finish_attempt(self.db, callback_id, dial_status)
         self.log.info("callback_attempt", request_id=callback_id, dial_status=dial_status, call_id=call_id)
+        if callback_id and callback_id.isdigit():
+            # The agent was marked ringing for the callback; no queue event will move them on.
+            async with self.db.session() as session:
+                row = await session.get(CallbackRequest, int(callback_id))
+            session_state = await agent_session(self.redis, row.agent_id) if row and row.agent_id else None
+            if session_state and session_state.get("state") == "ringing" and session_state.get("reason") == "callback":
+                await set_agent_state(self.redis, row.agent_id, "ready")
 
 
 async def claim(db: Database, request_id: int, agent_id: int) -> bool:

@@ -21,6 +21,7 @@ from cti.books import QueueCall, read_queue_log
 from cti.callbacks import CallbackDispatcher, request_from_call
 from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
+from cti.crash import CrashRecovery
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
 from cti.tracker import CallTracker
@@ -67,6 +68,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     runtime = resolve_runtime(settings)
     cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
     queue_log = runtime.host_path(runtime.inside("log", "queue_log"))
+    crash = CrashRecovery(db, redis, cdr_csv, log)
 
     def queue_books(call_id: str, since: datetime) -> QueueCall | None:
         return read_queue_log(queue_log, since - MARGIN, {call_id}).get(call_id)
@@ -117,6 +119,13 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         """After every (re)connect: Asterisk is the truth for what happened while we were away."""
         mark = consumer.mark() or consumer.watermark.load()
         since = datetime.fromtimestamp(mark, UTC) if mark else datetime.now(UTC) - timedelta(days=1)
+        try:
+            # First: calls an Asterisk restart cut off are not hang-ups, and reconciliation would close
+            # them as such (abandoned by the citizen).
+            async with tracker.lock:
+                await crash.after_connect(ami)
+        except Exception:  # noqa: BLE001 - retried on the next reconnect
+            log.exception("crash_recovery_failed")
         try:
             await reconcile_records(since)
         except Exception:  # noqa: BLE001 - the repair loop retries from the same moment

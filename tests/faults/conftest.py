@@ -1,0 +1,52 @@
+"""Fixtures of the fault suite: two agents on SIPp phones, the harness's own AMI watcher, the result table."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.faults.harness import OUTCOMES, TABLE_FILES, FaultRunner, Watcher, table
+from tests.sipp import agents_on_phones
+
+
+@pytest.fixture(scope="session")
+def fault_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.getbasetemp() / "fault-table.md"
+    TABLE_FILES.append(path)
+    return path
+
+
+@pytest_asyncio.fixture(scope="module")
+async def fault_runner(stack, ami, db, tmp_path_factory, fault_table) -> AsyncIterator[FaultRunner]:
+    """agent1 (8001) and agent3 (8003), both on 12301-complaint, ready for the whole module."""
+    import redis.asyncio as aioredis
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.retry import Retry
+
+    # The harness's own view of Redis outlives Redis restarts: stale pooled connections are retried.
+    redis = aioredis.Redis.from_url(stack.settings.redis_url, decode_responses=True, health_check_interval=1,
+                                    retry=Retry(ExponentialBackoff(cap=2), 10),
+                                    retry_on_error=[RedisConnectionError, OSError])
+    watcher = Watcher(stack.settings)
+    await watcher.start()
+    try:
+        async with agents_on_phones(stack.settings, stack.runtime, ami, redis, db,
+                                    {"agent1": "8001", "agent3": "8003"}) as agents:
+            yield FaultRunner(stack, ami, db, redis, agents, watcher, tmp_path_factory.mktemp("faults"))
+    finally:
+        await watcher.close()
+        await redis.aclose()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not OUTCOMES:
+        return
+    terminalreporter.section("fault injection: fault x damage")
+    terminalreporter.write(table())
+    if TABLE_FILES:
+        terminalreporter.write_line(f"table written to {TABLE_FILES[0]}")
