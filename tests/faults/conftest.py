@@ -21,26 +21,25 @@ def fault_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def fault_runner(stack, ami, db, tmp_path_factory, fault_table) -> AsyncIterator[FaultRunner]:
+async def fault_runner(stack, ami, db, redis, tmp_path_factory, fault_table) -> AsyncIterator[FaultRunner]:
     """agent1 (8001) and agent3 (8003), both on 12301-complaint, ready for the whole module."""
     import redis.asyncio as aioredis
-    from redis.backoff import ExponentialBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.retry import Retry
 
-    # The harness's own view of Redis outlives Redis restarts: stale pooled connections are retried.
-    redis = aioredis.Redis.from_url(stack.settings.redis_url, decode_responses=True, health_check_interval=1,
-                                    retry=Retry(ExponentialBackoff(cap=2), 10),
-                                    retry_on_error=[RedisConnectionError, OSError])
+    session_redis = redis  # the other modules' client: its pooled connections die with Redis restarts
+    # The harness's own Redis client; FaultRunner drops its pooled connections after each fault.
+    redis = aioredis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
     watcher = Watcher(stack.settings)
     await watcher.start()
     try:
         async with agents_on_phones(stack.settings, stack.runtime, ami, redis, db,
                                     {"agent1": "8001", "agent3": "8003"}) as agents:
-            yield FaultRunner(stack, ami, db, redis, agents, watcher, tmp_path_factory.mktemp("faults"))
+            runner = FaultRunner(stack, ami, db, redis, agents, watcher, tmp_path_factory.mktemp("faults"))
+            yield runner
+            await runner.restore()
     finally:
         await watcher.close()
         await redis.aclose()
+        await session_redis.connection_pool.disconnect()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
