@@ -18,13 +18,14 @@ Each scenario gives one :class:`Outcome`, a row of the table the suite prints at
 from __future__ import annotations
 
 import asyncio
+import csv
 import os
 import signal
 import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,10 @@ from sqlalchemy import select
 from cli.stack import check_health, supervisorctl
 from core.events import STREAM
 from cti import control
+from cti.books import CDR_COLUMNS, CdrCall, QueueCall, lines_since, phone_of, read_cdr_calls, read_queue_log
 from cti.crash import RESTART_CAUSE
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
-from cti.reconcile import CDR_COLUMNS, HOTLINE_CONTEXTS
-from cti.tracker import chan_var, phone_of
+from cti.tracker import chan_var
 from recordings.models import Recording
 from tests.sipp import free_udp_block
 from tests.sipp_carrier import SippResult, carrier_answering, run_citizen_calls
@@ -118,67 +119,43 @@ def record(outcome: Outcome) -> None:
 
 # --- Asterisk's own books ----------------------------------------------------------------------------
 
-@dataclass
-class QueueLogCall:
-    queue: str | None = None
-    agent: str | None = None          # member name "Display(username)"
-    connected: bool = False
-    holdtime: int | None = None       # CONNECT data1, whole seconds
-    talk: int | None = None           # COMPLETE* data2
-    abandoned: bool = False
-    abandon_wait: int | None = None   # ABANDON data3
-    events: list[str] = field(default_factory=list)
-
-
 class Books:
-    """queue_log and Master.csv from an offset on: only what a scenario added."""
+    """Asterisk's queue_log and Master.csv, from the scenario's start on."""
 
     def __init__(self, stack: Any) -> None:
         runtime = stack.runtime
         self.queue_log = runtime.host_path(runtime.inside("log", "queue_log"))
         self.cdr = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
-        self.offsets = (self._size(self.queue_log), self._size(self.cdr))
+        self.since = datetime.now(UTC) - timedelta(seconds=2)  # whole seconds in both files
 
-    @staticmethod
-    def _size(path: Path) -> int:
-        return path.stat().st_size if path.exists() else 0
+    def queue_calls(self) -> dict[str, QueueCall]:
+        return read_queue_log(self.queue_log, self.since)
 
-    @staticmethod
-    def _new_lines(path: Path, offset: int) -> list[str]:
-        if not path.exists():
-            return []
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read().decode("utf-8", errors="replace").splitlines()
+    def cdr_calls(self) -> dict[str, CdrCall]:
+        """Citizen legs of hotline calls (inbound), one per call."""
+        return read_cdr_calls(self.cdr, self.since)
 
-    def queue_calls(self) -> dict[str, QueueLogCall]:
-        calls: dict[str, QueueLogCall] = defaultdict(QueueLogCall)
-        for line in self._new_lines(self.queue_log, self.offsets[0]):
-            parts = line.split("|")
-            if len(parts) < 5:
-                continue
-            _, callid, queue, agent, event, *data = parts + ["", "", ""]
-            call = calls[callid]
-            call.events.append(event)
-            if event == "ENTERQUEUE":
-                call.queue = queue
-            elif event == "CONNECT":
-                call.connected, call.agent, call.queue = True, agent, queue
-                call.holdtime = int(data[0] or 0)
-            elif event in ("COMPLETECALLER", "COMPLETEAGENT"):
-                call.talk = int(data[1] or 0)
-            elif event == "ABANDON":
-                call.abandoned, call.abandon_wait = True, int(data[2] or 0)
-        return dict(calls)
+    def outbound_legs(self, numbers: list[str]) -> dict[str, set[str]]:
+        """Per citizen number, the outbound calls (desk originates, callbacks) Asterisk billed."""
+        legs: dict[str, set[str]] = defaultdict(set)
+        for row in csv.reader(lines_since(self.cdr, self.since.timestamp(), lambda _line: None)):
+            cdr = dict(zip(CDR_COLUMNS, row, strict=False))
+            if cdr.get("dcontext") == "from-desk" and cdr.get("dst") in numbers:
+                legs[cdr["dst"]].add(cdr["uniqueid"])
+        return legs
 
-    def cdr_rows(self) -> list[dict[str, str]]:
-        import csv
 
-        rows = []
-        for row in csv.reader(self._new_lines(self.cdr, self.offsets[1])):
-            if len(row) >= len(CDR_COLUMNS):
-                rows.append(dict(zip(CDR_COLUMNS, row, strict=False)))
-        return rows
+def _queue_story(q: QueueCall | None) -> str:
+    if q is None:
+        return "not in queue_log"
+    said = [f"queue_log {q.queue}"]
+    if q.connected:
+        said.append(f"CONNECT {q.member} after {q.holdtime}s")
+    if q.calltime is not None:
+        said.append(f"COMPLETE talk {q.calltime}s")
+    if q.abandoned_wait is not None:
+        said.append(f"ABANDON after {q.abandoned_wait}s")
+    return ", ".join(said)
 
 
 # --- what the harness sees for itself over AMI --------------------------------------------------------
@@ -260,6 +237,7 @@ class FaultRunner:
         self.speech = tone_ulaw(tmp / "citizen.ulaw")
         self.scenarios = 0
         self.dirty = False  # the last scenario left something wrong: start the next one from a clean CTI
+        self.running_since: float | None = None  # when the part last killed ran again (a new process)
 
     # -- killing parts --------------------------------------------------
     async def restore(self) -> None:
@@ -332,7 +310,7 @@ class FaultRunner:
             groups.append(self._place(second, hold_ms=16000))
             down_from, down_until = await self._inject(fault, mark, callers, outcome)
             if fault.part == "asterisk":
-                await self._closed_after_restart(callers, down_until, outcome)
+                await self._closed_after_restart(callers, self.running_since or down_until, outcome)
             results = [await g for g in groups]
             # The platform must follow calls again: one more call once every part is back.
             results.append(await self._place(probe, hold_ms=3000))
@@ -416,8 +394,12 @@ class FaultRunner:
         """Recovery: from the kill (or the start after an outage) until the part runs again in a new
         process and every part passes its health check."""
         deadline = time.monotonic() + timeout
+        self.running_since = None
         while time.monotonic() < deadline:
-            if await asyncio.to_thread(self.running_again, part, old_pid) and await self._healthy():
+            running = await asyncio.to_thread(self.running_again, part, old_pid)
+            if running and self.running_since is None:
+                self.running_since = time.time()  # e.g. Asterisk started again
+            if running and await self._healthy():
                 now = time.time()
                 outcome.recovery_seconds = now - since
                 return now
@@ -470,8 +452,7 @@ class FaultRunner:
         for record in records:
             by_number[record.caller_number].append(record)
         queue_log = books.queue_calls()
-        cdr = {r["uniqueid"]: r for r in books.cdr_rows()
-               if r["dcontext"] in HOTLINE_CONTEXTS and r["src"] in callers}
+        cdr = {uid: c for uid, c in books.cdr_calls().items() if c.caller in callers}
         users = {a.username: a.id for a in self.agents}
 
         for number in callers:
@@ -487,8 +468,7 @@ class FaultRunner:
             errors = self._check(record, queue_log.get(record.call_id), cdr.get(record.call_id), users, fault)
             if errors:
                 outcome.wrong += 1
-                seen = queue_log[record.call_id].events if record.call_id in queue_log else []
-                outcome.problem(f"{number} ({record.call_id}, queue_log {'/'.join(seen) or '-'}): "
+                outcome.problem(f"{number} ({record.call_id}, {_queue_story(queue_log.get(record.call_id))}): "
                                 + "; ".join(errors))
         # Every citizen leg Asterisk billed has a record (calls the harness did not count included).
         async with self.db.session() as session:
@@ -497,7 +477,7 @@ class FaultRunner:
         for uid, row in cdr.items():
             if uid not in recorded:
                 outcome.missing += 1
-                outcome.problem(f"CDR {uid} from {row['src']} has no call record")
+                outcome.problem(f"CDR {uid} from {row.caller} has no call record")
 
         await self._check_recordings(outcome, records, queue_log)
         self._check_pops(outcome, await self._pops(stream_start), mark, callers, users, down_from, down_until)
@@ -507,16 +487,16 @@ class FaultRunner:
         await self._check_agents(outcome)
 
     @staticmethod
-    def _check(record: CallRecord, q: QueueLogCall | None, cdr: dict[str, str] | None, users: dict[str, int],
+    def _check(record: CallRecord, q: QueueCall | None, cdr: CdrCall | None, users: dict[str, int],
                fault: Fault) -> list[str]:
-        errors = []
+        """The record against queue_log and the CDR, within their whole-second resolution."""
         if record.ended_at is None:
             return [f"still open (state {record.state})"]
+        errors = []
         if record.hotline != DID:
             errors.append(f"hotline {record.hotline}")
-        cut = q is not None and q.connected and q.talk is None and not q.abandoned
-        if fault.part == "asterisk" and (q is None or cut or not (q.abandoned or q.talk is not None)) \
-                and cdr is None:
+        finished = q is not None and (q.calltime is not None or q.abandoned_wait is not None or q.timed_out)
+        if fault.part == "asterisk" and cdr is None and not finished:
             # Cut off by the crash: no COMPLETE, no ABANDON, no CDR. Closed with its own cause.
             if record.hangup_cause != RESTART_CAUSE:
                 errors.append(f"hangup cause {record.hangup_cause!r}, not {RESTART_CAUSE}")
@@ -526,30 +506,28 @@ class FaultRunner:
             if q.queue and record.queue != q.queue:
                 errors.append(f"queue {record.queue} vs queue_log {q.queue}")
             if q.connected:
-                username = (q.agent or "").rsplit("(", 1)[-1].rstrip(")")
                 if record.answered_at is None:
-                    errors.append(f"not answered, queue_log CONNECT to {q.agent}")
-                if record.agent_id != users.get(username):
-                    errors.append(f"agent {record.agent_id} vs queue_log {q.agent}")
+                    errors.append(f"not answered, queue_log CONNECT to {q.member}")
+                if record.agent_id != users.get(q.username or ""):
+                    errors.append(f"agent {record.agent_id} vs queue_log {q.member}")
                 if record.abandoned:
                     errors.append("abandoned although answered")
-                if record.wait_seconds is None or abs(record.wait_seconds - q.holdtime) > 1.0:
+                if record.wait_seconds is None or abs(record.wait_seconds - (q.holdtime or 0)) > 1.0:
                     errors.append(f"wait {record.wait_seconds} vs queue_log {q.holdtime}")
-                if q.talk is not None and (record.talk_seconds is None or abs(record.talk_seconds - q.talk) > 1.5):
-                    errors.append(f"talk {record.talk_seconds} vs queue_log {q.talk}")
-            elif q.abandoned:
+                if q.calltime is not None and (record.talk_seconds is None
+                                               or abs(record.talk_seconds - q.calltime) > 1.5):
+                    errors.append(f"talk {record.talk_seconds} vs queue_log {q.calltime}")
+            elif q.abandoned_wait is not None:
                 if not record.abandoned or record.answered_at is not None:
                     errors.append(f"abandoned={record.abandoned} answered={record.answered_at}, queue_log ABANDON")
-                if record.wait_seconds is None or abs(record.wait_seconds - q.abandon_wait) > 1.5:
-                    errors.append(f"wait {record.wait_seconds} vs queue_log ABANDON {q.abandon_wait}")
-        if cdr is not None:
-            end = datetime.strptime(cdr["end"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=record.ended_at.tzinfo)
-            if abs((record.ended_at - end).total_seconds()) > 1.5:
-                errors.append(f"ended {record.ended_at:%H:%M:%S.%f} vs CDR {cdr['end']}")
+                if record.wait_seconds is None or abs(record.wait_seconds - q.abandoned_wait) > 1.5:
+                    errors.append(f"wait {record.wait_seconds} vs queue_log ABANDON {q.abandoned_wait}")
+        if cdr is not None and abs((record.ended_at - cdr.end).total_seconds()) > 1.5:
+            errors.append(f"ended {record.ended_at:%H:%M:%S.%f} vs CDR {cdr.end:%H:%M:%S}")
         return errors
 
     async def _check_recordings(self, outcome: Outcome, records: list[CallRecord],
-                                queue_log: dict[str, QueueLogCall]) -> None:
+                                queue_log: dict[str, QueueCall]) -> None:
         wanted = {r.call_id for r in records if r.recording_file or (queue_log.get(r.call_id)
                                                                      and queue_log[r.call_id].connected)}
         store = self.stack.settings.recordings_dir
@@ -625,10 +603,7 @@ class FaultRunner:
         recorded: dict[str, int] = defaultdict(int)
         for record in outbound:
             recorded[record.caller_number] += 1
-        billed: dict[str, set[str]] = defaultdict(set)  # the carrier legs Asterisk dialled, per number
-        for row in books.cdr_rows():
-            if row["dst"] in callers and row["dcontext"] == "from-desk":
-                billed[row["dst"]].add(row["uniqueid"])
+        billed = books.outbound_legs(callers)  # the carrier legs Asterisk dialled, per number
         for number in callers:
             dialled = max(recorded.get(number, 0), len(billed.get(number, ())))
             if dialled > 1:
