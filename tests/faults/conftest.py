@@ -23,11 +23,11 @@ def fault_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="module")
 async def fault_runner(stack, ami, db, redis, tmp_path_factory, fault_table) -> AsyncIterator[FaultRunner]:
     """agent1 (8001) and agent3 (8003), both on 12301-complaint, ready for the whole module."""
-    import redis.asyncio as aioredis
+    from core.redis import connect
 
     session_redis = redis  # the other modules' client: its pooled connections die with Redis restarts
-    # The harness's own Redis client; FaultRunner drops its pooled connections after each fault.
-    redis = aioredis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    # The harness's own Redis client; FaultRunner also drops its pooled connections after each fault.
+    redis = connect(stack.settings, "tools")
     watcher = Watcher(stack.settings)
     await watcher.start()
     try:
