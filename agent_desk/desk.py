@@ -151,6 +151,10 @@ async def post_call(request: web.Request) -> web.Response:
     user: User = request[USER_KEY]
     op = request.match_info["op"]
     data = await read_json(request)
+    hotline = str(data.get("hotline") or "")
+    if hotline and hotline not in dispatch.unit_config().national:
+        # It travels in an AMI Originate header: a line break or comma there would add headers or variables.
+        raise json_error(400, f"热线应为 {'、'.join(dispatch.unit_config().national)} 之一", "hotline")
     redis = request.app[REDIS_KEY]
     session = await control.agent_session(redis, user.id)
     if not session or session.get("state") == "offline":
@@ -164,8 +168,7 @@ async def post_call(request: web.Request) -> web.Response:
                 raise json_error(400, "请输入有效的电话号码", "number")
             callback_id = data.get("callback_id")
             if callback_id is None:  # a call the agent starts by hand
-                call_id = await control.call_citizen(client, user.id, phone, number,
-                                                     hotline=str(data.get("hotline") or ""))
+                call_id = await control.call_citizen(client, user.id, phone, number, hotline=hotline)
             else:  # a request from the inbox: claimed first, so two agents never both call the citizen
                 call_id = await _call_back(request, user, phone, callback_id)
             return web.json_response({"ok": True, "call_id": call_id, "message": f"正在呼叫 {number}，请接听话机"})

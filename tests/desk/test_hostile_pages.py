@@ -49,6 +49,14 @@ async def test_malformed_ids_dates_pages_and_stream_ids_get_a_4xx(desk):
     assert response.status == 400 and "控制字符" in (await response.json())["error"]
 
 
+async def test_a_callback_hotline_cannot_carry_ami_headers(desk):
+    await desk.login("agent1")
+    for hotline in ("12301\r\nAction: Command\r\nCommand: core stop now", "12301,CALLBACK_ID=7", "99999"):
+        response = await desk.post_json("/api/desk/call/callback", {"number": "13800000001", "hotline": hotline})
+        assert response.status == 400, await response.text()
+        assert await response.json() == {"error": "热线应为 12301、12365 之一", "field": "hotline"}
+
+
 async def test_the_service_quality_export_keeps_formula_text_as_text(desk):
     name = '=HYPERLINK("http://evil.example","x")'
     async with desk.app[DB_KEY].transaction() as db:
