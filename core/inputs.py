@@ -1,8 +1,8 @@
 """One input-validation layer: small typed parsers for what people and browsers send.
 
 Every parser either returns a clean value or raises :class:`InputError` with a
-plain Chinese message naming the field; the desk's ``input_errors`` middleware
-(agent_desk/common.py) turns it into a 4xx, never a 500. Limits come from the
+plain Chinese message naming the field; the ``input_errors`` middleware
+(core/web.py) turns it into a 4xx, never a 500. Limits come from the
 database columns (:func:`column_length`) so the API and the schema cannot drift
 apart: the database never sees a value it would refuse or silently keep.
 """
