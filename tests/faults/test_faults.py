@@ -18,8 +18,14 @@ FAULTS = [
     # The IVR matters while calls are inside it: they must fall through to the general queue.
     Fault("ivr", "kill", "ivr"),
     Fault("ivr", "outage", "ivr"),
-    # The CTI killed as a citizen hangs up.
+    # The CTI: killed as an agent answers, as a citizen hangs up, and away while calls ring, are answered
+    # and end (issue 13, defect 2: answers during the outage).
+    Fault("cti", "kill", "answer"),
     Fault("cti", "kill", "hangup"),
+    Fault("cti", "outage", "ring"),
+    # Redis: agent lookups, pops and heartbeats (defect 1: the CTI stopped following calls after 15 s).
+    Fault("redis", "kill", "ring"),
+    Fault("redis", "outage", "ring"),
     # The desk: calls and records must not notice.
     Fault("agent_desk", "kill", "answer"),
     Fault("agent_desk", "outage", "ring"),
