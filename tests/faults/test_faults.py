@@ -29,6 +29,10 @@ FAULTS = [
     # The desk: calls and records must not notice.
     Fault("agent_desk", "kill", "answer"),
     Fault("agent_desk", "outage", "ring"),
+    # The recordings worker, as a call ends (its recording is due to be filed); kills while it compresses
+    # are in test_recordings_worker.py.
+    Fault("recordings", "kill", "hangup"),
+    Fault("recordings", "outage", "hangup"),
     # Asterisk itself: every open record closed with its own cause, the citizens called back.
     Fault("asterisk", "kill", "answer"),
     Fault("asterisk", "outage", "answer"),
