@@ -48,9 +48,20 @@ async def test_caller_nobody_answers_leaves_a_message_that_becomes_a_ticket_with
 
 
 async def test_a_message_too_short_to_hold_anything_opens_no_ticket(stack, ami, db, waiter, no_agents):
-    # Keys straight through to the message, then hangs up right after the beep.
-    call = await originate_citizen(ami, "12301", keys="0wwwwwwww1", caller="13622223333", hold_seconds=0,
-                                   delay_seconds=6, speech_delay_seconds=8)
+    # Keys straight through to the message; the citizen hangs up as soon as Asterisk records (after the
+    # instructions and the beep), whatever the prompts' lengths: nothing but the beep is in the file.
+    call = await originate_citizen(ami, "12301", keys="0wwwwwwww1", caller="13622223333", hold_seconds=120,
+                                   delay_seconds=6)
+
+    async def citizen_once_recording():
+        reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
+        channels = {m.get("Uniqueid"): m for m in reply if m.get("Event") == "CoreShowChannel"}
+        hotline_side, citizen = channels.get(call.call_id), channels.get(call.citizen_id)
+        return citizen["Channel"] if hotline_side and citizen and hotline_side.get("Application") == "Record" \
+            else None
+
+    citizen_channel = await waiter(citizen_once_recording, timeout=90, what="Asterisk to record the message")
+    await ami.action({"Action": "Hangup", "Channel": citizen_channel, "Cause": "16"})
 
     async def filed():
         return await _recording(db, call.call_id, "voicemail")
