@@ -59,6 +59,11 @@ class AsteriskRuntime:
     def host_instance_dir(self) -> Path:
         return self.host_path(self.instance_dir)
 
+    @property
+    def asterisk_uid(self) -> int | None:
+        """The uid Asterisk runs as (``-U asterisk``, resolved in the runtime's own passwd)."""
+        return next((uid for uid, name in _ids_in(self.root / "etc/passwd").items() if name == "asterisk"), None)
+
     def command(self, *args: str) -> list[str]:
         base = ["chroot", str(self.root)] if self.is_chroot else []
         return [*base, "asterisk", *args]

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -146,16 +149,66 @@ class DbTicketLookup:
             return TicketStatus(ticket.number, status_readback(ticket, self._today())) if ticket else None
 
 
+def _proc_address(field: str) -> tuple[str, int]:
+    """``0100007F:1F90`` of /proc/net/tcp{,6} as ("127.0.0.1", 8080): the kernel prints each 32-bit word
+    of the address in host byte order."""
+    hexaddr, hexport = field.split(":")
+    words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]
+    raw = b"".join(struct.pack("=I", w) for w in words)
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw), int(hexport, 16)
+
+
+def tcp_peer_uid(peer: tuple, local: tuple, proc_net: Path = Path("/proc/net")) -> int | None:
+    """The uid owning the other end of a TCP connection made on this host (None if not found).
+
+    Loopback TCP has no SO_PEERCRED; the kernel's socket table names the owner of each socket: the
+    client's socket is the one whose local address is our peer and whose remote address is us."""
+    want = ((peer[0], peer[1]), (local[0], local[1]))
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 7 and (_proc_address(fields[1]), _proc_address(fields[2])) == want:
+                return int(fields[7])
+    return None
+
+
 class FastAgiApplication(Application):
-    """panoramisk's Application with a header reader that survives port probes.
+    """panoramisk's Application with a header reader that survives port probes, and only Asterisk
+    as its client.
 
     panoramisk 1.4 reads the AGI environment with ``while b'\\n\\n' not in buffer``
     and spins forever when a client connects and closes without sending it
     (``./hotline status`` probes the port exactly like that). Here the header
     block is read with a deadline and EOF ends the connection.
+
+    FastAGI has no authentication: whoever connects is taken for Asterisk, sets the caller number and
+    reads what the IVR answers (the full number of each open ticket of any phone, which ticket numbers
+    exist). With ``allowed_uids`` (the runtime's asterisk user and root: ``serve``) a connection from
+    any other local user is closed before a word is read.
     """
 
+    def __init__(self, *args: Any, allowed_uids: frozenset[int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.allowed_uids = allowed_uids
+
+    def _refused(self, writer: asyncio.StreamWriter) -> bool:
+        if self.allowed_uids is None:
+            return False
+        peer, local = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
+        uid = tcp_peer_uid(peer, local) if peer and local else None
+        if uid in self.allowed_uids:
+            return False
+        log.warning("agi_client_refused", peer=str(peer), uid=uid)
+        return True
+
     async def handler(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._refused(writer):
+            writer.close()
+            return
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
@@ -248,7 +301,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     service, db = build_service(settings)
     menus = service.menus
-    app = FastAgiApplication()
+    # Asterisk, and root: ./hotline status's live round trip, the tests and benchmarks.
+    asterisk_uid = resolve_runtime(settings).asterisk_uid
+    app = FastAgiApplication(allowed_uids=frozenset({0} | ({asterisk_uid} if asterisk_uid is not None else set())))
     app.add_route("ivr", service.ivr)
     app.add_route("queue-timeout", service.queue_timeout)
     host, port = settings["agi"]["host"], settings["agi"]["port"]
