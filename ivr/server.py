@@ -16,7 +16,6 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -149,31 +148,39 @@ class DbTicketLookup:
             return TicketStatus(ticket.number, status_readback(ticket, self._today())) if ticket else None
 
 
-def _proc_address(field: str) -> tuple[str, int]:
-    """``0100007F:1F90`` of /proc/net/tcp{,6} as ("127.0.0.1", 8080): the kernel prints each 32-bit word
-    of the address in host byte order."""
-    hexaddr, hexport = field.split(":")
-    words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]
-    raw = b"".join(struct.pack("=I", w) for w in words)
-    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw), int(hexport, 16)
+# Linux sock_diag (netlink), as `ss` uses it: one exact look-up of a TCP socket by its addresses.
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, NLMSG_ERROR = 4, 20, 1, 2
+INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_INET_DIAG_MSG_UID = 4 + 48 + 12  # family..retrans, inet_diag_sockid, expires/rqueue/wqueue
 
 
-def tcp_peer_uid(peer: tuple, local: tuple, proc_net: Path = Path("/proc/net")) -> int | None:
+def tcp_peer_uid(peer: tuple, local: tuple) -> int | None:
     """The uid owning the other end of a TCP connection made on this host (None if not found).
 
-    Loopback TCP has no SO_PEERCRED; the kernel's socket table names the owner of each socket: the
-    client's socket is the one whose local address is our peer and whose remote address is us."""
-    want = ((peer[0], peer[1]), (local[0], local[1]))
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc_net / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 7 and (_proc_address(fields[1]), _proc_address(fields[2])) == want:
-                return int(fields[7])
-    return None
+    Loopback TCP has no SO_PEERCRED, but the kernel knows each socket's owner: the client's socket
+    is the one bound to our peer's address and connected to ours. (Reading /proc/net/tcp would tell
+    the same but costs milliseconds per call: the kernel walks its whole table.)"""
+    family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
+
+    def address(ip: str) -> bytes:
+        return socket.inet_pton(family, ip).ljust(16, b"\0")
+
+    sockid = (struct.pack("!HH", peer[1], local[1]) + address(peer[0]) + address(local[0])
+              + struct.pack("=III", 0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE))
+    request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
+    message = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 1, 0)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as netlink:
+            netlink.settimeout(1)
+            netlink.sendto(message + request, (0, 0))
+            reply = netlink.recv(8192)
+    except OSError:
+        return None
+    offset = _NLMSG_HEADER.size + _INET_DIAG_MSG_UID
+    if len(reply) < offset + 4 or struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
+        return None
+    return struct.unpack_from("=I", reply, offset)[0]
 
 
 class FastAgiApplication(Application):
