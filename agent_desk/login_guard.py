@@ -117,10 +117,10 @@ async def record_failure(app: web.Application, username: str, address: str) -> L
     caused: Lock | None = None
     for kind, subject in (("account", username), ("address", address)):
         key = _key("fail", kind, subject)
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, limits.window_seconds, nx=True)
-            failures, _ = await pipe.execute()
+        # The counter is created with its expiry, then counted: no MULTI block, which Redis replays from its
+        # append-only file after a restart as a client the ACL refuses (INCRBY/PEXPIREAT logged as refused).
+        await redis.set(key, 0, ex=limits.window_seconds, nx=True)
+        failures = await redis.incr(key)
         if failures < limits.failures_for(kind):
             continue
         since = datetime.now(UTC)

@@ -28,6 +28,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from core.filemodes import private_umask
 from core.models import Unit, User
 from cti.models import CallRecord, CallState
 from recordings.models import Recording
@@ -202,8 +203,9 @@ async def world(stack, db) -> AsyncIterator[World]:
         call_id = f"matrix-{uuid.uuid4().hex}"
         relative = f"matrix/{call_id}.wav"
         path = stack.settings.recordings_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"RIFF" + secrets.token_bytes(64))
+        with private_umask():  # as the recordings worker files it: nothing for other local users
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"RIFF" + secrets.token_bytes(64))
         async with db.transaction() as session:
             session.add(CallRecord(call_id=call_id, hotline="12301", caller_number=COMPLAINT["complainant_phone"],
                                    state=CallState.ENDED, agent_id=agent.id))
