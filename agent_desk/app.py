@@ -13,7 +13,7 @@ from aiohttp import web
 from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units
 from agent_desk.common import AMI_KEY, template_context
 from agent_desk.unavailable import redis_unavailable
-from core.ami import AmiClient
+from core.ami import AmiNodes
 from core.db import Database
 from core.logs import setup_logging
 from core.redis import connect as redis_connect
@@ -90,12 +90,12 @@ def body_limit(app: web.Application) -> int:
 
 async def _start_ami(app: web.Application) -> None:
     """Connect to AMI in the background: the desk serves pages while Asterisk is still starting."""
-    client = AmiClient(app[SETTINGS_KEY], "desk", events="off")
-    app[AMI_KEY] = client
+    nodes = AmiNodes.for_settings(app[SETTINGS_KEY], "desk", events="off")  # one connection per node
+    app[AMI_KEY] = nodes
 
     async def connect() -> None:
         with contextlib.suppress(Exception):
-            await client.connect(timeout=None)
+            await nodes.connect(timeout=None)
 
     app[AMI_CONNECT_KEY] = asyncio.create_task(connect())
 

@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from core.ami import AmiClient, AmiError
+from core.ami import AmiClient, AmiError, AmiNodes
 from core.models import ROLE_LABELS, Role, User
 from core.web import SETTINGS_KEY, USER_KEY, json_error
 
-AMI_KEY = web.AppKey("ami", AmiClient)
+AMI_KEY = web.AppKey("ami", AmiNodes)
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,18 @@ def local_time(value: dt.datetime | None, zone: ZoneInfo, fmt: str = "%Y-%m-%d %
     return value.astimezone(zone).strftime(fmt) if value else "—"
 
 
-def ami(request: web.Request) -> AmiClient:
-    client = request.app.get(AMI_KEY)
-    if client is None or not client.logged_in.is_set():
+def ami_nodes(request: web.Request) -> AmiNodes:
+    """Every node's AMI connection (agent log-in finds the node of the phone)."""
+    nodes = request.app.get(AMI_KEY)
+    if nodes is None or not nodes.logged_in.is_set():
+        raise json_error(409, "暂时无法连接电话系统（AMI），请稍后重试")
+    return nodes
+
+
+def ami(request: web.Request, node: str | None = None) -> AmiClient:
+    """The AMI connection to ``node`` (an agent's session or a call record names it; None: the first)."""
+    client = ami_nodes(request)[node]
+    if not client.logged_in.is_set():
         raise json_error(409, "暂时无法连接电话系统（AMI），请稍后重试")
     return client
 

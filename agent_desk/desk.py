@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from agent_desk.auth import require_roles
-from agent_desk.common import ami, ami_failure, local_time, local_zone
+from agent_desk.common import ami, ami_failure, ami_nodes, local_time, local_zone
 from agent_desk.knowledge import load_knowledge, load_phrases
 from core.ami import AmiError
 from core.inputs import record_id
@@ -119,13 +119,13 @@ async def post_state(request: web.Request) -> web.Response:
             phone = str(data.get("phone") or "")
             if phone not in request.app[SETTINGS_KEY]["sip"]["agent_extensions"]:
                 raise json_error(400, "请选择有效的分机号", "phone")
-            session = await control.agent_login(ami(request), redis, user, phone)
+            session = await control.agent_login(ami_nodes(request), redis, user, phone)
         elif action == "ready":
-            session = await control.agent_ready(ami(request), redis, user)
+            session = await control.agent_ready(ami_nodes(request), redis, user)
         elif action == "pause":
-            session = await control.agent_pause(ami(request), redis, user, str(data.get("reason") or ""))
+            session = await control.agent_pause(ami_nodes(request), redis, user, str(data.get("reason") or ""))
         elif action == "logout":
-            await control.agent_logout(ami(request), redis, user)
+            await control.agent_logout(ami_nodes(request), redis, user)
             session = await control.agent_session(redis, user.id)
         else:
             raise json_error(400, "未知的操作", "action")
@@ -160,7 +160,7 @@ async def post_call(request: web.Request) -> web.Response:
     if not session or session.get("state") == "offline":
         raise json_error(409, "请先使用分机登录")
     phone = session["phone"]
-    client = ami(request)
+    client = ami(request, session.get("node"))  # the node the agent's phone is on: their calls are there
     try:
         if op == "callback":
             number = str(data.get("number") or "").strip()
@@ -170,7 +170,7 @@ async def post_call(request: web.Request) -> web.Response:
             if callback_id is None:  # a call the agent starts by hand
                 call_id = await control.call_citizen(client, user.id, phone, number, hotline=hotline)
             else:  # a request from the inbox: claimed first, so two agents never both call the citizen
-                call_id = await _call_back(request, user, phone, callback_id)
+                call_id = await _call_back(request, user, phone, callback_id, client)
             return web.json_response({"ok": True, "call_id": call_id, "message": f"正在呼叫 {number}，请接听话机"})
         agent_chan, citizen_chan = live_call_channels(await control.live_channels(client), phone)
         held_key = f"{HELD_PREFIX}{user.id}"
@@ -215,7 +215,7 @@ async def post_call(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def _call_back(request: web.Request, user: User, phone: str, callback_id: Any) -> str:
+async def _call_back(request: web.Request, user: User, phone: str, callback_id: Any, client) -> str:
     if not isinstance(callback_id, int):
         raise json_error(400, "回拨任务编号无效", "callback_id")
     callback_id = record_id(callback_id, "callback_id", "回拨任务")
@@ -226,7 +226,7 @@ async def _call_back(request: web.Request, user: User, phone: str, callback_id: 
         raise json_error(404, "回拨任务不存在", "callback_id")
     if not await callbacks.claim(db, callback_id, user.id):
         raise json_error(409, "该回拨已由其他坐席处理或已结束", "callback_id")
-    return await callbacks.dial_claimed(db, ami(request), pending, user.id, phone)
+    return await callbacks.dial_claimed(db, client, pending, user.id, phone)
 
 
 async def knowledge_search(request: web.Request) -> web.Response:

@@ -49,15 +49,18 @@ def local_day_bounds(day: dt.date, zone) -> tuple[dt.datetime, dt.datetime]:
 
 async def _waiting_from_asterisk(request: web.Request) -> list[dict[str, Any]] | None:
     """Callers in queue now, from AMI QueueStatus (None when Asterisk cannot be asked)."""
-    client = request.app.get(AMI_KEY)
-    if client is None or not client.logged_in.is_set():
+    nodes = request.app.get(AMI_KEY)
+    if nodes is None or not nodes.logged_in.is_set():
         return None
-    try:
-        reply = await client.action({"Action": "QueueStatus"}, as_list=True, timeout=3)
-    except AmiError:
-        return None
-    return [{"queue": m.get("Queue"), "caller": m.get("CallerIDNum"), "wait": float(m.get("Wait") or 0)}
-            for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "QueueEntry"]
+    waiting = []
+    for client in nodes:  # every node's queues: a caller waits on the node that took the call
+        try:
+            reply = await client.action({"Action": "QueueStatus"}, as_list=True, timeout=3)
+        except AmiError:
+            return None
+        waiting += [{"queue": m.get("Queue"), "caller": m.get("CallerIDNum"), "wait": float(m.get("Wait") or 0)}
+                    for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "QueueEntry"]
+    return waiting
 
 
 def queue_rows(names: list[str], waiting: list[dict[str, Any]], today_calls: list[CallRecord]) -> list[dict]:
@@ -149,9 +152,10 @@ async def post_spy(request: web.Request) -> web.Response:
         raise json_error(409, "该坐席未登录分机", "agent_id")
     lead_phone = request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]
     try:
-        if await control.agent_channel(ami(request), session["phone"]) is None:
+        client = ami(request, session.get("node"))  # the lead's phone listens on the agent's node
+        if await control.agent_channel(client, session["phone"]) is None:
             raise json_error(409, "该坐席当前没有通话", "agent_id")
-        await control.spy(ami(request), lead_phone, session["phone"], mode)
+        await control.spy(client, lead_phone, session["phone"], mode)
     except AmiError as exc:
         raise ami_failure(exc) from None
     return web.json_response({"ok": True, "message": f"请接听班长话机 {lead_phone}"})

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from core import events as ev
-from core.ami import AmiClient, AmiError, first_response, succeeded
+from core.ami import AmiClient, AmiError, AmiNodes, first_response, on_node, succeeded
 from core.models import User
 
 AGENT_BY_PHONE = "hotline:agents:by_phone"   # hash: phone -> user id
@@ -29,6 +29,27 @@ AGENT_STATES = {
 
 def interface(phone: str) -> str:
     return f"PJSIP/{phone}"
+
+
+PHONE_HINTS = "phone-hints"  # asterisk-conf/extensions.conf: a hint per phone, for ExtensionState
+UNREACHABLE = ("-1", "4")    # ExtensionState: no such hint, or the phone is not registered there
+
+
+async def phone_node(ami: AmiClient | AmiNodes, phone: str) -> str | None:
+    """The node the phone is registered on (the first that says so); None with one node or none found."""
+    if not isinstance(ami, AmiNodes) or len(ami) < 2:
+        return None
+    for client in ami:
+        if not client.logged_in.is_set():
+            continue
+        try:
+            reply = await client.action({"Action": "ExtensionState", "Exten": phone, "Context": PHONE_HINTS},
+                                        timeout=3)
+        except AmiError:
+            continue  # that node is away: the phone is not usable there now anyway
+        if first_response(reply).get("Status") not in UNREACHABLE:
+            return client.node.name
+    return None
 
 
 async def agent_session(redis, agent_id: int) -> dict[str, Any] | None:
@@ -50,8 +71,11 @@ async def set_agent_state(redis, agent_id: int, state: str, reason: str | None =
     return session
 
 
-async def agent_login(ami: AmiClient, redis, agent: User, phone: str) -> dict:
-    """Join the agent's skill queues on ``phone``; the agent starts paused until they press 就绪."""
+async def agent_login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str) -> dict:
+    """Join the agent's skill queues on ``phone``, on the node the phone is registered on; the agent starts
+    paused until they press 就绪."""
+    node = await phone_node(ami, phone)
+    client = on_node(ami, node)
     owner = await redis.hget(AGENT_BY_PHONE, phone)
     if owner and int(owner) != agent.id:
         raise AmiError(f"分机 {phone} 已被其他坐席登录")
@@ -59,7 +83,7 @@ async def agent_login(ami: AmiClient, redis, agent: User, phone: str) -> dict:
     if not queues:
         raise AmiError("该坐席未配置技能队列，请联系管理员")
     for queue in queues:
-        reply = await ami.action({
+        reply = await client.action({
             "Action": "QueueAdd", "Queue": queue, "Interface": interface(phone),
             "MemberName": f"{agent.display_name}({agent.username})", "StateInterface": interface(phone),
             "Paused": "true", "Reason": "login",
@@ -67,32 +91,33 @@ async def agent_login(ami: AmiClient, redis, agent: User, phone: str) -> dict:
         if not succeeded(reply) and "Already there" not in str(first_response(reply).get("Message")):
             raise AmiError(f"加入队列 {queue} 失败：{first_response(reply).get('Message')}")
     await redis.hset(AGENT_BY_PHONE, phone, str(agent.id))
-    return await set_agent_state(redis, agent.id, "paused", "login", phone=phone, queues=queues)
+    return await set_agent_state(redis, agent.id, "paused", "login", phone=phone, queues=queues,
+                                 node=client.node.name)
 
 
-async def agent_logout(ami: AmiClient, redis, agent: User) -> None:
+async def agent_logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
     session = await agent_session(redis, agent.id)
     if not session or session.get("state") == "offline":
         return
     phone = session["phone"]
     for queue in session.get("queues", []):
-        await ami.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
+        await on_node(ami, session.get("node")).action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
     await redis.hdel(AGENT_BY_PHONE, phone)
-    await set_agent_state(redis, agent.id, "offline", None, phone=None, queues=[])
+    await set_agent_state(redis, agent.id, "offline", None, phone=None, queues=[], node=None)
 
 
-async def agent_pause(ami: AmiClient, redis, agent: User, reason: str) -> dict:
+async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str) -> dict:
     if reason not in PAUSE_REASONS:
         raise AmiError(f"未知的暂停原因：{reason}")
     session = await _require_session(redis, agent)
-    await ami.action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "true",
+    await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "true",
                       "Reason": reason})
     return await set_agent_state(redis, agent.id, "paused", reason)
 
 
-async def agent_ready(ami: AmiClient, redis, agent: User) -> dict:
+async def agent_ready(ami: AmiClient | AmiNodes, redis, agent: User) -> dict:
     session = await _require_session(redis, agent)
-    await ami.action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "false"})
+    await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "false"})
     return await set_agent_state(redis, agent.id, "ready", None)
 
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from core import events as ev
-from core.ami import AmiClient
-from core.asterisk_runtime import resolve_runtime
+from core.ami import AmiClient, ami_clients
+from core.asterisk_runtime import node_runtimes, resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
 from core.metrics import LatencySamples
 from core.redis import connect as redis_connect
 from core.service import heartbeat
-from core.settings import Settings
+from core.settings import AsteriskNode, Settings
 from cti.agents import AgentTracker
 from cti.books import QueueCall, read_queue_log
 from cti.callbacks import CallbackDispatcher, request_from_call
@@ -24,18 +26,35 @@ from cti.control import AGENT_BY_PHONE
 from cti.crash import CrashRecovery
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
-from cti.tracker import CallTracker
+from cti.tracker import NODE_KEY, CallTracker
 
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
 REPAIR_EVERY = 2.0
 CLOSE_SECONDS = 5.0
 
 
+@dataclass
+class NodeLink:
+    """What the CTI holds per Asterisk node: its AMI connection, its books, its consumer and watermark."""
+
+    node: AsteriskNode
+    ami: AmiClient
+    cdr_csv: Path
+    queue_log: Path
+    crash: CrashRecovery
+    consumer: Consumer
+
+
+def watermark_path(settings: Settings, node: AsteriskNode) -> Path:
+    # The first node keeps the single-node file: an upgrade reconciles from where it stopped.
+    return settings.var_dir / "cti" / ("watermark" if node.first else f"watermark-{node.name}")
+
+
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
     db = Database(settings.database_url)
     redis = redis_connect(settings, "cti")
-    ami = AmiClient(settings, "cti", events=settings["ami"]["cti_events"])
+    amis = ami_clients(settings, "cti", events=settings["ami"]["cti_events"])
     timings = LatencySamples("cti")
     unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)
 
@@ -65,19 +84,16 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             return None
         return int(value) if value else None
 
-    runtime = resolve_runtime(settings)
-    cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
-    queue_log = runtime.host_path(runtime.inside("log", "queue_log"))
-    crash = CrashRecovery(db, redis, cdr_csv, log)
+    runtimes = node_runtimes(settings, resolve_runtime(settings))
+    links: dict[str, NodeLink] = {}
 
-    def queue_books(call_id: str, since: datetime) -> QueueCall | None:
-        return read_queue_log(queue_log, since - MARGIN, {call_id}).get(call_id)
+    def queue_books(call_id: str, since: datetime, node: str) -> QueueCall | None:
+        link = links.get(node)
+        return read_queue_log(link.queue_log, since - MARGIN, {call_id}).get(call_id) if link else None
 
     tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log,
                           queue_books=queue_books)
     agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
-    events: asyncio.Queue = asyncio.Queue()
-    ami.on_event("*", lambda _m, event: events.put_nowait(event))
 
     async def lag(event) -> None:
         stamp = event.get("Timestamp")
@@ -96,100 +112,118 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             raise
         return True
 
-    consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
-                                 Handler("agents", agent_states, "agents"),
-                                 Handler("lag", lag, "none")],
-                        Watermark(settings.var_dir / "cti" / "watermark"), log)
+    for node in settings.nodes:
+        runtime = runtimes[node.name]
+        cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
+        events: asyncio.Queue = asyncio.Queue()
+        ami = amis[node.name]
+        ami.on_event("*", lambda _m, event, name=node.name, queue=events: queue.put_nowait(_tagged(event, name)))
+        consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
+                                     Handler("agents", agent_states, "agents"),
+                                     Handler("lag", lag, "none")],
+                            Watermark(watermark_path(settings, node)), log)
+        links[node.name] = NodeLink(node, ami, cdr_csv, runtime.host_path(runtime.inside("log", "queue_log")),
+                                    CrashRecovery(db, redis, cdr_csv, log, node=node.name), consumer)
 
-    async def reconcile_records(since: datetime) -> None:
+    async def reconcile_records(link: NodeLink, since: datetime) -> None:
         # Holding the tracker's lock: events wait in the queue while their records are repaired.
         async with tracker.lock:
-            await reconcile(db, ami, cdr_csv, queue_log, since, log)
-            consumer.records_repaired()
+            await reconcile(db, link.ami, link.cdr_csv, link.queue_log, since, log, node=link.node.name)
+            link.consumer.records_repaired()
 
-    async def resync_agents() -> None:
-        consumer.agents_failed = agents.needs_resync = False
+    async def resync_agents(link: NodeLink) -> None:
+        link.consumer.agents_failed = agents.needs_resync = False
         try:
-            await agents.resync(ami)
+            await agents.resync(link.ami)
         except Exception:
-            consumer.agents_failed = True
+            link.consumer.agents_failed = True
             raise
 
-    async def resynchronise() -> None:
-        """After every (re)connect: Asterisk is the truth for what happened while we were away."""
+    async def resynchronise(link: NodeLink) -> None:
+        """After every (re)connect to a node: its Asterisk is the truth for what happened there meanwhile."""
+        consumer = link.consumer
         mark = consumer.mark() or consumer.watermark.load()
         since = datetime.fromtimestamp(mark, UTC) if mark else datetime.now(UTC) - timedelta(days=1)
         try:
             # First: calls an Asterisk restart cut off are not hang-ups, and reconciliation would close
             # them as such (abandoned by the citizen).
             async with tracker.lock:
-                await crash.after_connect(ami)
+                await link.crash.after_connect(link.ami)
         except Exception:  # noqa: BLE001 - retried on the next reconnect
-            log.exception("crash_recovery_failed")
+            log.exception("crash_recovery_failed", node=link.node.name)
         try:
-            await reconcile_records(since)
+            await reconcile_records(link, since)
         except Exception:  # noqa: BLE001 - the repair loop retries from the same moment
-            log.exception("reconcile_failed")
+            log.exception("reconcile_failed", node=link.node.name)
             consumer.records_failed_from = min(since.timestamp(), consumer.records_failed_from or since.timestamp())
         try:
-            await resync_agents()
+            await resync_agents(link)
         except Exception:  # noqa: BLE001 - the repair loop retries
-            log.exception("agent_resync_failed")
+            log.exception("agent_resync_failed", node=link.node.name)
 
     async def repair() -> None:
         """Whatever failed while a part was away is put right once it answers again."""
         while True:
             await asyncio.sleep(REPAIR_EVERY)
-            if not ami.logged_in.is_set():
-                continue
-            if consumer.records_failed_from is not None:
-                try:
-                    await reconcile_records(datetime.fromtimestamp(consumer.records_failed_from, UTC))
-                except Exception as exc:  # noqa: BLE001 - the database is still away: next round
-                    log.warning("repair_pending", part="records", error=str(exc),
-                                since=consumer.records_failed_from)
-            if consumer.agents_failed or agents.needs_resync or unsent or redis_away.tripped:
-                try:
-                    await redis.ping()
-                    redis_away.succeeded()
-                    if consumer.agents_failed or agents.needs_resync:
-                        await resync_agents()
-                    while unsent:
-                        await ev.publish(redis, unsent[0])
-                        unsent.popleft()
-                except Exception as exc:  # noqa: BLE001 - Redis is still away: next round
-                    redis_away.failed()
-                    log.warning("repair_pending", part="redis", error=str(exc), agents=consumer.agents_failed,
-                                unsent=len(unsent))
+            for link in links.values():
+                if link.ami.logged_in.is_set():
+                    await repair_node(link)
 
-    callbacks = CallbackDispatcher(db, redis, ami, log)
+    async def repair_node(link: NodeLink) -> None:
+        consumer = link.consumer
+        if consumer.records_failed_from is not None:
+            try:
+                await reconcile_records(link, datetime.fromtimestamp(consumer.records_failed_from, UTC))
+            except Exception as exc:  # noqa: BLE001 - the database is still away: next round
+                log.warning("repair_pending", part="records", node=link.node.name, error=str(exc),
+                            since=consumer.records_failed_from)
+        if consumer.agents_failed or agents.needs_resync or unsent or redis_away.tripped:
+            try:
+                await redis.ping()
+                redis_away.succeeded()
+                if consumer.agents_failed or agents.needs_resync:
+                    await resync_agents(link)
+                while unsent:
+                    await ev.publish(redis, unsent[0])
+                    unsent.popleft()
+            except Exception as exc:  # noqa: BLE001 - Redis is still away: next round
+                redis_away.failed()
+                log.warning("repair_pending", part="redis", node=link.node.name, error=str(exc),
+                            agents=consumer.agents_failed, unsent=len(unsent))
+
+    # Callbacks are dialled from the first node (its phones); which node a callback agent's phone is on
+    # is the call control's to decide (issue 14 item 1).
+    first = links[settings.nodes[0].name]
+    callbacks = CallbackDispatcher(db, redis, first.ami, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call
 
     async def dispatch_callbacks() -> None:
         while True:
             await asyncio.sleep(2)
-            if ami.logged_in.is_set():
+            if first.ami.logged_in.is_set():
                 try:
                     await callbacks.run_once()
                 except Exception:  # noqa: BLE001 - next round retries
                     log.exception("callback_round_failed")
 
     def problem() -> str | None:
-        if not ami.logged_in.is_set():
-            return "AMI 未连接"
-        return consumer.problem()
+        for link in links.values():
+            if not link.ami.logged_in.is_set():
+                return "AMI 未连接" if len(links) == 1 else f"AMI 未连接（节点 {link.node.name}）"
+        return next((p for p in (link.consumer.problem() for link in links.values()) if p), None)
 
     async def watchdog() -> str:
         while True:
             await asyncio.sleep(1)
-            reason = consumer.must_exit()
+            reason = next((r for r in (link.consumer.must_exit() for link in links.values()) if r), None)
             if reason:
                 return reason
 
-    ami.on_reconnect(resynchronise)
-    await ami.connect(timeout=None)
-    consumer.start()
+    for link in links.values():
+        link.ami.on_reconnect(lambda link=link: resynchronise(link))
+        await link.ami.connect(timeout=None)
+        link.consumer.start()
     tasks = [
         asyncio.create_task(repair()),
         asyncio.create_task(dispatch_callbacks()),
@@ -199,13 +233,14 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     stopping = asyncio.create_task(stop.wait())
     guard = asyncio.create_task(watchdog())
     await asyncio.wait([stopping, guard], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stopping, guard, consumer.task]:
+    for task in [*tasks, stopping, guard, *(link.consumer.task for link in links.values())]:
         task.cancel()
-    consumer.persist(force=True)
+    for link in links.values():
+        link.consumer.persist(force=True)
     failed = guard.result() if guard.done() and not guard.cancelled() else None
     if failed:
         log.error("cti_exiting", reason=failed)
-    for closing in (ami.close(), redis.aclose(), db.close()):
+    for closing in (*(link.ami.close() for link in links.values()), redis.aclose(), db.close()):
         try:  # bounded: the part that stalled the consumer may hang its close too
             await asyncio.wait_for(closing, CLOSE_SECONDS)
         except Exception as exc:  # noqa: BLE001 - leaving anyway
@@ -213,6 +248,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     if failed:
         # Exit non-zero: the supervisor starts a fresh CTI, which reconciles from the watermark.
         raise SystemExit(1)
+
+
+def _tagged(event, node: str):
+    event[NODE_KEY] = node
+    return event
 
 
 def _keep_unsent(unsent: deque, event: ev.Event) -> None:
