@@ -1,7 +1,7 @@
 """The team lead's console: live wallboard, listen/whisper/barge, and the service-quality report.
 
 The wallboard page listens to /events and re-reads ``/api/wallboard`` (a snapshot
-from the database, the CTI's agent sessions and Asterisk's QueueStatus asked through the CTI) on
+from the database, the agents' Redis sessions and Asterisk's QueueStatus) on
 every event and every few seconds, so it is right within a second of a change
 and also after a missed event.
 """
@@ -9,25 +9,26 @@ and also after a missed event.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from sqlalchemy import select
 
 from agent_desk import kpi
 from agent_desk.auth import require_roles
-from agent_desk.common import cti_command, local_zone
+from agent_desk.common import AMI_KEY, ami, ami_failure, local_zone
+from core.ami import AmiError
 from core.asterisk_config import queue_names
 from core.inputs import iso_date, record_id
-from core.models import Role
+from core.models import Role, User
 from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
-from core.users import active_agents, agent_names
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
-from cti import read
-from cti.calls import calls_between
+from cti import control
 from cti.models import CallRecord, CallState
-from tickets.queries import report_facts
+from tickets.models import Ticket
 
 HOTLINES = ("12301", "12365")
 QUEUE_LABELS = {"general": "综合", "consult": "咨询", "complaint": "投诉", "report": "举报"}
@@ -44,6 +45,22 @@ def queue_label(name: str) -> str:
 def local_day_bounds(day: dt.date, zone) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time(), zone)
     return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+
+
+async def _waiting_from_asterisk(request: web.Request) -> list[dict[str, Any]] | None:
+    """Callers in queue now, from AMI QueueStatus (None when Asterisk cannot be asked)."""
+    nodes = request.app.get(AMI_KEY)
+    if nodes is None or not nodes.logged_in.is_set():
+        return None
+    waiting = []
+    for client in nodes:  # every node's queues: a caller waits on the node that took the call
+        try:
+            reply = await client.action({"Action": "QueueStatus"}, as_list=True, timeout=3)
+        except AmiError:
+            return None
+        waiting += [{"queue": m.get("Queue"), "caller": m.get("CallerIDNum"), "wait": float(m.get("Wait") or 0)}
+                    for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "QueueEntry"]
+    return waiting
 
 
 def queue_rows(names: list[str], waiting: list[dict[str, Any]], today_calls: list[CallRecord]) -> list[dict]:
@@ -68,27 +85,29 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
     start, end = local_day_bounds(dt.datetime.now(zone).date(), zone)
     now = dt.datetime.now(dt.UTC)
     async with request.app[DB_KEY].session() as db:
-        today_calls = await calls_between(db, start, end)
-        agents = await active_agents(db)
-    callers = await read.waiting_callers(request.app[REDIS_KEY])
+        today_calls = list((await db.scalars(select(CallRecord).where(
+            CallRecord.started_at >= start, CallRecord.started_at < end))).all())
+        agents = (await db.scalars(select(User).where(User.role == Role.AGENT, User.active.is_(True))
+                                   .order_by(User.username))).all()
+    waiting = await _waiting_from_asterisk(request)
     source = "asterisk"
-    if callers is None:  # the CTI cannot ask Asterisk now: fall back to what it wrote
+    if waiting is None:  # fall back to what the CTI wrote
         source = "database"
         waiting = [{"queue": c.queue, "caller": c.caller_number,
                     "wait": (now - (c.queued_at or c.started_at)).total_seconds()}
                    for c in today_calls if c.state in (CallState.QUEUED, CallState.RINGING) and not c.ended_at]
-    else:
-        waiting = [{"queue": w.queue, "caller": w.caller, "wait": w.wait} for w in callers]
-    sessions = await read.agent_sessions(request.app[REDIS_KEY])
+    sessions = await request.app[REDIS_KEY].hgetall(control.AGENT_SESSIONS)
     live = {c.agent_id: c for c in today_calls if c.state == CallState.TALKING and not c.ended_at and c.agent_id}
     agent_rows = []
     for agent in agents:
-        session = sessions.get(agent.id) or read.AgentSession(agent.id)
+        session = json.loads(sessions.get(str(agent.id)) or "{}")
+        state = session.get("state", "offline")
         call = live.get(agent.id)
         agent_rows.append({
             "id": agent.id, "name": agent.display_name, "username": agent.username, "number": agent.agent_number,
-            "state": session.state, "state_label": session.state_label, "reason": session.reason_label,
-            "since": session.since, "phone": session.phone,
+            "state": state, "state_label": control.AGENT_STATES.get(state, state),
+            "reason": control.PAUSE_REASONS.get(session.get("reason") or "", ""),
+            "since": session.get("since"), "phone": session.get("phone"),
             "caller": call.caller_number if call else None,
             "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),
         })
@@ -128,9 +147,18 @@ async def post_spy(request: web.Request) -> web.Response:
     mode = data.get("mode")
     if mode not in ("listen", "whisper", "barge"):
         raise json_error(400, "请选择监听方式", "mode")
-    agent_id = record_id(data.get("agent_id"), "agent_id", "坐席")
-    answer = await cti_command(request, "spy", {"agent_id": agent_id, "mode": mode})
-    return web.json_response({"ok": True, "message": f"请接听班长话机 {answer['lead_phone']}"})
+    session = await control.agent_session(request.app[REDIS_KEY], record_id(data.get("agent_id"), "agent_id", "坐席"))
+    if not session or not session.get("phone"):
+        raise json_error(409, "该坐席未登录分机", "agent_id")
+    lead_phone = request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]
+    try:
+        client = ami(request, session.get("node"))  # the lead's phone listens on the agent's node
+        if await control.agent_channel(client, session["phone"]) is None:
+            raise json_error(409, "该坐席当前没有通话", "agent_id")
+        await control.spy(client, lead_phone, session["phone"], mode)
+    except AmiError as exc:
+        raise ami_failure(exc) from None
+    return web.json_response({"ok": True, "message": f"请接听班长话机 {lead_phone}"})
 
 
 # --- the service-quality report ------------------------------------------------------
@@ -152,12 +180,18 @@ async def build_report(request: web.Request, start: dt.date, end: dt.date, hotli
     zone = local_zone(request)
     lo, _ = local_day_bounds(start, zone)
     _, hi = local_day_bounds(end, zone)
+    calls_q = select(CallRecord).where(CallRecord.started_at >= lo, CallRecord.started_at < hi)
+    tickets_q = select(Ticket.kind, Ticket.state, Ticket.accepted_at).where(
+        Ticket.created_at >= lo, Ticket.created_at < hi)
+    if hotline:
+        calls_q = calls_q.where(CallRecord.hotline == hotline)
+        tickets_q = tickets_q.where(Ticket.hotline == hotline)
     async with request.app[DB_KEY].session() as db:
         calls = [kpi.CallFact(c.started_at, c.queued_at is not None or bool(c.queue), c.answered_at is not None,
                               c.abandoned, c.wait_seconds, c.talk_seconds, c.hold_seconds or 0.0, c.agent_id,
-                              c.direction) for c in await calls_between(db, lo, hi, hotline)]
-        tickets = [kpi.TicketFact(k, s, accepted) for k, s, accepted in await report_facts(db, lo, hi, hotline)]
-        names = await agent_names(db)
+                              c.direction) for c in (await db.scalars(calls_q)).all()]
+        tickets = [kpi.TicketFact(str(k), str(s), a is not None) for k, s, a in (await db.execute(tickets_q)).all()]
+        names = dict((await db.execute(select(User.id, User.display_name).where(User.role == Role.AGENT))).all())
     return kpi.compute(calls, tickets, names, zone)
 
 

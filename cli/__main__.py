@@ -103,7 +103,7 @@ def cmd_install_model(args) -> int:
 
 
 def cmd_recordings(args) -> int:
-    from core.asterisk_runtime import resolve_runtime
+    from core.asterisk_runtime import node_runtimes, resolve_runtime
     from core.db import Database
     from core.logs import setup_logging
     from recordings.retention import integrity_report, purge, spool_report
@@ -117,9 +117,10 @@ def cmd_recordings(args) -> int:
                 problems = await integrity_report(db, settings.recordings_dir)
                 for row, issue in problems:
                     print(f"  {row.path}  call {row.call_id}: {issue}")
-                runtime = resolve_runtime(settings)
-                left = await spool_report(db, runtime.host_path(runtime.inside("spool")),
-                                          settings["recordings"]["spool_grace_seconds"])
+                left = []
+                for runtime in node_runtimes(settings, resolve_runtime(settings)).values():  # each node's spool
+                    left += await spool_report(db, runtime.host_path(runtime.inside("spool")),
+                                               settings["recordings"]["spool_grace_seconds"])
                 for item, issue in left:
                     print(f"  {item.file.path}  call {item.file.call_id}: {issue}")
                 print(f"{len(problems) + len(left)} problem(s)")

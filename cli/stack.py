@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.asterisk_config import render_asterisk_config
-from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
+from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.filemodes import UMASK, private_umask, tighten
 from core.redis import server_command as redis_server_command
 from core.settings import REPO_ROOT, Settings
@@ -87,9 +87,10 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
     env["HOTLINE_VAR"] = str(var)
     env["PYTHONUNBUFFERED"] = "1"
     env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
-    programs: dict[str, str] = {
-        "asterisk": " ".join(runtime.foreground_command()),
-    }
+    # One Asterisk per node; the first keeps the single-node program name.
+    runtimes = node_runtimes(settings, runtime)
+    programs: dict[str, str] = {node.program: " ".join(runtimes[node.name].foreground_command())
+                                for node in settings.nodes}
     if settings.runs_own_redis:
         programs["redis"] = shlex.join(redis_server_command(settings, var / "redis"))
     for service in SERVICES:
@@ -124,7 +125,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
             f"stdout_logfile={settings.log_dir / (name + '.log')}",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
-            f"priority={10 if name in ('asterisk', 'redis') else 50}",
+            f"priority={10 if name.startswith('asterisk') or name == 'redis' else 50}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -160,8 +161,11 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
     from core.redis import connect_sync
 
     results = []
-    out = runtime.rx("core show uptime seconds") if _port_open(settings["ami"]["host"], settings["ami"]["port"]) else ""
-    results.append(Health("asterisk", "System uptime" in out, out.strip().splitlines()[0] if out else "not running"))
+    runtimes = node_runtimes(settings, runtime)
+    for node in settings.nodes:
+        out = runtimes[node.name].rx("core show uptime seconds") if _port_open(node.ami_host, node.ami_port) else ""
+        results.append(Health(node.program, "System uptime" in out,
+                              out.strip().splitlines()[0] if out else "not running"))
     from core.service import heartbeat_key, problem_key
 
     heartbeats: dict[str, float] = {}
@@ -228,7 +232,8 @@ def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) ->
 
         load_all_menus()
     with _timed(say, "Rendering Asterisk configuration"):
-        render_asterisk_config(settings, runtime)
+        for node in settings.nodes:
+            render_asterisk_config(settings, runtime, node)
     with _timed(say, "Generating Mandarin prompts"):
         from ivr.setup import generate_prompts
 
@@ -244,8 +249,8 @@ def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) ->
         # runtime's cache of synthesized prompts (read-backs of every instance; only root reads it).
         from ivr.setup import SHARED_CACHE
 
-        for folder in (settings.var_dir, settings.recordings_dir, runtime.host_instance_dir,
-                       runtime.host_path(SHARED_CACHE)):
+        for folder in (settings.var_dir, settings.recordings_dir, runtime.host_path(SHARED_CACHE),
+                       *(node.host_instance_dir for node in node_runtimes(settings, runtime).values())):
             tighten(folder)
     return runtime
 
@@ -258,7 +263,8 @@ def _start_services(settings: Settings, runtime: AsteriskRuntime, say: Say) -> N
             supervisorctl(settings, "reread")
             supervisorctl(settings, "update")
             supervisorctl(settings, "start", "all")
-            runtime.rx("core reload")
+            for node in node_runtimes(settings, runtime).values():
+                node.rx("core reload")
         else:
             proc = subprocess.run([PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)],
                                   capture_output=True, text=True, cwd=REPO_ROOT)
@@ -295,8 +301,9 @@ def down(settings: Settings, say: Say = print) -> None:
 
 
 def purge_instance(settings: Settings, runtime: AsteriskRuntime) -> None:
-    """Remove an instance's files inside the Asterisk runtime (used by the test harness)."""
-    shutil.rmtree(runtime.host_instance_dir, ignore_errors=True)
+    """Remove an instance's files inside the Asterisk runtime, every node's (used by the test harness)."""
+    for node in node_runtimes(settings, runtime).values():
+        shutil.rmtree(node.host_instance_dir, ignore_errors=True)
 
 
 

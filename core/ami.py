@@ -16,7 +16,7 @@ from typing import Any
 
 from panoramisk import Manager
 
-from core.settings import AMI_ACCOUNTS, Settings
+from core.settings import AMI_ACCOUNTS, AsteriskNode, Settings
 
 log = logging.getLogger("ami")
 
@@ -56,10 +56,11 @@ class AmiClient:
         events: str = "on",
         watchdog_interval: float = 2.0,
         watchdog_timeout: float = 3.0,
+        node: AsteriskNode | None = None,
     ) -> None:
-        ami = settings["ami"]
+        self.node = node or settings.nodes[0]
         self.manager = Manager(
-            host=ami["host"], port=ami["port"], username=ami_username(settings, account),
+            host=self.node.ami_host, port=self.node.ami_port, username=ami_username(settings, account),
             secret=settings.secrets[f"ami_{account}"], events=events,
             ping_delay=3600, ping_interval=3600,  # panoramisk's own ping ignores replies; ours checks them
             reconnect_timeout=1, forgetable_actions=_NeverResend(),
@@ -93,13 +94,13 @@ class AmiClient:
     def _on_login(self, _manager: Manager) -> None:
         self.connections += 1
         self.logged_in.set()
-        log.info("AMI logged in (connection %d)", self.connections)
+        log.info("AMI of %s logged in (connection %d)", self.node.name, self.connections)
         for callback in self._reconnect_callbacks:
             asyncio.ensure_future(callback())
 
     def _on_disconnect(self, _manager: Manager, exc: Exception | None) -> None:
         self.logged_in.clear()
-        log.warning("AMI connection lost: %s", exc)
+        log.warning("AMI connection to %s lost: %s", self.node.name, exc)
 
     async def _watch(self) -> None:
         while True:
@@ -135,3 +136,47 @@ class AmiClient:
         if self._watchdog:
             self._watchdog.cancel()
         self.manager.close()
+
+
+def ami_clients(settings: Settings, account: str, events: str = "on") -> dict[str, AmiClient]:
+    """One AMI connection per Asterisk node, by node name (the first node first)."""
+    return {node.name: AmiClient(settings, account, events=events, node=node) for node in settings.nodes}
+
+
+class AmiNodes:
+    """One AMI connection per node, for a process that acts on calls and phones wherever they are."""
+
+    def __init__(self, clients: dict[str, AmiClient]) -> None:
+        self.clients = clients
+        self.first = next(iter(clients.values()))
+
+    @classmethod
+    def for_settings(cls, settings: Settings, account: str, events: str = "on") -> AmiNodes:
+        return cls(ami_clients(settings, account, events))
+
+    def __getitem__(self, node: str | None) -> AmiClient:
+        """The node's connection; the first node's for None (a session or record from before nodes)."""
+        return self.clients.get(node or "", self.first)
+
+    def __iter__(self):
+        return iter(self.clients.values())
+
+    def __len__(self) -> int:
+        return len(self.clients)
+
+    @property
+    def logged_in(self) -> asyncio.Event:
+        """The first node's: the desk's "AMI reachable" check (a node that is away answers with AmiError)."""
+        return self.first.logged_in
+
+    async def connect(self, timeout: float | None = 10) -> None:
+        await asyncio.gather(*(client.connect(timeout) for client in self))
+
+    async def close(self) -> None:
+        for client in self:
+            await client.close()
+
+
+def on_node(ami: AmiClient | AmiNodes, node: str | None) -> AmiClient:
+    """The connection to ``node``: from a pool, or the one connection a single-node caller holds."""
+    return ami[node] if isinstance(ami, AmiNodes) else ami

@@ -14,8 +14,8 @@ from pathlib import Path
 import jinja2
 
 from core.ami import ami_username
-from core.asterisk_runtime import AsteriskRuntime
-from core.settings import AMI_ACCOUNTS, REPO_ROOT, Settings
+from core.asterisk_runtime import AsteriskRuntime, node_runtime
+from core.settings import AMI_ACCOUNTS, REPO_ROOT, AsteriskNode, Settings
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 DIALPLAN_DIR = REPO_ROOT / "dialplans"
@@ -35,8 +35,8 @@ def ami_accounts(settings: Settings) -> list[dict[str, str]]:
     control = "call,agent,originate,reporting"
     accounts = [
         ("cti", settings["ami"]["cti_events"], control,
-         "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks, "
-         "carries out the desk's commands (agent log-in/pause, transfers, hang-up, callbacks, listen)"),
+         "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks"),
+        ("desk", "", control, "web desk: agent log-in/pause, transfers, hang-up, callbacks, listen; no events"),
         ("tools", "all", "system,call,agent,user,command,reporting,originate",
          "operator tools, tests and benchmarks (./hotline call, CLI commands in tests)"),
     ]
@@ -45,8 +45,12 @@ def ami_accounts(settings: Settings) -> list[dict[str, str]]:
              "read": read, "write": write, "why": why} for name, read, write, why in accounts]
 
 
-def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
-    sip, ami, agi, queues = settings["sip"], settings["ami"], settings["agi"], settings["queues"]
+def template_values(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> dict:
+    """Values of one node's files (``runtime``: the platform's, as resolve_runtime gives it)."""
+    sip, agi, queues = settings["sip"], settings["agi"], settings["queues"]
+    node = node or settings.nodes[0]
+    shared = runtime
+    runtime = node_runtime(runtime, node)
     phones = [
         {"ext": ext, "password": settings.sip_password(ext), "label": f"坐席 {ext}"}
         for ext in sip["agent_extensions"]
@@ -56,21 +60,24 @@ def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
     ]
     return {
         "inst": runtime.instance_dir,
-        "sip_bind": sip["bind"],
-        "sip_port": sip["port"],
+        # One prompt folder for every node: the IVR writes read-backs once, whichever node plays them.
+        "prompts": shared.inside("sounds"),
+        "node": node.name,
+        "sip_bind": node.address,
+        "sip_port": node.sip_port,
         "carrier_address": sip["carrier_address"],
         "carrier_port": sip.get("carrier_port", 5060),
-        "rtp_start": sip["rtp_start"],
+        "rtp_start": node.rtp_start,
         "carrier_rtp_timeout": sip["carrier_rtp_timeout_seconds"],
         "carrier_rtp_timeout_hold": sip["carrier_rtp_timeout_hold_seconds"],
         "agent_rtp_timeout": sip["agent_rtp_timeout_seconds"],
         "session_timers": sip["session_timers"],
         "session_expires": sip["session_expires_seconds"],
         "session_min_se": sip["session_min_se_seconds"],
-        "rtp_end": sip["rtp_end"],
+        "rtp_end": node.rtp_end,
         "phones": phones,
-        "ami_host": ami["host"],
-        "ami_port": ami["port"],
+        "ami_host": node.ami_host,
+        "ami_port": node.ami_port,
         "ami_accounts": ami_accounts(settings),
         "agi_host": agi["host"],
         "agi_port": agi["port"],
@@ -84,9 +91,10 @@ def template_values(settings: Settings, runtime: AsteriskRuntime) -> dict:
     }
 
 
-def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime) -> Path:
-    """Write the instance's Asterisk files; returns the host path of its etc folder."""
-    base = runtime.host_instance_dir
+def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> Path:
+    """Write one node's Asterisk files (``runtime``: the platform's); returns the host path of its etc folder."""
+    runtime_of_node = node_runtime(runtime, node or settings.nodes[0])
+    base = runtime_of_node.host_instance_dir
     uid, gid = runtime.asterisk_ids()
     for sub in INSTANCE_DIRS:
         (base / sub).mkdir(parents=True, exist_ok=True)
@@ -97,7 +105,7 @@ def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime) -> Path
         keep_trailing_newline=True,
         autoescape=False,
     )
-    values = template_values(settings, runtime)
+    values = template_values(settings, runtime, node)
     for conf in sorted(CONF_DIR.glob("*.conf")):
         text = env.get_template(conf.name).render(values)
         target = etc / conf.name

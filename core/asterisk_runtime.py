@@ -13,10 +13,10 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.settings import Settings
+from core.settings import AsteriskNode, Settings
 
 SID_MIRROR = "http://deb.debian.org/debian"
 ASTERISK_PACKAGES = ["asterisk", "asterisk-core-sounds-en-wav", "asterisk-moh-opsound-wav", "tzdata"]
@@ -89,6 +89,17 @@ class AsteriskRuntime:
         if uid is None:
             raise RuntimeError_(f"no asterisk user in {self.host_path('/etc/passwd')}")
         return uid, gid
+
+
+def node_runtime(runtime: AsteriskRuntime, node: AsteriskNode) -> AsteriskRuntime:
+    """The runtime of one node (``runtime`` as resolve_runtime gives it): its own instance folder, so its
+    own config, spool, CDR, queue_log and control socket. The first node keeps the single-node folder."""
+    return runtime if node.first else replace(runtime, instance_id=f"{runtime.instance_id}-{node.name}")
+
+
+def node_runtimes(settings: Settings, runtime: AsteriskRuntime) -> dict[str, AsteriskRuntime]:
+    """Every configured node's runtime by node name, the first node first."""
+    return {node.name: node_runtime(runtime, node) for node in settings.nodes}
 
 
 def _ids_in(passwd_or_group: Path) -> dict[int, str]:

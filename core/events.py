@@ -21,6 +21,8 @@ class Event:
     name: ClassVar[str] = "event"
     audience: ClassVar[str] = "leads"
     ts: float = field(default_factory=time.time, kw_only=True)
+    # The Asterisk node the call is on (core.settings.AsteriskNode); empty for events of no call.
+    node: str = field(default="", kw_only=True)
 
     def payload(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -21,13 +22,68 @@ DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 
 # Each process logs in to Redis (core.redis) and to AMI (core.ami) as its own user with its own secret.
 REDIS_USERS = ("ivr", "cti", "agent_desk", "recordings", "tools")
-AMI_ACCOUNTS = ("cti", "tools")  # the desk has none: the CTI carries out its commands (cti.protocol)
+AMI_ACCOUNTS = ("cti", "desk", "tools")
 SECRET_NAMES = ("web_cookie_key", "admin_password", "demo_password",
                 *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS))
 
 
 class ConfigError(ValueError):
     """A configuration file or value is wrong; the message says where and why."""
+
+
+# The single node's name, and the node of rows from before nodes existed (migration 0006).
+DEFAULT_NODE = "node1"
+NODE_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")  # a prefix of Asterisk's uniqueids (systemname) and file names
+NODE_KEYS = ("address", "sip_port", "ami_host", "ami_port", "rtp_start", "rtp_end")
+
+
+@dataclass(frozen=True)
+class AsteriskNode:
+    """One Asterisk of the platform: its name prefixes every uniqueid it makes (asterisk.conf systemname),
+    so call ids are unique across nodes; SIP and AMI listen on its own address and ports."""
+
+    name: str
+    address: str
+    sip_port: int
+    ami_host: str
+    ami_port: int
+    rtp_start: int
+    rtp_end: int
+    first: bool  # the first node keeps the single-node names (its instance folder, "asterisk" program)
+
+    @property
+    def program(self) -> str:
+        """Its supervisord program (and health-check name)."""
+        return "asterisk" if self.first else f"asterisk-{self.name}"
+
+
+def _nodes(raw: dict[str, Any]) -> list[AsteriskNode]:
+    names = list(raw["asterisk"].get("nodes") or [DEFAULT_NODE])
+    tables = raw.get("nodes", {})
+    sip, ami = raw["sip"], raw["ami"]
+    nodes = []
+    for index, name in enumerate(names):
+        if not NODE_NAME.match(str(name)):
+            raise ConfigError(f"asterisk.nodes: {name!r} is not a node name (a-z then a-z/0-9, at most 16)")
+        table = dict(tables.get(name, {}))
+        unknown = set(table) - set(NODE_KEYS)
+        if unknown:
+            raise ConfigError(f"nodes.{name}: unknown key(s) {', '.join(sorted(unknown))}")
+        if index == 0:  # the single-node set-up: [sip] and [ami] describe it
+            table = {"address": sip["bind"], "sip_port": sip["port"], "ami_host": ami["host"], "ami_port": ami["port"],
+                     "rtp_start": sip["rtp_start"], "rtp_end": sip["rtp_end"], **table}
+        table.setdefault("ami_host", table.get("address"))
+        missing = [key for key in NODE_KEYS if key not in table]
+        if missing:
+            raise ConfigError(f"nodes.{name}: missing {', '.join(missing)}")
+        nodes.append(AsteriskNode(name=name, address=str(table["address"]), sip_port=int(table["sip_port"]),
+                                  ami_host=str(table["ami_host"]), ami_port=int(table["ami_port"]), rtp_start=int(table["rtp_start"]),
+                                  rtp_end=int(table["rtp_end"]), first=index == 0))
+    for what, key in (("name", lambda n: n.name), ("SIP address and port", lambda n: (n.address, n.sip_port)),
+                      ("AMI address and port", lambda n: (n.ami_host, n.ami_port))):
+        if len({key(node) for node in nodes}) != len(nodes):
+            raise ConfigError(f"asterisk.nodes: two nodes share a {what}")
+    return nodes
 
 
 def _coerce(raw: str, like: Any) -> Any:
@@ -104,6 +160,18 @@ class Settings:
     def timezone(self) -> str:
         return self.raw["centre"]["timezone"]
 
+    @cached_property
+    def nodes(self) -> list[AsteriskNode]:
+        """The Asterisk nodes, the first one first (config: [asterisk] nodes, [nodes.<name>])."""
+        return _nodes(self.raw)
+
+    def node(self, name: str | None) -> AsteriskNode:
+        """The node called ``name``; the first node for None (rows from before nodes existed)."""
+        found = next((node for node in self.nodes if node.name == name), None) if name else self.nodes[0]
+        if found is None:
+            raise ConfigError(f"no Asterisk node {name!r} in asterisk.nodes")
+        return found
+
     def sip_password(self, extension: str) -> str:
         return self.secrets[f"sip_{extension}"]
 
@@ -153,5 +221,6 @@ def load_settings(
     _apply_env_overrides(raw, env)
     var = Path(var_dir or env.get("HOTLINE_VAR") or REPO_ROOT / "var").resolve()
     settings = Settings(raw=raw, var_dir=var)
+    settings.nodes  # noqa: B018 - a wrong node list is refused at start-up, not at the first call
     settings.secrets = _load_or_create_secrets(var / "secrets.toml", settings.phone_extensions)
     return settings

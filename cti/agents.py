@@ -73,7 +73,8 @@ class AgentTracker:
         await set_agent_state(self.redis, agent_id, "ready")
 
     async def resync(self, ami) -> int:
-        """Rebuild agent sessions from QueueStatus; returns how many agents were found."""
+        """Rebuild agent sessions from one node's QueueStatus (``ami``: that node's AmiClient); returns how
+        many agents were found there."""
         reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
         members: dict[str, dict[str, Any]] = {}
         for message in reply if isinstance(reply, list) else []:
@@ -102,7 +103,8 @@ class AgentTracker:
             await self.redis.hset(AGENT_BY_PHONE, phone, str(user.id))
             state = "on_call" if member["in_call"] else "paused" if member["paused"] else "ready"
             await set_agent_state(self.redis, user.id, state, member["reason"] if member["paused"] else None,
-                                  since=member["since"] or None, phone=phone, queues=member["queues"])
+                                  since=member["since"] or None, phone=phone, queues=member["queues"],
+                                  node=ami.node.name)  # the node whose QueueStatus has the member
         # Sessions Asterisk no longer knows (e.g. Asterisk restarted without persistent members).
         from cti.control import AGENT_SESSIONS
 

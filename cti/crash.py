@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 
 from core.db import Database
+from core.settings import DEFAULT_NODE
 from cti.books import read_cdr_calls
 from cti.callbacks import request_from_call
 from cti.models import CallRecord, CallState
@@ -48,25 +49,28 @@ async def asterisk_started(ami) -> tuple[str, datetime | None]:
 
 
 class CrashRecovery:
-    """Remembers Asterisk's start moment across connections (in Redis, so across CTI restarts too)."""
+    """Remembers one node's Asterisk start moment across connections (in Redis, so across CTI restarts too)."""
 
-    def __init__(self, db: Database, redis, cdr_csv: Path, log) -> None:
+    def __init__(self, db: Database, redis, cdr_csv: Path, log, node: str = DEFAULT_NODE) -> None:
         self.db = db
         self.redis = redis
         self.cdr_csv = cdr_csv
         self.log = log
+        self.node = node
+        # The first node keeps the single-node key: an upgrade does not look like a restart.
+        self.key = ASTERISK_STARTED if node == DEFAULT_NODE else f"{ASTERISK_STARTED}:{node}"
         self._known: str | None = None  # if Redis is unreachable, this process's own memory
 
     async def _previous(self) -> str | None:
         try:
-            return await self.redis.get(ASTERISK_STARTED) or self._known
+            return await self.redis.get(self.key) or self._known
         except Exception:  # noqa: BLE001 - Redis down: detection still works within this process
             return self._known
 
     async def _remember(self, stamp: str) -> None:
         self._known = stamp
         try:
-            await self.redis.set(ASTERISK_STARTED, stamp)
+            await self.redis.set(self.key, stamp)
         except Exception:  # noqa: BLE001 - kept in memory; written at the next connection
             self.log.warning("asterisk_start_not_saved", started=stamp)
 
@@ -79,24 +83,26 @@ class CrashRecovery:
             # Nothing remembered (first start, or Redis lost it): any open record of a call that began
             # before Asterisk did cannot still be up.
             if started is not None:
-                closed = await close_cut_calls(self.db, ami, self.cdr_csv, started, began_before=started)
+                closed = await close_cut_calls(self.db, ami, self.cdr_csv, started, began_before=started,
+                                               node=self.node)
         elif previous != stamp:
-            closed = await close_cut_calls(self.db, ami, self.cdr_csv, started or datetime.now(UTC))
+            closed = await close_cut_calls(self.db, ami, self.cdr_csv, started or datetime.now(UTC), node=self.node)
         if closed or (previous is not None and previous != stamp):
-            self.log.warning("asterisk_restarted", previous=previous, started=stamp, closed=closed)
+            self.log.warning("asterisk_restarted", node=self.node, previous=previous, started=stamp, closed=closed)
         await self._remember(stamp)
         return closed
 
 
 async def close_cut_calls(db: Database, ami, cdr_csv: Path, restarted: datetime,
-                          began_before: datetime | None = None) -> int:
-    """Close the open records of calls that Asterisk's restart took down; each citizen gets a callback."""
+                          began_before: datetime | None = None, node: str = DEFAULT_NODE) -> int:
+    """Close the open records of calls on ``node`` that its Asterisk's restart took down; each citizen gets a
+    callback."""
     live: dict[str, Any] = await live_call_ids(ami)
     ended_normally = read_cdr_calls(cdr_csv, restarted - timedelta(days=1))
     now = datetime.now(UTC)
     closed = 0
     async with db.transaction() as session:
-        query = select(CallRecord).where(CallRecord.ended_at.is_(None))
+        query = select(CallRecord).where(CallRecord.ended_at.is_(None), CallRecord.node == node)
         if began_before is not None:
             query = query.where(CallRecord.started_at < began_before)
         for record in (await session.scalars(query)).all():

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Boolean, Enum, Float, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime, utcnow
+from core.settings import DEFAULT_NODE
 
 
 class CallState(enum.StrEnum):
@@ -38,6 +39,8 @@ class CallRecord(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), unique=True)  # Asterisk uniqueid of the citizen leg
+    # The Asterisk node the call is on; its uniqueids carry the node's name, so call_id is unique across nodes.
+    node: Mapped[str] = mapped_column(String(16), default=DEFAULT_NODE, server_default=DEFAULT_NODE)
     ref: Mapped[str] = mapped_column(String(24), unique=True, default=new_call_ref)  # what people see and type
     linkedid: Mapped[str | None] = mapped_column(String(64), index=True)
     direction: Mapped[str] = mapped_column(String(8), default="inbound")

@@ -18,6 +18,7 @@ from sqlalchemy import or_, select
 
 from core.db import Database
 from core.models import User
+from core.settings import DEFAULT_NODE
 from cti.books import (
     CDR_COLUMNS,
     HOTLINE_CONTEXTS,
@@ -128,16 +129,18 @@ async def close_from_books(session, record: CallRecord, cdr: CdrCall | None, que
                 (record.ended_at - record.queued_at).total_seconds()
 
 
-async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: datetime, log) -> dict[str, int]:
-    """Bring every record of a call that was up or ended since ``since`` in line with Asterisk's books:
-    close records whose calls ended, fill missed answers/agents/waits/transfers, add unseen calls."""
+async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: datetime, log,
+                    node: str = DEFAULT_NODE) -> dict[str, int]:
+    """Bring every record of a call on ``node`` that was up or ended since ``since`` in line with that
+    node's books (``ami``, ``cdr_csv`` and ``queue_log`` are the node's): close records whose calls ended,
+    fill missed answers/agents/waits/transfers, add unseen calls. Other nodes' records are not touched."""
     live = await live_call_ids(ami)
     since = since - MARGIN
     cdr_calls = read_cdr_calls(cdr_csv, since)
     closed = added = repaired = 0
     async with db.transaction() as session:
-        records = {r.call_id: r for r in (await session.scalars(select(CallRecord).where(or_(
-            CallRecord.ended_at.is_(None), CallRecord.ended_at >= since)))).all()}
+        records = {r.call_id: r for r in (await session.scalars(select(CallRecord).where(
+            CallRecord.node == node, or_(CallRecord.ended_at.is_(None), CallRecord.ended_at >= since)))).all()}
         others = sorted((set(cdr_calls) | set(live)) - set(records))
         for start in range(0, len(others), 500):  # a long gap can name more calls than SQL takes at once
             chunk = others[start:start + 500]
@@ -151,7 +154,7 @@ async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: da
                 continue  # cz-: the test citizen's own half of a Local channel
             record = CallRecord(call_id=uid, caller_number=cdr.caller, did=cdr.did, hotline=cdr.did,
                                 started_at=cdr.start, state=CallState.ENDED, source="reconciled",
-                                direction="inbound")
+                                direction="inbound", node=node)
             session.add(record)
             records[uid] = record
             added += 1
@@ -162,7 +165,7 @@ async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: da
             seconds = _hms_seconds(channel.get("Duration") or "0")
             record = CallRecord(call_id=uid, caller_number=channel.get("CallerIDNum"),
                                 started_at=datetime.now(UTC) - timedelta(seconds=seconds),
-                                state=CallState.IVR, source="reconciled")
+                                state=CallState.IVR, source="reconciled", node=node)
             session.add(record)
             records[uid] = record
             added += 1
@@ -180,5 +183,5 @@ async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: da
             if record.ended_at is None and uid not in live:
                 await close_from_books(session, record, cdr, queue)
                 closed += 1
-    log.info("reconciled", since=since.isoformat(), closed=closed, added=added, repaired=repaired, live=len(live))
+    log.info("reconciled", node=node, since=since.isoformat(), closed=closed, added=added, repaired=repaired, live=len(live))
     return {"closed": closed, "added": added, "repaired": repaired, "live": len(live)}

@@ -5,63 +5,95 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from core import events as ev
-from core.ami import AmiClient
-from core.asterisk_runtime import resolve_runtime
+from core.ami import AmiClient, ami_clients
+from core.asterisk_runtime import node_runtimes, resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
-from core.metrics import Counters, LatencySamples
-from core.redis import CONNECTION_ERRORS
+from core.metrics import LatencySamples
 from core.redis import connect as redis_connect
 from core.service import heartbeat
-from core.settings import Settings
+from core.settings import AsteriskNode, Settings
 from cti.agents import AgentTracker
 from cti.books import QueueCall, read_queue_log
 from cti.callbacks import CallbackDispatcher, request_from_call
-from cti.commands import CommandWorker
 from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
 from cti.crash import CrashRecovery
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
-from cti.tracker import CallTracker, LookupUnavailable, event_call_id
+from cti.tracker import NODE_KEY, CallTracker
 
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
 REPAIR_EVERY = 2.0
 CLOSE_SECONDS = 5.0
-LOOKUP_RETRY_PAUSES = (0.05, 0.2)  # an agent look-up that failed is tried twice more
+
+
+@dataclass
+class NodeLink:
+    """What the CTI holds per Asterisk node: its AMI connection, its books, its consumer and watermark."""
+
+    node: AsteriskNode
+    ami: AmiClient
+    cdr_csv: Path
+    queue_log: Path
+    crash: CrashRecovery
+    consumer: Consumer
+
+
+def watermark_path(settings: Settings, node: AsteriskNode) -> Path:
+    # The first node keeps the single-node file: an upgrade reconciles from where it stopped.
+    return settings.var_dir / "cti" / ("watermark" if node.first else f"watermark-{node.name}")
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
     db = Database(settings.database_url)
     redis = redis_connect(settings, "cti")
-    ami = AmiClient(settings, "cti", events=settings["ami"]["cti_events"])
+    amis = ami_clients(settings, "cti", events=settings["ami"]["cti_events"])
     timings = LatencySamples("cti")
-    counters = Counters("cti")
+    unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)
+
     redis_away = Breaker()
-    live = LiveEvents(redis, redis_away, counters, log)
-    publish = live.publish
-    unsent = live.unsent
 
-    agent_for_phone = agent_lookup(redis, redis_away)
+    async def publish(event: ev.Event) -> None:
+        if redis_away.tripped:
+            _keep_unsent(unsent, event)
+            return
+        try:
+            while unsent:  # keep the order: nothing overtakes what is still waiting
+                await ev.publish(redis, unsent[0])
+                unsent.popleft()
+            await ev.publish(redis, event)
+        except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
+            log.warning("publish_failed", event_name=event.name, error=str(exc))
+            redis_away.failed()
+            _keep_unsent(unsent, event)
 
-    runtime = resolve_runtime(settings)
-    cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
-    queue_log = runtime.host_path(runtime.inside("log", "queue_log"))
-    crash = CrashRecovery(db, redis, cdr_csv, log)
+    async def agent_for_phone(phone: str) -> int | None:
+        if redis_away.tripped:
+            return None
+        try:
+            value = await redis.hget(AGENT_BY_PHONE, phone)
+        except Exception:  # noqa: BLE001 - the tracker falls back to the queue member's name
+            redis_away.failed()
+            return None
+        return int(value) if value else None
 
-    def queue_books(call_id: str, since: datetime) -> QueueCall | None:
-        return read_queue_log(queue_log, since - MARGIN, {call_id}).get(call_id)
+    runtimes = node_runtimes(settings, resolve_runtime(settings))
+    links: dict[str, NodeLink] = {}
+
+    def queue_books(call_id: str, since: datetime, node: str) -> QueueCall | None:
+        link = links.get(node)
+        return read_queue_log(link.queue_log, since - MARGIN, {call_id}).get(call_id) if link else None
 
     tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log,
-                          queue_books=queue_books, counters=counters)
+                          queue_books=queue_books)
     agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
-    events: asyncio.Queue = asyncio.Queue()
-    ami.on_event("*", lambda _m, event: events.put_nowait(event))
 
     async def lag(event) -> None:
         stamp = event.get("Timestamp")
@@ -72,133 +104,143 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         if event.get("Event") not in agents.EVENTS:
             return True
         if redis_away.tripped:
-            # Not tried: resynced from QueueStatus once Redis answers.
-            log.warning("agent_state_not_written", call_id=event_call_id(event), ami_event=event.get("Event"),
-                        reason="Redis away")
-            counters.add("agent_state_write_failed")
-            return False
+            return False  # not tried: resynced from QueueStatus once Redis answers
         try:
             await agents.handle(event)
-        except Exception as exc:
-            log.warning("agent_state_not_written", call_id=event_call_id(event), ami_event=event.get("Event"),
-                        error=str(exc))
-            counters.add("agent_state_write_failed")
+        except Exception:
             redis_away.failed()
             raise
         return True
 
-    consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
-                                 Handler("agents", agent_states, "agents"),
-                                 Handler("lag", lag, "none")],
-                        Watermark(settings.var_dir / "cti" / "watermark"), log)
+    for node in settings.nodes:
+        runtime = runtimes[node.name]
+        cdr_csv = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
+        events: asyncio.Queue = asyncio.Queue()
+        ami = amis[node.name]
+        ami.on_event("*", lambda _m, event, name=node.name, queue=events: queue.put_nowait(_tagged(event, name)))
+        consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
+                                     Handler("agents", agent_states, "agents"),
+                                     Handler("lag", lag, "none")],
+                            Watermark(watermark_path(settings, node)), log)
+        links[node.name] = NodeLink(node, ami, cdr_csv, runtime.host_path(runtime.inside("log", "queue_log")),
+                                    CrashRecovery(db, redis, cdr_csv, log, node=node.name), consumer)
 
-    async def reconcile_records(since: datetime) -> None:
+    async def reconcile_records(link: NodeLink, since: datetime) -> None:
         # Holding the tracker's lock: events wait in the queue while their records are repaired.
         async with tracker.lock:
-            await reconcile(db, ami, cdr_csv, queue_log, since, log)
-            consumer.records_repaired()
+            await reconcile(db, link.ami, link.cdr_csv, link.queue_log, since, log, node=link.node.name)
+            link.consumer.records_repaired()
 
-    async def resync_agents() -> None:
-        consumer.agents_failed = agents.needs_resync = False
+    async def resync_agents(link: NodeLink) -> None:
+        link.consumer.agents_failed = agents.needs_resync = False
         try:
-            await agents.resync(ami)
+            await agents.resync(link.ami)
         except Exception:
-            consumer.agents_failed = True
+            link.consumer.agents_failed = True
             raise
 
-    async def resynchronise() -> None:
-        """After every (re)connect: Asterisk is the truth for what happened while we were away."""
+    async def resynchronise(link: NodeLink) -> None:
+        """After every (re)connect to a node: its Asterisk is the truth for what happened there meanwhile."""
+        consumer = link.consumer
         mark = consumer.mark() or consumer.watermark.load()
         since = datetime.fromtimestamp(mark, UTC) if mark else datetime.now(UTC) - timedelta(days=1)
         try:
             # First: calls an Asterisk restart cut off are not hang-ups, and reconciliation would close
             # them as such (abandoned by the citizen).
             async with tracker.lock:
-                await crash.after_connect(ami)
+                await link.crash.after_connect(link.ami)
         except Exception:  # noqa: BLE001 - retried on the next reconnect
-            log.exception("crash_recovery_failed")
+            log.exception("crash_recovery_failed", node=link.node.name)
         try:
-            await reconcile_records(since)
+            await reconcile_records(link, since)
         except Exception:  # noqa: BLE001 - the repair loop retries from the same moment
-            log.exception("reconcile_failed")
+            log.exception("reconcile_failed", node=link.node.name)
             consumer.records_failed_from = min(since.timestamp(), consumer.records_failed_from or since.timestamp())
         try:
-            await resync_agents()
+            await resync_agents(link)
         except Exception:  # noqa: BLE001 - the repair loop retries
-            log.exception("agent_resync_failed")
+            log.exception("agent_resync_failed", node=link.node.name)
 
     async def repair() -> None:
         """Whatever failed while a part was away is put right once it answers again."""
         while True:
             await asyncio.sleep(REPAIR_EVERY)
-            if not ami.logged_in.is_set():
-                continue
-            if consumer.records_failed_from is not None:
-                try:
-                    await reconcile_records(datetime.fromtimestamp(consumer.records_failed_from, UTC))
-                except Exception as exc:  # noqa: BLE001 - the database is still away: next round
-                    log.warning("repair_pending", part="records", error=str(exc),
-                                since=consumer.records_failed_from)
-            if consumer.agents_failed or agents.needs_resync or unsent or redis_away.tripped:
-                try:
-                    await redis.ping()
-                    redis_away.succeeded()
-                    if consumer.agents_failed or agents.needs_resync:
-                        await resync_agents()
-                    await live.resend()
-                except Exception as exc:  # noqa: BLE001 - Redis is still away: next round
-                    redis_away.failed()
-                    log.warning("repair_pending", part="redis", error=str(exc), agents=consumer.agents_failed,
-                                unsent=len(unsent))
+            for link in links.values():
+                if link.ami.logged_in.is_set():
+                    await repair_node(link)
 
-    callbacks = CallbackDispatcher(db, redis, ami, log)
+    async def repair_node(link: NodeLink) -> None:
+        consumer = link.consumer
+        if consumer.records_failed_from is not None:
+            try:
+                await reconcile_records(link, datetime.fromtimestamp(consumer.records_failed_from, UTC))
+            except Exception as exc:  # noqa: BLE001 - the database is still away: next round
+                log.warning("repair_pending", part="records", node=link.node.name, error=str(exc),
+                            since=consumer.records_failed_from)
+        if consumer.agents_failed or agents.needs_resync or unsent or redis_away.tripped:
+            try:
+                await redis.ping()
+                redis_away.succeeded()
+                if consumer.agents_failed or agents.needs_resync:
+                    await resync_agents(link)
+                while unsent:
+                    await ev.publish(redis, unsent[0])
+                    unsent.popleft()
+            except Exception as exc:  # noqa: BLE001 - Redis is still away: next round
+                redis_away.failed()
+                log.warning("repair_pending", part="redis", node=link.node.name, error=str(exc),
+                            agents=consumer.agents_failed, unsent=len(unsent))
+
+    # Callbacks are dialled from the first node (its phones); which node a callback agent's phone is on
+    # is the call control's to decide (issue 14 item 1).
+    first = links[settings.nodes[0].name]
+    callbacks = CallbackDispatcher(db, redis, first.ami, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call
 
     async def dispatch_callbacks() -> None:
         while True:
             await asyncio.sleep(2)
-            if ami.logged_in.is_set():
+            if first.ami.logged_in.is_set():
                 try:
                     await callbacks.run_once()
                 except Exception:  # noqa: BLE001 - next round retries
                     log.exception("callback_round_failed")
 
-    commands = CommandWorker(redis, ami, db, settings, log)
-
     def problem() -> str | None:
-        if not ami.logged_in.is_set():
-            return "AMI 未连接"
-        return consumer.problem() or commands.problem()
+        for link in links.values():
+            if not link.ami.logged_in.is_set():
+                return "AMI 未连接" if len(links) == 1 else f"AMI 未连接（节点 {link.node.name}）"
+        return next((p for p in (link.consumer.problem() for link in links.values()) if p), None)
 
     async def watchdog() -> str:
         while True:
             await asyncio.sleep(1)
-            reason = consumer.must_exit()
+            reason = next((r for r in (link.consumer.must_exit() for link in links.values()) if r), None)
             if reason:
                 return reason
 
-    ami.on_reconnect(resynchronise)
-    await ami.connect(timeout=None)
-    consumer.start()
-    commands.start()
+    for link in links.values():
+        link.ami.on_reconnect(lambda link=link: resynchronise(link))
+        await link.ami.connect(timeout=None)
+        link.consumer.start()
     tasks = [
         asyncio.create_task(repair()),
         asyncio.create_task(dispatch_callbacks()),
         asyncio.create_task(heartbeat(redis, "cti", problem=problem)),
         asyncio.create_task(timings.run(redis, log)),
-        asyncio.create_task(counters.run(redis, log)),
     ]
     stopping = asyncio.create_task(stop.wait())
     guard = asyncio.create_task(watchdog())
     await asyncio.wait([stopping, guard], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stopping, guard, consumer.task, commands.task]:
+    for task in [*tasks, stopping, guard, *(link.consumer.task for link in links.values())]:
         task.cancel()
-    consumer.persist(force=True)
+    for link in links.values():
+        link.consumer.persist(force=True)
     failed = guard.result() if guard.done() and not guard.cancelled() else None
     if failed:
         log.error("cti_exiting", reason=failed)
-    for closing in (ami.close(), redis.aclose(), db.close()):
+    for closing in (*(link.ami.close() for link in links.values()), redis.aclose(), db.close()):
         try:  # bounded: the part that stalled the consumer may hang its close too
             await asyncio.wait_for(closing, CLOSE_SECONDS)
         except Exception as exc:  # noqa: BLE001 - leaving anyway
@@ -208,77 +250,13 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         raise SystemExit(1)
 
 
-def agent_lookup(redis, redis_away: Breaker) -> Callable[[str], Awaitable[int | None]]:
-    """The tracker's look-up of the agent logged in on a phone (cti.control writes it at log-in)."""
-
-    async def agent_for_phone(phone: str) -> int | None:
-        """Who is logged in on ``phone``. A failure is retried briefly (a refused or half-restarted Redis);
-        then the tracker falls back to the queue member's name and logs and counts what it could not do."""
-        if redis_away.tripped:
-            raise LookupUnavailable("Redis 暂不可用（跳过）")
-        for pause in (*LOOKUP_RETRY_PAUSES, None):
-            try:
-                value = await redis.hget(AGENT_BY_PHONE, phone)
-                return int(value) if value else None
-            except Exception as exc:  # noqa: BLE001 - retried, then reported to the tracker
-                # The client has already retried a lost connection for seconds; a refusal (e.g. the ACL, or
-                # Redis still loading its file) is cheap to ask again.
-                if pause is None or isinstance(exc, CONNECTION_ERRORS):
-                    redis_away.failed()
-                    raise LookupUnavailable(str(exc)) from exc
-                await asyncio.sleep(pause)
-        return None
-
-    return agent_for_phone
+def _tagged(event, node: str):
+    event[NODE_KEY] = node
+    return event
 
 
-class LiveEvents:
-    """Publishes the CTI's live events; while Redis is away they wait in order and are re-sent once it is
-    back. Nothing is dropped without a log line with its call id and a count in `./hotline status`."""
-
-    def __init__(self, redis, redis_away: Breaker, counters: Counters, log, limit: int = UNSENT_LIMIT) -> None:
-        self.redis = redis
-        self.redis_away = redis_away
-        self.counters = counters
-        self.log = log
-        self.limit = limit
-        self.unsent: deque[ev.Event] = deque()
-
-    async def publish(self, event: ev.Event) -> None:
-        if self.redis_away.tripped:
-            self._keep(event)
-            return
-        try:
-            await self.resend()  # keep the order: nothing overtakes what is still waiting
-            await ev.publish(self.redis, event)
-        except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
-            self.log.warning("publish_failed", event_name=event.name, call_id=_call_of(event), error=str(exc))
-            self.counters.add("event_publish_failed")
-            self.redis_away.failed()
-            self._keep(event)
-
-    async def resend(self) -> None:
-        """Send what waited, in order. A screen pop whose call ended meanwhile rings nothing any more: it is
-        left out (said and counted); one for a call still going on arrives late but arrives."""
-        ended = {e.call_id for e in self.unsent if isinstance(e, ev.CallEnded)}
-        while self.unsent:
-            event = self.unsent[0]
-            if isinstance(event, ev.ScreenPop) and event.call_id in ended:
-                self.log.warning("pop_lost", call_id=event.call_id, agent_id=event.agent_id,
-                                 reason="the call ended while Redis was away")
-                self.counters.add("pop_lost")
-            else:
-                await ev.publish(self.redis, event)
-            self.unsent.popleft()
-
-    def _keep(self, event: ev.Event) -> None:
-        if len(self.unsent) >= self.limit:
-            oldest = self.unsent.popleft()
-            self.log.error("event_lost", event_name=oldest.name, call_id=_call_of(oldest),
-                           reason=f"more than {self.limit} events waiting for Redis")
-            self.counters.add("event_lost")
-        self.unsent.append(event)
-
-
-def _call_of(event: ev.Event) -> str | None:
-    return getattr(event, "call_id", None)
+def _keep_unsent(unsent: deque, event: ev.Event) -> None:
+    # A screen pop that comes late rings nothing: the call has moved on. Everything else (answers,
+    # ends, agent states) brings the desks and wallboard back in line.
+    if not isinstance(event, ev.ScreenPop):
+        unsent.append(event)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from core import events as ev
 from core.db import Database
-from core.metrics import Counters
+from core.settings import DEFAULT_NODE
 from cti.books import QueueCall, member_username, phone_of
 from cti.models import CallRecord, CallState
 from cti.reconcile import apply_queue_facts, talk_seconds, user_ids
@@ -29,12 +29,21 @@ AgentLookup = Callable[[str], Awaitable[int | None]]
 HistoryLookup = Callable[[str | None], Awaitable[dict[str, Any]]]
 # queue_log's account of one call since a moment (cti.books.read_queue_log), read when a call is about
 # to be classified as abandoned: the answer may have come while the CTI was not following.
-QueueBooks = Callable[[str, datetime], QueueCall | None]
+QueueBooks = Callable[[str, datetime, str], QueueCall | None]  # call id, since, node
 
 
 def event_time(event: Any) -> datetime:
     stamp = event.get("Timestamp")
     return datetime.fromtimestamp(float(stamp) if stamp else time.time(), UTC)
+
+
+# The CTI tags every AMI event with the node whose connection delivered it (cti.service): the node of
+# the call it is about, whatever the call id looks like (test and desk calls set their own ids).
+NODE_KEY = "HotlineNode"
+
+
+def event_node(event: Any) -> str:
+    return event.get(NODE_KEY) or DEFAULT_NODE
 
 
 def chan_var(event: Any, name: str, prefix: str = "ChanVariable") -> str | None:
@@ -46,15 +55,6 @@ def chan_var(event: Any, name: str, prefix: str = "ChanVariable") -> str | None:
         if key == name:
             return value or None
     return event.get(f"{prefix}-{name}") or None
-
-
-def event_call_id(event: Any) -> str | None:
-    """The call an event belongs to, for log lines (the citizen leg's CALL_ID, else the channel's own id)."""
-    return chan_var(event, "CALL_ID") or event.get("Uniqueid")
-
-
-class LookupUnavailable(Exception):
-    """The agent on a phone could not be looked up (Redis away or refusing); not the same as "nobody"."""
 
 
 @dataclass
@@ -72,10 +72,8 @@ class CallTracker:
     """AMI event handlers -> call records (database) + live events (Redis stream)."""
 
     def __init__(self, db: Database, publish: Publish, agent_for_phone: AgentLookup,
-                 history: HistoryLookup, log, queue_books: QueueBooks | None = None,
-                 counters: Counters | None = None) -> None:
+                 history: HistoryLookup, log, queue_books: QueueBooks | None = None) -> None:
         self.db = db
-        self.counters = counters or Counters("cti")
         self.publish = publish
         self.agent_for_phone = agent_for_phone
         self.history = history
@@ -94,7 +92,8 @@ class CallTracker:
         async with self.db.transaction() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             if record is None:
-                record = CallRecord(call_id=call_id, started_at=values.pop("started_at", None) or datetime.now(UTC))
+                record = CallRecord(call_id=call_id, started_at=values.pop("started_at", None) or datetime.now(UTC),
+                                    node=values.get("node") or DEFAULT_NODE)
                 session.add(record)
             for key, value in values.items():
                 if key == "agents_rung":
@@ -128,36 +127,25 @@ class CallTracker:
             try:
                 await handler(event)
             except Exception:  # noqa: BLE001 - one bad event must not stop the tracker
-                self.log.exception("event_failed", ami_event=name, call_id=event_call_id(event))
-                self.counters.add("record_write_failed")
+                self.log.exception("event_failed", ami_event=name)
                 return False
         return True
 
     async def _agent_id(self, event: Any, phone: str | None) -> int | None:
-        return (await self._find_agent(event, phone))[0]
-
-    async def _find_agent(self, event: Any, phone: str | None) -> tuple[int | None, bool]:
-        """(the agent on ``phone``, whether the Redis look-up failed): Redis (set at log-in), else the
-        queue member's name ("Display(username)"), which Asterisk puts on the event: an answer is never
-        anonymous because Redis is away."""
-        failed = False
-        try:
-            agent_id = await self.agent_for_phone(phone) if phone else None
-        except LookupUnavailable as exc:
-            self.log.warning("agent_lookup_failed", call_id=event_call_id(event), phone=phone, error=str(exc),
-                             ami_event=event.get("Event"))
-            self.counters.add("agent_lookup_failed")
-            agent_id, failed = None, True
+        """The agent on ``phone`` (Redis, set at log-in), else by the queue member's name
+        ("Display(username)"), which Asterisk puts on the event: an answer is never anonymous because
+        Redis is away."""
+        agent_id = await self.agent_for_phone(phone) if phone else None
         username = member_username(event.get("MemberName"))
         if agent_id is not None or username is None:
-            return agent_id, failed
+            return agent_id
         if username not in self._agent_ids:
             async with self.db.session() as session:
                 found = await user_ids(session, {username})
             if username not in found:
-                return None, failed
+                return None
             self._agent_ids[username] = found[username]
-        return self._agent_ids[username], failed
+        return self._agent_ids[username]
 
     async def _queued_at(self, call_id: str) -> datetime | None:
         call = self.calls.get(call_id)
@@ -182,7 +170,7 @@ class CallTracker:
             outbound = event.get("Direction") == "outbound"
             agent = event.get("Agent")
             await self._update(
-                call_id, started_at=started, hotline=event.get("Hotline") or None,
+                call_id, node=event_node(event), started_at=started, hotline=event.get("Hotline") or None,
                 did=None if outbound else event.get("Hotline"),
                 caller_number=event.get("Caller") or event.get("CallerIDNum"),
                 linkedid=event.get("Linkedid"), state=CallState.TALKING if outbound else CallState.IVR,
@@ -190,9 +178,9 @@ class CallTracker:
                 agent_id=int(agent) if agent and agent.isdigit() else None,
             )
             await self.publish(ev.CallStarted(call_id=call_id, hotline=event.get("Hotline"),
-                                              caller_number=event.get("Caller")))
+                                              caller_number=event.get("Caller"), node=event_node(event)))
         elif kind == "HotlineRecording":
-            await self._update(call_id, recording_file=event.get("File"))
+            await self._update(call_id, node=event_node(event), recording_file=event.get("File"))
         elif kind == "HotlineCallbackResult" and self.on_callback_result is not None:
             await self.on_callback_result(event.get("CallbackId"), event.get("DialStatus"), call_id)
 
@@ -201,26 +189,23 @@ class CallTracker:
         when = event_time(event)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.queued = when
-        await self._update(call_id, queued_at=when, queue=event.get("Queue"), state=CallState.QUEUED,
+        await self._update(call_id, node=event_node(event), queued_at=when, queue=event.get("Queue"), state=CallState.QUEUED,
                            **self._ivr_values(event))
         await self.publish(ev.CallQueued(call_id=call_id, queue=event.get("Queue"),
                                          caller_number=event.get("CallerIDNum"),
-                                         hotline=chan_var(event, "HOTLINE")))
+                                         hotline=chan_var(event, "HOTLINE"), node=event_node(event)))
 
     async def on_AgentCalled(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
         phone = phone_of(event.get("Interface") or event.get("DestChannel"))
-        agent_id, lookup_failed = await self._find_agent(event, phone)
+        agent_id = await self._agent_id(event, phone)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.ringing_agents[phone or "?"] = agent_id
         now = event_time(event)
-        record = await self._update(call_id, state=CallState.RINGING,
+        record = await self._update(call_id, node=event_node(event), state=CallState.RINGING,
                                     agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
                                     **self._ivr_values(event))
         if agent_id is None:
-            if lookup_failed:  # nobody to show it to, for want of Redis: said and counted, never silent
-                self.log.error("pop_lost", call_id=call_id, phone=phone, reason="agent look-up failed")
-                self.counters.add("pop_lost")
             return
         waited = (now - (record.queued_at or record.started_at)).total_seconds()
         history = await self.history(record.caller_number)
@@ -236,6 +221,7 @@ class CallTracker:
             category=record.category, lookup_ticket=record.lookup_ticket,
             waited_seconds=round(waited, 1), history=history, draft=draft,
             agent_called_ts=float(event.get("Timestamp") or time.time()), call_ref=record.ref,
+            node=record.node,
         ))
 
     async def on_AgentConnect(self, event: Any) -> None:
@@ -245,10 +231,11 @@ class CallTracker:
         when = event_time(event)
         wait = await self._waited(event, call_id)
         self.calls.setdefault(call_id, LiveCall(call_id)).answered = True
-        await self._update(call_id, answered_at=when, state=CallState.TALKING, agent_extension=phone,
+        await self._update(call_id, node=event_node(event), answered_at=when, state=CallState.TALKING, agent_extension=phone,
                            agent_id=agent_id, wait_seconds=wait, queue=event.get("Queue"))
         await self.publish(ev.CallAnswered(call_id=call_id, agent_id=agent_id, agent_extension=phone,
-                                           queue=event.get("Queue"), waited_seconds=wait))
+                                           queue=event.get("Queue"), waited_seconds=wait,
+                                           node=event_node(event)))
 
     async def on_DialEnd(self, event: Any) -> None:
         """Outbound (desk) calls: the citizen answered."""
@@ -267,7 +254,7 @@ class CallTracker:
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
-        await self._update(call_id, abandoned=True, wait_seconds=await self._waited(event, call_id))
+        await self._update(call_id, node=event_node(event), abandoned=True, wait_seconds=await self._waited(event, call_id))
 
     # Hold is measured where the citizen hears it: music on hold on the citizen's own leg after an
     # agent answered (a phone's hold key and the desk's hold both end up there; queue music before
@@ -300,7 +287,7 @@ class CallTracker:
                    or chan_var(event, "CALL_ID", "TransfererChanVariable"))
         if not call_id:
             return
-        await self._update(call_id, transfers={
+        await self._update(call_id, node=event_node(event), transfers={
             "kind": kind, "at": event_time(event).isoformat(), "result": event.get("Result"),
             "to": event.get("Extension") or event.get("SecondTransfererExten"),
         })
@@ -316,7 +303,7 @@ class CallTracker:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             if record is None:
                 record = CallRecord(call_id=call_id, started_at=call.started if call and call.started else when,
-                                    caller_number=event.get("CallerIDNum"))
+                                    caller_number=event.get("CallerIDNum"), node=event_node(event))
                 session.add(record)
             for key, value in self._ivr_values(event).items():
                 if value:
@@ -337,14 +324,15 @@ class CallTracker:
             agent_id, abandoned = record.agent_id, record.abandoned
             if chan_var(event, "CALLBACK_NUMBER") and self.on_callback_request is not None:
                 await self.on_callback_request(record, session)
-        await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id))
+        await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id,
+                                        node=event_node(event)))
 
     async def _answer_from_books(self, session, record: CallRecord) -> None:
         """Before a queued call is called abandoned: did an agent answer it while we were not looking?"""
         if self.queue_books is None:
             return
         try:
-            queue = await asyncio.to_thread(self.queue_books, record.call_id, record.queued_at)
+            queue = await asyncio.to_thread(self.queue_books, record.call_id, record.queued_at, record.node)
         except OSError:
             self.log.exception("queue_log_unreadable", call_id=record.call_id)
             return

@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime, utcnow
+from core.settings import DEFAULT_NODE
 
 
 class Recording(Base):
@@ -16,6 +17,7 @@ class Recording(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(16), default="call")  # call | voicemail
+    node: Mapped[str] = mapped_column(String(16), default=DEFAULT_NODE, server_default=DEFAULT_NODE)  # whose spool it came from
     caller_number: Mapped[str | None] = mapped_column(String(32))
     agent_extension: Mapped[str | None] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

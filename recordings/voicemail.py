@@ -8,7 +8,6 @@ from sqlalchemy import select
 
 from core.settings import Settings
 from cti.models import CallbackRequest, CallRecord
-from recordings.models import Recording
 
 
 async def open_voicemail_ticket(session, settings: Settings, call: CallRecord, seconds: float) -> str | None:
@@ -34,9 +33,3 @@ async def attach_transcript(session, ticket_number: str, text: str | None, statu
     from tickets.intake import set_transcript
 
     await set_transcript(session, ticket_number, text, status, note)
-
-
-async def recent_voicemails(session, limit: int = 30) -> list[Recording]:
-    """The newest voice messages (the desk's inbox)."""
-    return list((await session.scalars(select(Recording).where(Recording.kind == "voicemail")
-                                       .order_by(Recording.started_at.desc()).limit(limit))).all())

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from core.asterisk_runtime import AsteriskRuntime, resolve_runtime
+from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
 from core.redis import connect as redis_connect
 from core.service import heartbeat
-from core.settings import Settings
+from core.settings import DEFAULT_NODE, Settings
 from cti.models import CallRecord
 from recordings.models import Recording
 from recordings.spool import stale_spool_files, unfiled
@@ -50,14 +50,17 @@ class RecordingsWorker:
     def __init__(self, settings: Settings, runtime: AsteriskRuntime, db: Database, log) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.runtimes = node_runtimes(settings, runtime)  # each node's spool is in its own instance folder
         self.db = db
         self.log = log
         self.store = settings.recordings_dir
         self._transcriber: Transcriber | None = None
         self._model_error: str | None = None
 
-    def spool(self, *parts: str) -> Path:
-        return self.runtime.host_path(self.runtime.inside("spool", *parts))
+    def spool(self, *parts: str, node: str = DEFAULT_NODE) -> Path:
+        """A path in ``node``'s spool (a node no longer configured: the first node's)."""
+        runtime = self.runtimes.get(node, self.runtime)
+        return runtime.host_path(runtime.inside("spool", *parts))
 
     async def _unfiled(self, column, kind: str) -> list[CallRecord]:
         cutoff = datetime.now(UTC) - timedelta(seconds=SETTLE_SECONDS)
@@ -72,33 +75,39 @@ class RecordingsWorker:
     async def file_call_recordings(self) -> int:
         done = 0
         for call in await self._unfiled(CallRecord.recording_file, "call"):
-            done += await self._file_call(call.call_id, call.recording_file, call, call.started_at)
+            done += await self._file_call(call.call_id, call.recording_file, call, call.started_at, call.node)
         return done
 
     async def file_stale_spool(self) -> int:
         """Recordings left in the spool longer than the grace period: the CTI lost their call or never
         closed it (the worker being down is covered by file_call_recordings once it is back)."""
         grace = self.settings["recordings"]["spool_grace_seconds"]
-        stale = [f for f in stale_spool_files(self.spool(), grace) if f.kind == "call"]
+        done = 0
+        for node in self.runtimes:
+            stale = [f for f in stale_spool_files(self.spool(node=node), grace) if f.kind == "call"]
+            done += await self._file_stale(node, stale, limit=20 - done)
+        return done
+
+    async def _file_stale(self, node: str, stale: list, limit: int) -> int:
         done = 0
         for item in await unfiled(self.db, stale):
             call = item.call
             if call is not None and call.ended_at is not None:
                 continue  # file_call_recordings' job (and its retries)
-            if done >= 20:
+            if done >= limit:
                 break
             started = call.started_at if call else item.file.modified - timedelta(
                 seconds=raw_duration(item.file.path))
             self.log.warning("recording_filed_from_spool", call_id=item.file.call_id, file=item.file.name,
-                             call_record="open" if call else "none")
-            done += await self._file_call(item.file.call_id, item.file.name, call, started)
+                             node=node, call_record="open" if call else "none")
+            done += await self._file_call(item.file.call_id, item.file.name, call, started, node)
         return done
 
     async def _file_call(self, call_id: str, recording_file: str, call: CallRecord | None,
-                         started_at: datetime) -> int:
-        raw = self.spool("monitor", recording_file)
+                         started_at: datetime, node: str) -> int:
+        raw = self.spool("monitor", recording_file, node=node)
         relative = dated_path("calls", started_at, f"{call_id}.opus")
-        row = Recording(call_id=call_id, kind="call", started_at=started_at, path=relative,
+        row = Recording(call_id=call_id, kind="call", started_at=started_at, path=relative, node=node,
                         caller_number=call.caller_number if call else None,
                         agent_extension=call.agent_extension if call else None,
                         hotline=call.hotline if call else None,
@@ -131,10 +140,10 @@ class RecordingsWorker:
         done = 0
         vm = self.settings["voicemail"]
         for call in await self._unfiled(CallRecord.voicemail_file, "voicemail"):
-            source = self.spool("voicemail-in", call.voicemail_file)
+            source = self.spool("voicemail-in", call.voicemail_file, node=call.node)
             duration = wav_duration(source) if source.exists() else 0.0
             relative = dated_path("voicemail", call.started_at, f"{call.call_id}.opus")
-            row = Recording(call_id=call.call_id, kind="voicemail", caller_number=call.caller_number,
+            row = Recording(call_id=call.call_id, kind="voicemail", caller_number=call.caller_number, node=call.node,
                             started_at=call.started_at, hotline=call.hotline, path=relative,
                             duration_seconds=round(duration, 2))
             if duration < vm["min_seconds"]:

@@ -42,9 +42,10 @@ def free_udp_block(address: str = "127.0.0.1") -> int:
 
 class SippPhone:
     def __init__(self, settings: Any, extension: str, local_port: int | None = None,
-                 address: str = "127.0.0.1") -> None:
+                 address: str = "127.0.0.1", node: Any = None) -> None:
         self.settings = settings
         self.extension = extension
+        self.node = node or settings.nodes[0]  # the Asterisk node it registers with
         self.address = address
         # SIP port; media (+10, +11, +12) and control (+20) ports follow it. Free ones by default,
         # so test sessions running side by side do not collide.
@@ -52,9 +53,8 @@ class SippPhone:
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        sip = self.settings["sip"]
         return [
-            "sipp", f"{sip['bind']}:{sip['port']}", "-sf", str(SIPP_DIR / "agent_register.xml"),
+            "sipp", f"{self.node.address}:{self.node.sip_port}", "-sf", str(SIPP_DIR / "agent_register.xml"),
             "-oocsf", str(SIPP_DIR / "agent_answer.xml"), "-s", self.extension,
             "-au", self.extension, "-ap", self.settings.sip_password(self.extension),
             "-i", self.address, "-p", str(self.local_port), "-mi", self.address, "-mp", str(self.local_port + 10),

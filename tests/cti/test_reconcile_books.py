@@ -123,3 +123,34 @@ async def test_records_of_the_gap_are_rebuilt_from_queue_log_and_the_cdr(books_d
     live = rows[ids["live"]]
     assert live.state == CallState.TALKING and live.ended_at is None and live.answered_at == at(311)
     assert live.agent_extension == "8004" and live.agent_id == agent.id and live.wait_seconds == 5
+
+
+async def test_each_node_is_reconciled_from_its_own_books_only(books_db, tmp_path: Path):
+    """Node1's books know nothing of a call up on node2: reconciling node1 must not close it; node2's
+    books (no such channel live, its CDR says when it ended) close it."""
+    tag = uuid.uuid4().hex[:8]
+    call_id = f"node2-1764590300.{tag}"
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    async with books_db.transaction() as session:
+        session.add(CallRecord(call_id=call_id, node="node2", started_at=started, state=CallState.TALKING,
+                               answered_at=started + timedelta(seconds=10)))
+    node2_cdr = tmp_path / "node2-Master.csv"
+    with node2_cdr.open("w", newline="") as out:
+        fmt = "%Y-%m-%d %H:%M:%S"
+        csv.writer(out).writerow(_cdr_row(src="1380000", dst="12301", dcontext="hotline-queue",
+                                          channel="PJSIP/carrier-1", lastapp="Queue", start=started.strftime(fmt),
+                                          answer=started.strftime(fmt),
+                                          end=(started + timedelta(seconds=70)).strftime(fmt),
+                                          disposition="ANSWERED", uniqueid=call_id))
+
+    async def node_of_record():
+        async with books_db.session() as session:
+            return await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+
+    await reconcile(books_db, Ami([]), tmp_path / "node1-Master.csv", tmp_path / "node1-queue_log",
+                    started - timedelta(minutes=1), Log(), node="node1")
+    assert (await node_of_record()).ended_at is None  # node1 has no such channel: not its call to close
+    await reconcile(books_db, Ami([]), node2_cdr, tmp_path / "node2-queue_log", started - timedelta(minutes=1),
+                    Log(), node="node2")
+    closed = await node_of_record()
+    assert closed.ended_at == started + timedelta(seconds=70) and closed.state == CallState.ENDED

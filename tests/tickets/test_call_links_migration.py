@@ -1,5 +1,6 @@
-"""Migration 0005 on data written before it (SQLite and PostgreSQL): every call gets its own random
-reference, and every existing link gets its maker from the tracking log, so playback can re-check it."""
+"""Migrations on data written before them (SQLite and PostgreSQL). 0005: every call gets its own random
+reference, and every existing link gets its maker from the tracking log, so playback can re-check it.
+0006: every existing call record and recording is on the single node, node1."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ticket_helpers import NOW, register
 
 from core.db import Database
 from cti.models import CallRecord
+from recordings.models import Recording
 from tests.conftest import alembic, migrate
 from tickets.intake import register_voicemail_ticket
 from tickets.models import TicketAction, TicketCall
@@ -75,3 +77,31 @@ async def test_existing_calls_get_references_and_links_their_makers(db, db_url, 
         await migrated.close()
     assert len(refs) == len(set(refs)) == 3 and all(len(r) == 16 for r in refs) and not old_refs & set(refs)
     assert links == {ours.id: agent.id, theirs.id: thief.id, voicemail.id: None}
+
+
+async def test_existing_calls_and_recordings_are_on_the_first_node(db, db_url):
+    await db.close()
+    alembic(db_url, "downgrade", "0005")
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO call_records (call_id, ref, direction, state, started_at, "
+                                    "hold_seconds, abandoned, source, agents_rung, transfers) VALUES ('1764590200.1', "
+                                    "'r-before-nodes', 'inbound', 'ENDED', '2026-12-01 10:00:00', 0, false, 'ami', "
+                                    "'[]', '[]')"))
+            await conn.execute(text("INSERT INTO recordings (call_id, kind, started_at, path, format, legal_hold, "
+                                    "transcript_status, created_at) VALUES ('1764590200.1', 'call', "
+                                    "'2026-12-01 10:00:00', 'calls/x.opus', 'opus', false, 'done', "
+                                    "'2026-12-01 10:00:00')"))
+    finally:
+        await engine.dispose()
+    alembic(db_url, "upgrade", "head")
+
+    migrated = Database(db_url)
+    try:
+        async with migrated.session() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == "1764590200.1"))
+            recording = await session.scalar(select(Recording).where(Recording.call_id == "1764590200.1"))
+    finally:
+        await migrated.close()
+    assert (record.node, recording.node) == ("node1", "node1")
