@@ -1,57 +1,574 @@
-"""Service-quality KPIs of the 12365 standard (seed 004 §3.7–3.10, Table 1), as pure functions.
+"""Service-quality indicators, each exactly as its source defines it (one place for every definition).
 
-Definitions used (stated here so the report and its reader agree):
+Sources: the 12365 draft standard (seed 004 §3.7–3.10 and Table 1 of §7.1.1), GB/T 33358-2016 政府热线服务规范
+(「电话受理时应在15秒之内接听，连续24小时内呼叫接通率应大于等于95%」) and the operational figures team
+leads use. Every :class:`Definition` names its clause, numerator, denominator, what is left out and the unit;
+the report prints them beside the figures, and ``tests/desk/test_kpi.py`` checks each one against a hand
+computation on a small known set of calls and tickets.
 
-* **offered** (呼入请求人工): inbound calls that entered an agent queue. Calls
-  that ended in the IVR (self service, ticket status read-back) were never
-  offered to an agent and are not counted.
-* **接线率** answering rate = answered / offered.
-* **wait** (热线等待时间): queue entry to answer, over answered calls; mean and
-  90th percentile (nearest-rank).
-* **share answered within 60 s** = answered with wait ≤ 60 s / offered (an
-  abandoned call counts against it; 004 Table 1 item 9: wait ≤ 1 minute).
-* **abandonment** (放弃率) = abandoned / offered; a caller who left a voice
-  message or asked for a callback is not abandoned.
-* **答复率** reply rate = tickets replied to / tickets registered (受理), where
-  replied means a consultation answered, or a complaint/report accepted by a
-  handling unit, handed over, or closed.
-* **办结率** completion rate = tickets closed (after the closing review) / registered.
-* **average handling time** per agent = (talk + hold) / answered calls.
+Facts are loaded from the database by :func:`load_facts`: one row per call into a DID *from its arrival*
+(the dialplan's HotlineCallStart, before the recording notice and the IVR), so IVR-only, after-hours,
+voice-message calls and calls that never reached a queue are all in 「呼入总数」.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
+import functools
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.metrics import percentile as nearest_rank
-from tickets.models import CLOSED_STATES, State
+from cti.models import CallbackRequest, CallRecord
+from tickets.deadlines import WorkCalendar
+from tickets.models import CLOSED_STATES, Kind, State, Ticket, TicketAction
 
-SERVICE_LEVEL_SECONDS = 60.0
+# 004 Table 1 item 9: 「来电者空等时间宜不超过1分钟」.
+WAIT_LIMIT_SECONDS = 60.0
+# GB/T 33358-2016: 「电话受理时应在15秒之内接听」.
+GBT_ANSWER_SECONDS = 15.0
+# Kept for the wallboard's per-queue figure until it moves to the settings below.
+SERVICE_LEVEL_SECONDS = WAIT_LIMIT_SECONDS
+
+
+@dataclass(frozen=True)
+class KpiSettings:
+    """What a centre may choose; the defaults are the seed's reading.
+
+    ``short_abandon_seconds``: a call the caller left within this many seconds of its arrival, never
+    answered, is left out of every call denominator (0: the seed counts every call into the hotline).
+    ``service_level_seconds`` / ``service_level_target``: the operational X-in-Y figure.
+    ``wrapup_seconds``: after-call work per answered call (Asterisk's queue wrapuptime, during which the
+    agent gets no call), added to the handling time. ``agent_complaint_objects``: the 投诉对象 values
+    that mean a complaint about a seat agent (Table 1 item 22).
+    """
+
+    short_abandon_seconds: float = 0.0
+    service_level_seconds: float = 20.0
+    service_level_target: float = 0.8
+    wrapup_seconds: float = 0.0
+    agent_complaint_objects: tuple[str, ...] = ("坐席服务",)
+
+    @classmethod
+    def from_settings(cls, kpi: Mapping[str, Any], wrapup_seconds: float = 0.0) -> KpiSettings:
+        """From the ``[kpi]`` section of hotline.toml (missing keys keep the defaults)."""
+        base = cls(wrapup_seconds=float(wrapup_seconds))
+        values: dict[str, Any] = {}
+        for key in ("short_abandon_seconds", "service_level_seconds", "service_level_target"):
+            if key in kpi:
+                number = float(kpi[key])
+                if number < 0 or (key == "service_level_target" and number > 1) or not math.isfinite(number):
+                    raise ValueError(f"[kpi] {key} = {kpi[key]!r}: out of range")
+                values[key] = number
+        if "agent_complaint_objects" in kpi:
+            values["agent_complaint_objects"] = tuple(str(v) for v in kpi["agent_complaint_objects"])
+        return cls(**{**base.__dict__, **values})
+
+
+# --- facts ----------------------------------------------------------------------------------------
+
+class Outcome(enum.StrEnum):
+    """How a call into the hotline ended, from its arrival."""
+
+    ANSWERED = "answered"                # an agent answered
+    ABANDONED_QUEUE = "abandoned_queue"  # left while waiting for an agent
+    ABANDONED_IVR = "abandoned_ivr"      # left in the recording notice or the menus, never asked for an agent
+    SELF_SERVICE = "self_service"        # heard a ticket's status read back by the IVR, then hung up
+    VOICEMAIL = "voicemail"              # left a voice message (after hours, or from the queue)
+    CALLBACK = "callback"                # asked to be called back, keeping their place in line
+    AFTER_HOURS = "after_hours"          # after hours, hung up before leaving a message
+    IN_PROGRESS = "in_progress"          # still in the IVR or the queue as the report is made
+
+
+OUTCOME_LABELS = {
+    Outcome.ANSWERED: "人工接通", Outcome.ABANDONED_QUEUE: "排队中放弃", Outcome.ABANDONED_IVR: "语音导航中挂机",
+    Outcome.SELF_SERVICE: "自助查询", Outcome.VOICEMAIL: "录音留言", Outcome.CALLBACK: "预约回拨",
+    Outcome.AFTER_HOURS: "非工作时间未留言", Outcome.IN_PROGRESS: "进行中",
+}
 
 
 @dataclass(frozen=True)
 class CallFact:
+    """One inbound call into a DID, from its arrival (``started_at``) to its end."""
+
     started_at: datetime
-    queued: bool
-    answered: bool
-    abandoned: bool
-    wait_seconds: float | None = None
+    queued_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    abandoned: bool = False           # the CTI's verdict: queued, never answered, no message or callback
+    queue_wait: float | None = None   # queue entry -> answer (answered) or -> hang-up (abandoned)
     talk_seconds: float | None = None
     hold_seconds: float = 0.0
     agent_id: int | None = None
-    direction: str = "inbound"
+    hotline: str | None = None
+    ivr_path: str | None = None
+    voicemail: bool = False
+    callback: bool = False
+    lookup_ticket: str | None = None
+
+    @property
+    def arrival_wait(self) -> float | None:
+        """§3.8 热线等待时间: from the call coming in to an agent answering."""
+        if self.answered_at is None:
+            return None
+        return max(0.0, (self.answered_at - self.started_at).total_seconds())
+
+    @property
+    def duration(self) -> float | None:
+        """Arrival to hang-up (None while the call is still on)."""
+        if self.ended_at is None:
+            return None
+        return max(0.0, (self.ended_at - self.started_at).total_seconds())
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.answered_at is not None:
+            return Outcome.ANSWERED
+        if self.voicemail:
+            return Outcome.VOICEMAIL
+        if self.callback:
+            return Outcome.CALLBACK
+        if self.ended_at is None and not self.abandoned:
+            return Outcome.IN_PROGRESS
+        if self.queued_at is not None:
+            return Outcome.ABANDONED_QUEUE
+        if (self.ivr_path or "").startswith("after-hours"):
+            return Outcome.AFTER_HOURS
+        if self.lookup_ticket:
+            return Outcome.SELF_SERVICE
+        return Outcome.ABANDONED_IVR
 
 
 @dataclass(frozen=True)
 class TicketFact:
     kind: str
     state: str
-    accepted: bool  # a handling unit accepted it (受理)
+    created_at: datetime
+    accepted_at: datetime | None = None
+    closed_at: datetime | None = None
+    handed_over_at: datetime | None = None   # the 移交 action
+    transferred_at: datetime | None = None   # arrival at the unit that holds it (转办)
+    review_outcome: str | None = None        # the outcome awaiting the unit head's review
+    complaint_object: str | None = None
+    hotline: str | None = None
 
+
+@dataclass
+class Facts:
+    """Everything the indicators are computed from, for one period (``start``..``end`` local dates)."""
+
+    start: date
+    end: date
+    zone: tzinfo
+    calls: list[CallFact] = field(default_factory=list)
+    tickets: list[TicketFact] = field(default_factory=list)
+    previous_calls: int | None = None   # calls into the hotline in the equal period just before
+    as_of: date | None = None           # the day deadlines are judged on (the period's end, or today)
+    agent_names: dict[int, str] = field(default_factory=dict)
+    staffed_seconds: dict[int, float] | None = None  # logged-in time per agent, where recorded
+
+    def local_date(self, moment: datetime) -> date:
+        return moment.astimezone(self.zone).date()
+
+
+# --- definitions -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Definition:
+    key: str
+    name: str
+    source: str
+    numerator: str
+    denominator: str
+    excluded: str
+    unit: str  # "%" | "秒" | "通"
+
+    @property
+    def text(self) -> str:
+        """One line for the page's hover text and the export."""
+        if self.unit == "%":
+            body = f"{self.numerator} ÷ {self.denominator}"
+        else:
+            body = f"{self.numerator}（{self.denominator}）"
+        return f"{self.name}（{self.source}）= {body}；不计：{self.excluded}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    definition: Definition
+    value: float | None
+    numerator: float | None = None
+    denominator: float | None = None
+
+    @property
+    def display(self) -> str:
+        if self.value is None:
+            return "—"
+        if self.definition.unit == "%":
+            return f"{self.value * 100:.1f}%"
+        if self.definition.unit == "秒":
+            return f"{self.value:.1f} 秒"
+        return f"{self.value:g}"
+
+
+Compute = Callable[[Facts, KpiSettings], Figure]
+
+
+@dataclass(frozen=True)
+class Indicator:
+    definition: Definition
+    compute: Compute
+    group: str  # 004 | GB/T 33358 | 运营
+
+
+def _rate(definition: Definition, part: float, whole: float) -> Figure:
+    return Figure(definition, part / whole if whole else None, part, whole)
+
+
+def _mean(definition: Definition, values: list[float]) -> Figure:
+    return Figure(definition, sum(values) / len(values) if values else None, sum(values), len(values))
+
+
+def counted(facts: Facts, settings: KpiSettings) -> list[CallFact]:
+    """Calls into the hotline that count: all of them, less short abandons where the centre chose so."""
+    limit = settings.short_abandon_seconds
+    if limit <= 0:
+        return list(facts.calls)
+    return [c for c in facts.calls
+            if c.answered_at is not None or c.voicemail or c.callback or c.duration is None or c.duration >= limit]
+
+
+def offered(facts: Facts, settings: KpiSettings) -> list[CallFact]:
+    """Calls that asked for an agent (entered a queue), less short abandons."""
+    return [c for c in counted(facts, settings) if c.queued_at is not None]
+
+
+def _queue_wait(call: CallFact) -> float | None:
+    if call.answered_at is not None and call.queued_at is not None:
+        return max(0.0, (call.answered_at - call.queued_at).total_seconds())
+    return call.queue_wait
+
+
+_CALCULATED = WorkCalendar(provisional=True)
+
+
+@functools.lru_cache(maxsize=65536)
+def working_days(start: date, end: date) -> int:
+    """Working days after ``start`` up to and including ``end`` (Chinese calendar with 调休)."""
+    return _CALCULATED.working_days_between(start, end)
+
+
+CASES = (Kind.COMPLAINT.value, Kind.REPORT.value)
+ACCEPTED_KINDS = (Kind.CONSULT.value, *CASES)
+
+
+def is_accepted(t: TicketFact) -> bool:
+    """受理: a consultation is taken in by the hotline itself when registered; a complaint or report
+    when a handling unit performed 受理 (a 不予受理, 移交 or 退回 ticket was never accepted)."""
+    if t.kind == Kind.CONSULT.value:
+        return t.state != State.RETURNED.value
+    return t.kind in CASES and t.accepted_at is not None
+
+
+def is_finished(t: TicketFact) -> bool:
+    """处理完毕: closed after the unit head's review (consultation: answered), never 不予受理."""
+    return t.state in CLOSED_STATE_VALUES and t.state != State.REJECTED.value
+
+
+def is_replied(t: TicketFact) -> bool:
+    """已答复: the citizen has been given the outcome: finished, or the outcome entered and awaiting only
+    the head's review (an accepted case still being handled has not been replied to)."""
+    if is_finished(t):
+        return True
+    return (t.state == State.PENDING_REVIEW.value and t.review_outcome is not None
+            and t.review_outcome != State.REJECTED.value)
+
+
+CLOSED_STATE_VALUES = frozenset(s.value for s in CLOSED_STATES)
+
+
+def _d(key: str, name: str, source: str, numerator: str, denominator: str, excluded: str, unit: str) -> Definition:
+    return Definition(key, name, source, numerator, denominator, excluded, unit)
+
+
+ANSWERING = _d("answering_rate", "接线率", "004 §3.7，表1第19项", "坐席实际接通的来电数",
+               "呼入热线的来电总数（含语音导航中结束、非工作时间、录音留言、未进入排队的来电）",
+               "外呼；中心设定的短时放弃（默认不排除）", "%")
+
+
+def answering_rate(f: Facts, s: KpiSettings) -> Figure:
+    calls = counted(f, s)
+    return _rate(ANSWERING, sum(c.answered_at is not None for c in calls), len(calls))
+
+
+WAITING = _d("waiting_time", "热线等待时间（平均）", "004 §3.8", "各接通来电从呼入到坐席接通的时长之和",
+             "坐席接通的来电数", "未接通的来电", "秒")
+
+
+def waiting_time(f: Facts, s: KpiSettings) -> Figure:
+    return _mean(WAITING, [c.arrival_wait for c in counted(f, s) if c.arrival_wait is not None])
+
+
+WAITING_P90 = _d("waiting_time_p90", "热线等待时间（90%）", "004 §3.8", "从呼入到接通时长的第90百分位（最近秩）",
+                 "坐席接通的来电", "未接通的来电", "秒")
+
+
+def waiting_time_p90(f: Facts, s: KpiSettings) -> Figure:
+    waits = [c.arrival_wait for c in counted(f, s) if c.arrival_wait is not None]
+    return Figure(WAITING_P90, nearest_rank(waits, 90) if waits else None, None, len(waits))
+
+
+WAIT_WITHIN_MINUTE = _d("wait_within_minute", "空等不超过1分钟的比例", "004 表1第9项",
+                        "从呼入到坐席接通不超过60秒的来电数",
+                        "请求人工服务（进入排队）的来电数：等待中放弃的也计入，视为未达标",
+                        "未请求人工服务的来电；短时放弃（按设定）", "%")
+
+
+def wait_within_minute(f: Facts, s: KpiSettings) -> Figure:
+    calls = offered(f, s)
+    hit = sum(1 for c in calls if c.arrival_wait is not None and c.arrival_wait <= WAIT_LIMIT_SECONDS)
+    return _rate(WAIT_WITHIN_MINUTE, hit, len(calls))
+
+
+REPLY = _d("reply_rate", "答复率", "004 §3.9，表1第20项",
+           "已答复的咨询、投诉、举报数（咨询已答复；投诉举报已办结，或办理结果已录入待审核）",
+           "受理的咨询、投诉、举报数（咨询登记即受理；投诉举报以处理单位「受理」为准）",
+           "不予受理、移交、退回、待分类的工单（未受理）", "%")
+
+
+def reply_rate(f: Facts, s: KpiSettings) -> Figure:
+    accepted = [t for t in f.tickets if is_accepted(t)]
+    return _rate(REPLY, sum(is_replied(t) for t in accepted), len(accepted))
+
+
+ENDING = _d("ending_rate", "办结率", "004 §3.10，表1第21项", "处理完毕（审核通过结案；咨询已答复）的咨询、投诉、举报数",
+            "受理的咨询、投诉、举报数", "不予受理（从未受理，分子分母都不计）、移交、退回、待分类", "%")
+
+
+def ending_rate(f: Facts, s: KpiSettings) -> Figure:
+    accepted = [t for t in f.tickets if is_accepted(t)]
+    return _rate(ENDING, sum(is_finished(t) for t in accepted), len(accepted))
+
+
+ACCEPT_IN_TIME = _d("accepted_within_5", "5个工作日内受理", "004 表1第14项",
+                    "登记后5个工作日内由处理单位受理的投诉、举报数",
+                    "属于受理范围的投诉、举报数：已受理的，以及截至统计日已超5个工作日仍未受理的",
+                    "不予受理、移交的（不属受理范围）；未超期的待受理工单；「告知申诉、举报者」平台尚无记录，本项只计时限",
+                    "%")
+
+
+def accepted_within_5(f: Facts, s: KpiSettings) -> Figure:
+    as_of = f.as_of or f.end
+    hit = whole = 0
+    for t in f.tickets:
+        if t.kind not in CASES or t.state in (State.REJECTED.value, State.HANDED_OVER.value):
+            continue
+        registered = f.local_date(t.created_at)
+        if t.accepted_at is not None:
+            whole += 1
+            hit += working_days(registered, f.local_date(t.accepted_at)) <= 5
+        elif working_days(registered, as_of) > 5:
+            whole += 1
+    return _rate(ACCEPT_IN_TIME, hit, whole)
+
+
+HANDOVER_IN_TIME = _d("handed_over_within_2", "2个工作日内移送", "004 表1第15项",
+                      "到达本单位（登记或转办到达）后2个工作日内完成移交的投诉、举报数",
+                      "移交的投诉、举报数",
+                      "其余工单。平台中「决定不受理并移送」是同一次移交操作，故从工单到达本单位起算（比原文严格）", "%")
+
+
+def handed_over_within_2(f: Facts, s: KpiSettings) -> Figure:
+    hit = whole = 0
+    for t in f.tickets:
+        if t.kind not in CASES or t.handed_over_at is None:
+            continue
+        arrived = max(t.created_at, t.transferred_at or t.created_at)
+        whole += 1
+        hit += working_days(f.local_date(arrived), f.local_date(t.handed_over_at)) <= 2
+    return _rate(HANDOVER_IN_TIME, hit, whole)
+
+
+FINISH_IN_TIME = _d("finished_within_60", "60个工作日内办结", "004 表1第17项",
+                    "受理后60个工作日内处理完毕的投诉、举报数",
+                    "已受理（不需移送）的投诉、举报中：已处理完毕的，以及截至统计日受理已满60个工作日仍未完毕的",
+                    "未受理的；受理未满60个工作日且仍在办理的", "%")
+
+
+def finished_within_60(f: Facts, s: KpiSettings) -> Figure:
+    as_of = f.as_of or f.end
+    hit = whole = 0
+    for t in f.tickets:
+        if t.kind not in CASES or t.accepted_at is None:
+            continue
+        accepted = f.local_date(t.accepted_at)
+        if is_finished(t) and t.closed_at is not None:
+            whole += 1
+            hit += working_days(accepted, f.local_date(t.closed_at)) <= 60
+        elif working_days(accepted, as_of) > 60:
+            whole += 1
+    return _rate(FINISH_IN_TIME, hit, whole)
+
+
+AGENT_COMPLAINTS = _d("agent_complaint_rate", "座席员受客户投诉率", "004 表1第22项",
+                      "投诉对象为座席服务的投诉数（投诉对象取值可设定）", "坐席接通的来电数",
+                      "其他投诉对象；未接通的来电", "%")
+
+
+def agent_complaint_rate(f: Facts, s: KpiSettings) -> Figure:
+    complaints = sum(1 for t in f.tickets if t.kind == Kind.COMPLAINT.value
+                     and t.complaint_object in s.agent_complaint_objects)
+    return _rate(AGENT_COMPLAINTS, complaints, sum(c.answered_at is not None for c in counted(f, s)))
+
+
+GROWTH = _d("volume_growth", "热线业务量增长", "004 表1第23项",
+            "本期呼入总数 − 上一等长期间呼入总数", "上一等长期间呼入总数", "外呼", "%")
+
+
+def volume_growth(f: Facts, s: KpiSettings) -> Figure:
+    if f.previous_calls is None:
+        return Figure(GROWTH, None)
+    now = len(f.calls)
+    return Figure(GROWTH, (now - f.previous_calls) / f.previous_calls if f.previous_calls else None,
+                  now - f.previous_calls, f.previous_calls)
+
+
+GBT_15 = _d("answered_within_15", "15秒内接听率", "GB/T 33358-2016",
+            "从呼入到坐席接通不超过15秒的来电数", "呼入热线的来电总数", "外呼；短时放弃（按设定）", "%")
+
+
+def answered_within_15(f: Facts, s: KpiSettings) -> Figure:
+    calls = counted(f, s)
+    hit = sum(1 for c in calls if c.arrival_wait is not None and c.arrival_wait <= GBT_ANSWER_SECONDS)
+    return _rate(GBT_15, hit, len(calls))
+
+
+GBT_24H = _d("connected_24h", "连续24小时呼叫接通率（最低日）", "GB/T 33358-2016（应≥95%）",
+             "各自然日坐席接通的来电数", "该日呼入热线的来电总数；取期间内最低的一日", "没有来电的日子", "%")
+
+
+def connected_24h(f: Facts, s: KpiSettings) -> Figure:
+    days = daily(f, s)
+    rates = [(d.answered / d.calls, d) for d in days if d.calls]
+    if not rates:
+        return Figure(GBT_24H, None)
+    worst, day = min(rates, key=lambda r: (r[0], r[1].day))
+    return Figure(GBT_24H, worst, day.answered, day.calls)
+
+
+SERVICE_LEVEL = _d("service_level", "服务水平（X秒内接通）", "运营指标，Y 秒可设定",
+                   "进入排队后 Y 秒内接通的来电数", "进入排队的来电数（排队中放弃、留言、回拨的也计入）",
+                   "未进入排队的来电；短时放弃（按设定）", "%")
+
+
+def service_level(f: Facts, s: KpiSettings) -> Figure:
+    calls = offered(f, s)
+    hit = sum(1 for c in calls if c.answered_at is not None and (_queue_wait(c) or 0) <= s.service_level_seconds)
+    return _rate(SERVICE_LEVEL, hit, len(calls))
+
+
+OFFERED_ANSWER = _d("offered_answer_rate", "进入排队来电的人工接通率", "运营指标（原报表的「接线率」，并非 004 §3.7）",
+                    "坐席接通的来电数", "进入排队的来电数", "未进入排队的来电；短时放弃（按设定）", "%")
+
+
+def offered_answer_rate(f: Facts, s: KpiSettings) -> Figure:
+    calls = offered(f, s)
+    return _rate(OFFERED_ANSWER, sum(c.answered_at is not None for c in calls), len(calls))
+
+
+ASA = _d("asa", "平均应答速度 ASA", "运营指标", "各接通来电从进入排队到接通的时长之和", "坐席接通的来电数",
+         "未接通的来电；排队之前语音导航的时间", "秒")
+
+
+def asa(f: Facts, s: KpiSettings) -> Figure:
+    return _mean(ASA, [w for c in offered(f, s) if c.answered_at is not None and (w := _queue_wait(c)) is not None])
+
+
+ABANDON = _d("abandon_rate", "排队放弃率", "运营指标", "排队中放弃的来电数", "进入排队的来电数",
+             "留言或预约回拨的（不算放弃）；短时放弃（按设定）", "%")
+
+
+def abandon_rate(f: Facts, s: KpiSettings) -> Figure:
+    calls = offered(f, s)
+    return _rate(ABANDON, sum(c.outcome == Outcome.ABANDONED_QUEUE for c in calls), len(calls))
+
+
+IVR_ABANDON = _d("ivr_abandon_rate", "语音导航中挂机率", "运营指标", "未请求人工、未自助查询、未留言即挂机的来电数",
+                 "呼入热线的来电总数", "非工作时间的来电单独统计；短时放弃（按设定）", "%")
+
+
+def ivr_abandon_rate(f: Facts, s: KpiSettings) -> Figure:
+    calls = counted(f, s)
+    return _rate(IVR_ABANDON, sum(c.outcome == Outcome.ABANDONED_IVR for c in calls), len(calls))
+
+
+TIME_TO_ABANDON = _d("time_to_abandon", "平均放弃前等待", "运营指标", "各排队放弃来电从进入排队到挂机的时长之和",
+                     "排队放弃的来电数", "接通、留言、回拨的来电", "秒")
+
+
+def time_to_abandon(f: Facts, s: KpiSettings) -> Figure:
+    return _mean(TIME_TO_ABANDON, [c.queue_wait or 0.0 for c in offered(f, s) if c.outcome == Outcome.ABANDONED_QUEUE])
+
+
+AHT = _d("aht", "平均处理时长 AHT", "运营指标", "各接通来电的通话、保持与话后整理时长之和（话后整理取队列设定的时长）",
+         "坐席接通的来电数", "未接通的来电", "秒")
+
+
+def handling_seconds(call: CallFact, settings: KpiSettings) -> float:
+    return (call.talk_seconds or 0.0) + (call.hold_seconds or 0.0) + settings.wrapup_seconds
+
+
+def aht(f: Facts, s: KpiSettings) -> Figure:
+    return _mean(AHT, [handling_seconds(c, s) for c in f.calls if c.answered_at is not None])
+
+
+OCCUPANCY = _d("occupancy", "坐席占用率", "运营指标", "坐席处理时长（通话+保持+话后整理）之和", "坐席签入时长之和",
+               "未记录签入时长时不计算", "%")
+
+
+def occupancy(f: Facts, s: KpiSettings) -> Figure:
+    if not f.staffed_seconds:
+        return Figure(OCCUPANCY, None)
+    busy = sum(handling_seconds(c, s) for c in f.calls
+               if c.answered_at is not None and c.agent_id in f.staffed_seconds)
+    return _rate(OCCUPANCY, busy, sum(f.staffed_seconds.values()))
+
+
+INDICATORS: tuple[Indicator, ...] = (
+    Indicator(ANSWERING, answering_rate, "004"),
+    Indicator(WAITING, waiting_time, "004"),
+    Indicator(WAITING_P90, waiting_time_p90, "004"),
+    Indicator(WAIT_WITHIN_MINUTE, wait_within_minute, "004"),
+    Indicator(REPLY, reply_rate, "004"),
+    Indicator(ENDING, ending_rate, "004"),
+    Indicator(ACCEPT_IN_TIME, accepted_within_5, "004"),
+    Indicator(HANDOVER_IN_TIME, handed_over_within_2, "004"),
+    Indicator(FINISH_IN_TIME, finished_within_60, "004"),
+    Indicator(AGENT_COMPLAINTS, agent_complaint_rate, "004"),
+    Indicator(GROWTH, volume_growth, "004"),
+    Indicator(GBT_15, answered_within_15, "GB/T 33358"),
+    Indicator(GBT_24H, connected_24h, "GB/T 33358"),
+    Indicator(SERVICE_LEVEL, service_level, "运营"),
+    Indicator(OFFERED_ANSWER, offered_answer_rate, "运营"),
+    Indicator(ASA, asa, "运营"),
+    Indicator(ABANDON, abandon_rate, "运营"),
+    Indicator(IVR_ABANDON, ivr_abandon_rate, "运营"),
+    Indicator(TIME_TO_ABANDON, time_to_abandon, "运营"),
+    Indicator(AHT, aht, "运营"),
+    Indicator(OCCUPANCY, occupancy, "运营"),
+)
+BY_KEY = {i.definition.key: i for i in INDICATORS}
+
+
+# --- the report -----------------------------------------------------------------------------------
 
 @dataclass
 class AgentRow:
@@ -68,104 +585,107 @@ class AgentRow:
 @dataclass
 class DayRow:
     day: date
+    calls: int = 0
     offered: int = 0
     answered: int = 0
     abandoned: int = 0
-
-
-@dataclass
-class Report:
-    offered: int = 0
-    answered: int = 0
-    abandoned: int = 0
-    answered_within: int = 0
-    wait_mean: float | None = None
-    wait_p90: float | None = None
-    tickets: int = 0
-    replied: int = 0
-    closed: int = 0
-    agents: list[AgentRow] = field(default_factory=list)
-    days: list[DayRow] = field(default_factory=list)
-    wait_histogram: list[tuple[str, int]] = field(default_factory=list)
-
-    @staticmethod
-    def _rate(part: int, whole: int) -> float | None:
-        return part / whole if whole else None
-
-    @property
-    def answer_rate(self) -> float | None:
-        return self._rate(self.answered, self.offered)
-
-    @property
-    def abandon_rate(self) -> float | None:
-        return self._rate(self.abandoned, self.offered)
-
-    @property
-    def service_level(self) -> float | None:
-        return self._rate(self.answered_within, self.offered)
-
-    @property
-    def reply_rate(self) -> float | None:
-        return self._rate(self.replied, self.tickets)
-
-    @property
-    def completion_rate(self) -> float | None:
-        return self._rate(self.closed, self.tickets)
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile (core.metrics), None rather than NaN where there are no values."""
-    return nearest_rank(values, pct) if values else None
 
 
 WAIT_BINS = ((0, 10, "0–10 秒"), (10, 30, "10–30 秒"), (30, 60, "30–60 秒"), (60, 120, "1–2 分钟"),
              (120, math.inf, "2 分钟以上"))
 
 
-def is_replied(ticket: TicketFact) -> bool:
-    state = State(ticket.state)
-    return state in CLOSED_STATES or state == State.HANDED_OVER or ticket.accepted
+@dataclass
+class Report:
+    figures: list[Figure]
+    outcomes: dict[Outcome, int]
+    agents: list[AgentRow]
+    days: list[DayRow]
+    wait_histogram: list[tuple[str, int]]
+    settings: KpiSettings
+
+    def __getitem__(self, key: str) -> Figure:
+        return next(f for f in self.figures if f.definition.key == key)
+
+    @property
+    def calls(self) -> int:
+        return sum(self.outcomes.values())
 
 
-def compute(calls: Iterable[CallFact], tickets: Iterable[TicketFact], agent_names: dict[int, str],
-            zone: tzinfo) -> Report:
-    report = Report()
-    waits: list[float] = []
+def daily(f: Facts, s: KpiSettings) -> list[DayRow]:
+    days: dict[date, DayRow] = {}
+    for c in counted(f, s):
+        day = f.local_date(c.started_at)
+        row = days.setdefault(day, DayRow(day))
+        row.calls += 1
+        row.offered += c.queued_at is not None
+        row.answered += c.answered_at is not None
+        row.abandoned += c.outcome == Outcome.ABANDONED_QUEUE
+    return sorted(days.values(), key=lambda d: d.day)
+
+
+def compute(facts: Facts, settings: KpiSettings | None = None) -> Report:
+    settings = settings or KpiSettings()
+    figures = [i.compute(facts, settings) for i in INDICATORS]
+    outcomes: dict[Outcome, int] = defaultdict(int)
     agents: dict[int, AgentRow] = {}
-    days: dict[date, DayRow] = defaultdict(lambda: DayRow(date.min))
-    for call in calls:
-        if call.direction != "inbound" or not call.queued:
-            continue
-        day = call.started_at.astimezone(zone).date()
-        row = days[day]
-        row.day = day
-        report.offered += 1
-        row.offered += 1
-        if call.answered:
-            report.answered += 1
-            row.answered += 1
-            wait = call.wait_seconds or 0.0
-            waits.append(wait)
-            if wait <= SERVICE_LEVEL_SECONDS:
-                report.answered_within += 1
-            if call.agent_id is not None:
-                agent = agents.setdefault(call.agent_id, AgentRow(call.agent_id,
-                                                                  agent_names.get(call.agent_id, f"#{call.agent_id}")))
-                agent.calls += 1
-                agent.handling_seconds += (call.talk_seconds or 0.0) + (call.hold_seconds or 0.0)
-        elif call.abandoned:
-            report.abandoned += 1
-            row.abandoned += 1
-    report.wait_mean = sum(waits) / len(waits) if waits else None
-    report.wait_p90 = percentile(waits, 90)
-    report.wait_histogram = [(label, sum(1 for w in waits if low <= w < high)) for low, high, label in WAIT_BINS]
-    for ticket in tickets:
-        report.tickets += 1
-        report.replied += is_replied(ticket)
-        report.closed += State(ticket.state) in CLOSED_STATES
-    report.agents = sorted(agents.values(), key=lambda a: (-a.calls, a.agent_id))
-    report.days = sorted(days.values(), key=lambda d: d.day)
-    return report
+    for c in facts.calls:
+        outcomes[c.outcome] += 1
+        if c.answered_at is not None and c.agent_id is not None:
+            row = agents.setdefault(c.agent_id, AgentRow(c.agent_id, facts.agent_names.get(c.agent_id,
+                                                                                          f"#{c.agent_id}")))
+            row.calls += 1
+            row.handling_seconds += handling_seconds(c, settings)
+    waits = [c.arrival_wait for c in counted(facts, settings) if c.arrival_wait is not None]
+    histogram = [(label, sum(1 for w in waits if low <= w < high)) for low, high, label in WAIT_BINS]
+    return Report(figures, {o: outcomes.get(o, 0) for o in Outcome},
+                  sorted(agents.values(), key=lambda a: (-a.calls, a.agent_id)), daily(facts, settings),
+                  histogram, settings)
+
+
+# --- loading facts -----------------------------------------------------------------------------------
+
+def local_bounds(start: date, end: date, zone: tzinfo) -> tuple[datetime, datetime]:
+    """[start 00:00, end+1 00:00) local, as UTC instants."""
+    lo = datetime.combine(start, dt.time(), zone).astimezone(dt.UTC)
+    hi = datetime.combine(end + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
+    return lo, hi
+
+
+async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str = "",
+                     today: date | None = None) -> Facts:
+    """Calls that arrived and tickets registered in [start, end] (local days), narrow rows only."""
+    lo, hi = local_bounds(start, end, zone)
+    call_cols = (CallRecord.started_at, CallRecord.queued_at, CallRecord.answered_at, CallRecord.ended_at,
+                 CallRecord.abandoned, CallRecord.wait_seconds, CallRecord.talk_seconds, CallRecord.hold_seconds,
+                 CallRecord.agent_id, CallRecord.hotline, CallRecord.ivr_path, CallRecord.voicemail_file,
+                 CallbackRequest.id, CallRecord.lookup_ticket)
+    calls_q = (select(*call_cols)
+               .outerjoin(CallbackRequest, (CallbackRequest.call_id == CallRecord.call_id)
+                          & (CallbackRequest.source == "queue"))
+               .where(CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi))
+    handed = (select(TicketAction.ticket_id, func.min(TicketAction.at).label("at"))
+              .where(TicketAction.action == "移交").group_by(TicketAction.ticket_id).subquery())
+    tickets_q = (select(Ticket.kind, Ticket.state, Ticket.created_at, Ticket.accepted_at, Ticket.closed_at,
+                        handed.c.at, Ticket.transferred_at, Ticket.review_outcome, Ticket.complaint_object,
+                        Ticket.hotline)
+                 .outerjoin(handed, handed.c.ticket_id == Ticket.id)
+                 .where(Ticket.created_at >= lo, Ticket.created_at < hi))
+    length = end - start + dt.timedelta(days=1)
+    prev_lo, prev_hi = local_bounds(start - length, start - dt.timedelta(days=1), zone)
+    previous_q = select(func.count()).select_from(CallRecord).where(
+        CallRecord.direction == "inbound", CallRecord.started_at >= prev_lo, CallRecord.started_at < prev_hi)
+    if hotline:
+        calls_q = calls_q.where(CallRecord.hotline == hotline)
+        tickets_q = tickets_q.where(Ticket.hotline == hotline)
+        previous_q = previous_q.where(CallRecord.hotline == hotline)
+    calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look)
+             for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look in (await session.execute(calls_q)).all()]
+    tickets = [TicketFact(str(k), str(st), c, acc, cl, ho, tr, None if ro is None else str(ro), obj, hl)
+               for k, st, c, acc, cl, ho, tr, ro, obj, hl in (await session.execute(tickets_q)).all()]
+    previous = await session.scalar(previous_q)
+    as_of = min(end, today) if today else end
+    return Facts(start, end, zone, calls, tickets, previous_calls=previous, as_of=as_of)
 
 
 # --- charts: geometry for inline SVG, drawn by the templates ----------------------------------
@@ -197,3 +717,8 @@ def bar_chart(groups: list[tuple[str, list[float]]], width: float = 640, height:
             h = value / top * height
             bars.append(Bar(label, value, i * slot + offset + j * bar_w, height - h, bar_w - 2, h, j))
     return bars
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile (core.metrics), None rather than NaN where there are no values."""
+    return nearest_rank(values, pct) if values else None

@@ -28,7 +28,6 @@ from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
 from cti import control
 from cti.models import CallRecord, CallState
-from tickets.models import Ticket
 
 HOTLINES = ("12301", "12365")
 QUEUE_LABELS = {"general": "综合", "consult": "咨询", "complaint": "投诉", "report": "举报"}
@@ -43,8 +42,7 @@ def queue_label(name: str) -> str:
 
 
 def local_day_bounds(day: dt.date, zone) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.combine(day, dt.time(), zone)
-    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+    return kpi.local_bounds(day, day, zone)
 
 
 async def _waiting_from_asterisk(request: web.Request) -> list[dict[str, Any]] | None:
@@ -176,52 +174,29 @@ def _period(request: web.Request) -> tuple[dt.date, dt.date, str]:
     return start, end, hotline
 
 
+def kpi_settings(request: web.Request) -> kpi.KpiSettings:
+    settings = request.app[SETTINGS_KEY]
+    return kpi.KpiSettings.from_settings(settings.raw.get("kpi", {}), settings["queues"]["wrapup_seconds"])
+
+
 async def build_report(request: web.Request, start: dt.date, end: dt.date, hotline: str) -> kpi.Report:
     zone = local_zone(request)
-    lo, _ = local_day_bounds(start, zone)
-    _, hi = local_day_bounds(end, zone)
-    calls_q = select(CallRecord).where(CallRecord.started_at >= lo, CallRecord.started_at < hi)
-    tickets_q = select(Ticket.kind, Ticket.state, Ticket.accepted_at).where(
-        Ticket.created_at >= lo, Ticket.created_at < hi)
-    if hotline:
-        calls_q = calls_q.where(CallRecord.hotline == hotline)
-        tickets_q = tickets_q.where(Ticket.hotline == hotline)
     async with request.app[DB_KEY].session() as db:
-        calls = [kpi.CallFact(c.started_at, c.queued_at is not None or bool(c.queue), c.answered_at is not None,
-                              c.abandoned, c.wait_seconds, c.talk_seconds, c.hold_seconds or 0.0, c.agent_id,
-                              c.direction) for c in (await db.scalars(calls_q)).all()]
-        tickets = [kpi.TicketFact(str(k), str(s), a is not None) for k, s, a in (await db.execute(tickets_q)).all()]
-        names = dict((await db.execute(select(User.id, User.display_name).where(User.role == Role.AGENT))).all())
-    return kpi.compute(calls, tickets, names, zone)
-
-
-def report_table(report: kpi.Report) -> list[tuple[str, str]]:
-    """The headline figures as (label, formatted value), shared by the page and the exports."""
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{v * 100:.1f}%"
-
-    def secs(v: float | None) -> str:
-        return "—" if v is None else f"{v:.1f}"
-
-    return [
-        ("呼入人工请求（通）", str(report.offered)), ("接通（通）", str(report.answered)),
-        ("接线率", pct(report.answer_rate)), ("平均等待（秒）", secs(report.wait_mean)),
-        ("90% 等待（秒）", secs(report.wait_p90)), ("60 秒内接通占比", pct(report.service_level)),
-        ("放弃（通）", str(report.abandoned)), ("放弃率", pct(report.abandon_rate)),
-        ("登记工单（件）", str(report.tickets)), ("答复率", pct(report.reply_rate)),
-        ("办结率", pct(report.completion_rate)),
-    ]
+        facts = await kpi.load_facts(db, start, end, zone, hotline, today=dt.datetime.now(zone).date())
+        facts.agent_names = dict((await db.execute(
+            select(User.id, User.display_name).where(User.role == Role.AGENT))).all())
+    return kpi.compute(facts, kpi_settings(request))
 
 
 @_leads_only
 async def report_page(request: web.Request) -> web.Response:
     start, end, hotline = _period(request)
     report = await build_report(request, start, end, hotline)
-    days = kpi.bar_chart([(d.day.strftime("%m-%d"), [d.offered, d.answered, d.abandoned]) for d in report.days])
+    days = kpi.bar_chart([(d.day.strftime("%m-%d"), [d.calls, d.answered, d.abandoned]) for d in report.days])
     waits = kpi.bar_chart([(label, [n]) for label, n in report.wait_histogram], width=480, height=160)
     agents = kpi.bar_chart([(a.name, [a.calls]) for a in report.agents], width=480, height=160)
     return aiohttp_jinja2.render_template("report.html", request, {
-        "r": report, "table": report_table(report), "start": start, "end": end, "hotline": hotline,
+        "r": report, "outcome_labels": kpi.OUTCOME_LABELS, "start": start, "end": end, "hotline": hotline,
         "hotlines": HOTLINES, "day_bars": days, "wait_bars": waits, "agent_bars": agents,
         "query": f"from={start}&to={end}&hotline={hotline}",
     })
@@ -229,11 +204,14 @@ async def report_page(request: web.Request) -> web.Response:
 
 def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str) -> list[list[Any]]:
     rows: list[list[Any]] = [["服务质量报表", f"{start} 至 {end}", f"热线：{hotline or '全部'}"], []]
-    rows += [[label, value] for label, value in report_table(report)]
-    rows += [[], ["坐席", "接听（通）", "平均处理时长（秒）"]]
+    rows += [["指标", "数值", "分子", "分母", "定义"]]
+    rows += [[f.definition.name, f.display, f.numerator, f.denominator, f.definition.text] for f in report.figures]
+    rows += [[], ["来电结果", "来电数"]]
+    rows += [[kpi.OUTCOME_LABELS[o], n] for o, n in report.outcomes.items()]
+    rows += [[], ["坐席", "接听（通）", "平均处理时长（秒，含话后整理）"]]
     rows += [[a.name, a.calls, round(a.average_handling or 0, 1)] for a in report.agents]
-    rows += [[], ["日期", "呼入人工请求", "接通", "放弃"]]
-    rows += [[d.day.isoformat(), d.offered, d.answered, d.abandoned] for d in report.days]
+    rows += [[], ["日期", "呼入总数", "进入排队", "坐席接通", "排队放弃"]]
+    rows += [[d.day.isoformat(), d.calls, d.offered, d.answered, d.abandoned] for d in report.days]
     return rows
 
 

@@ -167,7 +167,7 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
             await other.screenshot(path=shots / "11-other-unit-refused.png")
 
             await lead.goto(f"{base}/report?hotline=12301")
-            await expect(lead.locator(".kpi").first).to_contain_text("呼入人工请求")
+            await expect(lead.locator(".kpi").first).to_contain_text("接线率")
             await lead.screenshot(path=shots / "12-service-quality-report.png", full_page=True)
             assert PAGE_ERRORS == []
         finally:

@@ -212,6 +212,7 @@ async def test_wallboard_snapshot_and_report_with_exports(desk):
     assert 'id="abandoned"' in await desk.page("/wallboard")
     page = await desk.page("/report?hotline=12301")
     assert "接线率" in page and "<svg" in page and "答复率" in page and "办结率" in page
+    assert "004 §3.7" in page and "进入排队来电的人工接通率" in page and "15秒内接听率" in page
     csv_body = await (await desk.client.get("/report/export?format=csv&hotline=12301")).read()
     assert csv_body.startswith(b"\xef\xbb\xbf") and "接线率".encode() in csv_body
     xlsx = await (await desk.client.get("/report/export?format=xlsx")).read()
