@@ -10,14 +10,14 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units
+from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units, webphone
 from agent_desk.common import AMI_KEY, template_context
 from agent_desk.unavailable import redis_unavailable
 from core.ami import AmiNodes
 from core.db import Database
 from core.logs import setup_logging
 from core.redis import connect as redis_connect
-from core.settings import Settings
+from core.settings import REPO_ROOT, Settings
 from core.web import DB_KEY, ERROR_PAGE_KEY, REDIS_KEY, SETTINGS_KEY, input_errors, json_error
 from tickets.api import evidence_cap, evidence_too_large
 from tickets.api import routes as ticket_routes
@@ -123,7 +123,8 @@ def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     env.filters["secs"] = lambda v: "—" if v is None else f"{v:.1f} 秒"
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", HERE / "static")
-    for module in (auth, live, desk, units, lead, playback, admin):
+    app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
+    for module in (auth, live, desk, units, lead, playback, admin, webphone):
         module.add_routes(app)
     app.router.add_routes(ticket_routes)
     app.on_startup.append(login_guard.warm_up)

@@ -14,6 +14,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from sqlalchemy import select
 
+from agent_desk import webphone
 from agent_desk.auth import require_roles
 from agent_desk.common import ami, ami_failure, ami_nodes, local_time, local_zone
 from agent_desk.knowledge import load_knowledge, load_phrases
@@ -39,7 +40,8 @@ def _state_json(session: dict[str, Any] | None) -> dict[str, Any]:
     state = session.get("state", "offline")
     reason = session.get("reason")
     return {"state": state, "state_label": control.AGENT_STATES.get(state, state), "reason": reason,
-            "reason_label": control.PAUSE_REASONS.get(reason or "", ""), "since": session.get("since"),
+            "reason_label": {**control.PAUSE_REASONS, **control.SYSTEM_PAUSE_REASONS}.get(reason or "", ""),
+            "since": session.get("since"), "webphone": webphone.is_browser_phone(session.get("phone")),
             "phone": session.get("phone"), "queues": session.get("queues", [])}
 
 
@@ -117,15 +119,26 @@ async def post_state(request: web.Request) -> web.Response:
     try:
         if action == "login":
             phone = str(data.get("phone") or "")
-            if phone not in request.app[SETTINGS_KEY]["sip"]["agent_extensions"]:
+            ami_nodes(request)  # before an endpoint is made for nothing
+            if phone == webphone.WEBPHONE:
+                phone = await webphone.open_phone(request.app, user)
+            elif phone not in request.app[SETTINGS_KEY]["sip"]["agent_extensions"]:
                 raise json_error(400, "请选择有效的分机号", "phone")
-            session = await control.agent_login(ami_nodes(request), redis, user, phone)
+            try:
+                session = await control.agent_login(ami_nodes(request), redis, user, phone)
+            except AmiError:
+                if webphone.is_browser_phone(phone):
+                    await webphone.close_phone(request.app, user.id)
+                raise
         elif action == "ready":
             session = await control.agent_ready(ami_nodes(request), redis, user)
         elif action == "pause":
             session = await control.agent_pause(ami_nodes(request), redis, user, str(data.get("reason") or ""))
         elif action == "logout":
+            before = await control.agent_session(redis, user.id) or {}
             await control.agent_logout(ami_nodes(request), redis, user)
+            if webphone.is_browser_phone(before.get("phone")):
+                await webphone.close_phone(request.app, user.id)
             session = await control.agent_session(redis, user.id)
         else:
             raise json_error(400, "未知的操作", "action")

@@ -71,11 +71,11 @@ def free_port_block() -> dict[str, str]:
     """HOTLINE_* port settings for a block of 100 free loopback ports: test and benchmark stacks
     run beside a demo stack or each other."""
     for base in random.sample(range(20000, 30000, 100), 100):
-        if all(_free(base + offset) for offset in range(5)):
+        if all(_free(base + offset) for offset in range(6)):
             return {
                 "HOTLINE_SIP_PORT": str(base), "HOTLINE_AMI_PORT": str(base + 1),
                 "HOTLINE_AGI_PORT": str(base + 2), "HOTLINE_WEB_PORT": str(base + 3),
-                "HOTLINE_REDIS_PORT": str(base + 4),
+                "HOTLINE_REDIS_PORT": str(base + 4), "HOTLINE_WEBPHONE_HTTP_PORT": str(base + 5),
                 "HOTLINE_SIP_RTP_START": str(base + 10), "HOTLINE_SIP_RTP_END": str(base + 99),
             }
     raise RuntimeError("no free block of loopback ports for the test stack")

@@ -88,7 +88,18 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "queue_max_wait": queues["max_wait_seconds"],
         "vm_max_seconds": settings["voicemail"]["max_seconds"],
         "bench_echo": settings["asterisk"]["bench_echo"],
+        # The browser phones register on the first node only (one WebSocket target for the desk's proxy).
+        "http_enabled": "yes" if node.first else "no",
+        "http_bind": node.address,
+        "http_port": settings["webphone"]["http_port"],
+        "ari_username": ari_username(settings),
+        "ari_secret": settings.secrets["ari_desk"],
     }
+
+
+def ari_username(settings: Settings) -> str:
+    """The desk's ARI user (asterisk-conf/ari.conf): it creates and deletes browser-phone endpoints."""
+    return f"{settings['ami']['username']}-desk"
 
 
 def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> Path:

@@ -24,7 +24,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 REDIS_USERS = ("ivr", "cti", "agent_desk", "recordings", "tools")
 AMI_ACCOUNTS = ("cti", "desk", "tools")
 SECRET_NAMES = ("web_cookie_key", "admin_password", "demo_password",
-                *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS))
+                *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS), "ari_desk")
 
 
 class ConfigError(ValueError):

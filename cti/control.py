@@ -21,6 +21,8 @@ from core.models import User
 AGENT_BY_PHONE = "hotline:agents:by_phone"   # hash: phone -> user id
 AGENT_SESSIONS = "hotline:agents:sessions"   # hash: user id -> JSON {phone, state, reason, since, queues}
 PAUSE_REASONS = {"break": "小休", "training": "培训", "acw": "话后处理", "meeting": "会议", "meal": "用餐"}
+# Pauses the platform sets itself, never chosen by the agent: just signed in; browser phone disconnected.
+SYSTEM_PAUSE_REASONS = {"login": "签入后", "phone": "网页电话离线"}
 AGENT_STATES = {
     "offline": "离线", "ready": "就绪", "ringing": "振铃", "on_call": "通话中",
     "wrapup": "话后整理", "paused": "暂停",
@@ -106,8 +108,8 @@ async def agent_logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
     await set_agent_state(redis, agent.id, "offline", None, phone=None, queues=[], node=None)
 
 
-async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str) -> dict:
-    if reason not in PAUSE_REASONS:
+async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str, by_system: bool = False) -> dict:
+    if reason not in PAUSE_REASONS and not (by_system and reason in SYSTEM_PAUSE_REASONS):
         raise AmiError(f"未知的暂停原因：{reason}")
     session = await _require_session(redis, agent)
     await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "true",

@@ -73,3 +73,12 @@ def turn_levels(left: array.array, right: array.array) -> dict[str, tuple[float,
         acc[1] += right[i] * right[i]
         acc[2] += 1
     return {name: (math.sqrt(a / n), math.sqrt(b / n)) for name, (a, b, n) in sums.items() if n}
+
+
+def tone_power(samples, freq: float, rate: int = SAMPLE_RATE) -> float:
+    """Goertzel: the power of one frequency in ``samples``, normalised by their count (any sequence of numbers)."""
+    coeff = 2 * math.cos(2 * math.pi * freq / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + coeff * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - coeff * s1 * s2) / max(1, len(samples)) ** 2

@@ -14,7 +14,8 @@
     $("state-label").textContent = s.state_label;
     $("state-reason").textContent = s.reason_label || "";
     $("state-dot").className = "state-dot state-" + s.state;
-    $("state-phone").textContent = s.phone ? "分机 " + s.phone : "";
+    $("state-phone").textContent = s.webphone ? "网页电话" : (s.phone ? "分机 " + s.phone : "");
+    if (window.WebPhone) window.WebPhone.state(s);
     const offline = s.state === "offline";
     $("btn-login").disabled = !offline; $("phone").disabled = !offline;
     $("btn-ready").disabled = offline || s.state === "ready";
@@ -26,7 +27,13 @@
   async function setState(body) {
     try { showState(await Desk.api("POST", "/api/desk/state", body)); } catch (err) { Desk.toast(err.message, true); }
   }
-  $("btn-login").onclick = () => setState({ action: "login", phone: $("phone").value });
+  $("btn-login").onclick = async () => {
+    const phone = $("phone").value;
+    if (phone === "webrtc") {  // the microphone first: no calls for an agent who cannot speak
+      try { await window.WebPhone.prepare(); } catch (err) { Desk.toast(err.message, true); return; }
+    }
+    setState({ action: "login", phone });
+  };
   $("btn-ready").onclick = () => setState({ action: "ready" });
   $("btn-pause").onclick = () => setState({ action: "pause", reason: $("pause-reason").value });
   $("btn-logout").onclick = () => setState({ action: "logout" });
@@ -126,7 +133,7 @@
     screen_pop: pop,
     agent_state: (s) => showState({ ...state, state: s.state, reason: s.reason, since: s.since,
       state_label: ({ offline: "离线", ready: "就绪", ringing: "振铃", on_call: "通话中", wrapup: "话后整理", paused: "暂停" })[s.state] || s.state,
-      reason_label: ({ break: "小休", training: "培训", acw: "话后处理", meeting: "会议", meal: "用餐", login: "签入后" })[s.reason] || "" }),
+      reason_label: ({ break: "小休", training: "培训", acw: "话后处理", meeting: "会议", meal: "用餐", login: "签入后", phone: "网页电话离线" })[s.reason] || "" }),
     call_answered: (c) => { if (call && c.call_id === call.call_id) { $("pop-status").textContent = "通话中"; $("pop").classList.remove("ringing"); } },
     call_ended: (c) => { if (call && c.call_id === call.call_id) { $("pop-status").textContent = "已结束"; $("pop").classList.remove("ringing"); document.title = "坐席工作台"; } },
   }, async () => { try { showState(await Desk.api("GET", "/api/desk/state")); } catch (_) { /* shown by the toast of the next action */ } });

@@ -95,6 +95,10 @@ RULES: dict[str, Rule] = {
     "POST /api/desk/state": rule("/api/desk/state", PASS, who=AGENT_DESK, json={"action": "?"}),
     "POST /api/desk/call/{op}": rule("/api/desk/call/hold", PASS, who=AGENT_DESK, json={}),
     "GET /api/knowledge": rule("/api/knowledge?q=退款"),
+    "GET /vendor/sip.js": public("/vendor/sip.js/index.js"),
+    # The browser phone: only an agent's own session, and only once signed in with 网页电话 (409 before).
+    "GET /api/desk/webphone": rule("/api/desk/webphone", PASS, who=AGENT_DESK),
+    "GET /phone/ws": rule("/phone/ws", PASS, who=AGENT_DESK),
     "GET /unit": rule("/unit"),
     "GET /tickets": rule("/tickets"),
     "GET /tickets/{number}": viewers("/tickets/{number}"),  # a hidden ticket looks missing (#12 item 15)
