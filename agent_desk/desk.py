@@ -190,7 +190,12 @@ async def post_call(request: web.Request) -> web.Response:
         if agent_chan is None:
             raise json_error(409, "当前没有进行中的通话")
         if op == "hangup":
-            await control.hangup(client, citizen_chan or agent_chan)
+            # The agent leaves; the citizen stays for the satisfaction survey (一次一评), which no agent
+            # may skip: a citizen the agent put on hold goes there from the music.
+            held = await redis.get(held_key)
+            if held and citizen_chan is None:
+                await control.to_survey(client, held)
+            await control.hangup(client, agent_chan)
             await redis.delete(held_key)
         elif op == "hold":
             if citizen_chan is None:

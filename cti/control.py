@@ -148,6 +148,12 @@ async def hangup(ami: AmiClient, channel: str) -> None:
     await ami.action({"Action": "Hangup", "Channel": channel, "Cause": 16})
 
 
+async def to_survey(ami: AmiClient, citizen_channel: str) -> None:
+    """Send a citizen whose agent is leaving to the satisfaction survey (dialplans/queues.conf)."""
+    await ami.action({"Action": "Redirect", "Channel": citizen_channel, "Context": "hotline-survey",
+                      "Exten": "s", "Priority": 1})
+
+
 async def hold(ami: AmiClient, citizen_channel: str, agent_channel_name: str) -> None:
     """Citizen hears music; the agent's phone stays up in silence until resume()."""
     await ami.action({

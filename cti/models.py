@@ -73,6 +73,12 @@ class CallRecord(Base):
     voicemail_file: Mapped[str | None] = mapped_column(String(255))
     # "ami" when followed live, "reconciled" when rebuilt from Asterisk's CDR after an outage.
     source: Mapped[str] = mapped_column(String(16), default="ami")
+    # 一次一评 (core.satisfaction): the grade keyed after the agent hung up first, or "unrated" (未评价) for
+    # an answered call whose citizen hung up first or keyed nothing; NULL when no agent answered.
+    satisfaction: Mapped[str | None] = mapped_column(String(16))
+    satisfaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the agent left and the survey began (the agent hung up first); talk time ends here.
+    survey_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class CallbackStatus(enum.StrEnum):

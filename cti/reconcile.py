@@ -109,8 +109,10 @@ def apply_queue_facts(record: CallRecord, queue: QueueCall | None, agent_id: int
 
 
 def talk_seconds(record: CallRecord) -> float:
-    # Measured end to end, as the live tracker does: one figure across transfers and holds.
-    return max(0.0, (record.ended_at - record.answered_at).total_seconds() - (record.hold_seconds or 0))
+    # Measured end to end, as the live tracker does: one figure across transfers and holds; up to the
+    # survey when the agent hung up first (the citizen rating the call is not talking to anyone).
+    end = record.survey_started_at or record.ended_at
+    return max(0.0, (end - record.answered_at).total_seconds() - (record.hold_seconds or 0))
 
 
 async def close_from_books(session, record: CallRecord, cdr: CdrCall | None, queue: QueueCall | None) -> None:

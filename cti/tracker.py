@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from core import events as ev
 from core.db import Database
+from core.satisfaction import GRADES, UNRATED
 from core.settings import DEFAULT_NODE
 from cti.books import QueueCall, member_username, phone_of
 from cti.models import CallRecord, CallState
@@ -183,6 +184,21 @@ class CallTracker:
             await self._update(call_id, node=event_node(event), recording_file=event.get("File"))
         elif kind == "HotlineCallbackResult" and self.on_callback_result is not None:
             await self.on_callback_result(event.get("CallbackId"), event.get("DialStatus"), call_id)
+        elif kind == "HotlineSurveyStart":
+            await self._update(call_id, survey_started_at=event_time(event))
+        elif kind == "HotlineSurvey" and event.get("Result") in GRADES:
+            await self._grade(call_id, event.get("Result"), event_time(event))
+
+    async def _grade(self, call_id: str, grade: str, when: datetime) -> None:
+        """一次一评 on the call record and on every ticket the call is linked to that has no grade yet."""
+        from tickets.satisfaction import grade_linked_tickets
+
+        async with self.db.transaction() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+            if record is None or record.satisfaction not in (None, UNRATED):
+                return
+            record.satisfaction, record.satisfaction_at = grade, when
+            await grade_linked_tickets(session, call_id, grade)
 
     async def on_QueueCallerJoin(self, event: Any) -> None:
         call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
@@ -317,6 +333,8 @@ class CallTracker:
             if record.answered_at is None and record.queued_at is not None and not left_message:
                 record.abandoned = True
                 record.wait_seconds = (when - record.queued_at).total_seconds()
+            if record.answered_at is not None and record.direction == "inbound" and record.satisfaction is None:
+                record.satisfaction = UNRATED  # the citizen hung up first, or keyed no grade: 未评价
             if record.answered_at is not None:
                 # Measured end to end rather than summed from AgentComplete: one figure across
                 # transfers and holds, never inflated by a second agent leg.

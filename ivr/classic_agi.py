@@ -65,6 +65,8 @@ async def run(script: str, agi: AGI) -> None:
     try:
         if script == "queue-timeout":
             await service.run_queue_timeout(channel)
+        elif script == "survey":
+            await service.run_survey(channel)
         else:
             await service.run_ivr(channel)
     finally:

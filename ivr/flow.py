@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ivr.menu import HotlineMenu, Menu
+from core.satisfaction import UNRATED
+from ivr.menu import HotlineMenu, Menu, Survey
 
 ESCAPE_DIGITS = "0123456789*#"
 TICKET_NUMBER = re.compile(r"^\d{8}\d{5,6}$")  # YYYYMMDD + daily sequence from 10001
@@ -257,6 +258,32 @@ class QueueTimeoutFlow:
             await self.channel.stream_file(self.prompts.path("no-callback-number"), "")
         await self.channel.set_variable("IVR_ROUTE", "voicemail")
         return Route("voicemail")
+
+
+@dataclass
+class SurveyFlow:
+    """The ``survey`` script (一次一评): the agent hung up first and the citizen is still on the line.
+
+    The prompt listens for keys while it plays; no key or a key that is no grade gets the prompt again,
+    up to ``retries`` times. SURVEY_RESULT is a grade, or ``unrated`` (未评价) when nothing usable was keyed;
+    the dialplan reports it to the CTI."""
+
+    channel: Channel
+    survey: Survey
+    prompts: Prompts
+
+    async def run(self) -> str:
+        prompt = self.prompts.path(self.survey.prompt.name)
+        grade = UNRATED
+        for _attempt in range(self.survey.retries):
+            key = await self.channel.get_option(prompt, ESCAPE_DIGITS, int(self.survey.timeout_seconds * 1000))
+            if key in self.survey.keys:
+                grade = self.survey.keys[key]
+                break
+        await self.channel.set_variable("SURVEY_RESULT", grade)
+        if grade != UNRATED:
+            await self.channel.stream_file(self.prompts.path(self.survey.thanks.name), "")
+        return grade
 
 
 def callback_number(caller: str) -> bool:

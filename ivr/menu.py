@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from core.satisfaction import BASIC, DISSATISFIED, SATISFIED
 from core.settings import CONFIG_DIR
 
 MENU_DIR = CONFIG_DIR / "menus"
@@ -27,6 +28,8 @@ BUSINESSES = ("consult", "complaint", "report", "progress", "agent")
 SIMPLE_TARGETS = ("progress", "agent", "repeat")
 TARGET_HELP = "menu:<菜单名>、queue:<general|consult|complaint|report>、answer:<知识库编号>、progress、agent、repeat"
 MAX_RETRIES = 3
+# 一次一评: the grades a citizen may key after a call.
+SURVEY_GRADES = (SATISFIED, BASIC, DISSATISFIED)
 
 
 class MenuError(ValueError):
@@ -80,6 +83,17 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Survey:
+    """The satisfaction survey a citizen hears when the agent hangs up first (issue 16 item 3)."""
+
+    prompt: Prompt
+    keys: dict[str, str]  # key -> grade (SURVEY_GRADES)
+    thanks: Prompt
+    timeout_seconds: float
+    retries: int
+
+
+@dataclass(frozen=True)
 class HotlineMenu:
     hotline: str
     name: str
@@ -88,6 +102,7 @@ class HotlineMenu:
     answers: dict[str, Answer] = field(default_factory=dict)
     timeout_seconds: float = 5
     retries: int = MAX_RETRIES
+    survey: Survey | None = None
 
     @property
     def main(self) -> Menu:
@@ -95,7 +110,9 @@ class HotlineMenu:
 
     def prompts(self) -> list[Prompt]:
         """Every prompt of this hotline's menu (for generation and duration checks)."""
-        return [self.greeting, *(m.prompt for m in self.menus.values()), *(a.prompt for a in self.answers.values())]
+        survey = [self.survey.prompt, self.survey.thanks] if self.survey else []
+        return [self.greeting, *(m.prompt for m in self.menus.values()), *(a.prompt for a in self.answers.values()),
+                *survey]
 
     def category_label(self, code: str) -> str | None:
         """Chinese name of a complaint-object code (for the screen pop)."""
@@ -216,7 +233,8 @@ def _prompt(doc: _Doc, fields: dict[str, tuple[Node, Node]], key: str, what: str
 
 # --- menu files --------------------------------------------------------------
 
-TOP_FIELDS = ("hotline", "name", "timeout_seconds", "retries", "greeting", "menus")
+TOP_FIELDS = ("hotline", "name", "timeout_seconds", "retries", "greeting", "menus", "survey")
+SURVEY_FIELDS = ("prompt", "keys", "thanks", "timeout_seconds", "retries")
 MENU_FIELDS = ("prompt", "keys", "timeout_seconds", "retries")
 CHOICE_FIELDS = ("target", "business", "category", "label")
 
@@ -259,8 +277,35 @@ def load_menu(path: Path, knowledge: dict[str, dict[str, Answer]] | None = None)
             int(doc.number(fields, "retries", what, retries, 1, MAX_RETRIES)),
         )
     used = {c.argument for m in menus.values() for c in m.choices.values() if c.kind == "answer"}
+    survey = _survey(doc, top["survey"], hotline, timeout) if "survey" in top else None
     return HotlineMenu(hotline, name, greeting, menus, {k: v for k, v in answers.items() if k in used},
-                       timeout, retries)
+                       timeout, retries, survey)
+
+
+def _survey(doc: _Doc, nodes: tuple[Node, Node], hotline: str, timeout: float) -> Survey:
+    """``survey:``: prompt, thanks, and every grade of SURVEY_GRADES on exactly one key."""
+    key_node, node = nodes
+    what = "满意度评价 survey"
+    fields = doc.mapping(node, what, SURVEY_FIELDS)
+    prompt = _prompt(doc, fields, "prompt", what, key_node, f"{hotline}-survey")
+    thanks = _prompt(doc, fields, "thanks", what, key_node, f"{hotline}-survey-thanks")
+    if "keys" not in fields:
+        raise doc.fail(key_node, f"{what} 缺少按键 'keys'")
+    keys: dict[str, str] = {}
+    for key, (knode, value) in doc.mapping(fields["keys"][1], f"{what} 的按键").items():
+        if len(key) != 1 or key not in "123456789":
+            raise doc.fail(knode, f"{what} 的按键 '{key}' 无效：应为 1–9 中的一个")
+        grade = str(value.value).strip() if isinstance(value, ScalarNode) else ""
+        if grade not in SURVEY_GRADES:
+            raise doc.fail(value, f"{what} 按键 {key} 的评价 '{grade}' 无效（可用：{', '.join(SURVEY_GRADES)}）")
+        if grade in keys.values():
+            raise doc.fail(value, f"{what} 的评价 '{grade}' 对应了多个按键")
+        keys[key] = grade
+    missing = [g for g in SURVEY_GRADES if g not in keys.values()]
+    if missing:
+        raise doc.fail(fields["keys"][1], f"{what} 缺少评价 {', '.join(missing)} 的按键")
+    return Survey(prompt, keys, thanks, doc.number(fields, "timeout_seconds", what, timeout, 1, 30),
+                  int(doc.number(fields, "retries", what, 2, 1, MAX_RETRIES)))
 
 
 def _choice(doc: _Doc, key: str, key_node: Node, node: Node, what: str, menu_name: str,

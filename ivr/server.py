@@ -26,7 +26,16 @@ from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.metrics import LatencySamples
 from core.settings import Settings
-from ivr.flow import CallerHungUp, CallFlow, Prompts, QueueTimeoutFlow, Route, TicketLookup, TicketStatus
+from ivr.flow import (
+    CallerHungUp,
+    CallFlow,
+    Prompts,
+    QueueTimeoutFlow,
+    Route,
+    SurveyFlow,
+    TicketLookup,
+    TicketStatus,
+)
 from ivr.hours import staffed_now
 from ivr.menu import HotlineMenu, load_all_menus
 from ivr.setup import asterisk_prompts
@@ -251,6 +260,27 @@ class IvrService:
         """FastAGI route ``queue-timeout``."""
         await self.run_queue_timeout(AgiChannel(request))
 
+    async def survey(self, request: Request) -> None:
+        """FastAGI route ``survey``: the citizen rates the call the agent just left."""
+        await self.run_survey(AgiChannel(request))
+
+    async def run_survey(self, channel: AgiCommands) -> None:
+        hotline = await channel.get_variable("HOTLINE") or ""
+        menu = self.menus.get(hotline)
+        if menu is None or menu.survey is None:
+            return  # no survey for this hotline: the dialplan says goodbye
+        call = structlog.contextvars.bind_contextvars(script="survey", caller=channel.caller,
+                                                      channel=channel.env.get("agi_channel"))
+        try:
+            grade = await SurveyFlow(channel, menu.survey, self.prompts).run()
+            log.info("survey_result", grade=grade)
+        except CallerHungUp:
+            log.info("caller_hung_up_in_survey")  # no SURVEY_RESULT: the CTI records 未评价
+        except Exception:  # noqa: BLE001 - a broken survey must not keep the citizen on the line
+            log.exception("survey_failed")
+        finally:
+            structlog.contextvars.reset_contextvars(**call)
+
     async def run_ivr(self, channel: AgiCommands) -> None:
         """The main flow on any transport; the caller is routed whatever happens."""
         fallback = Route("queue", f"{channel.env.get('agi_extension', '')}-general")
@@ -313,6 +343,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = FastAgiApplication(allowed_uids=frozenset({0} | ({asterisk_uid} if asterisk_uid is not None else set())))
     app.add_route("ivr", service.ivr)
     app.add_route("queue-timeout", service.queue_timeout)
+    app.add_route("survey", service.survey)
     host, port = settings["agi"]["host"], settings["agi"]["port"]
     server = await asyncio.start_server(app.handler, host, port)
     log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))

@@ -42,8 +42,9 @@ def free_udp_block(address: str = "127.0.0.1") -> int:
 
 class SippPhone:
     def __init__(self, settings: Any, extension: str, local_port: int | None = None,
-                 address: str = "127.0.0.1", node: Any = None) -> None:
+                 address: str = "127.0.0.1", node: Any = None, answer: str = "agent_answer.xml") -> None:
         self.settings = settings
+        self.answer = answer  # the out-of-call scenario in tests/sipp/ (how the phone answers and ends calls)
         self.extension = extension
         self.node = node or settings.nodes[0]  # the Asterisk node it registers with
         self.address = address
@@ -55,7 +56,7 @@ class SippPhone:
     def command(self) -> list[str]:
         return [
             "sipp", f"{self.node.address}:{self.node.sip_port}", "-sf", str(SIPP_DIR / "agent_register.xml"),
-            "-oocsf", str(SIPP_DIR / "agent_answer.xml"), "-s", self.extension,
+            "-oocsf", str(SIPP_DIR / self.answer), "-s", self.extension,
             "-au", self.extension, "-ap", self.settings.sip_password(self.extension),
             "-i", self.address, "-p", str(self.local_port), "-mi", self.address, "-mp", str(self.local_port + 10),
             "-m", "1", "-ci", self.address, "-cp", str(self.local_port + 20), "-nostdin", "-nd",
@@ -100,15 +101,16 @@ class SippPhone:
 
 @asynccontextmanager
 async def agents_on_phones(settings: Any, runtime: Any, ami: Any, redis: Any, db: Any,
-                           agents: dict[str, str]) -> AsyncIterator[list[Any]]:
-    """Each agent (username -> extension) on a registered, auto-answering SIPp phone, logged in and ready;
-    logged out and the phones stopped afterwards. Shared by the tests and bench/."""
+                           agents: dict[str, str], answer: str = "agent_answer.xml") -> AsyncIterator[list[Any]]:
+    """Each agent (username -> extension) on a registered, auto-answering SIPp phone (``answer``: its
+    scenario), logged in and ready; logged out and the phones stopped afterwards. Shared by the tests and
+    bench/."""
     from sqlalchemy import select
 
     from core.models import User
     from cti import control
 
-    phones = [SippPhone(settings, extension).start() for extension in agents.values()]
+    phones = [SippPhone(settings, extension, answer=answer).start() for extension in agents.values()]
     users: list[Any] = []
     try:
         for phone in phones:

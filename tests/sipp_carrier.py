@@ -29,9 +29,11 @@ class SippResult:
 def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_ulaw: Path,
                       hold_ms: int = 6000, delay_ms: int = 4000, rate: float = 1.0, limit: int | None = None,
                       timeout: float = 180, local_port: int = 5062, extra: list[str] | None = None,
-                      cpus: str | None = None, scenario: Path = SCENARIO) -> SippResult:
+                      cpus: str | None = None, scenario: Path = SCENARIO,
+                      fill: dict[str, str] | None = None) -> SippResult:
     """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list);
-    ``scenario``: another citizen behaviour in the same template (e.g. tests/sipp/citizen_silent.xml)."""
+    ``scenario``: another citizen behaviour in the same template (e.g. tests/sipp/citizen_silent.xml),
+    ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for tests/sipp/citizen_survey.xml)."""
     carrier = settings["sip"]["carrier_address"]
     with tempfile.TemporaryDirectory() as tmp:
         # SIPp reads exec and pause attributes when it loads the scenario, before -key values apply:
@@ -39,7 +41,7 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
         text = scenario.read_text()
         scenario = Path(tmp) / scenario.name
         for key, value in {"keys": keys or "", "speech": speech_ulaw.name, "hold_ms": hold_ms,
-                           "delay_ms": delay_ms}.items():
+                           "delay_ms": delay_ms, **(fill or {})}.items():
             text = text.replace(f"[{key}]", str(value))
         scenario.write_text(text)
         injection = Path(tmp) / "callers.csv"

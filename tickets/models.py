@@ -192,6 +192,9 @@ class Ticket(Base):
     review_outcome: Mapped[State | None] = mapped_column(_enum(State))
     review_from_state: Mapped[State | None] = mapped_column(_enum(State))
 
+    # 一次一评 of the call the ticket came from (core.satisfaction; the first rated linked call).
+    call_satisfaction: Mapped[str | None] = mapped_column(String(16))
+
     unit: Mapped[Unit] = relationship(foreign_keys=[unit_id])
     actions: Mapped[list[TicketAction]] = relationship(
         back_populates="ticket", order_by="desc(TicketAction.id)", viewonly=True,

@@ -49,6 +49,7 @@ from tickets.models import (
     TicketCall,
 )
 from tickets.numbering import next_number
+from tickets.satisfaction import grade_from_calls
 
 
 class WorkflowError(InputError):
@@ -608,6 +609,7 @@ async def attach_calls(session: AsyncSession, ticket: Ticket, calls: list[CallRe
             session.add(TicketCall(ticket_id=ticket.id, call_id=call.call_id, linked_by_id=linked_by_id))
         elif link.linked_by_id is None and linked_by_id is not None:
             link.linked_by_id = linked_by_id  # someone entitled now vouches for an older, unattributed link
+    grade_from_calls(ticket, [call.satisfaction for call in calls])
     await session.flush()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.flow import CallerHungUp, CallFlow, QueueTimeoutFlow
+from ivr.flow import CallerHungUp, CallFlow, QueueTimeoutFlow, SurveyFlow
 from ivr.menu import load_all_menus
 from tests.ivr.fakes import FakeChannel, FakePrompts, FakeTickets
 
@@ -199,3 +199,20 @@ async def test_queue_timeout_callback_without_a_caller_id_takes_a_message():
     channel = FakeChannel(script=[("queue-timeout", "2")], caller="")
     assert (await QueueTimeoutFlow(channel, FakePrompts()).run()).route == "voicemail"
     assert "no-callback-number" in channel.heard and "CALLBACK_NUMBER" not in channel.variables
+
+
+@pytest.mark.parametrize("hotline", ["12301", "12365"])
+@pytest.mark.parametrize(("script", "grade", "thanked"), [
+    ([("survey", "1")], "satisfied", True),
+    ([("survey", "2")], "basic", True),
+    ([("survey", "3")], "dissatisfied", True),
+    ([("survey", "7"), ("survey", "3")], "dissatisfied", True),  # no grade on 7: asked again
+    ([], "unrated", False),  # silence on every try: 未评价
+])
+async def test_the_survey_turns_a_key_into_a_grade(hotline, script, grade, thanked):
+    survey = MENUS[hotline].survey
+    channel = FakeChannel(script=list(script))
+    assert await SurveyFlow(channel, survey, FakePrompts()).run() == grade
+    assert channel.variables["SURVEY_RESULT"] == grade
+    assert (f"{hotline}-survey-thanks" in channel.heard) is thanked
+    assert channel.heard.count(f"{hotline}-survey") == (len(script) if script else survey.retries)

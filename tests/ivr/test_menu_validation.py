@@ -121,3 +121,31 @@ def test_hotline_must_match_file_name(tmp_path):
 def test_error_message_is_file_line_reason(tmp_path):
     error = refused(tmp_path, GOOD.replace("{target: agent}", "{target: operator}"))
     assert str(error).startswith(f"{tmp_path / '12301.yaml'}:12: ")
+
+
+SURVEY = """\
+survey:
+  prompt:
+    text: 满意请按1，基本满意请按2，不满意请按3。
+  keys:
+    "1": satisfied
+    "2": basic
+    "3": dissatisfied
+  thanks:
+    text: 感谢您的评价。
+"""
+
+
+def test_the_survey_is_data_with_every_grade_on_one_key(tmp_path):
+    survey = load(tmp_path, GOOD + SURVEY).survey
+    assert survey.keys == {"1": "satisfied", "2": "basic", "3": "dissatisfied"}
+    assert {p.name for p in load(tmp_path, GOOD + SURVEY).prompts()} >= {"12301-survey", "12301-survey-thanks"}
+    error = refused(tmp_path, GOOD + SURVEY.replace("dissatisfied", "angry"))
+    assert error.line == 24 and "'angry' 无效" in error.reason
+    error = refused(tmp_path, GOOD + SURVEY.replace('    "3": dissatisfied\n', ""))
+    assert "缺少评价 dissatisfied" in error.reason
+    error = refused(tmp_path, GOOD + SURVEY.replace('"3": dissatisfied', '"3": basic'))
+    assert error.line == 24 and "多个按键" in error.reason
+    error = refused(tmp_path, GOOD + SURVEY.replace('"1": satisfied', '"0": satisfied'))
+    assert error.line == 22 and "'0' 无效" in error.reason
+    assert "缺少提示音 'thanks'" in refused(tmp_path, GOOD + SURVEY.split("  thanks:")[0]).reason
