@@ -21,6 +21,7 @@ from core.settings import REPO_ROOT, Settings
 from core.web import DB_KEY, ERROR_PAGE_KEY, REDIS_KEY, SETTINGS_KEY, input_errors, json_error
 from tickets.api import evidence_cap, evidence_too_large
 from tickets.api import routes as ticket_routes
+from tickets.rules import check_rules
 
 HERE = Path(__file__).resolve().parent
 AMI_CONNECT_KEY = web.AppKey("ami_connect", asyncio.Task)
@@ -108,6 +109,7 @@ async def _close(app: web.Application) -> None:
 
 
 def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
+    check_rules()  # a broken rule profile stops the start-up with the key at fault (config/rules.yaml)
     app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
                           middlewares=[security_headers, redis_unavailable, body_limits, input_errors,
                                        auth.auth_middleware])

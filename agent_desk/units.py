@@ -24,7 +24,7 @@ from core.models import ROLE_LABELS, Unit, User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
 from cti.models import CallRecord
 from recordings.models import Recording
-from tickets import dispatch, risk
+from tickets import dispatch, risk, rules
 from tickets.deadlines import active_policy, days_left, policy_name, today_local
 from tickets.models import CLOSED_STATES, STATE_LABELS, Evidence, State, Ticket, TicketCall
 from tickets.queries import (
@@ -136,7 +136,7 @@ async def _dialogs(db, ticket: Ticket, user: User) -> list[dict[str, Any]]:
             if f.kind == "unit":
                 spec["choices"] = await _unit_choices(db, ticket, name)
             elif f.kind == "clauses":
-                spec["choices"] = list(dispatch.categories().rejection_clauses)
+                spec["choices"] = list(rules.profile(ticket.hotline).rejection_clauses)
             elif f.kind == "level":
                 spec["choices"] = list(risk.active_rules().levels)
             fields.append(spec)

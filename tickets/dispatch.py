@@ -158,7 +158,6 @@ def subtree_condition(column: Any, scope_path: str) -> ColumnElement[bool]:
 class Categories:
     complaint_objects: dict[str, dict[str, UnitLevel]]  # hotline -> object -> lowest dispatch level
     event_categories: dict[str, tuple[str, ...]]
-    rejection_clauses: tuple[str, ...]
 
 
 def load_categories(path: Path | None = None) -> Categories:
@@ -179,10 +178,7 @@ def load_categories(path: Path | None = None) -> Categories:
             raise ConfigError(f"{where}: 缺少 complaint_objects")
         objects[str(hotline)] = objs
         events[str(hotline)] = tuple(str(e) for e in spec.get("event_categories") or ())
-    clauses = tuple(str(c) for c in raw.get("rejection_clauses") or ())
-    if not clauses:
-        raise ConfigError(f"{path}: 缺少 rejection_clauses")
-    return Categories(objects, events, clauses)
+    return Categories(objects, events)
 
 
 @cache

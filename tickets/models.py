@@ -93,6 +93,20 @@ class Source(enum.StrEnum):
     AGENT = "agent"
     VOICEMAIL = "voicemail"
     IVR = "ivr"
+    # Registered by whoever took the case (001 §1.1 1) (1), 004 §6.1.2): a visit, a letter, a call to the unit.
+    WALK_IN = "walk_in"
+    LETTER = "letter"
+    UNIT_PHONE = "unit_phone"
+    # Transferred from another platform (12345, a province office, 110 …) with its own reply deadline
+    # (001 §1.1 1) (2)-(3), §6.2).
+    PLATFORM = "platform"
+
+
+SOURCE_LABELS = {
+    Source.AGENT: "热线来电", Source.VOICEMAIL: "录音留言", Source.IVR: "语音自助",
+    Source.WALK_IN: "来访", Source.LETTER: "来信", Source.UNIT_PHONE: "单位来电",
+    Source.PLATFORM: "其他平台转来",
+}
 
 
 class ReviewStatus(enum.StrEnum):
@@ -191,6 +205,22 @@ class Ticket(Base):
     review_status: Mapped[ReviewStatus] = mapped_column(_enum(ReviewStatus), default=ReviewStatus.NONE)
     review_outcome: Mapped[State | None] = mapped_column(_enum(State))
     review_from_state: Mapped[State | None] = mapped_column(_enum(State))
+    # 逐级审核 (001 §6.3 3)): levels approved so far of the levels this closing needs; the proposer may
+    # approve none of them.
+    review_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    review_levels: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    review_proposed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    # 移交 (004 §6.3.5.1): the receiving authority, the date the case must have reached it, and its result.
+    handover_authority: Mapped[str | None] = mapped_column(String(100))
+    handover_due: Mapped[date | None] = mapped_column(Date, index=True)
+    handover_result: Mapped[str | None] = mapped_column(Text)
+    handover_result_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # A case transferred from another platform (001 §6.2): which, its number there, its reply deadline.
+    external_platform: Mapped[str | None] = mapped_column(String(32))
+    external_ref: Mapped[str | None] = mapped_column(String(64))
+    external_reply_due: Mapped[date | None] = mapped_column(Date, index=True)
 
     # 一次一评 of the call the ticket came from (core.satisfaction; the first rated linked call).
     call_satisfaction: Mapped[str | None] = mapped_column(String(16))

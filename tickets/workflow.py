@@ -32,7 +32,7 @@ from core.db import utcnow
 from core.inputs import InputError
 from core.models import Role, Unit, UnitLevel, User
 from cti.models import CallRecord
-from tickets import dispatch, risk
+from tickets import dispatch, risk, rules
 from tickets.call_access import may_link_call
 from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines
 from tickets.models import (
@@ -113,12 +113,8 @@ def _clean_value(f: Field, value: Any) -> Any:
         return inputs.column_text(value, f.key, f.label, CallRecord.__table__.c.ref)
     if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
         raise bad
-    if f.kind == "clauses":
-        value = [inputs.text(v, f.key, f.label, max_length=200) for v in value]
-        unknown = [v for v in value if v not in dispatch.categories().rejection_clauses]
-        if unknown:
-            raise WorkflowError(f"{f.label}不在规定条款中：{'、'.join(unknown)}", f.key)
-        return value
+    if f.kind == "clauses":  # checked against the ticket's rule profile in perform_action
+        return [inputs.text(v, f.key, f.label, max_length=200) for v in value]
     if f.kind == "ids":
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise bad
@@ -177,11 +173,28 @@ def _acts_for_unit(user: User, ticket: Ticket) -> bool:
     return user.role == Role.ADMIN or (user.unit_id is not None and user.unit_id == ticket.unit_id)
 
 
+def reviewing_unit_id(ticket: Ticket) -> int:
+    """The unit whose head reviews the next level of a closing: the handling unit itself at level 1
+    (its head is one level above the handler), the unit above it at level 2, and so on (001 §6.3 3))."""
+    ancestors = [int(part) for part in ticket.unit_path.strip("/").split("/")]
+    return ancestors[-1 - min(ticket.review_level, len(ancestors) - 1)]
+
+
+def review_levels_for(ticket: Ticket) -> int:
+    """Levels a closing of this ticket needs: the profile's, or as many heads as there are above."""
+    return min(rules.profile(ticket.hotline).review_levels, ticket.unit_path.strip("/").count("/") + 1)
+
+
+SELF_REVIEW = "不能审核自己提出的结案，须由上一级负责人审核（001 §6.3 逐级审核）"
+
+
 def _check_permission(rule: str, user: User, ticket: Ticket) -> None:
+    if rule == "reviewer" and ticket.review_proposed_by_id is not None and user.id == ticket.review_proposed_by_id:
+        raise PermissionDenied(SELF_REVIEW)
     ok = {
         "unit": lambda: _acts_for_unit(user, ticket),
-        "head": lambda: user.role == Role.ADMIN or (
-            user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and user.unit_id == ticket.unit_id),
+        "reviewer": lambda: user.role == Role.ADMIN or (
+            user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and user.unit_id == reviewing_unit_id(ticket)),
         "supervise": lambda: user.role == Role.ADMIN or (
             user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and can_view(user, ticket)),
         "viewer": lambda: can_view(user, ticket),
@@ -189,7 +202,7 @@ def _check_permission(rule: str, user: User, ticket: Ticket) -> None:
     if not ok:
         message = {
             "unit": "只有工单当前所在单位可以办理此工单",
-            "head": "只有工单所在单位的负责人可以审核结案",
+            "reviewer": "只有本级审核单位的负责人可以审核结案",
             "supervise": "只有负责人、班长或管理员可以执行此操作",
             "viewer": "无权查看此工单",
         }[rule]
@@ -253,7 +266,7 @@ async def _hotline_root(session: AsyncSession, hotline: str) -> Unit:
 async def _accept(ticket: Ticket, inputs: dict, ctx: Context) -> State:
     ticket.accepted_at = ctx.now
     ticket.accepted_by_id = ctx.operator.id
-    apply_deadlines(ticket, ctx.policy)  # the handling countdown now runs from acceptance
+    apply_deadlines(ticket, ctx.policy)  # limits the policy counts from 受理 start now (not 12301's 60 days, 000 §3.2)
     return State.ACCEPTED
 
 
@@ -306,12 +319,28 @@ async def _redispatch(ticket: Ticket, inputs: dict, ctx: Context) -> State:
     return State.PENDING
 
 
+def _check_closing_date(ticket: Ticket, inputs: dict, ctx: Context) -> None:
+    """结案时间 lies between the ticket's registration and today (local dates of the policy)."""
+    if "closing_date" not in inputs:
+        return
+    day = dt.date.fromisoformat(inputs["closing_date"])
+    first, last = ctx.policy.local_date(ticket.created_at), ctx.policy.local_date(ctx.now)
+    if not first <= day <= last:
+        raise WorkflowError(f"结案时间应在登记日期 {first.isoformat()} 与今天 {last.isoformat()} 之间",
+                            "closing_date")
+
+
 def _to_review(outcome: State) -> Effect:
     async def effect(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+        _check_closing_date(ticket, inputs, ctx)
         ticket.review_outcome = outcome
         ticket.review_from_state = ticket.state
         ticket.review_status = ReviewStatus.PENDING
+        ticket.review_proposed_by_id = ctx.operator.id
+        ticket.review_level = 0
+        ticket.review_levels = review_levels_for(ticket)
         ctx.extra_log["拟结案结果"] = STATE_LABELS[outcome]
+        ctx.extra_log["审核级数"] = ticket.review_levels
         return State.PENDING_REVIEW
     return effect
 
@@ -319,6 +348,11 @@ def _to_review(outcome: State) -> Effect:
 async def _approve(ticket: Ticket, inputs: dict, ctx: Context) -> State:
     outcome = ticket.review_outcome
     assert outcome is not None
+    ticket.review_level += 1
+    ctx.extra_log["审核级次"] = f"第 {ticket.review_level} 级，共 {ticket.review_levels} 级"
+    if ticket.review_level < ticket.review_levels:
+        ctx.extra_log["待审核"] = "上一级负责人"
+        return State.PENDING_REVIEW
     ticket.review_status = ReviewStatus.APPROVED
     ticket.closed_at = ctx.now
     ctx.extra_log["结案结果"] = STATE_LABELS[outcome]
@@ -330,6 +364,7 @@ async def _send_back(ticket: Ticket, inputs: dict, ctx: Context) -> State:
     ticket.review_status = ReviewStatus.SENT_BACK
     ticket.review_outcome = None
     ticket.review_from_state = None
+    ticket.review_level = 0
     return previous
 
 
@@ -449,8 +484,8 @@ ACTIONS: dict[str, ActionSpec] = {s.name: s for s in (
           {State.ACCEPTED}, {Kind.REPORT}, "unit", _to_review(State.CONCLUDED)),
     _spec("答复", [Field("answer", "答复内容")], PENDING_STATES | {State.RETURNED}, {Kind.CONSULT}, "unit", _answer),
     _spec("审核通过", [Field("remark", "审核意见", required=False)],
-          {State.PENDING_REVIEW}, ALL_KINDS, "head", _approve),
-    _spec("审核退回", [Field("reason", "退回理由")], {State.PENDING_REVIEW}, ALL_KINDS, "head", _send_back),
+          {State.PENDING_REVIEW}, ALL_KINDS, "reviewer", _approve),
+    _spec("审核退回", [Field("reason", "退回理由")], {State.PENDING_REVIEW}, ALL_KINDS, "reviewer", _send_back),
     _spec("重新派单", [Field("target_unit_id", "处理单位", "unit"), Field("remark", "备注", required=False)],
           {State.RETURNED}, ALL_KINDS, "unit", _redispatch),
     _spec("督办", [Field("note", "督办说明")], OPEN_STATES, ALL_KINDS, "supervise", _supervise),
@@ -469,11 +504,28 @@ def _remark(spec: ActionSpec, cleaned: dict[str, Any], ctx: Context) -> str:
     return "；".join(parts)
 
 
+def _profile_refusal(ticket: Ticket, action: str) -> WorkflowError | None:
+    """The hotline's rule profile does not allow this closing outcome (config/rules.yaml)."""
+    profile = rules.profile(ticket.hotline)
+    if action in rules.CLOSING_ACTIONS and action not in profile.closing_actions:
+        return WorkflowError(f"{ticket.hotline} 热线（{profile.label}）的工单不能以「{action}」结案", "action")
+    return None
+
+
+def _check_clauses(ticket: Ticket, cleaned: dict[str, Any]) -> None:
+    allowed = rules.profile(ticket.hotline).rejection_clauses
+    unknown = [v for v in cleaned.get("clauses", ()) if v not in allowed]
+    if unknown:
+        raise WorkflowError(f"不予受理条款不适用于 {ticket.hotline} 热线：{'、'.join(unknown)}", "clauses")
+
+
 def available_actions(ticket: Ticket, user: User) -> list[str]:
     """Actions ``user`` may try on ``ticket`` now (for the desk's buttons)."""
     names = []
     for spec in ACTIONS.values():
         if ticket.kind not in spec.kinds or (spec.sources is not None and ticket.state not in spec.sources):
+            continue
+        if _profile_refusal(ticket, spec.name) is not None:
             continue
         try:
             _check_permission(spec.permission, user, ticket)
@@ -506,8 +558,12 @@ async def perform_action(
         raise WorkflowError(f"{KIND_LABELS[ticket.kind]}工单不能执行「{action}」", "action")
     if spec.sources is not None and ticket.state not in spec.sources:
         raise WorkflowError(f"工单当前状态为「{STATE_LABELS[ticket.state]}」，不能执行「{action}」", "action", 409)
+    refusal = _profile_refusal(ticket, action)
+    if refusal is not None:
+        raise refusal
     _check_permission(spec.permission, operator, ticket)
     cleaned = validate_inputs(spec.fields, inputs or {})
+    _check_clauses(ticket, cleaned)
     ctx = Context(session, operator, now or utcnow(), policy or active_policy())
     ticket.state = await spec.effect(ticket, cleaned, ctx)
     return await _log(session, ticket, action, operator, ctx.now, _remark(spec, cleaned, ctx), cleaned)

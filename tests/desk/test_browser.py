@@ -11,8 +11,10 @@ $HOTLINE_SCREENSHOTS (default var/screenshots).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy import select
@@ -147,7 +149,7 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
             await expect(unit.locator("#action-error")).to_contain_text("赔偿金额")
             await unit.screenshot(path=shots / "09-unit-action-refused-phone.png")
             await unit.click("#action-cancel")
-            await act(unit, "调解成功", {"amount": "1200", "closing_date": "2026-11-20", "remark": "旅行社退还购物款"},
+            await act(unit, "调解成功", {"amount": "1200", "closing_date": dt.datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat(), "remark": "旅行社退还购物款"},
                       "赔偿金额")
             await expect(unit.locator("#ticket-state")).to_have_text("待审核结案")
 

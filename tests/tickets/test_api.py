@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import AsyncIterator
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import FormData, web
@@ -53,6 +55,10 @@ def who(name: str) -> dict[str, str]:
     return {"X-Test-User": name}
 
 
+def _today_shanghai() -> str:
+    return dt.datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+
+
 async def _register(client, **overrides) -> dict:
     resp = await client.post("/api/tickets", json=complaint(**overrides), headers=who("agent"))
     assert resp.status == 201, await resp.text()
@@ -75,7 +81,7 @@ async def test_follow_a_complaint_through_transfer_acceptance_mediation_and_revi
     body = await _action(client, n, "th_handler", "受理", {"note": "已电话联系诉求方"})
     assert body["ticket"]["state"] == "accepted" and body["ticket"]["days_left"] is not None
     await _action(client, n, "th_handler", "调解成功",
-                  {"amount": "1200.5", "closing_date": "2025-06-20", "remark": "旅行社退款", "document_issued": "是"})
+                  {"amount": "1200.5", "closing_date": _today_shanghai(), "remark": "旅行社退款", "document_issued": "是"})
     detail = await (await client.get(f"/api/tickets/{n}", headers=who("th_head"))).json()
     assert detail["state"] == "pending_review" and detail["actions"] == ["审核通过", "审核退回", "督办", "补充凭证", "关联来电", "调整风险等级"]
     body = await _action(client, n, "th_head", "审核通过", {"remark": "同意"})

@@ -60,7 +60,7 @@ async def test_report_form_appendix_e_and_long_text_spans_pages(db, users):
                        event_category="产品质量问题", province="浙江省", city="杭州市", county="西湖区",
                        description=long_text)
     await act(db, t.number, "受理", {"note": "受理"}, users["xh_handler"])
-    await act(db, t.number, "办结", {"result": "已责令停产整改并立案", "closing_date": "2025-07-01"}, users["xh_handler"])
+    await act(db, t.number, "办结", {"result": "已责令停产整改并立案", "closing_date": "2025-06-10"}, users["xh_handler"])
     await act(db, t.number, "审核通过", {}, users["xh_head"])
     form = await _form(db, t.number)
     fields = dict(form.fields)

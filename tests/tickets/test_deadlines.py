@@ -67,9 +67,12 @@ async def test_registration_date_is_the_shanghai_date(db, users):
     assert t.acceptance_due == D(2025, 10, 14)  # 9, 10, 11 (Saturday, worked), 13, 14 October
 
 
-async def test_handling_countdown_is_60_days_from_acceptance(db, users):
-    t = await register(db, users["agent"], now=dt.datetime(2025, 9, 26, 9, 0, tzinfo=SHANGHAI))
-    t = await act(db, t.number, "受理", {"note": "受理"}, users["th_handler"],
+async def test_004_6_3_5_2_1_12365_handling_countdown_is_60_days_from_acceptance(db, users):
+    # 12365 only: 12301 counts its 60 days from registration (000 §3.2, tests/tickets/test_rules.py).
+    t = await register(db, users["agent"], now=dt.datetime(2025, 9, 26, 9, 0, tzinfo=SHANGHAI), hotline="12365",
+                       complaint_object="生产企业", event_category="产品质量问题", province="浙江省",
+                       city="杭州市", county="西湖区")
+    t = await act(db, t.number, "受理", {"note": "受理"}, users["xh_handler"],
                   now=dt.datetime(2025, 9, 30, 9, 0, tzinfo=SHANGHAI))
     assert t.handling_due == D(2025, 11, 29)
     assert days_left(t, D(2025, 10, 10)) == 50

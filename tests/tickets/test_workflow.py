@@ -79,8 +79,8 @@ async def test_accept_then_mediation_success_waits_for_the_unit_head(db, users):
     t = await register(db, users["agent"])
     t = await act(db, t.number, "受理", {"note": "已联系诉求方"}, users["th_handler"])
     assert t.state == State.ACCEPTED and t.accepted_at is not None
-    assert t.handling_due == dt.date(2025, 8, 9)  # 60 days from acceptance (same day here)
-    t = await act(db, t.number, "调解成功", {"amount": "1500", "closing_date": "2025-06-20", "remark": "退还购物款"},
+    assert t.handling_due == dt.date(2025, 8, 9)  # 12301: still 60 days from registration (000 §3.2)
+    t = await act(db, t.number, "调解成功", {"amount": "1500", "closing_date": "2025-06-10", "remark": "退还购物款"},
                   users["th_handler"])
     assert t.state == State.PENDING_REVIEW and t.review_outcome == State.MEDIATED
     assert t.closed_at is None
@@ -93,15 +93,15 @@ async def test_accept_then_mediation_success_waits_for_the_unit_head(db, users):
 async def test_unit_head_sends_a_closing_back(db, users):
     t = await register(db, users["agent"])
     await act(db, t.number, "受理", {"note": "受理"}, users["th_handler"])
-    await act(db, t.number, "调解失败", {"closing_date": "2025-06-20", "remark": "双方未达成一致"}, users["th_handler"])
+    await act(db, t.number, "调解失败", {"closing_date": "2025-06-10", "remark": "双方未达成一致"}, users["th_handler"])
     t = await act(db, t.number, "审核退回", {"reason": "请补充调解记录"}, users["th_head"])
     assert t.state == State.ACCEPTED and t.review_status == ReviewStatus.SENT_BACK
 
 
 @pytest.mark.parametrize(("action", "inputs", "outcome"), [
-    ("自行和解", {"amount": "800", "closing_date": "2025-06-18", "remark": "双方自行和解"}, State.SETTLED),
-    ("调解失败", {"closing_date": "2025-06-18", "remark": "未达成一致"}, State.MEDIATION_FAILED),
-    ("启用质保金赔偿", {"amount": "5000", "closing_date": "2025-06-18", "facts": "旅行社已解散"}, State.DEPOSIT_PAID),
+    ("自行和解", {"amount": "800", "closing_date": "2025-06-10", "remark": "双方自行和解"}, State.SETTLED),
+    ("调解失败", {"closing_date": "2025-06-10", "remark": "未达成一致"}, State.MEDIATION_FAILED),
+    ("启用质保金赔偿", {"amount": "5000", "closing_date": "2025-06-10", "facts": "旅行社已解散"}, State.DEPOSIT_PAID),
 ])
 async def test_each_closing_outcome_after_review(db, users, action, inputs, outcome):
     t = await register(db, users["agent"])
@@ -127,11 +127,11 @@ async def test_pending_actions_name_the_missing_input(db, users, action, inputs,
 
 
 @pytest.mark.parametrize(("action", "inputs", "field"), [
-    ("自行和解", {"closing_date": "2025-06-18", "remark": "x"}, "amount"),
-    ("调解成功", {"amount": "abc", "closing_date": "2025-06-18", "remark": "x"}, "amount"),
-    ("调解成功", {"amount": "-1", "closing_date": "2025-06-18", "remark": "x"}, "amount"),
+    ("自行和解", {"closing_date": "2025-06-10", "remark": "x"}, "amount"),
+    ("调解成功", {"amount": "abc", "closing_date": "2025-06-10", "remark": "x"}, "amount"),
+    ("调解成功", {"amount": "-1", "closing_date": "2025-06-10", "remark": "x"}, "amount"),
     ("调解失败", {"closing_date": "18/06/2025", "remark": "x"}, "closing_date"),
-    ("启用质保金赔偿", {"amount": "1", "closing_date": "2025-06-18"}, "facts"),
+    ("启用质保金赔偿", {"amount": "1", "closing_date": "2025-06-10"}, "facts"),
 ])
 async def test_closing_actions_validate_inputs(db, users, action, inputs, field):
     t = await register(db, users["agent"])
@@ -160,7 +160,7 @@ async def test_accepted_ticket_cannot_be_transferred_or_accepted_again(db, users
 async def test_closed_ticket_accepts_evidence_but_no_supervision(db, users):
     t = await register(db, users["agent"])
     await act(db, t.number, "受理", {"note": "受理"}, users["th_handler"])
-    await act(db, t.number, "调解失败", {"closing_date": "2025-06-18", "remark": "x"}, users["th_handler"])
+    await act(db, t.number, "调解失败", {"closing_date": "2025-06-10", "remark": "x"}, users["th_handler"])
     t = await act(db, t.number, "审核通过", {}, users["th_head"])
     with pytest.raises(WorkflowError):
         await act(db, t.number, "督办", {"note": "加快"}, users["gd_head"])
@@ -235,9 +235,9 @@ async def test_report_concludes_after_review(db, users, units):
     assert t.unit_id == units["12365-ZJ-HZ-XH"].id
     await act(db, t.number, "受理", {"note": "受理"}, users["xh_handler"])
     with pytest.raises(WorkflowError):  # mediation is for complaints
-        await act(db, t.number, "调解成功", {"amount": "1", "closing_date": "2025-06-18", "remark": "x"},
+        await act(db, t.number, "调解成功", {"amount": "1", "closing_date": "2025-06-10", "remark": "x"},
                   users["xh_handler"])
-    t = await act(db, t.number, "办结", {"result": "已立案查处", "closing_date": "2025-07-01"}, users["xh_handler"])
+    t = await act(db, t.number, "办结", {"result": "已立案查处", "closing_date": "2025-06-10"}, users["xh_handler"])
     t = await act(db, t.number, "审核通过", {}, users["xh_head"])
     assert t.state == State.CONCLUDED
 

@@ -1,0 +1,141 @@
+"""Rule profiles per hotline (``config/rules.yaml``): what the workflow allows a ticket of each hotline.
+
+12301 (tourism) and 12365 (quality supervision) share the states and actions of the 000 manual, but
+not their outcomes: a 12365 product-quality complaint has no travel-agency quality deposit to pay
+from (启用质保金赔偿) and is not rejected under the clauses of the tourism-complaint regulation
+(001 §3.3). A ticket follows the profile of its hotline; the file is read and checked once, when the
+desk starts (:func:`check_rules`), so a broken profile stops the start-up with the key at fault instead
+of surfacing on some later action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.settings import CONFIG_DIR, ConfigError
+from tickets import dispatch
+
+RULES_FILE = CONFIG_DIR / "rules.yaml"
+# The closing outcomes a profile may allow (the actions of tickets.workflow that end in 待审核结案,
+# 不予受理 apart: every hotline may reject, with its own clauses).
+CLOSING_ACTIONS = ("自行和解", "调解成功", "调解失败", "启用质保金赔偿", "办结")
+MAX_REVIEW_LEVELS = 4  # national > province > city > county: no more heads above a county unit
+
+
+@dataclass(frozen=True)
+class Handover:
+    days: int
+    unit: str  # working | calendar
+
+
+@dataclass(frozen=True)
+class RuleProfile:
+    name: str
+    label: str
+    closing_actions: frozenset[str]
+    rejection_clauses: tuple[str, ...]
+    review_levels: int
+    handover: Handover
+    authorities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rules:
+    profiles: dict[str, RuleProfile]
+    hotlines: dict[str, str]  # hotline -> profile name
+
+    def for_hotline(self, hotline: str) -> RuleProfile:
+        try:
+            return self.profiles[self.hotlines[hotline]]
+        except KeyError:
+            raise ConfigError(f"规则配置没有热线 {hotline} 的规则") from None
+
+
+def _strings(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, str) and v.strip() for v in raw):
+        raise ConfigError(f"{where}: 应为非空的文字列表")
+    values = tuple(v.strip() for v in raw)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where}: 有重复项")
+    return values
+
+
+def _positive(raw: Any, where: str, maximum: int | None = None) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0 or (maximum and raw > maximum):
+        limit = f"1 到 {maximum} 之间的整数" if maximum else "正整数"
+        raise ConfigError(f"{where}: 应为{limit}，实际为 {raw!r}")
+    return raw
+
+
+def _profile(name: str, raw: Any, where: str) -> RuleProfile:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 应为映射")
+    known = {"label", "closing_actions", "rejection_clauses", "review_levels", "handover", "authorities"}
+    missing = sorted(known - raw.keys())
+    if missing:
+        raise ConfigError(f"{where}: 缺少 {'、'.join(missing)}")
+    unknown = sorted(raw.keys() - known)
+    if unknown:
+        raise ConfigError(f"{where}: 未知的键 {unknown}")
+    closing = _strings(raw["closing_actions"], f"{where}.closing_actions")
+    strange = [a for a in closing if a not in CLOSING_ACTIONS]
+    if strange:
+        raise ConfigError(f"{where}.closing_actions: {'、'.join(strange)} 不是结案操作"
+                          f"（应为 {'、'.join(CLOSING_ACTIONS)} 中的若干项）")
+    handover = raw["handover"]
+    if not isinstance(handover, dict) or set(handover) != {"days", "unit"}:
+        raise ConfigError(f"{where}.handover: 应为 {{days: 天数, unit: working|calendar}}")
+    if handover["unit"] not in ("working", "calendar"):
+        raise ConfigError(f"{where}.handover.unit: 应为 working 或 calendar，实际为 {handover['unit']!r}")
+    return RuleProfile(
+        name=name, label=str(raw["label"]), closing_actions=frozenset(closing),
+        rejection_clauses=_strings(raw["rejection_clauses"], f"{where}.rejection_clauses"),
+        review_levels=_positive(raw["review_levels"], f"{where}.review_levels", MAX_REVIEW_LEVELS),
+        handover=Handover(_positive(handover["days"], f"{where}.handover.days"), handover["unit"]),
+        authorities=_strings(raw["authorities"], f"{where}.authorities"),
+    )
+
+
+def load_rules(path: Path | None = None, hotlines: tuple[str, ...] | None = None) -> Rules:
+    """Read and check the profiles; ``hotlines`` (the configured ones) must each have a profile."""
+    path = path or RULES_FILE
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: 规则配置文件不存在") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict) or not raw["profiles"]:
+        raise ConfigError(f"{path}: 应有 profiles（至少一个规则档案）")
+    profiles = {str(k): _profile(str(k), v, f"{path}: profiles.{k}") for k, v in raw["profiles"].items()}
+    mapping = raw.get("hotlines")
+    if not isinstance(mapping, dict) or not mapping:
+        raise ConfigError(f"{path}: 应有 hotlines（热线 → 规则档案）")
+    by_hotline = {str(k): str(v) for k, v in mapping.items()}
+    for hotline, profile in by_hotline.items():
+        if profile not in profiles:
+            raise ConfigError(f"{path}: hotlines.{hotline}: 未定义的规则档案 {profile!r}")
+    missing = [h for h in hotlines or () if h not in by_hotline]
+    if missing:
+        raise ConfigError(f"{path}: 热线 {'、'.join(missing)} 没有规则档案")
+    return Rules(profiles, by_hotline)
+
+
+@cache
+def active_rules() -> Rules:
+    """The shipped profiles, checked against the hotlines of ``config/units.yaml``."""
+    return load_rules(hotlines=tuple(dispatch.unit_config().national))
+
+
+def check_rules() -> None:
+    """Start-up check: raises ConfigError naming the file and key at fault."""
+    active_rules()
+
+
+def profile(hotline: str) -> RuleProfile:
+    return active_rules().for_hotline(hotline)
