@@ -15,8 +15,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from core.settings import CONFIG_DIR, ConfigError
 from tickets import dispatch
 
@@ -104,13 +102,8 @@ def _profile(name: str, raw: Any, where: str) -> RuleProfile:
 def load_rules(path: Path | None = None, hotlines: tuple[str, ...] | None = None) -> Rules:
     """Read and check the profiles; ``hotlines`` (the configured ones) must each have a profile."""
     path = path or RULES_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: 规则配置文件不存在") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict) or not raw["profiles"]:
+    raw = dispatch._load_yaml(path)  # the tickets package's one YAML reader (missing file, syntax, not a mapping)
+    if not isinstance(raw.get("profiles"), dict) or not raw["profiles"]:
         raise ConfigError(f"{path}: 应有 profiles（至少一个规则档案）")
     profiles = {str(k): _profile(str(k), v, f"{path}: profiles.{k}") for k, v in raw["profiles"].items()}
     mapping = raw.get("hotlines")
