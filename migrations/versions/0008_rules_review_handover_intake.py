@@ -5,8 +5,8 @@ and ``review_proposed_by_id`` keeps the proposer from approving it; ``handover_*
 authority, its deadline (004 §6.3.5.1) and result; ``external_*`` the other platform (e.g. 12345) a
 ticket came from, its reference and its reply deadline (001 §6.2).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01 13:00:00
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 from core.db import UTCDateTime
 
-revision = '0007'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
