@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 # One event taking longer than this means the consumer is stuck (a normal one takes milliseconds,
-# p99 under load 237 ms, bench/results.md): unhealthy from here on.
+# bench/results.md): unhealthy from here on.
 STALL_SECONDS = 5.0
 # Stuck this long: the process ends and the supervisor starts a fresh one (which reconciles).
 STALL_EXIT_SECONDS = 60.0
@@ -33,6 +35,9 @@ class Handler:
     # What to remember when it fails: "records" (repair from the books), "agents" (resync agent states)
     # or "none" (nothing lasting, e.g. a latency sample).
     repairs: str
+    # "call": run in the event's call lane (each call's events in order, calls side by side);
+    # "arrival": run as events arrive, in the connection's order (agent states span calls).
+    order: str = "call"
 
 
 class Breaker:
@@ -75,37 +80,82 @@ class Watermark:
 
 
 class Consumer:
+    """Events of one AMI connection, applied in ``lanes`` lanes: each call's events (``key``) go to one
+    lane in order, so a slow write for one call never holds up the events of another."""
+
     def __init__(self, queue: asyncio.Queue, handlers: list[Handler], watermark: Watermark, log,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, lanes: int = 1,
+                 key: Callable[[Any], str] | None = None) -> None:
         self.queue = queue
         self.handlers = handlers
         self.watermark = watermark
         self.log = log
         self.clock = clock
+        self.key = key or (lambda _event: "")
         self.handled = 0
-        self.busy_since: float | None = None
+        self.busy: dict[int, float] = {}            # lane (-1: arrival handlers) -> when its event began
         self.last_handled: float | None = None     # Asterisk timestamp of the last event handled
         self.records_failed_from: float | None = None  # oldest event whose record work failed
         self.agents_failed = False
         self._written_at = 0.0
+        self._lanes: list[asyncio.Queue] = [asyncio.Queue() for _ in range(lanes)]
+        self._waiting: list[deque[float | None]] = [deque() for _ in range(lanes)]  # stamps not yet handled
+        self._workers: list[asyncio.Task] = []
         self.task: asyncio.Task | None = None
+
+    @property
+    def busy_since(self) -> float | None:
+        return min(self.busy.values(), default=None)
 
     def start(self) -> asyncio.Task:
         self.task = asyncio.create_task(self.run(), name="cti-consumer")
         return self.task
 
     async def run(self) -> None:
+        self._workers = [asyncio.create_task(self._lane(index), name=f"cti-lane-{index}")
+                         for index in range(len(self._lanes))]
+        try:
+            while True:
+                event = await self.queue.get()
+                stamp = _stamp(event)
+                self.busy[-1] = self.clock()
+                try:
+                    await self._apply(event, stamp, "arrival")
+                finally:
+                    self.busy.pop(-1, None)
+                lane = zlib.crc32(self.key(event).encode()) % len(self._lanes) if len(self._lanes) > 1 else 0
+                self._waiting[lane].append(stamp)
+                self._lanes[lane].put_nowait((event, stamp))
+                for worker in self._workers:
+                    if worker.done():  # a lane died: the consumer has stopped following calls
+                        worker.result()
+        finally:
+            for worker in self._workers:
+                worker.cancel()
+
+    async def _lane(self, index: int) -> None:
+        lane, waiting = self._lanes[index], self._waiting[index]
         while True:
-            event = await self.queue.get()
-            self.busy_since = self.clock()
+            event, stamp = await lane.get()
+            self.busy[index] = self.clock()
             try:
-                await self.handle(event)
+                await self._apply(event, stamp, "call")
             finally:
-                self.busy_since = None
+                self.busy.pop(index, None)
+                waiting.popleft()
+            self._done(stamp)
 
     async def handle(self, event: Any) -> None:
+        """Apply one event with every handler, here and now (tests, and a single lane's work)."""
         stamp = _stamp(event)
+        await self._apply(event, stamp, "arrival")
+        await self._apply(event, stamp, "call")
+        self._done(stamp)
+
+    async def _apply(self, event: Any, stamp: float | None, order: str) -> None:
         for handler in self.handlers:
+            if handler.order != order:
+                continue
             try:
                 ok = await handler.handle(event) is not False
             except Exception:  # noqa: BLE001 - logged; repaired once the failing part is back
@@ -113,6 +163,8 @@ class Consumer:
                 ok = False
             if not ok:
                 self._failed(handler.repairs, stamp)
+
+    def _done(self, stamp: float | None) -> None:
         self.handled += 1
         if stamp is not None:
             self.last_handled = max(stamp, self.last_handled or stamp)
@@ -126,9 +178,12 @@ class Consumer:
             self.records_failed_from = min(when, self.records_failed_from or when)
 
     def mark(self) -> float | None:
-        """What may be written as handled: never past an event whose record work still needs repair."""
-        if self.records_failed_from is not None:
-            return min(self.records_failed_from, self.last_handled or self.records_failed_from)
+        """What may be written as handled: never past an event whose record work still needs repair, nor
+        past one still waiting in a lane (lanes finish out of step; each lane's oldest is its first)."""
+        floors = [stamp for stamp in (self.records_failed_from,
+                                      *(waiting[0] for waiting in self._waiting if waiting)) if stamp is not None]
+        if floors:
+            return min(*floors, self.last_handled or min(floors))
         return self.last_handled
 
     def persist(self, force: bool = False) -> None:
@@ -143,7 +198,7 @@ class Consumer:
             self.log.warning("watermark_not_written", error=str(exc))
 
     def records_repaired(self) -> None:
-        """Reconciliation covered every failed event. Called holding the tracker's lock: record work
+        """Reconciliation covered every failed event. Called with the tracker's gate closed: record work
         only fails inside it, so none can have failed meanwhile."""
         self.records_failed_from = None
         self.persist(force=True)
@@ -153,15 +208,19 @@ class Consumer:
         if self.task is not None and self.task.done():
             error = None if self.task.cancelled() else self.task.exception()
             return f"CTI 事件处理已停止（{error!r}）"
+        dead = next((worker for worker in self._workers if worker.done()), None)
+        if dead is not None:
+            return f"CTI 事件处理已停止（{None if dead.cancelled() else dead.exception()!r}）"
         if self.busy_since is not None:
             stuck = self.clock() - self.busy_since
             if stuck > STALL_SECONDS:
-                return f"CTI 事件处理卡住 {stuck:.0f} 秒（待处理 {self.queue.qsize()} 个事件）"
+                waiting = self.queue.qsize() + sum(lane.qsize() for lane in self._lanes)
+                return f"CTI 事件处理卡住 {stuck:.0f} 秒（待处理 {waiting} 个事件）"
         return None
 
     def must_exit(self) -> str | None:
         """Dead, or stuck long enough that only a restart helps."""
-        if self.task is not None and self.task.done():
+        if (self.task is not None and self.task.done()) or any(worker.done() for worker in self._workers):
             return self.problem()
         if self.busy_since is not None and self.clock() - self.busy_since > STALL_EXIT_SECONDS:
             return self.problem()

@@ -9,8 +9,9 @@ partial record that :mod:`cti.reconcile` completes from Asterisk's own CDRs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +59,48 @@ def chan_var(event: Any, name: str, prefix: str = "ChanVariable") -> str | None:
     return event.get(f"{prefix}-{name}") or None
 
 
+def call_key(event: Any) -> str:
+    """The call an AMI event belongs to (its CALL_ID, a transfer's parties', else its channel's uniqueid):
+    the CTI applies the events of one call in order, and those of different calls side by side."""
+    return (chan_var(event, "CALL_ID") or chan_var(event, "CALL_ID", "TransfereeChanVariable")
+            or chan_var(event, "CALL_ID", "TransfererChanVariable") or event.get("Uniqueid") or "")
+
+
+class Gate:
+    """Event handlers side by side, or one repair alone: reconciliation rewrites records from Asterisk's
+    books and must not race a handler writing the same record. A waiting repair lets no new handler in."""
+
+    def __init__(self) -> None:
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._repair = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        await self._open.wait()
+        self._active += 1  # no await between the check and this: nothing slips past a closing gate
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._repair:
+            self._open.clear()
+            try:
+                await self._idle.wait()
+                yield
+            finally:
+                self._open.set()
+
+
 @dataclass
 class LiveCall:
     call_id: str
@@ -83,14 +126,22 @@ class CallTracker:
         self.calls: dict[str, LiveCall] = {}
         self.on_callback_result: Callable[[str | None, str | None, str], Awaitable[None]] | None = None
         self.on_callback_request: Callable[[CallRecord, Any], Awaitable[None]] | None = None
-        # Events of one connection are applied in order; reconciliation holds it too, so no event is
-        # applied to a record while it is being repaired from Asterisk's books.
-        self.lock = asyncio.Lock()
+        # Events of different calls are applied side by side (cti.consumer keeps each call's in order);
+        # reconciliation closes the gate, so no event is applied to a record while it is being repaired.
+        self.gate = Gate()
+        # SQLite takes one writer at a time; a second one would wait in SQLite's busy handler, which polls
+        # in sleeps of milliseconds. So on SQLite the tracker's writes take turns here; PostgreSQL locks rows.
+        self._one_writer = asyncio.Lock() if db.url.startswith("sqlite") else contextlib.nullcontext()
         self._agent_ids: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Any]:
+        async with self._one_writer, self.db.transaction() as session:
+            yield session
 
     # -- persistence ------------------------------------------------------
     async def _update(self, call_id: str, **values: Any) -> CallRecord:
-        async with self.db.transaction() as session:
+        async with self._transaction() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             if record is None:
                 record = CallRecord(call_id=call_id, started_at=values.pop("started_at", None) or datetime.now(UTC),
@@ -124,7 +175,7 @@ class CallTracker:
         handler = getattr(self, f"on_{name}", None)
         if handler is None:
             return True
-        async with self.lock:
+        async with self.gate.shared():
             try:
                 await handler(event)
             except Exception:  # noqa: BLE001 - one bad event must not stop the tracker
@@ -258,7 +309,7 @@ class CallTracker:
         call_id = chan_var(event, "CALL_ID")
         if not call_id or call_id != event.get("Uniqueid") or event.get("DialStatus") != "ANSWER":
             return
-        async with self.db.transaction() as session:
+        async with self._transaction() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             # Only the first answer of an outbound call: a citizen blind-transferred to a colleague's
             # phone is dialled from their own leg too, and that is not when the call was answered.
@@ -287,7 +338,7 @@ class CallTracker:
         if call and event.get("Uniqueid") == call_id and call.hold_started:
             held = (event_time(event) - call.hold_started).total_seconds()
             call.hold_started = None
-            async with self.db.transaction() as session:
+            async with self._transaction() as session:
                 record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
                 if record:
                     record.hold_seconds = (record.hold_seconds or 0) + held
@@ -315,7 +366,7 @@ class CallTracker:
             return  # only the citizen's own leg ends the call
         when = event_time(event)
         call = self.calls.pop(call_id, None)
-        async with self.db.transaction() as session:
+        async with self._transaction() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             if record is None:
                 record = CallRecord(call_id=call_id, started_at=call.started if call and call.started else when,

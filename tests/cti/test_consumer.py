@@ -90,6 +90,38 @@ async def test_a_dead_or_stuck_consumer_is_a_problem_and_a_long_stall_must_end_t
     assert "停止" in consumer.problem() and consumer.must_exit()
 
 
+async def test_a_slow_call_does_not_hold_up_other_calls_and_each_call_keeps_its_order(tmp_path: Path):
+    """Issue 14 item 8: events of different calls are applied side by side, one call's in order, and the
+    watermark never passes an event still waiting in its lane."""
+    release = asyncio.Event()
+    applied: list[tuple[str, str]] = []
+
+    async def calls(event: dict) -> None:
+        if event["CallId"] == "slow" and event["Event"] == "AgentCalled":
+            await release.wait()  # e.g. a write waiting for a busy database
+        applied.append((event["CallId"], event["Event"]))
+
+    queue: asyncio.Queue = asyncio.Queue()
+    consumer = Consumer(queue, [Handler("calls", calls, "records")], Watermark(tmp_path / "w"), Log(),
+                        lanes=8, key=lambda event: event["CallId"])
+    names = ("QueueCallerJoin", "AgentCalled", "AgentConnect", "Hangup")
+    for offset, name in enumerate(names):
+        for call, base in (("slow", 100.0), ("quick", 100.5)):
+            queue.put_nowait({**_event(name, base + offset), "CallId": call})
+    task = consumer.start()
+    while consumer.handled < 5:
+        await asyncio.sleep(0.01)
+    assert [e for c, e in applied if c == "quick"] == list(names)  # all of it while "slow" still waits
+    assert [e for c, e in applied if c == "slow"] == ["QueueCallerJoin"]
+    assert consumer.mark() == 101.0  # slow's AgentCalled is not handled yet: the watermark stays before it
+    release.set()
+    while consumer.handled < 8:
+        await asyncio.sleep(0.01)
+    assert [e for c, e in applied if c == "slow"] == list(names)
+    assert consumer.mark() == 103.5
+    task.cancel()
+
+
 QUEUE_LOG = """\
 {t0}|NONE|NONE|NONE|QUEUESTART|
 {t1}|hl-1|12301-complaint|NONE|ENTERQUEUE||13700000001|1
@@ -151,3 +183,34 @@ def test_the_breaker_skips_a_failed_part_for_a_while_and_a_success_closes_it():
     breaker.failed()
     breaker.succeeded()
     assert not breaker.tripped
+
+
+async def test_the_tracker_gate_lets_handlers_run_together_and_a_repair_run_alone():
+    from cti.tracker import Gate
+
+    gate, order = Gate(), []
+    first_in, let_go = asyncio.Event(), asyncio.Event()
+
+    async def handler(name: str) -> None:
+        async with gate.shared():
+            order.append(f"{name} in")
+            first_in.set()
+            await let_go.wait()
+            order.append(f"{name} out")
+
+    async def repair() -> None:
+        async with gate.exclusive():
+            order.append("repair")
+
+    one, two = asyncio.create_task(handler("a")), asyncio.create_task(handler("b"))
+    await first_in.wait()
+    await asyncio.sleep(0.01)
+    fixing = asyncio.create_task(repair())
+    await asyncio.sleep(0.01)
+    late = asyncio.create_task(handler("c"))  # arrives while the repair waits: kept out until it is done
+    await asyncio.sleep(0.01)
+    assert order == ["a in", "b in"]  # both handlers at once; the repair waits for them
+    let_go.set()
+    await asyncio.gather(one, two, fixing, late)
+    assert order.index("repair") > max(order.index("a out"), order.index("b out"))
+    assert order.index("c in") > order.index("repair")
