@@ -18,6 +18,7 @@ from core.db import Database
 from core.logs import setup_logging
 from core.redis import connect as redis_connect
 from core.settings import REPO_ROOT, Settings
+from core.vocabulary import js_vocabulary
 from core.web import DB_KEY, ERROR_PAGE_KEY, REDIS_KEY, SETTINGS_KEY, input_errors, json_error
 from tickets.api import evidence_cap, evidence_too_large
 from tickets.api import routes as ticket_routes
@@ -123,6 +124,7 @@ def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     )
     env.filters["pct"] = lambda v: "—" if v is None else f"{v * 100:.1f}%"
     env.filters["secs"] = lambda v: "—" if v is None else f"{v:.1f} 秒"
+    env.globals["vocabulary"] = js_vocabulary()
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", HERE / "static")
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")

@@ -21,6 +21,7 @@ from agent_desk.knowledge import load_knowledge, load_phrases
 from core.ami import AmiError
 from core.inputs import record_id
 from core.models import Role, User
+from core.vocabulary import SELECTABLE_PAUSE_REASONS, AgentState, reason_label, state_label
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
 from cti import callbacks, control
 from cti.models import CallbackRequest, CallbackStatus
@@ -36,11 +37,11 @@ AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
 
 
 def _state_json(session: dict[str, Any] | None) -> dict[str, Any]:
-    session = session or {"state": "offline"}
-    state = session.get("state", "offline")
+    session = session or {"state": AgentState.OFFLINE}
+    state = session.get("state", AgentState.OFFLINE)
     reason = session.get("reason")
-    return {"state": state, "state_label": control.AGENT_STATES.get(state, state), "reason": reason,
-            "reason_label": {**control.PAUSE_REASONS, **control.SYSTEM_PAUSE_REASONS}.get(reason or "", ""),
+    return {"state": state, "state_label": state_label(state), "reason": reason,
+            "reason_label": reason_label(reason),
             "since": session.get("since"), "webphone": webphone.is_browser_phone(session.get("phone")),
             "phone": session.get("phone"), "queues": session.get("queues", [])}
 
@@ -98,7 +99,7 @@ async def desk_page(request: web.Request) -> web.Response:
                                                   for p in g["phrases"]]} for g in load_phrases()]
     return aiohttp_jinja2.render_template("desk.html", request, {
         "state": _state_json(session), "extensions": settings["sip"]["agent_extensions"],
-        "pause_reasons": control.PAUSE_REASONS, "phrases": phrases, "options": _form_options(),
+        "pause_reasons": SELECTABLE_PAUSE_REASONS, "phrases": phrases, "options": _form_options(),
         "inbox": await inbox(request, user), "knowledge_problem": load_knowledge().problem,
     })
 
@@ -170,7 +171,7 @@ async def post_call(request: web.Request) -> web.Response:
         raise json_error(400, f"热线应为 {'、'.join(dispatch.unit_config().national)} 之一", "hotline")
     redis = request.app[REDIS_KEY]
     session = await control.agent_session(redis, user.id)
-    if not session or session.get("state") == "offline":
+    if not session or session.get("state") == AgentState.OFFLINE:
         raise json_error(409, "请先使用分机登录")
     phone = session["phone"]
     client = ami(request, session.get("node"))  # the node the agent's phone is on: their calls are there

@@ -25,6 +25,7 @@ from core.asterisk_config import queue_names
 from core.inputs import iso_date, record_id
 from core.models import Role, User
 from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
+from core.vocabulary import AgentState, reason_label, state_label
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
 from cti import control
 from cti.models import CallRecord, CallState
@@ -99,12 +100,12 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
     agent_rows = []
     for agent in agents:
         session = json.loads(sessions.get(str(agent.id)) or "{}")
-        state = session.get("state", "offline")
+        state = session.get("state", AgentState.OFFLINE)
         call = live.get(agent.id)
         agent_rows.append({
             "id": agent.id, "name": agent.display_name, "username": agent.username, "number": agent.agent_number,
-            "state": state, "state_label": control.AGENT_STATES.get(state, state),
-            "reason": control.PAUSE_REASONS.get(session.get("reason") or "", ""),
+            "state": state, "state_label": state_label(state),
+            "reason": reason_label(session.get("reason")),
             "since": session.get("since"), "phone": session.get("phone"),
             "caller": call.caller_number if call else None,
             "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),

@@ -33,11 +33,12 @@ from agent_desk.auth import require_roles
 from core.asterisk_config import CONF_DIR, ari_username
 from core.models import Role, User
 from core.settings import AsteriskNode, Settings
+from core.vocabulary import AgentState, PauseReason
 from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 from cti import control
 
 WEBPHONE = "webrtc"  # the 签入 phone choice that means "this browser"
-AWAY_REASON = "phone"  # pause reason while the browser phone is not connected
+AWAY_REASON = PauseReason.PHONE  # pause reason while the browser phone is not connected
 CREDENTIALS_PREFIX = "hotline:desk:webphone:"  # user id -> JSON {endpoint, password}
 ENDPOINT_PREFIX = "web"
 TEMPLATE = "webrtc-defaults"
@@ -252,9 +253,9 @@ async def _phone_away(app: web.Application, user: User) -> None:
     redis = app[REDIS_KEY]
     session = await control.agent_session(redis, user.id)
     client = app.get(AMI_KEY)
-    if not session or not is_browser_phone(session.get("phone")) or session.get("state") == "offline":
+    if not session or not is_browser_phone(session.get("phone")) or session.get("state") == AgentState.OFFLINE:
         return
-    if session.get("state") == "paused" and session.get("reason") != AWAY_REASON:
+    if session.get("state") == AgentState.PAUSED and session.get("reason") != AWAY_REASON:
         return  # already paused by the agent: stays so
     if client is not None and client.logged_in.is_set():
         await control.agent_pause(client, redis, user, AWAY_REASON, by_system=True)
@@ -266,7 +267,7 @@ async def _phone_back(app: web.Application, user: User) -> None:
     redis = app[REDIS_KEY]
     session = await control.agent_session(redis, user.id)
     client = app.get(AMI_KEY)
-    if session and session.get("state") == "paused" and session.get("reason") == AWAY_REASON and \
+    if session and session.get("state") == AgentState.PAUSED and session.get("reason") == AWAY_REASON and \
             client is not None and client.logged_in.is_set():
         await control.agent_ready(client, redis, user)
 

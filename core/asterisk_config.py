@@ -16,6 +16,7 @@ import jinja2
 from core.ami import ami_username
 from core.asterisk_runtime import AsteriskRuntime, node_runtime
 from core.settings import AMI_ACCOUNTS, REPO_ROOT, AsteriskNode, Settings
+from core.telephony import AMI_CHANNELVARS
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 DIALPLAN_DIR = REPO_ROOT / "dialplans"
@@ -79,6 +80,7 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "ami_host": node.ami_host,
         "ami_port": node.ami_port,
         "ami_accounts": ami_accounts(settings),
+        "channelvars": ",".join(AMI_CHANNELVARS),
         "agi_host": agi["host"],
         "agi_port": agi["port"],
         "queues": queue_names(),

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from core.db import Database
 from core.models import User
+from core.vocabulary import AgentState
 from cti.books import member_username, phone_of
 from cti.control import AGENT_BY_PHONE, agent_session, set_agent_state
 
@@ -43,13 +44,13 @@ class AgentTracker:
         if agent_id is None:
             return
         if name == "AgentCalled":
-            await set_agent_state(self.redis, agent_id, "ringing")
+            await set_agent_state(self.redis, agent_id, AgentState.RINGING)
         elif name == "AgentRingNoAnswer":
             await self._back_to_idle(agent_id)
         elif name == "AgentConnect":
-            await set_agent_state(self.redis, agent_id, "on_call")
+            await set_agent_state(self.redis, agent_id, AgentState.ON_CALL)
         elif name == "AgentComplete":
-            await set_agent_state(self.redis, agent_id, "wrapup")
+            await set_agent_state(self.redis, agent_id, AgentState.WRAPUP)
             loop = asyncio.get_running_loop()
             if agent_id in self._wrapups:
                 self._wrapups[agent_id].cancel()
@@ -60,7 +61,7 @@ class AgentTracker:
         self._wrapups.pop(agent_id, None)
         try:
             session = await agent_session(self.redis, agent_id)
-            if session and session.get("state") == "wrapup":
+            if session and session.get("state") == AgentState.WRAPUP:
                 await self._back_to_idle(agent_id)
         except Exception:  # noqa: BLE001 - Redis away: the states are rebuilt from QueueStatus when it is back
             self.log.exception("wrapup_end_failed", agent_id=agent_id)
@@ -68,9 +69,9 @@ class AgentTracker:
 
     async def _back_to_idle(self, agent_id: int) -> None:
         session = await agent_session(self.redis, agent_id) or {}
-        if session.get("state") in ("paused", "offline"):
+        if session.get("state") in (AgentState.PAUSED, AgentState.OFFLINE):
             return
-        await set_agent_state(self.redis, agent_id, "ready")
+        await set_agent_state(self.redis, agent_id, AgentState.READY)
 
     async def resync(self, ami) -> int:
         """Rebuild agent sessions from one node's QueueStatus (``ami``: that node's AmiClient); returns how
@@ -101,7 +102,8 @@ class AgentTracker:
             if user is None:
                 continue
             await self.redis.hset(AGENT_BY_PHONE, phone, str(user.id))
-            state = "on_call" if member["in_call"] else "paused" if member["paused"] else "ready"
+            state = (AgentState.ON_CALL if member["in_call"] else AgentState.PAUSED if member["paused"]
+                     else AgentState.READY)
             await set_agent_state(self.redis, user.id, state, member["reason"] if member["paused"] else None,
                                   since=member["since"] or None, phone=phone, queues=member["queues"],
                                   node=ami.node.name)  # the node whose QueueStatus has the member
@@ -112,8 +114,8 @@ class AgentTracker:
         for agent_id in await self.redis.hkeys(AGENT_SESSIONS):
             if agent_id not in known:
                 stale = await agent_session(self.redis, int(agent_id))
-                if stale and stale.get("state") != "offline":
-                    await set_agent_state(self.redis, int(agent_id), "offline", None, phone=None, queues=[])
+                if stale and stale.get("state") != AgentState.OFFLINE:
+                    await set_agent_state(self.redis, int(agent_id), AgentState.OFFLINE, None, phone=None, queues=[])
         self.log.info("agents_resynced", agents=len(members))
         return len(members)
 

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from core.ami import AmiError
 from core.db import Database
+from core.vocabulary import AgentState, PauseReason
 from cti.control import AGENT_SESSIONS, agent_session, call_citizen, set_agent_state
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 
@@ -58,7 +59,7 @@ async def ready_agents(redis) -> list[dict[str, Any]]:
     ready = []
     for agent_id, raw in sessions.items():
         data = json.loads(raw)
-        if data.get("state") == "ready" and data.get("phone"):
+        if data.get("state") == AgentState.READY and data.get("phone"):
             ready.append({"agent_id": int(agent_id), **data})
     return sorted(ready, key=lambda a: a.get("since", 0))  # longest idle first
 
@@ -100,12 +101,12 @@ class CallbackDispatcher:
             if not await claim(self.db, request.id, agent["agent_id"]):
                 continue  # another dispatcher (or a previous round) took it: never dial twice
             agents.remove(agent)
-            await set_agent_state(self.redis, agent["agent_id"], "ringing", "callback")
+            await set_agent_state(self.redis, agent["agent_id"], AgentState.RINGING, PauseReason.CALLBACK)
             try:
                 await dial_claimed(self.db, self.ami, request, agent["agent_id"], agent["phone"])
             except AmiError as exc:
                 self.log.warning("callback_originate_failed", request_id=request.id, error=str(exc))
-                await set_agent_state(self.redis, agent["agent_id"], "ready")
+                await set_agent_state(self.redis, agent["agent_id"], AgentState.READY)
                 continue
             started += 1
             self.log.info("callback_started", request_id=request.id, agent_id=agent["agent_id"])
@@ -119,8 +120,9 @@ class CallbackDispatcher:
             async with self.db.session() as session:
                 row = await session.get(CallbackRequest, int(callback_id))
             session_state = await agent_session(self.redis, row.agent_id) if row and row.agent_id else None
-            if session_state and session_state.get("state") == "ringing" and session_state.get("reason") == "callback":
-                await set_agent_state(self.redis, row.agent_id, "ready")
+            if (session_state and session_state.get("state") == AgentState.RINGING
+                    and session_state.get("reason") == PauseReason.CALLBACK):
+                await set_agent_state(self.redis, row.agent_id, AgentState.READY)
 
 
 async def claim(db: Database, request_id: int, agent_id: int) -> bool:

@@ -17,16 +17,11 @@ from typing import Any
 from core import events as ev
 from core.ami import AmiClient, AmiError, AmiNodes, first_response, on_node, succeeded
 from core.models import User
+from core.telephony import ChanVar
+from core.vocabulary import SELECTABLE_PAUSE_REASONS, AgentState, PauseReason
 
 AGENT_BY_PHONE = "hotline:agents:by_phone"   # hash: phone -> user id
 AGENT_SESSIONS = "hotline:agents:sessions"   # hash: user id -> JSON {phone, state, reason, since, queues}
-PAUSE_REASONS = {"break": "小休", "training": "培训", "acw": "话后处理", "meeting": "会议", "meal": "用餐"}
-# Pauses the platform sets itself, never chosen by the agent: just signed in; browser phone disconnected.
-SYSTEM_PAUSE_REASONS = {"login": "签入后", "phone": "网页电话离线"}
-AGENT_STATES = {
-    "offline": "离线", "ready": "就绪", "ringing": "振铃", "on_call": "通话中",
-    "wrapup": "话后整理", "paused": "暂停",
-}
 
 
 def interface(phone: str) -> str:
@@ -93,39 +88,39 @@ async def agent_login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str)
         if not succeeded(reply) and "Already there" not in str(first_response(reply).get("Message")):
             raise AmiError(f"加入队列 {queue} 失败：{first_response(reply).get('Message')}")
     await redis.hset(AGENT_BY_PHONE, phone, str(agent.id))
-    return await set_agent_state(redis, agent.id, "paused", "login", phone=phone, queues=queues,
+    return await set_agent_state(redis, agent.id, AgentState.PAUSED, PauseReason.LOGIN, phone=phone, queues=queues,
                                  node=client.node.name)
 
 
 async def agent_logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
     session = await agent_session(redis, agent.id)
-    if not session or session.get("state") == "offline":
+    if not session or session.get("state") == AgentState.OFFLINE:
         return
     phone = session["phone"]
     for queue in session.get("queues", []):
         await on_node(ami, session.get("node")).action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
     await redis.hdel(AGENT_BY_PHONE, phone)
-    await set_agent_state(redis, agent.id, "offline", None, phone=None, queues=[], node=None)
+    await set_agent_state(redis, agent.id, AgentState.OFFLINE, None, phone=None, queues=[], node=None)
 
 
 async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str, by_system: bool = False) -> dict:
-    if reason not in PAUSE_REASONS and not (by_system and reason in SYSTEM_PAUSE_REASONS):
+    if reason not in SELECTABLE_PAUSE_REASONS and not (by_system and reason in (PauseReason.LOGIN, PauseReason.PHONE)):
         raise AmiError(f"未知的暂停原因：{reason}")
     session = await _require_session(redis, agent)
     await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "true",
                       "Reason": reason})
-    return await set_agent_state(redis, agent.id, "paused", reason)
+    return await set_agent_state(redis, agent.id, AgentState.PAUSED, reason)
 
 
 async def agent_ready(ami: AmiClient | AmiNodes, redis, agent: User) -> dict:
     session = await _require_session(redis, agent)
     await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "false"})
-    return await set_agent_state(redis, agent.id, "ready", None)
+    return await set_agent_state(redis, agent.id, AgentState.READY, None)
 
 
 async def _require_session(redis, agent: User) -> dict:
     session = await agent_session(redis, agent.id)
-    if not session or session.get("state") == "offline":
+    if not session or session.get("state") == AgentState.OFFLINE:
         raise AmiError("请先使用分机登录")
     return session
 
@@ -211,7 +206,8 @@ async def call_citizen(ami: AmiClient, agent_id: int, phone: str, number: str,
                        callback_id: int | None = None, hotline: str = "") -> str:
     """Outbound call (e.g. a callback): ring the agent's phone, then dial the citizen; recorded."""
     call_id = f"out-{uuid.uuid4().hex[:16]}"
-    variables = {"AGENT_ID": agent_id, "CALL_ID": call_id, "CALLBACK_ID": callback_id or "", "HOTLINE": hotline}
+    variables = {ChanVar.AGENT_ID: agent_id, ChanVar.CALL_ID: call_id, ChanVar.CALLBACK_ID: callback_id or "",
+                 ChanVar.HOTLINE: hotline}
     reply = await ami.action({
         "Action": "Originate", "Channel": interface(phone), "ChannelId": call_id,
         "Context": "from-desk", "Exten": number,
@@ -229,7 +225,7 @@ async def spy(ami: AmiClient, lead_phone: str, agent_phone: str, mode: str) -> N
         raise AmiError(f"未知的监听方式：{mode}")
     reply = await ami.action({
         "Action": "Originate", "Channel": interface(lead_phone), "Context": "desk-spy", "Exten": mode,
-        "Priority": 1, "Async": "true", "Variable": f"SPY_TARGET={interface(agent_phone)}",
+        "Priority": 1, "Async": "true", "Variable": f"{ChanVar.SPY_TARGET}={interface(agent_phone)}",
         "CallerID": f'"监听 {agent_phone}" <{agent_phone}>',
     })
     if not succeeded(reply):

@@ -22,6 +22,7 @@ from core import events as ev
 from core.db import Database
 from core.satisfaction import GRADES, UNRATED
 from core.settings import DEFAULT_NODE
+from core.telephony import ChanVar, call_id_of, chan_var
 from cti.books import QueueCall, member_username, phone_of
 from cti.models import CallRecord, CallState
 from cti.reconcile import apply_queue_facts, talk_seconds, user_ids
@@ -48,22 +49,11 @@ def event_node(event: Any) -> str:
     return event.get(NODE_KEY) or DEFAULT_NODE
 
 
-def chan_var(event: Any, name: str, prefix: str = "ChanVariable") -> str | None:
-    """Read a channelvars value from an AMI event (panoramisk merges repeated headers into a list)."""
-    raw = event.get(prefix)
-    items = raw if isinstance(raw, list) else [raw] if raw else []
-    for item in items:
-        key, _, value = str(item).partition("=")
-        if key == name:
-            return value or None
-    return event.get(f"{prefix}-{name}") or None
-
-
 def call_key(event: Any) -> str:
     """The call an AMI event belongs to (its CALL_ID, a transfer's parties', else its channel's uniqueid):
     the CTI applies the events of one call in order, and those of different calls side by side."""
-    return (chan_var(event, "CALL_ID") or chan_var(event, "CALL_ID", "TransfereeChanVariable")
-            or chan_var(event, "CALL_ID", "TransfererChanVariable") or event.get("Uniqueid") or "")
+    return (chan_var(event, ChanVar.CALL_ID) or chan_var(event, ChanVar.CALL_ID, "TransfereeChanVariable")
+            or chan_var(event, ChanVar.CALL_ID, "TransfererChanVariable") or event.get("Uniqueid") or "")
 
 
 class Gate:
@@ -159,13 +149,13 @@ class CallTracker:
 
     def _ivr_values(self, event: Any) -> dict[str, Any]:
         return {
-            "hotline": chan_var(event, "HOTLINE"),
-            "ivr_path": chan_var(event, "IVR_PATH"),
-            "business": chan_var(event, "BUSINESS"),
-            "category": chan_var(event, "CATEGORY"),
-            "lookup_ticket": chan_var(event, "LOOKUP_TICKET"),
-            "recording_file": chan_var(event, "RECORDING_FILE"),
-            "voicemail_file": chan_var(event, "VOICEMAIL_FILE"),
+            "hotline": chan_var(event, ChanVar.HOTLINE),
+            "ivr_path": chan_var(event, ChanVar.IVR_PATH),
+            "business": chan_var(event, ChanVar.BUSINESS),
+            "category": chan_var(event, ChanVar.CATEGORY),
+            "lookup_ticket": chan_var(event, ChanVar.LOOKUP_TICKET),
+            "recording_file": chan_var(event, ChanVar.RECORDING_FILE),
+            "voicemail_file": chan_var(event, ChanVar.VOICEMAIL_FILE),
         }
 
     # -- event handlers -----------------------------------------------------
@@ -215,7 +205,7 @@ class CallTracker:
 
     async def on_UserEvent(self, event: Any) -> None:
         kind = event.get("UserEvent")
-        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        call_id = call_id_of(event)
         if kind == "HotlineCallStart":
             started = event_time(event)
             self.calls[call_id] = LiveCall(call_id, started=started)
@@ -252,7 +242,7 @@ class CallTracker:
             await grade_linked_tickets(session, call_id, grade)
 
     async def on_QueueCallerJoin(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        call_id = call_id_of(event)
         when = event_time(event)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.queued = when
@@ -260,10 +250,10 @@ class CallTracker:
                            **self._ivr_values(event))
         await self.publish(ev.CallQueued(call_id=call_id, queue=event.get("Queue"),
                                          caller_number=event.get("CallerIDNum"),
-                                         hotline=chan_var(event, "HOTLINE"), node=event_node(event)))
+                                         hotline=chan_var(event, ChanVar.HOTLINE), node=event_node(event)))
 
     async def on_AgentCalled(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        call_id = call_id_of(event)
         phone = phone_of(event.get("Interface") or event.get("DestChannel"))
         agent_id = await self._agent_id(event, phone)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
@@ -292,7 +282,7 @@ class CallTracker:
         ))
 
     async def on_AgentConnect(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        call_id = call_id_of(event)
         phone = phone_of(event.get("Interface") or event.get("DestChannel"))
         agent_id = await self._agent_id(event, phone)
         when = event_time(event)
@@ -306,7 +296,7 @@ class CallTracker:
 
     async def on_DialEnd(self, event: Any) -> None:
         """Outbound (desk) calls: the citizen answered."""
-        call_id = chan_var(event, "CALL_ID")
+        call_id = chan_var(event, ChanVar.CALL_ID)
         if not call_id or call_id != event.get("Uniqueid") or event.get("DialStatus") != "ANSWER":
             return
         async with self._transaction() as session:
@@ -320,20 +310,20 @@ class CallTracker:
             record.agent_extension = phone_of(event.get("Channel")) or record.agent_extension
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID") or event.get("Uniqueid")
+        call_id = call_id_of(event)
         await self._update(call_id, node=event_node(event), abandoned=True, wait_seconds=await self._waited(event, call_id))
 
     # Hold is measured where the citizen hears it: music on hold on the citizen's own leg after an
     # agent answered (a phone's hold key and the desk's hold both end up there; queue music before
     # the answer is waiting, not hold).
     async def on_MusicOnHoldStart(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID")
+        call_id = chan_var(event, ChanVar.CALL_ID)
         call = self.calls.get(call_id or "")
         if call and event.get("Uniqueid") == call_id and call.answered:
             call.hold_started = event_time(event)
 
     async def on_MusicOnHoldStop(self, event: Any) -> None:
-        call_id = chan_var(event, "CALL_ID")
+        call_id = chan_var(event, ChanVar.CALL_ID)
         call = self.calls.get(call_id or "")
         if call and event.get("Uniqueid") == call_id and call.hold_started:
             held = (event_time(event) - call.hold_started).total_seconds()
@@ -350,8 +340,8 @@ class CallTracker:
         await self._transfer(event, "attended")
 
     async def _transfer(self, event: Any, kind: str) -> None:
-        call_id = (chan_var(event, "CALL_ID", "TransfereeChanVariable")
-                   or chan_var(event, "CALL_ID", "TransfererChanVariable"))
+        call_id = (chan_var(event, ChanVar.CALL_ID, "TransfereeChanVariable")
+                   or chan_var(event, ChanVar.CALL_ID, "TransfererChanVariable"))
         if not call_id:
             return
         await self._update(call_id, node=event_node(event), transfers={
@@ -361,7 +351,7 @@ class CallTracker:
 
     async def on_Hangup(self, event: Any) -> None:
         uniqueid = event.get("Uniqueid")
-        call_id = chan_var(event, "CALL_ID")
+        call_id = chan_var(event, ChanVar.CALL_ID)
         if not call_id or uniqueid != call_id:
             return  # only the citizen's own leg ends the call
         when = event_time(event)
@@ -378,7 +368,7 @@ class CallTracker:
             record.ended_at = when
             record.state = CallState.ENDED
             record.hangup_cause = event.get("Cause-txt") or event.get("Cause")
-            left_message = record.voicemail_file or chan_var(event, "CALLBACK_NUMBER")
+            left_message = record.voicemail_file or chan_var(event, ChanVar.CALLBACK_NUMBER)
             if record.answered_at is None and record.queued_at is not None:
                 await self._answer_from_books(session, record)
             if record.answered_at is None and record.queued_at is not None and not left_message:
@@ -391,7 +381,7 @@ class CallTracker:
                 # transfers and holds, never inflated by a second agent leg.
                 record.talk_seconds = talk_seconds(record)
             agent_id, abandoned = record.agent_id, record.abandoned
-            if chan_var(event, "CALLBACK_NUMBER") and self.on_callback_request is not None:
+            if chan_var(event, ChanVar.CALLBACK_NUMBER) and self.on_callback_request is not None:
                 await self.on_callback_request(record, session)
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id,
                                         node=event_node(event)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.satisfaction import UNRATED
+from core.telephony import ChanVar, inherited
 from ivr.menu import HotlineMenu, Menu, Survey
 
 ESCAPE_DIGITS = "0123456789*#"
@@ -106,27 +107,27 @@ class CallFlow:
         try:
             # A key pressed during the dialplan's recording notice (IVR_AHEAD) already
             # answers the main menu: the caller knows the line, skip the greeting.
-            ahead = (await self.channel.get_variable("IVR_AHEAD"))[:1]
+            ahead = (await self.channel.get_variable(ChanVar.IVR_AHEAD))[:1]
             if not ahead:
                 ahead = await self.channel.stream_file(greeting, ESCAPE_DIGITS)
             return await self._menu(self.menu.main, ahead)
         except _ToAgent as to_agent:
             if to_agent.reason:
                 await self._step(to_agent.reason)
-            if not await self.channel.get_variable("BUSINESS"):
-                await self.channel.set_variable("__BUSINESS", "agent")
+            if not await self.channel.get_variable(ChanVar.BUSINESS):
+                await self.channel.set_variable(inherited(ChanVar.BUSINESS), "agent")
             await self.channel.stream_file(self.prompts.path("to-agent"), "")
             return await self._finish(Route("queue", f"{self.hotline}-{to_agent.skill}"))
 
     # --- building blocks --------------------------------------------------
     async def _step(self, step: str) -> None:
         self.path.append(step)
-        await self.channel.set_variable("__IVR_PATH", ">".join(self.path))
+        await self.channel.set_variable(inherited(ChanVar.IVR_PATH), ">".join(self.path))
 
     async def _finish(self, route: Route) -> Route:
         if route.queue:
-            await self.channel.set_variable("__TARGET_QUEUE", route.queue)
-        await self.channel.set_variable("IVR_ROUTE", route.route)
+            await self.channel.set_variable(inherited(ChanVar.TARGET_QUEUE), route.queue)
+        await self.channel.set_variable(ChanVar.IVR_ROUTE, route.route)
         return route
 
     async def _choose(self, node: str, prompt: str, keys: str, timeout_s: float, retries: int,
@@ -156,9 +157,9 @@ class CallFlow:
             choice = menu.choices[key]
             await self._step(f"{menu.name}:{key}")
             if choice.business:
-                await self.channel.set_variable("__BUSINESS", choice.business)
+                await self.channel.set_variable(inherited(ChanVar.BUSINESS), choice.business)
             if choice.category:
-                await self.channel.set_variable("__CATEGORY", choice.category)
+                await self.channel.set_variable(inherited(ChanVar.CATEGORY), choice.category)
             kind, argument = choice.kind, choice.argument
             if kind == "repeat":
                 continue
@@ -223,7 +224,7 @@ class CallFlow:
         raise _ToAgent("ticket:no-choice")
 
     async def _readback(self, status: TicketStatus, menu: Menu) -> Route:
-        await self.channel.set_variable("__LOOKUP_TICKET", status.number)
+        await self.channel.set_variable(inherited(ChanVar.LOOKUP_TICKET), status.number)
         await self._step(f"ticket:{status.number}")
         readback = await self.prompts.dynamic(status.readback)
         ahead = await self.channel.stream_file(readback, ESCAPE_DIGITS)
@@ -247,16 +248,16 @@ class QueueTimeoutFlow:
     async def run(self) -> Route:
         key = await self.channel.get_option(self.prompts.path("queue-timeout"), "12",
                                             int(self.timeout_seconds * 1000))
-        path = await self.channel.get_variable("IVR_PATH")
+        path = await self.channel.get_variable(ChanVar.IVR_PATH)
         step = f"queue-timeout:{key or 'timeout'}"
-        await self.channel.set_variable("__IVR_PATH", f"{path}>{step}" if path else step)
+        await self.channel.set_variable(inherited(ChanVar.IVR_PATH), f"{path}>{step}" if path else step)
         if key == "2":
             if callback_number(self.channel.caller):
-                await self.channel.set_variable("__CALLBACK_NUMBER", self.channel.caller)
-                await self.channel.set_variable("IVR_ROUTE", "callback")
+                await self.channel.set_variable(inherited(ChanVar.CALLBACK_NUMBER), self.channel.caller)
+                await self.channel.set_variable(ChanVar.IVR_ROUTE, "callback")
                 return Route("callback")
             await self.channel.stream_file(self.prompts.path("no-callback-number"), "")
-        await self.channel.set_variable("IVR_ROUTE", "voicemail")
+        await self.channel.set_variable(ChanVar.IVR_ROUTE, "voicemail")
         return Route("voicemail")
 
 

@@ -26,6 +26,7 @@ from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.metrics import LatencySamples
 from core.settings import Settings
+from core.telephony import ChanVar, inherited
 from ivr.flow import (
     CallerHungUp,
     CallFlow,
@@ -287,7 +288,7 @@ class IvrService:
 
         async def run() -> Route:
             nonlocal fallback
-            hotline = await channel.get_variable("HOTLINE") or channel.env.get("agi_extension", "")
+            hotline = await channel.get_variable(ChanVar.HOTLINE) or channel.env.get("agi_extension", "")
             fallback = Route("queue", f"{hotline}-general")
             menu = self.menus.get(hotline)
             if menu is None:
@@ -316,8 +317,8 @@ class IvrService:
             log.exception("ivr_failed", fallback=route.route, queue=route.queue)
             try:
                 if route.queue:
-                    await channel.set_variable("__TARGET_QUEUE", route.queue)
-                await channel.set_variable("IVR_ROUTE", route.route)
+                    await channel.set_variable(inherited(ChanVar.TARGET_QUEUE), route.queue)
+                await channel.set_variable(ChanVar.IVR_ROUTE, route.route)
             except Exception:  # noqa: BLE001 - the dialplan's own fallback takes over
                 log.warning("ivr_fallback_not_set")
         finally:

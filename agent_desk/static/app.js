@@ -58,5 +58,11 @@ const Desk = (() => {
     const t = e.target.closest("[data-toggle]");
     if (t) { const el = document.getElementById(t.dataset.toggle); el.hidden = !el.hidden; }
   });
-  return { api, toast, duration, live, esc };
+  /* Agent states and pause reasons (core/vocabulary.py, rendered by base.html): compare against
+     Desk.AgentState.READY, never a bare "ready", so a renamed state cannot be missed here. */
+  const vocab = JSON.parse(document.getElementById("vocabulary").textContent);
+  const stateLabel = (s) => vocab.stateLabels[s] || s || "";
+  const reasonLabel = (r) => vocab.reasonLabels[r] || "";
+  return { api, toast, duration, live, esc, AgentState: vocab.AgentState, PauseReason: vocab.PauseReason,
+    stateLabel, reasonLabel };
 })();

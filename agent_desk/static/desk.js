@@ -16,10 +16,10 @@
     $("state-dot").className = "state-dot state-" + s.state;
     $("state-phone").textContent = s.webphone ? "网页电话" : (s.phone ? "分机 " + s.phone : "");
     if (window.WebPhone) window.WebPhone.state(s);
-    const offline = s.state === "offline";
+    const offline = s.state === Desk.AgentState.OFFLINE;
     $("btn-login").disabled = !offline; $("phone").disabled = !offline;
-    $("btn-ready").disabled = offline || s.state === "ready";
-    $("btn-pause").disabled = offline || s.state === "paused";
+    $("btn-ready").disabled = offline || s.state === Desk.AgentState.READY;
+    $("btn-pause").disabled = offline || s.state === Desk.AgentState.PAUSED;
     $("btn-logout").disabled = offline;
   }
   setInterval(() => { $("state-timer").textContent = state.since ? Desk.duration(Date.now() / 1000 - state.since) : "00:00"; }, 250);
@@ -132,8 +132,7 @@
   Desk.live({
     screen_pop: pop,
     agent_state: (s) => showState({ ...state, state: s.state, reason: s.reason, since: s.since,
-      state_label: ({ offline: "离线", ready: "就绪", ringing: "振铃", on_call: "通话中", wrapup: "话后整理", paused: "暂停" })[s.state] || s.state,
-      reason_label: ({ break: "小休", training: "培训", acw: "话后处理", meeting: "会议", meal: "用餐", login: "签入后", phone: "网页电话离线" })[s.reason] || "" }),
+      state_label: Desk.stateLabel(s.state), reason_label: Desk.reasonLabel(s.reason) }),
     call_answered: (c) => { if (call && c.call_id === call.call_id) { $("pop-status").textContent = "通话中"; $("pop").classList.remove("ringing"); } },
     call_ended: (c) => { if (call && c.call_id === call.call_id) { $("pop-status").textContent = "已结束"; $("pop").classList.remove("ringing"); document.title = "坐席工作台"; } },
   }, async () => { try { showState(await Desk.api("GET", "/api/desk/state")); } catch (_) { /* shown by the toast of the next action */ } });

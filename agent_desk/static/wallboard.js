@@ -16,7 +16,7 @@
     $("agents").tBodies[0].innerHTML = snap.agents.map((a) => `<tr data-agent="${a.id}">
       <td>${Desk.esc(a.name)} <span class="muted">${Desk.esc(a.number || "")}</span></td><td>${Desk.esc(a.phone || "—")}</td>
       <td><span class="state-dot state-${a.state}"></span> ${Desk.esc(a.state_label)} <span class="muted">${Desk.esc(a.reason)}</span></td>
-      <td class="num">${a.since && a.state !== "offline" ? Desk.duration(Date.now() / 1000 - a.since) : "—"}</td>
+      <td class="num">${a.since && a.state !== Desk.AgentState.OFFLINE ? Desk.duration(Date.now() / 1000 - a.since) : "—"}</td>
       <td>${Desk.esc(a.caller || "")}</td><td class="num">${a.answered_today}</td>
       <td>${a.phone ? ["listen", "whisper", "barge"].map((m) => `<button class="btn small" data-spy="${m}" data-agent="${a.id}">${{ listen: "监听", whisper: "耳语", barge: "强插" }[m]}</button>`).join(" ") : ""}</td></tr>`).join("");
     $("abandoned").tBodies[0].innerHTML = (snap.abandoned || []).map((c) => `<tr data-caller="${Desk.esc(c.caller || "")}">

@@ -186,7 +186,7 @@ navigator.mediaDevices?.addEventListener?.("devicechange", () => { listMics().ca
 
 window.WebPhone = {
   prepare, start, stop,
-  state: (s) => { if (s.webphone && s.state !== "offline") start(); else if (ua) stop(); },
+  state: (s) => { if (s.webphone && s.state !== Desk.AgentState.OFFLINE) start(); else if (ua) stop(); },
 };
 const initial = JSON.parse($("desk-data").textContent).state;
-if (initial.webphone && initial.state !== "offline") start();
+if (initial.webphone && initial.state !== Desk.AgentState.OFFLINE) start();

@@ -33,11 +33,11 @@ from sqlalchemy import select
 
 from cli.stack import check_health, supervisorctl
 from core.events import STREAM
+from core.telephony import chan_var
 from cti import control
 from cti.books import CDR_COLUMNS, CdrCall, QueueCall, lines_since, phone_of, read_cdr_calls, read_queue_log
 from cti.crash import RESTART_CAUSE
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
-from cti.tracker import chan_var
 from recordings.models import Recording
 from tests.sipp import free_udp_block
 from tests.sipp_carrier import SippResult, carrier_answering, run_citizen_calls
