@@ -266,7 +266,7 @@ class IvrService:
         await self.run_survey(AgiChannel(request))
 
     async def run_survey(self, channel: AgiCommands) -> None:
-        hotline = await channel.get_variable("HOTLINE") or ""
+        hotline = await channel.get_variable(ChanVar.HOTLINE) or ""
         menu = self.menus.get(hotline)
         if menu is None or menu.survey is None:
             return  # no survey for this hotline: the dialplan says goodbye

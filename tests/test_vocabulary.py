@@ -31,8 +31,9 @@ def test_js_names_only_states_the_enum_has() -> None:
     for js in STATIC.glob("*.js"):
         text = js.read_text(encoding="utf-8")
         used += [(js.name, kind, name) for kind, name in re.findall(r"\b(AgentState|PauseReason)\.([A-Z_]+)", text)]
-        # A state or reason compared against a string literal instead of the shared constants.
-        bare += [f"{js.name}: {m}" for m in re.findall(r"""\b(?:state|reason)\s*[!=]==?\s*["'][^"']*["']""", text)]
+        # An agent's state or reason (the ``.state``/``.reason`` of a session or event) compared against a
+        # string literal instead of the shared constants.
+        bare += [f"{js.name}: {m}" for m in re.findall(r"""\.(?:state|reason)\s*[!=]==?\s*["'][^"']*["']""", text)]
     assert used, "the desk's JS is expected to use Desk.AgentState"
     unknown = [u for u in used if u[2] not in names[u[1]]]
     assert not unknown, f"JS uses names the enums lack: {unknown}"
