@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import satisfaction as grades
 from core.metrics import percentile as nearest_rank
 from cti.models import CallbackRequest, CallRecord
 from tickets.deadlines import WorkCalendar
@@ -113,23 +114,25 @@ class CallFact:
     voicemail: bool = False
     callback: bool = False
     lookup_ticket: str | None = None
+    satisfaction: str | None = None   # 一次一评 grade (core.satisfaction); None when no agent answered
 
-    @property
-    def arrival_wait(self) -> float | None:
-        """§3.8 热线等待时间: from the call coming in to an agent answering."""
-        if self.answered_at is None:
-            return None
-        return max(0.0, (self.answered_at - self.started_at).total_seconds())
+    # Derived once per call (the report reads them for every indicator).
+    arrival_wait: float | None = field(init=False)  # §3.8 热线等待时间: arrival -> an agent answered
+    answer_wait: float | None = field(init=False)   # queue entry -> answered (ASA, service level)
+    duration: float | None = field(init=False)      # arrival -> hang-up (None while still on)
+    outcome: Outcome = field(init=False)
 
-    @property
-    def duration(self) -> float | None:
-        """Arrival to hang-up (None while the call is still on)."""
-        if self.ended_at is None:
-            return None
-        return max(0.0, (self.ended_at - self.started_at).total_seconds())
+    def __post_init__(self) -> None:
+        def since(start: datetime | None, end: datetime | None) -> float | None:
+            return None if start is None or end is None else max(0.0, (end - start).total_seconds())
 
-    @property
-    def outcome(self) -> Outcome:
+        object.__setattr__(self, "arrival_wait", since(self.started_at, self.answered_at))
+        answer_wait = since(self.queued_at, self.answered_at)
+        object.__setattr__(self, "answer_wait", self.queue_wait if answer_wait is None else answer_wait)
+        object.__setattr__(self, "duration", since(self.started_at, self.ended_at))
+        object.__setattr__(self, "outcome", self._outcome())
+
+    def _outcome(self) -> Outcome:
         if self.answered_at is not None:
             return Outcome.ANSWERED
         if self.voicemail:
@@ -174,9 +177,16 @@ class Facts:
     as_of: date | None = None           # the day deadlines are judged on (the period's end, or today)
     agent_names: dict[int, str] = field(default_factory=dict)
     staffed_seconds: dict[int, float] | None = None  # logged-in time per agent, where recorded
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def local_date(self, moment: datetime) -> date:
         return moment.astimezone(self.zone).date()
+
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        """Computed once per report: several indicators share the same subsets of calls."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
 
 # --- definitions -----------------------------------------------------------------------------------
@@ -241,20 +251,21 @@ def counted(facts: Facts, settings: KpiSettings) -> list[CallFact]:
     """Calls into the hotline that count: all of them, less short abandons where the centre chose so."""
     limit = settings.short_abandon_seconds
     if limit <= 0:
-        return list(facts.calls)
-    return [c for c in facts.calls
-            if c.answered_at is not None or c.voicemail or c.callback or c.duration is None or c.duration >= limit]
+        return facts.calls
+    return facts.cached(("counted", limit), lambda: [
+        c for c in facts.calls
+        if c.answered_at is not None or c.voicemail or c.callback or c.duration is None or c.duration >= limit])
 
 
 def offered(facts: Facts, settings: KpiSettings) -> list[CallFact]:
     """Calls that asked for an agent (entered a queue), less short abandons."""
-    return [c for c in counted(facts, settings) if c.queued_at is not None]
+    return facts.cached(("offered", settings.short_abandon_seconds),
+                        lambda: [c for c in counted(facts, settings) if c.queued_at is not None])
 
 
-def _queue_wait(call: CallFact) -> float | None:
-    if call.answered_at is not None and call.queued_at is not None:
-        return max(0.0, (call.answered_at - call.queued_at).total_seconds())
-    return call.queue_wait
+def answered(facts: Facts, settings: KpiSettings) -> list[CallFact]:
+    return facts.cached(("answered", settings.short_abandon_seconds),
+                        lambda: [c for c in counted(facts, settings) if c.answered_at is not None])
 
 
 _CALCULATED = WorkCalendar(provisional=True)
@@ -314,7 +325,7 @@ WAITING = _d("waiting_time", "热线等待时间（平均）", "004 §3.8", "各
 
 
 def waiting_time(f: Facts, s: KpiSettings) -> Figure:
-    return _mean(WAITING, [c.arrival_wait for c in counted(f, s) if c.arrival_wait is not None])
+    return _mean(WAITING, [c.arrival_wait for c in answered(f, s)])
 
 
 WAITING_P90 = _d("waiting_time_p90", "热线等待时间（90%）", "004 §3.8", "从呼入到接通时长的第90百分位（最近秩）",
@@ -322,7 +333,7 @@ WAITING_P90 = _d("waiting_time_p90", "热线等待时间（90%）", "004 §3.8",
 
 
 def waiting_time_p90(f: Facts, s: KpiSettings) -> Figure:
-    waits = [c.arrival_wait for c in counted(f, s) if c.arrival_wait is not None]
+    waits = [c.arrival_wait for c in answered(f, s)]
     return Figure(WAITING_P90, nearest_rank(waits, 90) if waits else None, None, len(waits))
 
 
@@ -471,7 +482,7 @@ SERVICE_LEVEL = _d("service_level", "服务水平（X秒内接通）", "运营�
 
 def service_level(f: Facts, s: KpiSettings) -> Figure:
     calls = offered(f, s)
-    hit = sum(1 for c in calls if c.answered_at is not None and (_queue_wait(c) or 0) <= s.service_level_seconds)
+    hit = sum(1 for c in calls if c.answered_at is not None and (c.answer_wait or 0) <= s.service_level_seconds)
     return _rate(SERVICE_LEVEL, hit, len(calls))
 
 
@@ -489,7 +500,7 @@ ASA = _d("asa", "平均应答速度 ASA", "运营指标", "各接通来电从进
 
 
 def asa(f: Facts, s: KpiSettings) -> Figure:
-    return _mean(ASA, [w for c in offered(f, s) if c.answered_at is not None and (w := _queue_wait(c)) is not None])
+    return _mean(ASA, [w for c in offered(f, s) if c.answered_at is not None and (w := c.answer_wait) is not None])
 
 
 ABANDON = _d("abandon_rate", "排队放弃率", "运营指标", "排队中放弃的来电数", "进入排队的来电数",
@@ -530,6 +541,26 @@ def aht(f: Facts, s: KpiSettings) -> Figure:
     return _mean(AHT, [handling_seconds(c, s) for c in f.calls if c.answered_at is not None])
 
 
+RATED = (grades.SATISFIED, grades.BASIC, grades.DISSATISFIED)
+SATISFACTION = _d("satisfaction_rate", "满意率（一次一评）", "GB/T 33358（工单记录回访结果）；一次一评",
+                  "评价为满意或基本满意的来电数", "坐席接通且来电人按键评价的来电数",
+                  "未评价（来电人先挂机或未按键，单列于参评率）；未接通的来电", "%")
+
+
+def satisfaction_rate(f: Facts, s: KpiSettings) -> Figure:
+    rated = [c for c in f.calls if c.answered_at is not None and c.satisfaction in RATED]
+    return _rate(SATISFACTION, sum(c.satisfaction in (grades.SATISFIED, grades.BASIC) for c in rated), len(rated))
+
+
+SURVEY_TAKEN = _d("survey_rate", "参评率（一次一评）", "一次一评", "来电人按键评价的来电数", "坐席接通的来电数",
+                  "未接通的来电；平台启用评价之前的来电（无评价记录）", "%")
+
+
+def survey_rate(f: Facts, s: KpiSettings) -> Figure:
+    answered = [c for c in f.calls if c.answered_at is not None and c.satisfaction is not None]
+    return _rate(SURVEY_TAKEN, sum(c.satisfaction in RATED for c in answered), len(answered))
+
+
 OCCUPANCY = _d("occupancy", "坐席占用率", "运营指标", "坐席处理时长（通话+保持+话后整理）之和", "坐席签入时长之和",
                "未记录签入时长时不计算", "%")
 
@@ -556,6 +587,8 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator(GROWTH, volume_growth, "004"),
     Indicator(GBT_15, answered_within_15, "GB/T 33358"),
     Indicator(GBT_24H, connected_24h, "GB/T 33358"),
+    Indicator(SATISFACTION, satisfaction_rate, "GB/T 33358"),
+    Indicator(SURVEY_TAKEN, survey_rate, "GB/T 33358"),
     Indicator(SERVICE_LEVEL, service_level, "运营"),
     Indicator(OFFERED_ANSWER, offered_answer_rate, "运营"),
     Indicator(ASA, asa, "运营"),
@@ -576,6 +609,12 @@ class AgentRow:
     name: str
     calls: int = 0
     handling_seconds: float = 0.0
+    rated: int = 0
+    satisfied: int = 0   # 满意 or 基本满意
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        return self.satisfied / self.rated if self.rated else None
 
     @property
     def average_handling(self) -> float | None:
@@ -613,6 +652,10 @@ class Report:
 
 
 def daily(f: Facts, s: KpiSettings) -> list[DayRow]:
+    return f.cached(("daily", s.short_abandon_seconds), lambda: _daily(f, s))
+
+
+def _daily(f: Facts, s: KpiSettings) -> list[DayRow]:
     days: dict[date, DayRow] = {}
     for c in counted(f, s):
         day = f.local_date(c.started_at)
@@ -636,7 +679,9 @@ def compute(facts: Facts, settings: KpiSettings | None = None) -> Report:
                                                                                           f"#{c.agent_id}")))
             row.calls += 1
             row.handling_seconds += handling_seconds(c, settings)
-    waits = [c.arrival_wait for c in counted(facts, settings) if c.arrival_wait is not None]
+            row.rated += c.satisfaction in RATED
+            row.satisfied += c.satisfaction in (grades.SATISFIED, grades.BASIC)
+    waits = [c.arrival_wait for c in answered(facts, settings)]
     histogram = [(label, sum(1 for w in waits if low <= w < high)) for low, high, label in WAIT_BINS]
     return Report(figures, {o: outcomes.get(o, 0) for o in Outcome},
                   sorted(agents.values(), key=lambda a: (-a.calls, a.agent_id)), daily(facts, settings),
@@ -659,7 +704,7 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
     call_cols = (CallRecord.started_at, CallRecord.queued_at, CallRecord.answered_at, CallRecord.ended_at,
                  CallRecord.abandoned, CallRecord.wait_seconds, CallRecord.talk_seconds, CallRecord.hold_seconds,
                  CallRecord.agent_id, CallRecord.hotline, CallRecord.ivr_path, CallRecord.voicemail_file,
-                 CallbackRequest.id, CallRecord.lookup_ticket)
+                 CallbackRequest.id, CallRecord.lookup_ticket, CallRecord.satisfaction)
     calls_q = (select(*call_cols)
                .outerjoin(CallbackRequest, (CallbackRequest.call_id == CallRecord.call_id)
                           & (CallbackRequest.source == "queue"))
@@ -679,8 +724,8 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
         calls_q = calls_q.where(CallRecord.hotline == hotline)
         tickets_q = tickets_q.where(Ticket.hotline == hotline)
         previous_q = previous_q.where(CallRecord.hotline == hotline)
-    calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look)
-             for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look in (await session.execute(calls_q)).all()]
+    calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look, sat)
+             for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look, sat in (await session.execute(calls_q)).all()]
     tickets = [TicketFact(str(k), str(st), c, acc, cl, ho, tr, None if ro is None else str(ro), obj, hl)
                for k, st, c, acc, cl, ho, tr, ro, obj, hl in (await session.execute(tickets_q)).all()]
     previous = await session.scalar(previous_q)

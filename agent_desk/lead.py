@@ -209,8 +209,8 @@ def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str)
     rows += [[f.definition.name, f.display, f.numerator, f.denominator, f.definition.text] for f in report.figures]
     rows += [[], ["来电结果", "来电数"]]
     rows += [[kpi.OUTCOME_LABELS[o], n] for o, n in report.outcomes.items()]
-    rows += [[], ["坐席", "接听（通）", "平均处理时长（秒，含话后整理）"]]
-    rows += [[a.name, a.calls, round(a.average_handling or 0, 1)] for a in report.agents]
+    rows += [[], ["坐席", "接听（通）", "平均处理时长（秒，含话后整理）", "参评（通）", "满意或基本满意（通）"]]
+    rows += [[a.name, a.calls, round(a.average_handling or 0, 1), a.rated, a.satisfied] for a in report.agents]
     rows += [[], ["日期", "呼入总数", "进入排队", "坐席接通", "排队放弃"]]
     rows += [[d.day.isoformat(), d.calls, d.offered, d.answered, d.abandoned] for d in report.days]
     return rows

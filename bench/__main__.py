@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 
-from bench import capacity, live, login, offline
+from bench import capacity, live, login, offline, report_kpi
 from bench import tickets as ticket_queries
 from bench.report import Report
 
@@ -19,6 +19,7 @@ SECTIONS = {
     "capacity": capacity.capacity,
     "tickets": ticket_queries.tickets,
     "login": login.login,
+    "report": report_kpi.report,
 }
 
 

@@ -40,11 +40,14 @@ def calls() -> list[CallRecord]:
     """Fresh rows per database (an ORM object once stored belongs to that database's session)."""
     return [
         # 1 answered fast: arrival 0, queue 8, agent 12 -> arrival wait 12 s, queue wait 4 s
-        call(1, queued_at=s(8), answered_at=s(12), wait_seconds=4, talk_seconds=100, agent_id=1),
+        call(1, queued_at=s(8), answered_at=s(12), wait_seconds=4, talk_seconds=100, agent_id=1,
+             satisfaction="satisfied"),
         # 2 answered slow: arrival wait 70 s, queue wait 60 s, talk 200 + hold 20
-        call(2, queued_at=s(10), answered_at=s(70), wait_seconds=60, talk_seconds=200, hold_seconds=20, agent_id=2),
+        call(2, queued_at=s(10), answered_at=s(70), wait_seconds=60, talk_seconds=200, hold_seconds=20, agent_id=2,
+             satisfaction="basic"),
         # 3 answered: arrival wait 40 s, queue wait 31 s
-        call(3, queued_at=s(9), answered_at=s(40), wait_seconds=31, talk_seconds=60, agent_id=1),
+        call(3, queued_at=s(9), answered_at=s(40), wait_seconds=31, talk_seconds=60, agent_id=1,
+             satisfaction="dissatisfied"),
         # 4 abandoned in the queue after 25 s there (35 s after arrival)
         call(4, queued_at=s(10), ended_at=s(35), abandoned=True, wait_seconds=25),
         # 5 abandoned in the queue after 2 s there, 8 s after arrival (a short abandon)
@@ -63,7 +66,8 @@ def calls() -> list[CallRecord]:
         call(11, queued_at=s(10), wait_seconds=50),
         # 12 answered the next day: arrival 0, queue 5, agent 14 -> arrival wait 14 s, queue wait 9 s
         call(12, started_at=local("2025-03-04"), queued_at=local("2025-03-04") + dt.timedelta(seconds=5),
-             answered_at=local("2025-03-04") + dt.timedelta(seconds=14), wait_seconds=9, talk_seconds=50, agent_id=1),
+             answered_at=local("2025-03-04") + dt.timedelta(seconds=14), wait_seconds=9, talk_seconds=50, agent_id=1,
+             satisfaction="unrated"),
         # not counted: an outbound call, two calls of the previous fortnight (growth), one after the period
         CallRecord(call_id="out", direction="outbound", hotline="12301", started_at=T, answered_at=s(3)),
         call(90, started_at=local("2025-02-28")), call(91, started_at=local("2025-02-28", 11)),
@@ -163,6 +167,10 @@ async def test_every_indicator_matches_the_hand_computation(db: Database, units)
     assert figure("time_to_abandon") == (27, 2, 13.5)
     # AHT with 10 s wrap-up: (100 + 10) + (200 + 20 + 10) + (60 + 10) + (50 + 10) = 470 over 4.
     assert figure("aht") == (470, 4, 117.5)
+    # 一次一评: 1 满意, 2 基本满意, 3 不满意, 12 hung up (未评价): satisfied 2 of the 3 rated; rated 3 of 4.
+    assert figure("satisfaction_rate") == (2, 3, 2 / 3)
+    assert figure("survey_rate") == (3, 4, 3 / 4)
+    assert [(a.agent_id, a.rated, a.satisfaction_rate) for a in report.agents] == [(1, 2, 0.5), (2, 1, 1.0)]
     assert report["occupancy"].value is None  # no logged-in time recorded: not guessed
     assert [(d.day.isoformat(), d.calls, d.answered) for d in report.days] == [
         ("2025-03-03", 11, 3), ("2025-03-04", 1, 1)]
