@@ -26,9 +26,11 @@ from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtim
 from core.filemodes import UMASK, private_umask, tighten
 from core.redis import server_command as redis_server_command
 from core.settings import REPO_ROOT, Settings
+from tickets.kannel import notify_programs, write_kannel_conf
 
 PYTHON = sys.executable
 SERVICES = ("ivr", "cti", "agent_desk", "recordings")
+HEARTBEAT_SERVICES = ("ivr", "cti", "recordings", "scheduler")
 Say = Callable[[str], None]
 
 
@@ -67,12 +69,23 @@ def _free(port: int) -> bool:
     return True
 
 
+def _ephemeral_port() -> int:
+    """A free loopback TCP port from the kernel (the test SMTP server's, outside the block)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def free_port_block() -> dict[str, str]:
     """HOTLINE_* port settings for a block of 100 free loopback ports: test and benchmark stacks
     run beside a demo stack or each other."""
     for base in random.sample(range(20000, 30000, 100), 100):
-        if all(_free(base + offset) for offset in range(6)):
+        if all(_free(base + offset) for offset in range(10)):
             return {
+                # Kannel (admin, smsbox, fake SMSC, sendsms) and the test SMTP server.
+                **{f"HOTLINE_NOTIFY_KANNEL_{name}_PORT": str(base + 6 + i)
+                   for i, name in enumerate(("ADMIN", "SMSBOX", "SMSC", "SENDSMS"))},
+                "HOTLINE_NOTIFY_SMTP_PORT": str(_ephemeral_port()),
                 "HOTLINE_SIP_PORT": str(base), "HOTLINE_AMI_PORT": str(base + 1),
                 "HOTLINE_AGI_PORT": str(base + 2), "HOTLINE_WEB_PORT": str(base + 3),
                 "HOTLINE_REDIS_PORT": str(base + 4), "HOTLINE_WEBPHONE_HTTP_PORT": str(base + 5),
@@ -95,6 +108,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         programs["redis"] = shlex.join(redis_server_command(settings, var / "redis"))
     for service in SERVICES:
         programs[service] = f"{PYTHON} -m {service}"
+    programs.update(notify_programs(settings))
     lines = [
         "[unix_http_server]",
         f"file={settings.run_dir / 'supervisor.sock'}",
@@ -174,7 +188,7 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
         client = connect_sync(settings)
         client.ping()
         results.append(Health("redis", True, settings.redis_url))
-        for service in ("ivr", "cti", "recordings"):
+        for service in HEARTBEAT_SERVICES:
             value = client.get(heartbeat_key(service))
             if value:
                 heartbeats[service] = float(value)
@@ -184,7 +198,7 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
     except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", reported in words
         results.append(Health("redis", False, str(exc)))
     now = time.time()
-    for service in ("ivr", "cti", "recordings"):
+    for service in HEARTBEAT_SERVICES:
         age = now - heartbeats[service] if service in heartbeats else None
         ok = age is not None and age < 10 and service not in problems
         detail = problems.get(service) or (f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat")
@@ -238,6 +252,11 @@ def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) ->
         from ivr.setup import generate_prompts
 
         generate_prompts(settings, runtime)
+    with _timed(say, "Checking notice templates, rendering Kannel configuration"):
+        from tickets.notices import load_notice_config
+
+        load_notice_config()
+        write_kannel_conf(settings)
     with _timed(say, "Migrating the database"):
         migrate(settings)
     with _timed(say, "Seeding demo accounts"):

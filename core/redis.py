@@ -48,6 +48,7 @@ ACL_RULES: dict[str, str] = {
                   "+hget +hset +hdel +hgetall +xadd +xread +xrange +xrevrange",
     "recordings": "~hotline:health:recordings ~hotline:health:recordings:* ~hotline:metrics:recordings:* "
                   "~hotline:events +get +set +del +lpush +ltrim +xadd",
+    "scheduler": "~hotline:health:scheduler ~hotline:health:scheduler:* ~hotline:events +get +set +del +xadd",
     # The operator's command line, the tests and the benchmarks: any hotline key, no server administration
     # (FLUSHALL, CONFIG, DEBUG, SHUTDOWN... are @dangerous); ACL LOG shows which service was refused what.
     "tools": "~hotline:* +@all -@dangerous +keys +info +acl|log",

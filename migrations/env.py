@@ -14,6 +14,7 @@ from core.settings import load_settings
 
 try:  # tickets registers its tables once the package has them
     import tickets.models  # noqa: F401
+    import tickets.notify_models  # noqa: F401
 except ImportError:
     pass
 

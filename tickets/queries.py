@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 from core import inputs
 from core.models import Unit, User
 from tickets.deadlines import days_left
+from tickets.due_rules import expiring_condition, overdue_condition
 from tickets.models import (
     CLOSED_STATES,
     KIND_LABELS,
@@ -161,9 +162,10 @@ def counter_statements(user: User, today: dt.date) -> dict[str, Select]:
     return {
         "per_state": select(Ticket.state, func.count()).where(scope).group_by(Ticket.state),
         "supervised": select(func.count()).where(*open_scope, Ticket.supervised.is_(True)),
-        "expiring_10_days": select(func.count()).where(
-            *open_scope, Ticket.handling_due.between(today, today + dt.timedelta(days=9))),
-        "overdue": select(func.count()).where(*open_scope, Ticket.handling_due < today),
+        # The scheduler's own conditions (tickets/due_rules.py), so the counters agree with its reminders;
+        # overdue includes a ticket still not accepted after its acceptance limit.
+        "expiring_10_days": select(func.count()).where(scope, expiring_condition(today, 10)),
+        "overdue": select(func.count()).where(scope, overdue_condition(today)),
         "closing_rate": closing_rate_statement(user.id),
     }
 

@@ -32,7 +32,7 @@ from core.db import utcnow
 from core.inputs import InputError
 from core.models import Role, Unit, UnitLevel, User
 from cti.models import CallRecord
-from tickets import dispatch, risk, rules
+from tickets import dispatch, notices, risk, rules
 from tickets.call_access import may_link_call
 from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines
 from tickets.models import (
@@ -543,6 +543,7 @@ async def _log(session: AsyncSession, ticket: Ticket, action: str, operator: Use
                        at=now, state=ticket.state, remark=remark, inputs=inputs)
     session.add(row)
     await session.flush()
+    await notices.after_action(session, ticket, row)  # messages and outbox rows in this same transaction
     return row
 
 

@@ -19,8 +19,9 @@ from core.models import Role, Unit, User
 from cti.models import CallRecord
 from tickets import dispatch
 from tickets.models import Evidence, Reminder, Ticket, TicketAction, TicketCall, TicketCounter
+from tickets.notify_models import Firing, Message, MessageRead, Notice
 
-TABLES = (Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter, CallRecord, User, Unit)
+TABLES = (MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter, CallRecord, User, Unit)
 
 
 async def _wipe(database: Database) -> None:

@@ -1,0 +1,41 @@
+"""The time the scheduler and the deadline pages run on: the system clock, or a shifted one for tests.
+
+``[notify] clock = "offset_file"`` (tests only) adds the number of seconds written in
+``var/run/clock-offset`` to the system time, read on every call, so a test moves a running platform
+60 working days ahead in seconds without touching the system clock. Production keeps ``"system"``:
+the file is then never read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from core.db import utcnow
+from core.settings import Settings
+
+OFFSET_FILE = "clock-offset"
+
+
+def offset_path(settings: Settings) -> Path:
+    return settings.run_dir / OFFSET_FILE
+
+
+def now(settings: Settings | None) -> dt.datetime:
+    """Current UTC time of the platform's rules."""
+    real = utcnow()
+    if settings is None or settings.raw.get("notify", {}).get("clock", "system") != "offset_file":
+        return real
+    try:
+        offset = float(offset_path(settings).read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        offset = 0.0
+    return real + dt.timedelta(seconds=offset)
+
+
+def set_offset(settings: Settings, seconds: float) -> None:
+    """Shift the rules' clock (tests): written atomically, picked up at the scheduler's next tick."""
+    path = offset_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{seconds}\n")
+    tmp.replace(path)
