@@ -10,7 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from agent_desk import admin, auth, desk, lead, live, login_guard, playback, units, webphone
+from agent_desk import admin, auth, desk, lead, live, login_guard, messages, playback, units, webphone
 from agent_desk.common import AMI_KEY, template_context
 from agent_desk.unavailable import redis_unavailable
 from core.ami import AmiNodes
@@ -128,7 +128,7 @@ def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", HERE / "static")
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
-    for module in (auth, live, desk, units, lead, playback, admin, webphone):
+    for module in (auth, live, desk, units, lead, playback, admin, webphone, messages):
         module.add_routes(app)
     app.router.add_routes(ticket_routes)
     app.on_startup.append(login_guard.warm_up)

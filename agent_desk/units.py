@@ -24,9 +24,10 @@ from core.models import ROLE_LABELS, Unit, User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
 from cti.models import CallRecord
 from recordings.models import Recording
-from tickets import dispatch, risk, rules
+from tickets import clock, dispatch, risk, rules
 from tickets.deadlines import active_policy, days_left, policy_name, today_local
 from tickets.models import CLOSED_STATES, STATE_LABELS, Evidence, State, Ticket, TicketCall
+from tickets.outbox import notices_for
 from tickets.queries import (
     EXPIRY_BUCKETS,
     MAX_PAGE,
@@ -46,7 +47,9 @@ PROGRESS = ("登记", "待受理", "受理中", "待审核结案", "办结")
 
 
 def today(request: web.Request) -> dt.date:
-    return today_local(active_policy(policy_name(request.app[SETTINGS_KEY])))
+    """Today on the rules' clock (tickets/clock.py), so the counters agree with the scheduler's reminders."""
+    settings = request.app[SETTINGS_KEY]
+    return today_local(active_policy(policy_name(settings)), clock.now(settings))
 
 
 def progress_step(ticket: Ticket) -> int:
@@ -169,6 +172,7 @@ async def ticket_page(request: web.Request) -> web.Response:
         evidence = (await db.scalars(select(Evidence).where(Evidence.ticket_id == ticket.id)
                                      .order_by(Evidence.id))).all()
         dialogs = await _dialogs(db, ticket, user)
+        notices = await notices_for(db, ticket.id)
     return aiohttp_jinja2.render_template("ticket.html", request, {
         "t": ticket, "c": card(ticket, day), "progress": PROGRESS, "step": progress_step(ticket),
         "log": [{"action": a.action, "operator": a.operator_name, "unit": a.operator_unit or "",
@@ -182,6 +186,11 @@ async def ticket_page(request: web.Request) -> web.Response:
                       "url": f"/api/tickets/{ticket.number}/evidence/{e.id}",
                       "at": local_time(e.uploaded_at, zone)} for e in evidence],
         "dialogs": dialogs,
+        "notices": [{"created": local_time(n.created_at, zone), "audience": "诉求方" if n.audience == "citizen" else "处理单位",
+                     "channel": "短信" if n.channel == "sms" else "邮件", "recipient": n.recipient, "body": n.body,
+                     "state": n.state.value, "state_label": n.state_label, "attempts": n.attempts,
+                     "sent": local_time(n.sent_at, zone) if n.sent_at else "", "error": n.last_error or ""}
+                    for n in notices],
         "can_upload": "补充凭证" in available_actions(ticket, user),
         "created": local_time(ticket.created_at, zone),
     })

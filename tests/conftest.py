@@ -28,6 +28,10 @@ TEST_SETTINGS = {
     # Every test client comes from 127.0.0.1: a test of wrong passwords must not lock the whole suite out.
     # The per-address lock is tested in process (tests/desk/test_login_throttle.py); per account stays 5.
     "HOTLINE_WEB_LOGIN_ADDRESS_FAILURES": "1000",
+    # The scheduler's clock can be moved by the tests (tickets/clock.py); e-mail goes to the test SMTP
+    # server on the stack's port (tests/test_notify_e2e.py starts it).
+    "HOTLINE_NOTIFY_CLOCK": "offset_file",
+    "HOTLINE_NOTIFY_SMTP_HOST": "127.0.0.1",
 }
 
 

@@ -22,7 +22,8 @@ BEARERBOX = "/usr/sbin/bearerbox"
 SMSBOX = "/usr/sbin/smsbox"
 FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
 HANDSET_LOG = "sms_handset.log"
-GOT = re.compile(r"Got message \d+: <(\S+) (\S+) (\S+) (\S*)>")
+# "from to ucs-2 text", or for a part of a long message "from to udh <header> data <bytes>".
+GOT = re.compile(r"Got message \d+: <(\S+) (\S+) (\S+) (\S*)(?: (\S+) (\S*))?>")
 
 
 def conf_path(settings: Settings) -> Path:
@@ -35,7 +36,7 @@ def kannel_conf(settings: Settings) -> str:
     store = settings.var_dir / "kannel"
     store.mkdir(parents=True, exist_ok=True)
     smsc = ["group = smsc", "smsc = fake", "smsc-id = handset", f"port = {cfg['kannel_smsc_port']}",
-            "connect-allow-ip = 127.0.0.1"]
+            "our-host = 127.0.0.1", "connect-allow-ip = 127.0.0.1"]
     return "\n".join([
         "group = core",
         f"admin-port = {cfg['kannel_admin_port']}",
@@ -97,9 +98,42 @@ def notify_programs(settings: Settings) -> dict[str, str]:
 
 def decode_text(coding: str, raw: str) -> str:
     data = unquote_to_bytes(raw.replace("+", "%20"))
-    return data.decode("utf-16-be") if coding == "ucs-2" else data.decode("latin-1")
+    return data.decode("utf-16-be") if coding in ("ucs-2", "udh") else data.decode("latin-1")
+
+
+def _concat_part(udh_raw: str) -> tuple[int, int, int] | None:
+    """(reference, parts, this part) from a concatenated SMS's user data header (IE 0x00 or 0x08)."""
+    udh = unquote_to_bytes(udh_raw.replace("+", "%20"))
+    i = 1
+    while i + 1 < len(udh):
+        ie, size = udh[i], udh[i + 1]
+        body = udh[i + 2:i + 2 + size]
+        if ie == 0x00 and size == 3:
+            return body[0], body[1], body[2]
+        if ie == 0x08 and size == 4:
+            return (body[0] << 8) | body[1], body[2], body[3]
+        i += 2 + size
+    return None
 
 
 def handset_messages(log_text: str) -> list[tuple[str, str]]:
-    """(recipient, text) of every SMS the fake handset received, in order."""
-    return [(m.group(2), decode_text(m.group(3), m.group(4))) for m in GOT.finditer(log_text)]
+    """(recipient, text) of every SMS the fake handset received, in order; long ones joined from their parts."""
+    result: list[tuple[str, str]] = []
+    parts: dict[tuple[str, int], dict[int, str]] = {}
+    for m in GOT.finditer(log_text):
+        to, coding = m.group(2), m.group(3)
+        if coding != "udh" or m.group(6) is None:
+            result.append((to, decode_text(coding, m.group(4))))
+            continue
+        info = _concat_part(m.group(4))
+        text = decode_text(coding, m.group(6))
+        if info is None:
+            result.append((to, text))
+            continue
+        ref, total, seq = info
+        got = parts.setdefault((to, ref), {})
+        got[seq] = text
+        if len(got) == total:
+            result.append((to, "".join(got[k] for k in sorted(got))))
+            del parts[(to, ref)]
+    return result

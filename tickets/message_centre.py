@@ -27,7 +27,7 @@ PUBLISH_BATCH = 200
 class MessageNotice(Event):
     """A new message for one user: the page's unread badge goes up and a toast says what happened."""
 
-    name: ClassVar[str] = "message"
+    name: ClassVar[str] = "inbox"
     audience: ClassVar[str] = "agent"  # core.events: delivered to the user whose id is agent_id only
     agent_id: int
     message_id: int

@@ -32,7 +32,8 @@ NOTICES_FILE = CONFIG_DIR / "notices.yaml"
 FIELDS = frozenset({"number", "hotline", "unit", "handling_due", "contact", "reason", "outcome", "step", "due",
                     "from_unit"})
 CITIZEN_TEMPLATES = ("registered", "accepted", "rejected", "transferred", "closed")
-UNIT_TEMPLATES = ("reminder", "acceptance_overdue", "expiring", "handling_overdue", "supervised")
+UNIT_TEMPLATES = ("reminder", "acceptance_overdue", "expiring", "handling_overdue", "supervised",
+                  "supervision_followup")
 MOBILE = re.compile(r"^1[3-9]\d{9}$")  # only mobile numbers receive SMS; a landline is skipped
 SYSTEM = "系统"
 

@@ -43,7 +43,7 @@ TRACE_ACTION = {"reminder:own": "催办", "reminder:transferred": "催办", "acc
                 "expiring": "到期提醒", "handling_overdue": "超期提醒", SUPERVISION_RULE: "督办跟踪"}
 UNIT_TEMPLATE = {"reminder:own": "reminder", "reminder:transferred": "reminder",
                  "acceptance_overdue": "acceptance_overdue", "expiring": "expiring",
-                 "handling_overdue": "handling_overdue", SUPERVISION_RULE: "supervised"}
+                 "handling_overdue": "handling_overdue", SUPERVISION_RULE: "supervision_followup"}
 
 
 def _as_moment(day: dt.date, policy: DeadlinePolicy) -> dt.datetime:

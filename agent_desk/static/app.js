@@ -29,9 +29,13 @@ const Desk = (() => {
   }
 
   /* EventSource reconnects by itself and sends Last-Event-ID, so the server replays what was missed. */
+  /* One event stream per page, shared by the page's own handlers and the message badge. */
+  let shared = null;
+  function stream() { if (!shared) shared = new EventSource("/events"); return shared; }
+
   function live(handlers, onOpen) {
     const conn = document.getElementById("conn");
-    const source = new EventSource("/events");
+    const source = stream();
     source.onopen = () => { if (conn) { conn.classList.remove("down"); conn.textContent = "● 实时"; } if (onOpen) onOpen(); };
     source.onerror = () => { if (conn) { conn.classList.add("down"); conn.textContent = "● 重新连接中"; } };
     for (const [name, fn] of Object.entries(handlers)) {
@@ -52,6 +56,17 @@ const Desk = (() => {
   const ENTITIES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   function esc(text) {
     return (text == null ? "" : String(text)).replace(/[&<>"']/g, (c) => ENTITIES[c]);
+  }
+
+  /* Message centre badge on every page: the count now, then one more per live "inbox" event. */
+  function setUnread(n) { document.querySelectorAll("[data-unread]").forEach((el) => { el.textContent = String(n); }); }
+  if (document.getElementById("inbox-unread")) {
+    api("GET", "/api/messages").then((data) => setUnread(data.unread)).catch(() => {});
+    stream().addEventListener("inbox", (e) => {
+      const data = JSON.parse(e.data);
+      api("GET", "/api/messages").then((d) => setUnread(d.unread)).catch(() => {});
+      toast(data.text);
+    });
   }
 
   document.addEventListener("click", (e) => {

@@ -78,7 +78,7 @@ async def test_001_s5_ladders_and_004_s6_3_2_2_limits_fire_once_each_over_60_wor
         unit_sms = (await session.scalars(select(Notice.template).where(
             Notice.ticket_id == own.id, Notice.audience == "unit", Notice.recipient == "13900000004"))).all()
         assert sorted(unit_sms) == sorted(["supervised", "reminder", "reminder", "reminder", "expiring",
-                                           "handling_overdue", "supervised"])
+                                           "handling_overdue", "supervision_followup"])
         # Messages: 天河 sees its own tickets only, 武侯 (Sichuan) only the Sichuan one.
         th = [m["ticket_number"] for m in await list_messages(session, users["th_handler"], 200)]
         assert set(th) == {late.number, own.number}
