@@ -9,6 +9,7 @@ the file is then never read.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 from core.db import utcnow
@@ -37,5 +38,7 @@ def set_offset(settings: Settings, seconds: float) -> None:
     """Shift the rules' clock (tests): written atomically, picked up at the scheduler's next tick."""
     path = offset_path(settings)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{seconds}\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)  # nothing in var/ for other users
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{seconds}\n")
     tmp.replace(path)
