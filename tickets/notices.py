@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.models import Role, Unit
 from core.settings import CONFIG_DIR, ConfigError
 from tickets import dispatch, risk
-from tickets.models import STATE_LABELS, Kind, State, Ticket, TicketAction
+from tickets.models import CLOSED_STATES, STATE_LABELS, Kind, State, Ticket, TicketAction
 from tickets.notify_models import Message, Notice
 
 NOTICES_FILE = CONFIG_DIR / "notices.yaml"
@@ -217,14 +217,17 @@ async def after_action(session: AsyncSession, ticket: Ticket, row: TicketAction)
         notify_unit_contact(session, ticket, unit, f"t{ticket.id}:a{row.id}:supervised", "supervised")
     elif action == "审核退回":
         add_message(session, ticket, ticket.unit_id, "sent_back", f"工单 {number} 的结案申请被退回：{row.remark}")
-    elif action == "审核通过":
-        if ticket.state == State.REJECTED:
-            _citizen(session, ticket, row, "rejected", unit, reason=await _rejection_reason(session, ticket))
-        else:
-            _citizen(session, ticket, row, "closed", unit, outcome=STATE_LABELS[ticket.state])
-    if ticket.state == State.PENDING_REVIEW and action != "审核通过":
-        add_message(session, ticket, ticket.unit_id, "review", f"工单 {number} 拟结案（{action}），待您审核",
-                    Role.UNIT_HEAD)
+    elif action == "审核通过" and ticket.state == State.REJECTED:
+        _citizen(session, ticket, row, "rejected", unit, reason=await _rejection_reason(session, ticket))
+    elif action == "审核通过" and ticket.state in CLOSED_STATES:
+        _citizen(session, ticket, row, "closed", unit, outcome=STATE_LABELS[ticket.state])
+    if ticket.state == State.PENDING_REVIEW:
+        # The head of the unit that reviews the next level (001 §6.3 逐级审核).
+        from tickets.workflow import reviewing_unit_id  # workflow imports this module
+
+        outcome = STATE_LABELS[ticket.review_outcome] if ticket.review_outcome else action
+        add_message(session, ticket, reviewing_unit_id(ticket), "review",
+                    f"工单 {number} 拟结案（{outcome}），待您审核", Role.UNIT_HEAD)
 
 
 def system_log(ticket: Ticket, action: str, remark: str, now: dt.datetime, inputs: dict[str, Any]) -> TicketAction:

@@ -1,7 +1,7 @@
 """rule firings, the notice outbox and the message centre (issue 15 items 1-3)
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 12:44:34.794355
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import core.db
 
-revision = '0006'
-down_revision = '0005'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
