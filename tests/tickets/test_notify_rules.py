@@ -59,14 +59,14 @@ async def test_001_s5_ladders_and_004_s6_3_2_2_limits_fire_once_each_over_60_wor
                                            ("expiring", "2026-11-23"): D(2026, 11, 14),
                                            ("handling_overdue", "2026-11-23"): D(2026, 11, 24)}
     # 001 §5.1 (20/30/45 days after acceptance on 28 Sep), 000 §3.1 expiring within 10 days of the
-    # 60-day limit (27 Nov), then overdue; the 督办 of 12 Oct followed up 5 days later.
+    # 60-day limit (counted from registration for 12301, 000 §3.2: 23 Nov), then overdue; the 督办 of 12 Oct followed up 5 days later.
     fired = await _firings(db, own.id)
     supervision = [k for k in fired if k[0] == "supervision_followup"]
     assert len(supervision) == 1 and fired[supervision[0]] == D(2026, 10, 17)
     assert {k: v for k, v in fired.items() if k[0] != "supervision_followup"} == {
         ("reminder:own", "20"): D(2026, 10, 18), ("reminder:own", "30"): D(2026, 10, 28),
-        ("reminder:own", "45"): D(2026, 11, 12), ("expiring", "2026-11-27"): D(2026, 11, 18),
-        ("handling_overdue", "2026-11-27"): D(2026, 11, 28)}
+        ("reminder:own", "45"): D(2026, 11, 12), ("expiring", "2026-11-23"): D(2026, 11, 14),
+        ("handling_overdue", "2026-11-23"): D(2026, 11, 24)}
     assert (await _firings(db, other.id)).keys() == {("acceptance_overdue", "2026-10-09"),
                                                      ("expiring", "2026-11-23"), ("handling_overdue", "2026-11-23")}
 
