@@ -140,6 +140,8 @@ async def _dialogs(db, ticket: Ticket, user: User) -> list[dict[str, Any]]:
                 spec["choices"] = await _unit_choices(db, ticket, name)
             elif f.kind == "clauses":
                 spec["choices"] = list(rules.profile(ticket.hotline).rejection_clauses)
+            elif f.kind == "authority":
+                spec["choices"] = list(rules.profile(ticket.hotline).authorities)
             elif f.kind == "level":
                 spec["choices"] = list(risk.active_rules().levels)
             fields.append(spec)

@@ -62,7 +62,9 @@ def _last(actions: list[TicketAction], names: set[str]) -> TicketAction | None:
 
 def archive_form(ticket: Ticket, actions: list[TicketAction]) -> ArchiveForm:
     """The Appendix C/D/E form of a closed ticket (``actions`` newest first)."""
-    if ticket.state not in CLOSED_STATES:
+    if ticket.state == State.HANDED_OVER and ticket.handover_result is None:
+        raise ArchiveError("工单已移交，登记接收单位的处理结果后才能归档（004 §6.3.5.1）")
+    if ticket.state not in CLOSED_STATES | {State.HANDED_OVER}:
         raise ArchiveError(f"工单状态为「{STATE_LABELS[ticket.state]}」，结案后才能归档")
     label = KIND_LABELS[ticket.kind]
     head = [
@@ -75,6 +77,8 @@ def archive_form(ticket: Ticket, actions: list[TicketAction]) -> ArchiveForm:
     transfers = [a for a in reversed(actions) if a.action in ("转办", "重新派单")]
     forwarded = "；".join(a.remark for a in transfers) or "无"
     moved = handed.inputs.get("authority", "") if handed else "未移送"
+    if handed and ticket.handover_result:
+        moved += f"；处理结果：{ticket.handover_result}"
     closing = _last(actions, CLOSING)
     review = _last(actions, {"审核通过"})
     reply_time = _local(ticket.closed_at)

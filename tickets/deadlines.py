@@ -303,6 +303,12 @@ def acceptance_overdue(ticket: Ticket, today: dt.date) -> bool:
             and ticket.acceptance_due is not None and today > ticket.acceptance_due)
 
 
+def handover_overdue(ticket: Ticket, today: dt.date) -> bool:
+    """A 移交 past its deadline (004 §6.3.5.1) with no result from the receiving authority yet."""
+    return (ticket.state == State.HANDED_OVER and ticket.handover_result is None
+            and ticket.handover_due is not None and today > ticket.handover_due)
+
+
 def handling_overdue(ticket: Ticket, today: dt.date) -> bool:
     return ticket.is_open and ticket.handling_due is not None and today > ticket.handling_due
 

@@ -17,6 +17,7 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "date": {"type": "string", "format": "date"}, "unit": {"type": "integer"},
     "clauses": {"type": "array", "items": {"type": "string"}}, "ids": {"type": "array", "items": {"type": "integer"}},
     "level": {"type": "string", "enum": ["I", "II", "III", "IV"]}, "call": {"type": "string"},
+    "authority": {"type": "string", "description": "移交单位名录（config/rules.yaml）中的一项"},
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -78,7 +78,7 @@ class PermissionDenied(WorkflowError):
 class Field:
     key: str
     label: str
-    kind: str = "text"  # text | amount | date | unit | clauses | ids | level | call
+    kind: str = "text"  # text | amount | date | unit | clauses | ids | level | call | authority
     required: bool = True
 
 
@@ -104,6 +104,8 @@ def _clean_value(f: Field, value: Any) -> Any:
         return inputs.iso_date(value, f.key, f.label).isoformat()
     if f.kind == "unit":
         return inputs.record_id(value, f.key, f.label)
+    if f.kind == "authority":  # checked against the ticket's rule profile in perform_action
+        return inputs.column_text(value, f.key, f.label, Ticket.__table__.c.handover_authority)
     if f.kind == "level":
         return inputs.text(value if isinstance(value, str) else str(value), f.key, f.label, max_length=16,
                            multiline=False)
@@ -131,7 +133,7 @@ def validate_inputs(fields: tuple[Field, ...], inputs: dict[str, Any]) -> dict[s
         value = inputs.get(f.key)
         if _blank(value):
             if f.required:
-                verb = "选择" if f.kind in ("unit", "clauses", "level") else "填写"
+                verb = "选择" if f.kind in ("unit", "clauses", "level", "authority") else "填写"
                 raise WorkflowError(f"请{verb}{f.label}", f.key)
             continue
         with as_workflow_error():
@@ -297,6 +299,26 @@ async def _transfer_back(ticket: Ticket, inputs: dict, ctx: Context) -> State:
 
 
 async def _hand_over(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    """移交 (000 §3.2.1 3): the case leaves the system for another authority, which must have it within the
+    profile's days (004 §6.3.5.1: 5 working days); it is tracked until that authority's result is recorded."""
+    limit = rules.profile(ticket.hotline).handover
+    start = ctx.policy.local_date(ctx.now)
+    ticket.handover_authority = inputs["authority"]
+    ticket.handover_due = (start + dt.timedelta(days=limit.days) if limit.unit == "calendar"
+                           else ctx.policy.calendar.add_working_days(start, limit.days))
+    ticket.handover_result = None
+    ticket.handover_result_at = None
+    ctx.extra_log["移送期限"] = ticket.handover_due.isoformat()
+    return State.HANDED_OVER
+
+
+async def _handover_result(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    """The receiving authority's result (004 §6.3.5.1 跟踪处理情况): the 移交 is then complete and archivable."""
+    if ticket.handover_result is not None:
+        raise WorkflowError("此工单的移交结果已登记", "action", 409)
+    ticket.handover_result = inputs["result"]
+    ticket.handover_result_at = ctx.now
+    ctx.extra_log["接收单位"] = ticket.handover_authority or ""
     return State.HANDED_OVER
 
 
@@ -465,8 +487,10 @@ ACTIONS: dict[str, ActionSpec] = {s.name: s for s in (
     _spec("转办", [Field("target_unit_id", "转办单位", "unit"), Field("remark", "转办备注")],
           PENDING_STATES, ALL_KINDS, "unit", _transfer),
     _spec("转办退回", [Field("reason", "转办退回原因")], {State.PENDING_TRANSFERRED}, ALL_KINDS, "unit", _transfer_back),
-    _spec("移交", [Field("authority", "移交单位"), Field("remark", "备注", required=False)],
+    _spec("移交", [Field("authority", "移交单位", "authority"), Field("remark", "移交说明")],
           PENDING_STATES, CASE_KINDS, "unit", _hand_over),
+    _spec("移交结果", [Field("result", "接收单位处理结果")], {State.HANDED_OVER}, CASE_KINDS, "unit",
+          _handover_result),
     _spec("退回", [Field("reason", "退回原因")], PENDING_STATES, ALL_KINDS, "unit", _return),
     _spec("不予受理", [Field("clauses", "不予受理条款", "clauses"), REMARK],
           PENDING_STATES, CASE_KINDS, "unit", _to_review(State.REJECTED)),
@@ -512,11 +536,15 @@ def _profile_refusal(ticket: Ticket, action: str) -> WorkflowError | None:
     return None
 
 
-def _check_clauses(ticket: Ticket, cleaned: dict[str, Any]) -> None:
-    allowed = rules.profile(ticket.hotline).rejection_clauses
-    unknown = [v for v in cleaned.get("clauses", ()) if v not in allowed]
+def _check_profile_inputs(ticket: Ticket, cleaned: dict[str, Any]) -> None:
+    """Clauses and authorities come from the lists of the ticket's hotline (config/rules.yaml)."""
+    profile = rules.profile(ticket.hotline)
+    unknown = [v for v in cleaned.get("clauses", ()) if v not in profile.rejection_clauses]
     if unknown:
         raise WorkflowError(f"不予受理条款不适用于 {ticket.hotline} 热线：{'、'.join(unknown)}", "clauses")
+    if "authority" in cleaned and cleaned["authority"] not in profile.authorities:
+        raise WorkflowError(f"移交单位「{cleaned['authority']}」不在 {ticket.hotline} 热线的移交单位名录中，"
+                            f"应为 {'、'.join(profile.authorities)} 之一", "authority")
 
 
 def available_actions(ticket: Ticket, user: User) -> list[str]:
@@ -564,7 +592,7 @@ async def perform_action(
         raise refusal
     _check_permission(spec.permission, operator, ticket)
     cleaned = validate_inputs(spec.fields, inputs or {})
-    _check_clauses(ticket, cleaned)
+    _check_profile_inputs(ticket, cleaned)
     ctx = Context(session, operator, now or utcnow(), policy or active_policy())
     ticket.state = await spec.effect(ticket, cleaned, ctx)
     return await _log(session, ticket, action, operator, ctx.now, _remark(spec, cleaned, ctx), cleaned)

@@ -11,7 +11,7 @@
   function control(f) {
     const req = f.required ? ' <span class="req">*</span>' : "";
     const label = `<span>${Desk.esc(f.label)}${req}</span>`;
-    if (f.kind === "unit" || f.kind === "level") {
+    if (f.kind === "unit" || f.kind === "level" || f.kind === "authority") {
       const opts = f.choices.map((c) => typeof c === "object"
         ? `<option value="${c.id}">${Desk.esc(c.name)}</option>` : `<option>${Desk.esc(c)}</option>`).join("");
       return `<label>${label}<select name="${f.key}"><option value="">请选择</option>${opts}</select></label>`;

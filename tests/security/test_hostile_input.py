@@ -82,9 +82,11 @@ REFUSED_BY_KIND: dict[str, list[Any]] = {
     "call": ["x" * 65, "a\x00b", "\ud800", [1], {"a": 1}],
     "level": ["\x00", "长" * 100, "\ud800"],
     "clauses": [["\x00"], "x", [BIG], ["长" * 300]],
+    "authority": [*TEXT_REFUSED, "随便写的单位"],
 }
 VALID_BY_KIND: dict[str, Any] = {"text": "好", "amount": "10", "date": "2025-06-20", "ids": [], "call": "none",
-                                 "level": "III", "clauses": []}
+                                 "level": "III", "clauses": [],
+                                 "authority": "公安机关"}
 
 
 def registration(th_unit: int, **overrides: Any) -> dict[str, Any]:

@@ -283,3 +283,18 @@ async def test_openapi_document_describes_every_route(client):
                ["content"]["application/json"]["schema"]["oneOf"]}
     assert {"受理", "转办", "转办退回", "移交", "退回", "不予受理", "自行和解", "调解成功", "调解失败",
             "启用质保金赔偿", "督办", "补充凭证"} <= actions
+
+
+async def test_004_6_3_5_1_a_handed_over_case_is_archived_once_the_authority_result_is_recorded(client):
+    n = (await _register(client))["number"]
+    refused = await _action(client, n, "th_handler", "移交", {"authority": "随便写的单位", "remark": "x"}, status=400)
+    assert refused["field"] == "authority" and "随便写的单位" in refused["error"]
+    body = await _action(client, n, "th_handler", "移交", {"authority": "公安机关", "remark": "涉嫌诈骗，移送公安"})
+    handover = body["ticket"]["handover"]
+    assert handover["authority"] == "公安机关" and handover["due"] and handover["result"] is None
+    resp = await client.get(f"/api/tickets/{n}/archive", headers=who("th_handler"))
+    assert resp.status == 409 and "移交" in (await resp.json())["error"]
+    body = await _action(client, n, "th_handler", "移交结果", {"result": "公安机关已立案"})
+    assert body["ticket"]["handover"]["result"] == "公安机关已立案" and body["ticket"]["state"] == "handed_over"
+    pdf = await client.get(f"/api/tickets/{n}/archive", headers=who("th_handler"))
+    assert pdf.status == 200 and (await pdf.read()).startswith(b"%PDF")

@@ -146,7 +146,7 @@ async def test_lookups_and_ivr_status_readback(db, users, units):
     assert sentence == (f"您的投诉工单 {digits}，当前状态为待受理，由天河区文化广电旅游体育局办理，"
                         "距办理期限还有 50 天。")
     assert "已超过办理期限 2 天" in status_readback(found, TODAY + dt.timedelta(days=62))
-    await act(db, t.number, "移交", {"authority": "市场监管局"}, users["th_handler"])
+    await act(db, t.number, "移交", {"authority": "市场监督管理部门（12315）", "remark": "属商品质量纠纷"}, users["th_handler"])
     async with db.session() as session:
         assert await open_tickets_for_phone(session, "13505456680") == []
         moved = await find_by_number(session, t.number)

@@ -209,7 +209,7 @@ async def test_returned_ticket_goes_back_to_the_call_centre_for_redispatch(db, u
 
 async def test_hand_over_and_reject(db, users):
     a = await register(db, users["agent"])
-    a = await act(db, a.number, "移交", {"authority": "市场监督管理局"}, users["th_handler"])
+    a = await act(db, a.number, "移交", {"authority": "市场监督管理部门（12315）", "remark": "属商品质量纠纷"}, users["th_handler"])
     assert a.state == State.HANDED_OVER and not a.is_open
     b = await register(db, users["agent"])
     clause = "超过旅游合同结束之日90天的"
