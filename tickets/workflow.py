@@ -38,6 +38,7 @@ from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines
 from tickets.models import (
     KIND_LABELS,
     OPEN_STATES,
+    SOURCE_LABELS,
     STATE_LABELS,
     Evidence,
     Kind,
@@ -465,6 +466,26 @@ async def _classify(ticket: Ticket, inputs: dict, ctx: Context) -> State:
     return State.PENDING
 
 
+async def _amend(ticket: Ticket, inputs: dict, ctx: Context) -> State:
+    """补正: the call centre completes a ticket a unit returned as incomplete (B.3.1 材料不全); each changed
+    field goes into the tracking log with its old and new value."""
+    _check_categories(ticket.hotline, inputs)
+    labels = {f.key: f.label for f in ACTIONS["补正"].fields}
+    changes: dict[str, list[str | None]] = {}
+    for key, value in inputs.items():
+        new = Decimal(value) if key == "amount" else value
+        old = getattr(ticket, key)
+        if old != new:
+            changes[key] = [None if old is None else str(old), value]
+            setattr(ticket, key, new)
+    if not changes:
+        raise WorkflowError("没有需要补正的内容：请修改至少一项", "action")
+    ctx.extra_log["修改"] = "，".join(f"{labels[k]}由「{old or ''}」改为「{new}」" for k, (old, new) in changes.items())
+    inputs.clear()  # the log keeps old and new values once: structured here, readable in the remark
+    inputs["changes"] = changes
+    return ticket.state
+
+
 CLASSIFY_DETAILS = ("complainant_name", "respondent_name", "respondent_phone", "complaint_object",
                     "event_category", "province", "city", "county", "description")
 
@@ -512,6 +533,13 @@ ACTIONS: dict[str, ActionSpec] = {s.name: s for s in (
     _spec("审核退回", [Field("reason", "退回理由")], {State.PENDING_REVIEW}, ALL_KINDS, "reviewer", _send_back),
     _spec("重新派单", [Field("target_unit_id", "处理单位", "unit"), Field("remark", "备注", required=False)],
           {State.RETURNED}, ALL_KINDS, "unit", _redispatch),
+    _spec("补正", [Field(key, label, required=False) for key, label in (
+        ("complainant_name", "诉求方姓名"), ("complainant_phone", "诉求方电话"), ("complainant_org", "工作单位"),
+        ("respondent_name", "被诉方"), ("respondent_phone", "被诉方电话"), ("complaint_object", "投诉对象"),
+        ("event_category", "事件类别"), ("province", "案件归属地（省）"), ("city", "案件归属地（市）"),
+        ("county", "案件归属地（区县）"), ("description", "诉求内容"))] + [Field("amount", "涉案金额", "amount",
+                                                                           required=False)],
+          {State.RETURNED}, ALL_KINDS, "unit", _amend),
     _spec("督办", [Field("note", "督办说明")], OPEN_STATES, ALL_KINDS, "supervise", _supervise),
     _spec("补充凭证", [Field("evidence_ids", "凭证", "ids"), Field("remark", "说明", required=False)],
           None, ALL_KINDS, "viewer", _add_evidence),
@@ -611,7 +639,15 @@ REGISTRATION_FIELDS = (
     Field("amount", "涉案金额", "amount", required=False), Field("transcript", "通话转写", required=False),
     Field("unit_id", "处理单位", "unit", required=False), Field("answer", "答复内容", required=False),
     Field("source", "来源", required=False),
+    Field("external_platform", "转来平台", required=False), Field("external_ref", "原平台工单号", required=False),
+    Field("external_reply_due", "原平台答复期限", "date", required=False),
 )
+# Who registers what (001 §1.1 1)): the call centre registers its calls and the cases other platforms
+# transfer (12345, the province office, 12301 online, 110 …); a handling unit registers the visits,
+# letters and calls it takes itself (004 §6.1.2: 电话、现场、信函服务).
+UNIT_SOURCES = frozenset({Source.WALK_IN, Source.LETTER, Source.UNIT_PHONE})
+CENTRE_SOURCES = frozenset(Source) - {Source.UNIT_PHONE}
+EXTERNAL_FIELDS = ("external_platform", "external_ref", "external_reply_due")
 MAX_GROUP_SIZE = 100_000
 # Complaints need the parties and the classification of 000 §3.2; reports a place.
 REQUIRED_BY_KIND = {
@@ -623,6 +659,16 @@ REQUIRED_BY_KIND = {
 
 def _labels() -> dict[str, str]:
     return {f.key: f.label for f in REGISTRATION_FIELDS}
+
+
+def _check_categories(hotline: str, cleaned: dict[str, Any]) -> None:
+    cats = dispatch.categories()
+    objects = cats.complaint_objects.get(hotline, {})
+    if "complaint_object" in cleaned and cleaned["complaint_object"] not in objects:
+        raise WorkflowError(f"投诉对象应为 {'、'.join(objects)} 之一", "complaint_object")
+    events = cats.event_categories.get(hotline, ())
+    if "event_category" in cleaned and cleaned["event_category"] not in events:
+        raise WorkflowError(f"事件类别应为 {'、'.join(events)} 之一", "event_category")
 
 
 def validate_registration(data: dict[str, Any]) -> dict[str, Any]:
@@ -638,17 +684,18 @@ def validate_registration(data: dict[str, Any]) -> dict[str, Any]:
     for key in REQUIRED_BY_KIND[kind]:
         if key not in cleaned:
             raise WorkflowError(f"{KIND_LABELS[kind]}工单请填写{_labels()[key]}", key)
-    cats = dispatch.categories()
-    objects = cats.complaint_objects.get(cleaned["hotline"], {})
-    if "complaint_object" in cleaned and cleaned["complaint_object"] not in objects:
-        raise WorkflowError(f"投诉对象应为 {'、'.join(objects)} 之一", "complaint_object")
-    events = cats.event_categories.get(cleaned["hotline"], ())
-    if "event_category" in cleaned and cleaned["event_category"] not in events:
-        raise WorkflowError(f"事件类别应为 {'、'.join(events)} 之一", "event_category")
+    _check_categories(cleaned["hotline"], cleaned)
     try:
         cleaned["source"] = Source(cleaned.get("source", Source.AGENT))
     except ValueError:
-        raise WorkflowError("来源应为 agent、voicemail 或 ivr", "source") from None
+        raise WorkflowError(f"来源应为 {'、'.join(s.value for s in Source)} 之一", "source") from None
+    external = [k for k in EXTERNAL_FIELDS if k in cleaned]
+    if cleaned["source"] == Source.PLATFORM:
+        for key in ("external_platform", "external_reply_due"):  # 001 §1.1 2), §6.2: its time limit noted
+            if key not in cleaned:
+                raise WorkflowError(f"其他平台转来的工单请填写{_labels()[key]}", key)
+    elif external:
+        raise WorkflowError("只有其他平台转来的工单（来源 platform）才有转来平台和答复期限", external[0])
     group = data.get("group_size", 1)
     if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= MAX_GROUP_SIZE:
         raise WorkflowError(f"诉求人数应为 1 到 {MAX_GROUP_SIZE} 之间的整数", "group_size")
@@ -710,20 +757,37 @@ async def register_ticket(
     cleaned = validate_registration(data)
     now = now or utcnow()
     policy = policy or active_policy()
-    centre = await session.get(Unit, operator.unit_id) if operator.unit_id else None
-    if centre is None or centre.level != UnitLevel.CALL_CENTRE:
-        centre = await dispatch.call_centre(session)
-        if operator.role != Role.ADMIN:
-            raise PermissionDenied("只有呼叫中心坐席可以登记工单")
+    own = await session.get(Unit, operator.unit_id) if operator.unit_id else None
+    at_unit = own is not None and own.level != UnitLevel.CALL_CENTRE
+    if at_unit:
+        if cleaned["source"] not in UNIT_SOURCES:
+            raise PermissionDenied("处理单位只能登记本单位接待的来访、来信或单位来电（来源 walk_in、letter 或 "
+                                   "unit_phone）")
+        centre = await dispatch.call_centre(session)  # where a 退回 sends it, as for any ticket
+    elif own is None and operator.role != Role.ADMIN:
+        raise PermissionDenied("只有呼叫中心坐席或处理单位可以登记工单")
+    else:
+        centre = own or await dispatch.call_centre(session)
+        if cleaned["source"] not in CENTRE_SOURCES:
+            raise WorkflowError("呼叫中心登记的工单来源不能是单位来电", "source")
     kind: Kind = cleaned["kind"]
     answered = "answer" in cleaned
-    if answered:
+    if at_unit and own is not None and "unit_id" not in cleaned:
+        unit = own  # 本单位处理案件 (001 §2 1)): the unit keeps what it registered unless it names another
+        root = await _hotline_root(session, cleaned["hotline"])
+        if not _path_within(unit.path, root.path):
+            raise WorkflowError(f"本单位不属于 {cleaned['hotline']} 热线的处理体系", "hotline")
+        if answered:
+            raise WorkflowError("处理单位登记的咨询请在登记后答复", "answer")
+    elif answered:
         unit = centre
     elif "unit_id" in cleaned:
         unit = await _unit(session, cleaned["unit_id"], "unit_id")
         root = await _hotline_root(session, cleaned["hotline"])
         if not _path_within(unit.path, root.path):
             raise WorkflowError(f"所选单位不属于 {cleaned['hotline']} 热线的处理体系", "unit_id")
+        if at_unit and own is not None and not _path_within(unit.path, own.path):
+            raise WorkflowError("处理单位登记的工单只能由本单位或下级单位办理", "unit_id")
     else:
         unit = await dispatch.suggest_unit(session, cleaned["hotline"], cleaned.get("province"),
                                            cleaned.get("city"), cleaned.get("county"),
@@ -735,6 +799,10 @@ async def register_ticket(
     columns = {k: v for k, v in cleaned.items() if k not in ("unit_id", "answer", "call_ids")}
     if "amount" in columns:
         columns["amount"] = Decimal(columns["amount"])
+    if "external_reply_due" in columns:
+        columns["external_reply_due"] = dt.date.fromisoformat(columns["external_reply_due"])
+        if columns["external_reply_due"] < policy.local_date(now):
+            raise WorkflowError("原平台答复期限不能早于登记日期", "external_reply_due")
     ticket = Ticket(number=number, state=State.PENDING, unit_id=unit.id, unit_path=unit.path,
                     centre_unit_id=centre.id, created_at=now, created_by_id=operator.id,
                     created_by_name=operator.display_name, transfer_chain=[], risk_reasons=[], **columns)
@@ -744,7 +812,10 @@ async def register_ticket(
     await session.flush()
     await link_calls(session, ticket, cleaned["call_ids"], operator)
     grade = await risk.assess(session, ticket)
-    remark = f"登记{KIND_LABELS[kind]}工单；处理单位：{unit.name}"
+    remark = f"登记{KIND_LABELS[kind]}工单；来源：{SOURCE_LABELS[ticket.source]}；处理单位：{unit.name}"
+    if ticket.external_platform:
+        remark += (f"；转来平台：{ticket.external_platform}；原平台工单号：{ticket.external_ref or '无'}"
+                   f"；原平台答复期限：{columns['external_reply_due'].isoformat()}")
     if grade is not None:
         remark += f"；风险等级：{grade.level}"
     await _log(session, ticket, "登记", operator, now, remark,
