@@ -17,7 +17,7 @@ from sqlalchemy import select
 from agent_desk import webphone
 from agent_desk.auth import require_roles
 from agent_desk.common import ami, ami_failure, ami_nodes, local_time, local_zone
-from agent_desk.knowledge import load_knowledge, load_phrases
+from agent_desk.knowledge import load_knowledge, load_phrases, render_phrases
 from core.ami import AmiError
 from core.inputs import record_id
 from core.models import Role, User
@@ -95,8 +95,8 @@ async def desk_page(request: web.Request) -> web.Response:
     user: User = request[USER_KEY]
     settings = request.app[SETTINGS_KEY]
     session = await control.agent_session(request.app[REDIS_KEY], user.id)
-    phrases = [{"group": g["group"], "phrases": [p.replace("{agent_number}", user.agent_number or "")
-                                                  for p in g["phrases"]]} for g in load_phrases()]
+    phrases = render_phrases(load_phrases(), list(dispatch.unit_config().national),
+                             settings["centre"].get("region", ""), user.agent_number or "")
     return aiohttp_jinja2.render_template("desk.html", request, {
         "state": _state_json(session), "extensions": settings["sip"]["agent_extensions"],
         "pause_reasons": SELECTABLE_PAUSE_REASONS, "phrases": phrases, "options": _form_options(),

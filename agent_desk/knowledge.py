@@ -67,3 +67,19 @@ def load_knowledge(path: Path | None = None) -> KnowledgeBase:
 
 def load_phrases(path: Path = PHRASES_FILE) -> list[dict[str, Any]]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def render_phrases(groups: list[dict[str, Any]], hotlines: list[str], region: str,
+                   agent_number: str) -> list[dict[str, Any]]:
+    """The phrases as spoken: region and seat number filled in, a phrase naming {hotline} once per hotline
+    (of those it is limited to), so the panel never shows a placeholder (004 Appendix B)."""
+    rendered = []
+    for group in groups:
+        lines = []
+        for phrase in group["phrases"]:
+            text, only = (phrase["text"], phrase.get("hotlines")) if isinstance(phrase, dict) else (phrase, None)
+            for hotline in [h for h in hotlines if only is None or h in only] if "{hotline}" in text or only \
+                    else [None]:
+                lines.append(text.format(region=region, hotline=hotline or "", agent_number=agent_number))
+        rendered.append({"group": group["group"], "phrases": lines})
+    return rendered

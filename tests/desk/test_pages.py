@@ -79,7 +79,8 @@ async def test_menus_follow_the_role_and_agents_cannot_open_the_lead_console(des
     await desk.login("agent1")
     page = await desk.page("/desk")
     assert "坐席工作台" in page and "服务质量报表" not in page and "签入" in page
-    assert "您好，这里是" in page  # the standard's phrases are at hand
+    assert "您好，这里是浙江省12365热线，坐席" in page  # 004 B.1, the region and hotline filled in
+    assert "{" not in page.split('data-pane="phrases"')[1].split("</div>")[0]  # no literal placeholder
     refused = await desk.client.get("/wallboard")
     assert refused.status == 403 and "无权" in await refused.text()
     await desk.login("lead1")
