@@ -28,7 +28,7 @@ from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
 from core.vocabulary import AgentState, reason_label, state_label
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
 from cti import control
-from cti.models import CallRecord, CallState
+from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
 
 HOTLINES = ("12301", "12365")
 QUEUE_LABELS = {"general": "综合", "consult": "咨询", "complaint": "投诉", "report": "举报"}
@@ -86,6 +86,9 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
     async with request.app[DB_KEY].session() as db:
         today_calls = list((await db.scalars(select(CallRecord).where(
             CallRecord.started_at >= start, CallRecord.started_at < end))).all())
+        missed = {t.call_id: t for t in (await db.scalars(select(CallbackRequest).where(
+            CallbackRequest.source == "missed", CallbackRequest.position_at >= start,
+            CallbackRequest.position_at < end))).all()}
         agents = (await db.scalars(select(User).where(User.role == Role.AGENT, User.active.is_(True))
                                    .order_by(User.username))).all()
     waiting = await _waiting_from_asterisk(request)
@@ -111,20 +114,32 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
             "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),
         })
     return {"now": time.time(), "source": source, "queues": queue_rows(queue_names(), waiting, today_calls),
-            "agents": agent_rows, "abandoned": abandoned_rows(today_calls)}
+            "agents": agent_rows, "abandoned": abandoned_rows(today_calls, missed)}
 
 
-def abandoned_rows(today_calls: list[CallRecord], limit: int = 50) -> list[dict[str, Any]]:
-    """Today's abandoned calls, newest first, with whether the number was reached again since (pure)."""
+MISSED_STATES = {CallbackStatus.PENDING: "待回拨", CallbackStatus.DIALING: "回拨中", CallbackStatus.DONE: "已回拨",
+                 CallbackStatus.FAILED: "回拨未接通", CallbackStatus.EXPIRED: "已过期", CallbackStatus.CANCELLED: "已取消"}
+
+
+def abandoned_rows(today_calls: list[CallRecord], missed: dict[str, CallbackRequest] | None = None,
+                   limit: int = 50) -> list[dict[str, Any]]:
+    """Today's abandoned calls (in the queue, or in the IVR where they made a 漏接回拨 task), newest first,
+    with whether the number was reached again since and the outcome of the missed-call callback (pure)."""
+    missed = missed or {}
+    by_number = {t.number: t for t in missed.values()}  # a number's later missed calls share its one task
     reached = {}
     for call in today_calls:
         if call.answered_at and call.caller_number:
             reached[call.caller_number] = max(reached.get(call.caller_number, call.started_at), call.started_at)
     rows = []
-    for call in sorted((c for c in today_calls if c.abandoned), key=lambda c: c.started_at, reverse=True)[:limit]:
+    left = (c for c in today_calls if c.abandoned or c.call_id in missed)
+    for call in sorted(left, key=lambda c: c.started_at, reverse=True)[:limit]:
+        task = missed.get(call.call_id) or by_number.get(call.caller_number or "")
         rows.append({"caller": call.caller_number, "hotline": call.hotline, "queue": call.queue,
                      "at": call.started_at.timestamp(), "waited": round(call.wait_seconds or 0),
-                     "reached_since": reached.get(call.caller_number or "", call.started_at) > call.started_at})
+                     "reached_since": reached.get(call.caller_number or "", call.started_at) > call.started_at,
+                     "callback": MISSED_STATES.get(task.status, task.status) if task else None,
+                     "callback_attempts": task.attempts if task else 0})
     return rows
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from core.ami import AmiError
 from core.db import Database
@@ -39,6 +41,58 @@ async def request_from_call(record: CallRecord, session, note: str = "排队回�
         position_at=record.queued_at or record.started_at, expires_at=now + QUEUE_CALLBACK_EXPIRY,
         note=note,
     ))
+
+
+MISSED_NOTE = "漏接回拨"
+
+
+def callable_number(number: str | None) -> bool:
+    """A caller id we can dial back (digits only, long enough to be a real number; ivr.flow's rule)."""
+    return bool(number) and number.isdigit() and len(number) >= 5
+
+
+def missed(record: CallRecord, min_seconds: float) -> bool:
+    """A call abandoned in the queue or the IVR (国办函〔2025〕66号 漏接电话): inbound, never answered, no voice
+    message or callback request, not served by the IVR's status read-back, and at least ``min_seconds`` long
+    (shorter ones are misdials)."""
+    if record.direction != "inbound" or record.answered_at is not None or record.ended_at is None:
+        return False
+    if record.voicemail_file or record.lookup_ticket or not callable_number(record.caller_number):
+        return False
+    return (record.ended_at - record.started_at).total_seconds() >= min_seconds
+
+
+async def missed_call_task(record: CallRecord, session, *, min_seconds: float, max_attempts: int,
+                           zone: ZoneInfo) -> None:
+    """Called by the tracker as a call ends: a missed call becomes a callback task for the desk, one per
+    number and local day (a second missed call that day adds to the first task's note); an answered
+    call ends that day's open task of the number, since the citizen got through."""
+    day = record.started_at.astimezone(zone).date().isoformat()
+    task = await session.scalar(select(CallbackRequest).where(
+        CallbackRequest.number == record.caller_number, CallbackRequest.missed_day == day))
+    if record.answered_at is not None and record.direction == "inbound":
+        if task is not None and task.status == CallbackStatus.PENDING:
+            task.status = CallbackStatus.DONE
+            task.note = f"{task.note or ''} 再次来电已接通".strip()[:255]
+        return
+    if not missed(record, min_seconds):
+        return
+    if task is not None:
+        if task.status == CallbackStatus.PENDING:
+            task.note = f"{task.note or ''} 再次漏接".strip()[:255]
+        return
+    where = "排队中放弃" if record.queued_at is not None else "语音导航中挂机"
+    try:
+        # Calls of one number may end side by side (the tracker applies different calls concurrently): the
+        # unique index keeps one task, and the loser's savepoint goes, not the call record's transaction.
+        async with session.begin_nested():
+            session.add(CallbackRequest(
+                call_id=record.call_id, number=record.caller_number, hotline=record.hotline,
+                queue=record.queue or (f"{record.hotline}-general" if record.hotline else None),
+                source="missed", position_at=record.started_at, missed_day=day, max_attempts=max_attempts,
+                note=f"{MISSED_NOTE}（{where}）"))
+    except IntegrityError:
+        pass
 
 
 async def oldest_waiting(ami) -> dict[str, float]:

@@ -94,14 +94,19 @@ class CallbackRequest(Base):
     """A citizen to be called back: from a queue (keeps their place in line) or a voice message."""
 
     __tablename__ = "callback_requests"
-    __table_args__ = (Index("ix_callback_requests_status_position", "status", "position_at"),)
+    __table_args__ = (
+        Index("ix_callback_requests_status_position", "status", "position_at"),
+        # 漏接回拨: one task per number and local day, whatever the number of missed calls.
+        Index("uq_callback_requests_missed_day", "number", "missed_day", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), unique=True)  # one request per call, never two
     number: Mapped[str] = mapped_column(String(32))
     hotline: Mapped[str | None] = mapped_column(String(8))
     queue: Mapped[str | None] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(16), default="queue")  # queue | voicemail
+    source: Mapped[str] = mapped_column(String(16), default="queue")  # queue | voicemail | missed
+    missed_day: Mapped[str | None] = mapped_column(String(10))  # local date of a missed call (source missed)
     # The moment the citizen joined the queue: their place in line among waiting callers.
     position_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from core import events as ev
 from core.ami import AmiClient, ami_clients
@@ -20,7 +21,7 @@ from core.service import heartbeat
 from core.settings import AsteriskNode, Settings
 from cti.agents import AgentTracker
 from cti.books import QueueCall, read_queue_log
-from cti.callbacks import CallbackDispatcher, request_from_call
+from cti.callbacks import CallbackDispatcher, missed_call_task, request_from_call
 from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
 from cti.crash import CrashRecovery
@@ -202,6 +203,10 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     callbacks = CallbackDispatcher(db, redis, first.ami, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call
+    missed_rules = {"min_seconds": float(settings["callbacks"]["missed_min_seconds"]),
+                    "max_attempts": int(settings["callbacks"]["missed_max_attempts"]),
+                    "zone": ZoneInfo(settings.timezone)}
+    tracker.on_call_ended = lambda record, session: missed_call_task(record, session, **missed_rules)
 
     async def dispatch_callbacks() -> None:
         while True:

@@ -122,6 +122,8 @@ class CallTracker:
         # SQLite takes one writer at a time; a second one would wait in SQLite's busy handler, which polls
         # in sleeps of milliseconds. So on SQLite the tracker's writes take turns here; PostgreSQL locks rows.
         self._one_writer = asyncio.Lock() if db.url.startswith("sqlite") else contextlib.nullcontext()
+        # Every other call as it ends, in the same transaction (missed calls become callback tasks).
+        self.on_call_ended: Callable[[CallRecord, Any], Awaitable[None]] | None = None
         self._agent_ids: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
@@ -234,7 +236,7 @@ class CallTracker:
         """一次一评 on the call record and on every ticket the call is linked to that has no grade yet."""
         from tickets.satisfaction import grade_linked_tickets
 
-        async with self.db.transaction() as session:
+        async with self._transaction() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             if record is None or record.satisfaction not in (None, UNRATED):
                 return
@@ -383,6 +385,8 @@ class CallTracker:
             agent_id, abandoned = record.agent_id, record.abandoned
             if chan_var(event, ChanVar.CALLBACK_NUMBER) and self.on_callback_request is not None:
                 await self.on_callback_request(record, session)
+            elif self.on_call_ended is not None:
+                await self.on_call_ended(record, session)
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id,
                                         node=event_node(event)))
 

@@ -22,7 +22,9 @@
     $("abandoned").tBodies[0].innerHTML = (snap.abandoned || []).map((c) => `<tr data-caller="${Desk.esc(c.caller || "")}">
       <td>${new Date(c.at * 1000).toLocaleTimeString("zh-CN", { hour12: false })}</td><td>${Desk.esc(c.caller || "未知号码")}</td>
       <td>${Desk.esc(c.hotline || "")}</td><td>${Desk.esc(c.queue || "")}</td><td class="num">${Desk.duration(c.waited)}</td>
-      <td>${c.reached_since ? "已再次接通" : "<strong>待回拨</strong>"}</td></tr>`).join("")
+      <td data-callback-state>${c.callback ? (c.callback === "待回拨" ? `<strong>${Desk.esc(c.callback)}</strong>` : Desk.esc(c.callback))
+        + (c.callback_attempts ? ` <span class="muted">已尝试 ${c.callback_attempts} 次</span>` : "")
+        : (c.reached_since ? "已再次接通" : "<strong>待回拨</strong>")}</td></tr>`).join("")
       || `<tr><td colspan="6" class="muted">今日暂无放弃来电</td></tr>`;
     $("wb-updated").textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
   }
