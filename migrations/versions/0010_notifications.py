@@ -1,7 +1,7 @@
 """rule firings, the notice outbox and the message centre (issue 15 items 1-3)
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01 12:44:34.794355
 """
 
@@ -10,8 +10,8 @@ from alembic import op
 
 import core.db
 
-revision = '0009'
-down_revision = '0008'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
