@@ -3,16 +3,16 @@
 Issue 16 item 5: ``callback_requests.missed_day`` (the local date of the missed call, set for
 ``source = 'missed'`` only) with a unique index on (number, missed_day).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 13:40:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0010'
-down_revision = '0009'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
