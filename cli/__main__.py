@@ -139,8 +139,8 @@ def cmd_recordings(args) -> int:
 
 
 def cmd_hours(args) -> int:
+    from core.hours import OVERRIDE_KEY, is_open
     from core.redis import connect_sync
-    from ivr.hours import OVERRIDE_KEY, is_open
 
     settings = load_settings()
     client = connect_sync(settings)

@@ -36,7 +36,7 @@ _CONNECTION = "+ping +echo +select +client|setname +client|getname +client|id"
 
 # Who may do what. Key patterns follow the key names in the code: core.service (hotline:health:<svc>[:problem]),
 # core.metrics (hotline:metrics:<svc>:*), core.events (hotline:events), cti.control (hotline:agents:*),
-# ivr.hours (hotline:hours:override), agent_desk.auth and .login_guard (hotline:web:*), agent_desk.desk
+# core.hours (hotline:hours:override), agent_desk.auth and .login_guard (hotline:web:*), agent_desk.desk
 # (hotline:desk:*).
 ACL_RULES: dict[str, str] = {
     "ivr": "~hotline:health:ivr ~hotline:health:ivr:* ~hotline:metrics:ivr:* ~hotline:hours:override "

@@ -24,6 +24,7 @@ from panoramisk.fast_agi import Application, Request
 
 from core.asterisk_runtime import resolve_runtime
 from core.db import Database
+from core.hours import staffed_now
 from core.metrics import LatencySamples
 from core.settings import Settings
 from core.telephony import ChanVar, inherited
@@ -37,7 +38,6 @@ from ivr.flow import (
     TicketLookup,
     TicketStatus,
 )
-from ivr.hours import staffed_now
 from ivr.menu import HotlineMenu, load_all_menus
 from ivr.setup import asterisk_prompts
 
@@ -251,7 +251,7 @@ class IvrService:
     def __init__(self, settings: Settings, menus: dict[str, HotlineMenu], prompts: Prompts,
                  tickets: TicketLookup, redis=None) -> None:
         self.settings, self.menus, self.prompts, self.tickets = settings, menus, prompts, tickets
-        self.redis = redis  # for the live open/closed switch (ivr.hours.staffed_now)
+        self.redis = redis  # for the live open/closed switch (core.hours.staffed_now)
 
     async def ivr(self, request: Request) -> None:
         """FastAGI route ``ivr``."""

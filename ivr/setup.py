@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from core.asterisk_runtime import AsteriskRuntime
+from core.hours import staffed_hours
 from core.settings import CONFIG_DIR, ConfigError, Settings
-from ivr.hours import staffed_hours
 from ivr.menu import RECORDED_PROMPTS, HotlineMenu, Prompt, load_all_menus
 from ivr.prompts import AsteriskPrompts, PromptStore, convert_to_asterisk_wav, share_with_asterisk
 

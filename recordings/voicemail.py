@@ -6,19 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from core.hours import next_open_period
 from core.settings import Settings
 from cti.models import CallbackRequest, CallRecord
+from tickets.intake import register_voicemail_ticket, set_transcript
 
 
 async def open_voicemail_ticket(session, settings: Settings, call: CallRecord, seconds: float) -> str | None:
     """Create the ticket and the callback task for one message; returns the ticket number."""
-    from tickets.intake import register_voicemail_ticket
-
     ticket = await register_voicemail_ticket(session, call=call, seconds=seconds)
     exists = await session.scalar(select(CallbackRequest).where(CallbackRequest.call_id == call.call_id))
     if exists is None and call.caller_number:
-        from ivr.hours import next_open_period
-
         not_before = next_open_period(settings, datetime.now(UTC))
         session.add(CallbackRequest(
             call_id=call.call_id, number=call.caller_number, hotline=call.hotline,
@@ -30,6 +28,4 @@ async def open_voicemail_ticket(session, settings: Settings, call: CallRecord, s
 
 
 async def attach_transcript(session, ticket_number: str, text: str | None, status: str, note: str | None) -> None:
-    from tickets.intake import set_transcript
-
     await set_transcript(session, ticket_number, text, status, note)

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.hours import is_open, is_working_day, next_open_period, staffed_hours
 from core.settings import ConfigError, load_settings
-from ivr.hours import is_open, is_working_day, next_open_period, staffed_hours
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -85,7 +85,7 @@ async def test_a_redis_that_does_not_answer_at_once_means_the_configured_hours(s
     import asyncio
     import time
 
-    from ivr.hours import staffed_now
+    from core.hours import staffed_now
 
     class SlowRedis:
         async def hget(self, *_args):

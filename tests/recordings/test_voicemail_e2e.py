@@ -75,7 +75,7 @@ async def test_a_message_too_short_to_hold_anything_opens_no_ticket(stack, ami, 
 
 
 async def test_after_hours_caller_hears_the_hours_and_leaves_a_message(stack, ami, db, redis, waiter):
-    from ivr.hours import set_override
+    from core.hours import set_override
 
     await set_override(redis, "12301", "closed")  # the live switch a lead uses; same path as the calendar's
     try:
