@@ -57,7 +57,7 @@ async def _record(db, call_id: str) -> CallRecord | None:
 
 async def test_scripted_calls_move_the_report_export_and_wallboard_by_exactly_their_figures(
         stack, ami, db, redis, waiter, no_agents):
-    from ivr.hours import set_override
+    from core.hours import set_override
 
     lead = Desk(stack.settings.web_url)
     await lead.login("lead1", stack.settings.secrets["demo_password"], "/report")
