@@ -181,6 +181,38 @@ def cmd_unlock(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    from pathlib import Path
+
+    from cli.backup import backup
+
+    snapshot = backup(load_settings(), Path(args.dest), keep=args.keep)
+    print(f"backup complete: {snapshot}")
+    print("  SENSITIVE / 敏感: it holds the secrets and configuration (folders 0700, files 0600)")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from pathlib import Path
+
+    from cli.backup import config_differences, restore, verify
+
+    settings = load_settings()
+    if args.check:
+        snapshot, manifest = verify(Path(args.src))
+        print(f"backup intact / 备份完好: {snapshot} ({len(manifest['files'])} files)")
+        return 0
+    snapshot = restore(settings, Path(args.src))
+    print(f"restored {snapshot} into {settings.var_dir}")
+    differing = config_differences(settings)
+    if differing:
+        print(f"  configuration of the backup is in {settings.var_dir / 'config-from-backup'}; it differs from")
+        print(f"  config/ in: {', '.join(differing)} (copy what you need, then ./hotline up)")
+    else:
+        print("  configuration identical to config/; start with ./hotline up")
+    return 0
+
+
 def cmd_test(args) -> int:
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "pytest", *args.pytest_args]
@@ -219,6 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     unlock.add_argument("username", nargs="?", default="")
     unlock.add_argument("--address", default="", help="unlock a source address instead of an account")
     unlock.set_defaults(func=cmd_unlock)
+    back = sub.add_parser("backup", help="consistent snapshot (database, recordings, evidence, secrets, config) into DEST")
+    back.add_argument("dest")
+    back.add_argument("--keep", type=int, default=None, help="snapshots to keep in DEST (default [backup] keep)")
+    back.set_defaults(func=cmd_backup)
+    rest = sub.add_parser("restore", help="verify a backup, then restore it into this fresh instance (HOTLINE_VAR)")
+    rest.add_argument("src", help="a snapshot folder, or a backup DEST (its newest snapshot)")
+    rest.add_argument("--check", action="store_true", help="only verify the backup against its manifest")
+    rest.set_defaults(func=cmd_restore)
     test = sub.add_parser("test", help="install test dependencies and run the whole suite")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     test.set_defaults(func=cmd_test)
@@ -233,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, stack.StackError, RuntimeError) as exc:
+    except (ConfigError, stack.StackError, RuntimeError) as exc:  # BackupError is a RuntimeError
         print(f"!! {exc}", file=sys.stderr)
         return 1
 
