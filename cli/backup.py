@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import CONFIG_DIR, Settings
+from recordings.storage import sha256_of
 
 FORMAT = 1
 PREFIX = "hotline-"
@@ -58,14 +59,6 @@ def _private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _db_kind(url: str) -> str:
@@ -200,7 +193,7 @@ def backup(settings: Settings, dest: Path, keep: int | None = None) -> Path:
     files: list[dict[str, Any]] = []
 
     db_file = _dump_database(settings, work)  # first: see the module docstring
-    files.append({"area": "database", "path": db_file.name, "sha256": _sha256(db_file),
+    files.append({"area": "database", "path": db_file.name, "sha256": sha256_of(db_file),
                   "size": db_file.stat().st_size, "sensitive": True})
     for area, root in roots.items():
         for source in _walk(root):
@@ -225,7 +218,7 @@ def backup(settings: Settings, dest: Path, keep: int | None = None) -> Path:
             _private_dir(target.parent)
             shutil.copyfile(source, target)
             target.chmod(0o600)
-            files.append({"area": area, "path": relative, "sha256": _sha256(target), "size": target.stat().st_size,
+            files.append({"area": area, "path": relative, "sha256": sha256_of(target), "size": target.stat().st_size,
                           "sensitive": True})
     (work / "SENSITIVE.txt").write_text(SENSITIVE_NOTE, encoding="utf-8")
     manifest = {"format": FORMAT, "created": datetime.now(UTC).isoformat(), "database": _db_kind(settings.database_url),
@@ -280,7 +273,7 @@ def verify(src: Path) -> tuple[Path, dict[str, Any]]:
             problems.append(f"缺少 missing: {item['area']}/{item['path']}")
         elif path.stat().st_size != item["size"]:
             problems.append(f"大小不符（被截断？） size differs (truncated?): {item['area']}/{item['path']}")
-        elif _sha256(path) != item["sha256"]:
+        elif sha256_of(path) != item["sha256"]:
             problems.append(f"校验和不符 checksum differs: {item['area']}/{item['path']}")
     if problems:
         raise BackupError("备份已损坏，未做任何恢复 / the backup is damaged, nothing was restored "
@@ -339,4 +332,4 @@ def config_differences(settings: Settings) -> list[str]:
     copy = settings.var_dir / "config-from-backup"
     return sorted(p.relative_to(copy).as_posix() for p in _walk(copy)
                   if not (CONFIG_DIR / p.relative_to(copy)).is_file()
-                  or _sha256(CONFIG_DIR / p.relative_to(copy)) != _sha256(p))
+                  or sha256_of(CONFIG_DIR / p.relative_to(copy)) != sha256_of(p))
