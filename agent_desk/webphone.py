@@ -190,7 +190,8 @@ async def phone_ws(request: web.Request) -> web.StreamResponse:
     if not _same_origin(request):
         raise json_error(403, "不允许从其他网站连接网页电话")
     tab = request.query.get("tab", "")
-    browser = web.WebSocketResponse(protocols=("sip",), heartbeat=15)
+    # timeout: how long a close waits for the peer's close frame; a browser that vanished sends none.
+    browser = web.WebSocketResponse(protocols=("sip",), heartbeat=15, timeout=2)
     await browser.prepare(request)
     links = app[LINKS_KEY]
     current = links.get(user.id)
@@ -198,7 +199,7 @@ async def phone_ws(request: web.Request) -> web.StreamResponse:
         if current.tab != tab:
             await browser.close(code=SECOND_TAB, message="网页电话已在其他窗口使用".encode())
             return browser
-        await current.browser.close(code=REPLACED)
+        asyncio.create_task(current.browser.close(code=REPLACED))  # noqa: RUF006 - the old one may hang
     link = links[user.id] = Link(tab, browser)
     settings = app[SETTINGS_KEY]
     upstream_url = f"ws://{phone_node(settings).address}:{settings['webphone']['http_port']}/ws"

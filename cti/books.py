@@ -25,7 +25,8 @@ CDR_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstc
 HOTLINE_CONTEXTS = ("from-carrier", "hotline-entry", "hotline-route", "hotline-queue", "hotline-voicemail",
                     "hotline-callback")
 MEMBER_USERNAME = re.compile(r"\(([^()]+)\)$")
-PHONE_RE = re.compile(r"^PJSIP/(\d+)")
+# Agent phones: desk extensions (8001) and browser phones (web<user id>, agent_desk.webphone); never the carrier.
+PHONE_RE = re.compile(r"^PJSIP/(\d+|web\d+)(?:-|$)")
 BISECT_UNTIL = 64 * 1024  # read linearly once the window is this small
 
 

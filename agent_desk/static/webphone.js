@@ -112,14 +112,20 @@ async function start() {
   });
   registerer = new Registerer(ua, { expires: 300 });
   registerer.stateChange.addListener((s) => {
-    if (s === RegistererState.Registered) { retry = 0; status("网页电话已就绪（已注册）"); $("webphone").dataset.registered = "yes"; }
     if (s === RegistererState.Unregistered) $("webphone").dataset.registered = "no";
   });
   status("网页电话连接中……");
   try { await ua.start(); } catch (_) { onDisconnect(new Error("connect")); }
 }
 
-function onConnect() { registerer.register().catch(() => status("网页电话注册失败，正在重试……", true)); }
+/* Each (re)connection registers again; the Registerer's own state stays "Registered" across a dropped
+   WebSocket, so the accepted REGISTER itself is what tells the page the phone works again. */
+function onConnect() {
+  registerer.register({ requestDelegate: {
+    onAccept: () => { retry = 0; status("网页电话已就绪（已注册）"); $("webphone").dataset.registered = "yes"; },
+    onReject: () => status("网页电话注册失败：请签出后重新签入", true),
+  } }).catch(() => status("网页电话注册失败，正在重试……", true));
+}
 
 function onDisconnect(error) {
   $("webphone").dataset.registered = "no";
@@ -132,7 +138,7 @@ function onDisconnect(error) {
     try {  // the same tab again; if another tab took the phone meanwhile, the desk says so
       await Desk.api("GET", "/api/desk/webphone?tab=" + TAB);
       await ua.reconnect();
-    } catch (err) { status(err.message, true); if (!stopped) onDisconnect(err); }
+    } catch (err) { console.warn("webphone reconnect:", err.message); if (!stopped) onDisconnect(err); }
   }, wait * 1000);
 }
 

@@ -113,6 +113,7 @@ async def test_agent_takes_a_call_in_the_browser_phone_with_audio_both_ways(stac
                 await page.screenshot(path=shots / "webphone-03-ringing-with-pop.png")
                 await page.keyboard.press("Alt+a")
                 await expect(page.locator("#webphone")).to_have_attribute("data-call", "talking", timeout=LIVE)
+                await expect(page.locator("#state-label")).to_have_text("通话中", timeout=LIVE)  # the CTI follows web<id>
 
                 # Asterisk -> browser: the citizen's tone reaches the agent's ear.
                 await waiter(lambda: hears(page, CITIZEN_HZ, BROWSER_HZ), timeout=30, what="the citizen heard")
@@ -133,6 +134,21 @@ async def test_agent_takes_a_call_in_the_browser_phone_with_audio_both_ways(stac
                 await expect(page.locator("#webphone")).to_have_attribute("data-call", "idle", timeout=LIVE)
                 await waiter(lambda: _bridged_to(ami, "PJSIP/8002-"), timeout=30, what="the citizen with 8002")
                 await page.screenshot(path=shots / "webphone-06-transferred.png")
+
+                # The connection drops (its TCP sockets killed): the agent is paused as 网页电话离线, so no call
+                # is offered to a dead browser; the page reconnects, registers again and the agent is ready again.
+                queue_log = stack.runtime.host_path(stack.runtime.inside("log", "queue_log"))
+                member = "(agent1)|"  # queue_log names the member as agent_login named it
+                logged = queue_log.read_text().count(member)
+                subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(stack.settings["web"]["port"])],
+                               check=True, capture_output=True)
+                await expect(page.locator("#wp-status")).to_contain_text("连接中断", timeout=LIVE)
+                await page.screenshot(path=shots / "webphone-07-connection-lost.png")
+                await expect(page.locator("#webphone")).to_have_attribute("data-registered", "yes", timeout=LIVE)
+                await expect(page.locator("#state-label")).to_have_text("就绪", timeout=LIVE)
+                lines = [line for line in queue_log.read_text().splitlines() if member in line]
+                assert any("|PAUSE" in line and line.endswith("|phone") for line in lines[logged:]), lines[logged:]
+                assert "|UNPAUSE" in lines[-1], lines[logged:]
 
                 await page.click("#btn-logout")
                 await expect(page.locator("#state-label")).to_have_text("离线")
@@ -168,3 +184,11 @@ async def _bridged_to(ami, prefix: str) -> bool:
     from cti.control import live_channels
 
     return any(c.get("Channel", "").startswith(prefix) and c.get("BridgeId") for c in await live_channels(ami))
+
+
+def test_the_cti_knows_browser_phones_by_their_channels_and_never_takes_the_carrier_for_one():
+    from cti.books import phone_of
+
+    assert phone_of("PJSIP/web7-0000002a") == "web7" and phone_of("PJSIP/web12") == "web12"
+    assert phone_of("PJSIP/8001-00000001") == "8001"
+    assert phone_of("PJSIP/carrier-00000003") is None and phone_of("PJSIP/webby-01") is None
