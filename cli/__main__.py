@@ -58,10 +58,15 @@ def cmd_status(args) -> int:
     health = stack.check_health(settings, runtime)
     for h in health:
         print(f"  {'OK ' if h.ok else 'BAD'}  {h.name:<11} {h.detail}")
+    from core.disk import disk_space
+
+    disks = disk_space(settings)
+    for disk in disks:
+        print(f"  {'BAD' if disk.low else 'OK '}  {'disk':<11} {disk.detail}")
     for line in _live_figures(settings):
         print(f"       {line}")
     _print_access(settings)
-    return 0 if running and all(h.ok for h in health) else 1
+    return 0 if running and all(h.ok for h in health) and not any(d.low for d in disks) else 1
 
 
 def _live_figures(settings) -> list[str]:

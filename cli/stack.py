@@ -116,6 +116,8 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         "[supervisord]",
         f"umask={UMASK:03o}",  # every service, Asterisk and Redis: files 0640, folders 0750 at most
         f"logfile={settings.log_dir / 'supervisord.log'}",
+        f"logfile_maxbytes={settings['logs']['max_mb']}MB",
+        f"logfile_backups={settings['logs']['backups']}",
         f"pidfile={settings.run_dir / 'supervisord.pid'}",
         f"directory={REPO_ROOT}",
         f"environment={env_line}",
@@ -137,8 +139,8 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
             "killasgroup=true",
             "redirect_stderr=true",
             f"stdout_logfile={settings.log_dir / (name + '.log')}",
-            "stdout_logfile_maxbytes=20MB",
-            "stdout_logfile_backups=3",
+            f"stdout_logfile_maxbytes={settings['logs']['max_mb']}MB",  # rotation: [logs] in hotline.toml
+            f"stdout_logfile_backups={settings['logs']['backups']}",
             f"priority={10 if name.startswith('asterisk') or name == 'redis' else 50}",
         ]
     return "\n".join(lines) + "\n"
