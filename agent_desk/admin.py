@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import select
 
 from agent_desk import login_guard
 from agent_desk.auth import forbidden_page, require_roles
 from agent_desk.common import local_time, local_zone
-from core.models import Role, SecurityAudit
+from core.models import Role
 from core.web import DB_KEY, REDIS_KEY, USER_KEY
 
 AUDIT_ROWS = 50
@@ -25,8 +24,7 @@ _admin_only = require_roles(Role.ADMIN)
 async def unlock_page(request: web.Request) -> web.Response:
     zone = local_zone(request)
     locks = await login_guard.list_locks(request.app[REDIS_KEY])
-    async with request.app[DB_KEY].session() as db:
-        rows = (await db.scalars(select(SecurityAudit).order_by(SecurityAudit.id.desc()).limit(AUDIT_ROWS))).all()
+    rows = await login_guard.recent_audit(request.app[DB_KEY], AUDIT_ROWS)
     return aiohttp_jinja2.render_template("admin_unlock.html", request, {
         "locks": [{"kind": lock.kind, "kind_label": login_guard.KIND_LABELS[lock.kind], "subject": lock.subject,
                    "failures": lock.failures, "since": local_time(lock.since, zone),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -11,9 +10,8 @@ import jinja2
 from aiohttp import web
 
 from agent_desk import admin, auth, desk, lead, live, login_guard, messages, playback, units, webphone
-from agent_desk.common import AMI_KEY, template_context
+from agent_desk.common import template_context
 from agent_desk.unavailable import redis_unavailable
-from core.ami import AmiNodes
 from core.db import Database
 from core.logs import setup_logging
 from core.redis import connect as redis_connect
@@ -25,7 +23,6 @@ from tickets.api import routes as ticket_routes
 from tickets.rules import check_rules
 
 HERE = Path(__file__).resolve().parent
-AMI_CONNECT_KEY = web.AppKey("ami_connect", asyncio.Task)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -90,26 +87,14 @@ def body_limit(app: web.Application) -> int:
     return int(app[SETTINGS_KEY]["web"]["max_body_kb"]) * 1024
 
 
-async def _start_ami(app: web.Application) -> None:
-    """Connect to AMI in the background: the desk serves pages while Asterisk is still starting."""
-    nodes = AmiNodes.for_settings(app[SETTINGS_KEY], "desk", events="off")  # one connection per node
-    app[AMI_KEY] = nodes
-
-    async def connect() -> None:
-        with contextlib.suppress(Exception):
-            await nodes.connect(timeout=None)
-
-    app[AMI_CONNECT_KEY] = asyncio.create_task(connect())
-
-
 async def _close(app: web.Application) -> None:
-    if AMI_KEY in app:
-        await app[AMI_KEY].close()
     await app[DB_KEY].close()
     await app[REDIS_KEY].aclose()
 
 
-def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
+def build_app(settings: Settings, with_ami: bool | None = None) -> web.Application:
+    """The desk application. It has no AMI connection (the CTI owns call control, cti.protocol);
+    ``with_ami`` is accepted and ignored so that callers written before that still build it."""
     check_rules()  # a broken rule profile stops the start-up with the key at fault (config/rules.yaml)
     app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
                           middlewares=[security_headers, redis_unavailable, body_limits, input_errors,
@@ -132,8 +117,6 @@ def build_app(settings: Settings, with_ami: bool = True) -> web.Application:
         module.add_routes(app)
     app.router.add_routes(ticket_routes)
     app.on_startup.append(login_guard.warm_up)
-    if with_ami:
-        app.on_startup.append(_start_ami)
     app.on_cleanup.append(_close)
     return app
 

@@ -279,12 +279,10 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    from agent_desk.common import AMI_KEY
     from agent_desk.webphone import end_session
 
     # A browser phone's endpoint and password die with the desk session that created them.
-    client = request.app.get(AMI_KEY)
-    await end_session(request.app, request[USER_KEY], client if client and client.logged_in.is_set() else None)
+    await end_session(request.app, request[USER_KEY])
     await drop_session(request.app, request[SESSION_KEY])
     response = web.HTTPFound("/login")
     response.del_cookie(COOKIE, path="/")

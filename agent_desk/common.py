@@ -1,4 +1,4 @@
-"""Pieces shared by the desk's pages: the AMI client key, role menus, template context, small helpers."""
+"""Pieces shared by the desk's pages: commands to the CTI, role menus, template context, small helpers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from core.ami import AmiClient, AmiError, AmiNodes
 from core.models import ROLE_LABELS, Role, User
-from core.web import SETTINGS_KEY, USER_KEY, json_error
-
-AMI_KEY = web.AppKey("ami", AmiNodes)
+from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
+from cti import protocol
 
 
 @dataclass(frozen=True)
@@ -70,21 +68,11 @@ def local_time(value: dt.datetime | None, zone: ZoneInfo, fmt: str = "%Y-%m-%d %
     return value.astimezone(zone).strftime(fmt) if value else "—"
 
 
-def ami_nodes(request: web.Request) -> AmiNodes:
-    """Every node's AMI connection (agent log-in finds the node of the phone)."""
-    nodes = request.app.get(AMI_KEY)
-    if nodes is None or not nodes.logged_in.is_set():
-        raise json_error(409, "暂时无法连接电话系统（AMI），请稍后重试")
-    return nodes
-
-
-def ami(request: web.Request, node: str | None = None) -> AmiClient:
-    """The AMI connection to ``node`` (an agent's session or a call record names it; None: the first)."""
-    client = ami_nodes(request)[node]
-    if not client.logged_in.is_set():
-        raise json_error(409, "暂时无法连接电话系统（AMI），请稍后重试")
-    return client
-
-
-def ami_failure(exc: AmiError) -> web.HTTPException:
-    return json_error(409, str(exc))
+async def cti_command(request: web.Request, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Have the CTI carry out a command (cti.protocol); its refusal or absence becomes a Chinese 4xx/503."""
+    try:
+        return await protocol.send(request.app[REDIS_KEY], name, args)
+    except protocol.Refused as exc:
+        raise json_error(exc.status, exc.message, exc.field) from None
+    except protocol.CtiUnavailable as exc:
+        raise json_error(503, str(exc)) from None

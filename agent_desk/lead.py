@@ -1,7 +1,7 @@
 """The team lead's console: live wallboard, listen/whisper/barge, and the service-quality report.
 
 The wallboard page listens to /events and re-reads ``/api/wallboard`` (a snapshot
-from the database, the agents' Redis sessions and Asterisk's QueueStatus) on
+from the database, the CTI's agent sessions and Asterisk's QueueStatus asked through the CTI) on
 every event and every few seconds, so it is right within a second of a change
 and also after a missed event.
 """
@@ -9,25 +9,24 @@ and also after a missed event.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import select
 
 from agent_desk import kpi
 from agent_desk.auth import require_roles
-from agent_desk.common import AMI_KEY, ami, ami_failure, local_zone
-from core.ami import AmiError
+from agent_desk.common import cti_command, local_zone
 from core.asterisk_config import queue_names
 from core.inputs import iso_date, record_id
-from core.models import Role, User
+from core.models import Role
 from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
-from core.vocabulary import AgentState, reason_label, state_label
+from core.users import active_agents, agent_names
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
-from cti import control
+from cti import read
+from cti.callbacks import missed_tasks_between
+from cti.calls import calls_between
 from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
 
 HOTLINES = ("12301", "12365")
@@ -44,22 +43,6 @@ def queue_label(name: str) -> str:
 
 def local_day_bounds(day: dt.date, zone) -> tuple[dt.datetime, dt.datetime]:
     return kpi.local_bounds(day, day, zone)
-
-
-async def _waiting_from_asterisk(request: web.Request) -> list[dict[str, Any]] | None:
-    """Callers in queue now, from AMI QueueStatus (None when Asterisk cannot be asked)."""
-    nodes = request.app.get(AMI_KEY)
-    if nodes is None or not nodes.logged_in.is_set():
-        return None
-    waiting = []
-    for client in nodes:  # every node's queues: a caller waits on the node that took the call
-        try:
-            reply = await client.action({"Action": "QueueStatus"}, as_list=True, timeout=3)
-        except AmiError:
-            return None
-        waiting += [{"queue": m.get("Queue"), "caller": m.get("CallerIDNum"), "wait": float(m.get("Wait") or 0)}
-                    for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "QueueEntry"]
-    return waiting
 
 
 def queue_rows(names: list[str], waiting: list[dict[str, Any]], today_calls: list[CallRecord]) -> list[dict]:
@@ -84,32 +67,28 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
     start, end = local_day_bounds(dt.datetime.now(zone).date(), zone)
     now = dt.datetime.now(dt.UTC)
     async with request.app[DB_KEY].session() as db:
-        today_calls = list((await db.scalars(select(CallRecord).where(
-            CallRecord.started_at >= start, CallRecord.started_at < end))).all())
-        missed = {t.call_id: t for t in (await db.scalars(select(CallbackRequest).where(
-            CallbackRequest.source == "missed", CallbackRequest.position_at >= start,
-            CallbackRequest.position_at < end))).all()}
-        agents = (await db.scalars(select(User).where(User.role == Role.AGENT, User.active.is_(True))
-                                   .order_by(User.username))).all()
-    waiting = await _waiting_from_asterisk(request)
+        today_calls = await calls_between(db, start, end)
+        missed = await missed_tasks_between(db, start, end)
+        agents = await active_agents(db)
+    callers = await read.waiting_callers(request.app[REDIS_KEY])
     source = "asterisk"
-    if waiting is None:  # fall back to what the CTI wrote
+    if callers is None:  # the CTI cannot ask Asterisk now: fall back to what it wrote
         source = "database"
         waiting = [{"queue": c.queue, "caller": c.caller_number,
                     "wait": (now - (c.queued_at or c.started_at)).total_seconds()}
                    for c in today_calls if c.state in (CallState.QUEUED, CallState.RINGING) and not c.ended_at]
-    sessions = await request.app[REDIS_KEY].hgetall(control.AGENT_SESSIONS)
+    else:
+        waiting = [{"queue": w.queue, "caller": w.caller, "wait": w.wait} for w in callers]
+    sessions = await read.agent_sessions(request.app[REDIS_KEY])
     live = {c.agent_id: c for c in today_calls if c.state == CallState.TALKING and not c.ended_at and c.agent_id}
     agent_rows = []
     for agent in agents:
-        session = json.loads(sessions.get(str(agent.id)) or "{}")
-        state = session.get("state", AgentState.OFFLINE)
+        session = sessions.get(agent.id) or read.AgentSession(agent.id)
         call = live.get(agent.id)
         agent_rows.append({
             "id": agent.id, "name": agent.display_name, "username": agent.username, "number": agent.agent_number,
-            "state": state, "state_label": state_label(state),
-            "reason": reason_label(session.get("reason")),
-            "since": session.get("since"), "phone": session.get("phone"),
+            "state": session.state, "state_label": session.state_label, "reason": session.reason_label,
+            "since": session.since, "phone": session.phone,
             "caller": call.caller_number if call else None,
             "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),
         })
@@ -161,18 +140,9 @@ async def post_spy(request: web.Request) -> web.Response:
     mode = data.get("mode")
     if mode not in ("listen", "whisper", "barge"):
         raise json_error(400, "请选择监听方式", "mode")
-    session = await control.agent_session(request.app[REDIS_KEY], record_id(data.get("agent_id"), "agent_id", "坐席"))
-    if not session or not session.get("phone"):
-        raise json_error(409, "该坐席未登录分机", "agent_id")
-    lead_phone = request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]
-    try:
-        client = ami(request, session.get("node"))  # the lead's phone listens on the agent's node
-        if await control.agent_channel(client, session["phone"]) is None:
-            raise json_error(409, "该坐席当前没有通话", "agent_id")
-        await control.spy(client, lead_phone, session["phone"], mode)
-    except AmiError as exc:
-        raise ami_failure(exc) from None
-    return web.json_response({"ok": True, "message": f"请接听班长话机 {lead_phone}"})
+    agent_id = record_id(data.get("agent_id"), "agent_id", "坐席")
+    answer = await cti_command(request, "spy", {"agent_id": agent_id, "mode": mode})
+    return web.json_response({"ok": True, "message": f"请接听班长话机 {answer['lead_phone']}"})
 
 
 # --- the service-quality report ------------------------------------------------------
@@ -199,8 +169,7 @@ async def build_report(request: web.Request, start: dt.date, end: dt.date, hotli
     zone = local_zone(request)
     async with request.app[DB_KEY].session() as db:
         facts = await kpi.load_facts(db, start, end, zone, hotline, today=dt.datetime.now(zone).date())
-        facts.agent_names = dict((await db.execute(
-            select(User.id, User.display_name).where(User.role == Role.AGENT))).all())
+        facts.agent_names = await agent_names(db)
     return kpi.compute(facts, kpi_settings(request))
 
 

@@ -30,6 +30,7 @@ from functools import cache
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from core.db import Database
 from core.models import SecurityAudit, User
@@ -109,6 +110,12 @@ async def audit(db: Database, action: str, kind: str, subject: str, actor: str |
     async with db.transaction() as session:
         session.add(SecurityAudit(action=action, subject_kind=kind, subject=subject[:MAX_SUBJECT],
                                   actor=actor, address=address, detail=detail[:255]))
+
+
+async def recent_audit(db: Database, limit: int) -> list[SecurityAudit]:
+    """The newest lock and unlock audit rows (the admin's unlock page)."""
+    async with db.session() as session:
+        return list((await session.scalars(select(SecurityAudit).order_by(SecurityAudit.id.desc()).limit(limit))).all())
 
 
 async def record_failure(app: web.Application, username: str, address: str) -> Lock | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import jinja2
+import structlog
 from aiohttp import web
 
 from agent_desk.auth import require_roles
@@ -35,12 +36,13 @@ from core.models import Role, User
 from core.settings import AsteriskNode, Settings
 from core.vocabulary import AgentState, PauseReason
 from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
-from cti import control
+from cti import protocol, read
 
 WEBPHONE = "webrtc"  # the 签入 phone choice that means "this browser"
+log = structlog.get_logger(service="agent_desk")
 AWAY_REASON = PauseReason.PHONE  # pause reason while the browser phone is not connected
 CREDENTIALS_PREFIX = "hotline:desk:webphone:"  # user id -> JSON {endpoint, password}
-ENDPOINT_PREFIX = "web"
+ENDPOINT_PREFIX = protocol.BROWSER_PHONE_PREFIX
 TEMPLATE = "webrtc-defaults"
 AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
 SECOND_TAB = 4409  # WebSocket close code: this agent's phone is already open in another tab
@@ -146,14 +148,23 @@ async def close_phone(app: web.Application, user_id: int) -> None:
         await _ari(app, "DELETE", kind, name)
 
 
-async def end_session(app: web.Application, user: User, ami_client: Any) -> None:
+async def _agent_command(app: web.Application, user: User, **args: Any) -> None:
+    """An agent-state command to the CTI (cti.protocol) made by the desk itself, not by the agent: a CTI
+    that is away or refuses is logged, the desk goes on."""
+    try:
+        await protocol.send(app[REDIS_KEY], "agent_state", {"agent_id": user.id, **args})
+    except (protocol.CtiUnavailable, protocol.Refused) as exc:
+        log.warning("webphone_agent_command_failed", user=user.username, args=args, error=str(exc))
+
+
+async def end_session(app: web.Application, user: User) -> None:
     """At log-out: an agent on the browser phone leaves the queues and the endpoint is deleted."""
     redis = app[REDIS_KEY]
     if await credentials(redis, user.id) is None:
         return
-    session = await control.agent_session(redis, user.id)
-    if session and is_browser_phone(session.get("phone")) and ami_client is not None:
-        await control.agent_logout(ami_client, redis, user)
+    session = await read.agent_session(redis, user.id)
+    if is_browser_phone(session.phone) and session.logged_in:
+        await _agent_command(app, user, action="logout")
     await close_phone(app, user.id)
 
 
@@ -249,28 +260,18 @@ async def _relay(app: web.Application, user: User, endpoint: str, browser: web.W
 
 async def _phone_away(app: web.Application, user: User) -> None:
     """The browser is gone: no call may be offered to it (Asterisk also sees the contact disappear)."""
-    from agent_desk.common import AMI_KEY
-
-    redis = app[REDIS_KEY]
-    session = await control.agent_session(redis, user.id)
-    client = app.get(AMI_KEY)
-    if not session or not is_browser_phone(session.get("phone")) or session.get("state") == AgentState.OFFLINE:
+    session = await read.agent_session(app[REDIS_KEY], user.id)
+    if not is_browser_phone(session.phone) or not session.logged_in:
         return
-    if session.get("state") == AgentState.PAUSED and session.get("reason") != AWAY_REASON:
+    if session.state == AgentState.PAUSED and session.reason != AWAY_REASON:
         return  # already paused by the agent: stays so
-    if client is not None and client.logged_in.is_set():
-        await control.agent_pause(client, redis, user, AWAY_REASON, by_system=True)
+    await _agent_command(app, user, action="pause", reason=AWAY_REASON, by_system=True)
 
 
 async def _phone_back(app: web.Application, user: User) -> None:
-    from agent_desk.common import AMI_KEY
-
-    redis = app[REDIS_KEY]
-    session = await control.agent_session(redis, user.id)
-    client = app.get(AMI_KEY)
-    if session and session.get("state") == AgentState.PAUSED and session.get("reason") == AWAY_REASON and \
-            client is not None and client.logged_in.is_set():
-        await control.agent_ready(client, redis, user)
+    session = await read.agent_session(app[REDIS_KEY], user.id)
+    if session.state == AgentState.PAUSED and session.reason == AWAY_REASON:
+        await _agent_command(app, user, action="ready")
 
 
 async def _start(app: web.Application) -> None:

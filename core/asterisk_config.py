@@ -36,8 +36,8 @@ def ami_accounts(settings: Settings) -> list[dict[str, str]]:
     control = "call,agent,originate,reporting"
     accounts = [
         ("cti", settings["ami"]["cti_events"], control,
-         "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks"),
-        ("desk", "", control, "web desk: agent log-in/pause, transfers, hang-up, callbacks, listen; no events"),
+         "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks, "
+         "carries out the desk's commands (agent log-in/pause, transfers, hang-up, callbacks, listen)"),
         ("tools", "all", "system,call,agent,user,command,reporting,originate",
          "operator tools, tests and benchmarks (./hotline call, CLI commands in tests)"),
     ]

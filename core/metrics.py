@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 KEEP = 20_000          # newest samples kept per metric in Redis
@@ -58,6 +58,46 @@ class LatencySamples:
                     log.warning("metrics_flush_failed", error=str(exc))
 
 
+def counts_key(service: str) -> str:
+    return metric_key(service, "counts")
+
+
+class Counters:
+    """Things a service counts about itself (a failed write, a screen pop it could not deliver), kept in
+    memory and added to a Redis hash: a count made while Redis is away is added once it is back."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._pending: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        self._pending[name] += n
+
+    async def flush(self, redis: Any) -> None:
+        deltas = dict(self._pending)
+        if not deltas:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            for name, n in deltas.items():
+                pipe.hincrby(counts_key(self.service), name, n)
+            await pipe.execute()
+        self._pending.subtract(deltas)
+        self._pending = +self._pending  # drop the names now at zero
+
+    async def run(self, redis: Any, log: Any = None) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.flush(redis)
+            except Exception as exc:  # noqa: BLE001 - kept in memory until Redis answers
+                if log is not None:
+                    log.warning("counters_flush_failed", error=str(exc))
+
+
+async def read_counts(redis: Any, service: str) -> dict[str, int]:
+    return {name: int(n) for name, n in (await redis.hgetall(counts_key(service))).items()}
+
+
 async def read_samples(redis: Any, service: str, metric: str) -> list[float]:
     return [float(v) for v in await redis.lrange(metric_key(service, metric), 0, -1)]
 
@@ -85,4 +125,7 @@ async def live_summary(redis: Any) -> list[str]:
         if samples:
             lines.append(f"{label}: p50 {percentile(samples, 50):.1f} ms, p99 {percentile(samples, 99):.1f} ms "
                          f"(last {len(samples)})")
+    counts = await read_counts(redis, "cti")
+    lines.append("CTI event path, failed steps (each logged with its call id; records and states repaired): "
+                 + (", ".join(f"{name} {n}" for name, n in sorted(counts.items())) if counts else "none"))
     return lines

@@ -35,17 +35,23 @@ from core.settings import REDIS_USERS, Settings
 _CONNECTION = "+ping +echo +select +client|setname +client|getname +client|id"
 
 # Who may do what. Key patterns follow the key names in the code: core.service (hotline:health:<svc>[:problem]),
-# core.metrics (hotline:metrics:<svc>:*), core.events (hotline:events), cti.control (hotline:agents:*),
-# core.hours (hotline:hours:override), agent_desk.auth and .login_guard (hotline:web:*), agent_desk.desk
+# core.metrics (hotline:metrics:<svc>:*), core.events (hotline:events), cti.control (hotline:agents:*,
+# hotline:cti:held|consult:*), cti.protocol (hotline:cti:commands, :reply:*, :cmd:*), core.hours
+# (hotline:hours:override), agent_desk.auth and .login_guard (hotline:web:*), agent_desk.webphone
 # (hotline:desk:*).
+# The CTI is the one writer of agent state: the desk may only read hotline:agents:* and the CTI's heartbeat
+# (%R~), and talks to the CTI through the command stream.
 ACL_RULES: dict[str, str] = {
     "ivr": "~hotline:health:ivr ~hotline:health:ivr:* ~hotline:metrics:ivr:* ~hotline:hours:override "
            "+get +set +del +hget +lpush +ltrim",
     "cti": "~hotline:health:cti ~hotline:health:cti:* ~hotline:metrics:cti:* ~hotline:cti:* ~hotline:agents:* "
-           "~hotline:events +get +set +del +hget +hset +hdel +hkeys +hgetall +xadd +lpush +ltrim",
-    "agent_desk": "~hotline:web:* ~hotline:desk:* ~hotline:agents:* ~hotline:events ~hotline:hours:override "
+           "~hotline:events +get +set +del +expire +hget +hset +hdel +hkeys +hgetall +xadd +lpush +ltrim "
+           "+xreadgroup +xack +xgroup|create +hincrby",
+    "agent_desk": "~hotline:web:* ~hotline:desk:* %R~hotline:agents:* ~hotline:events ~hotline:hours:override "
+                  "~hotline:cti:commands ~hotline:cti:reply:* ~hotline:cti:cmd:* "
+                  "%R~hotline:health:cti %R~hotline:health:cti:problem "
                   "+get +set +del +expire +ttl +exists +incr +incrby +multi +exec +discard +scan "
-                  "+hget +hset +hdel +hgetall +xadd +xread +xrange +xrevrange",
+                  "+hget +hgetall +xadd +xread +xrange +xrevrange +blpop",
     "recordings": "~hotline:health:recordings ~hotline:health:recordings:* ~hotline:metrics:recordings:* "
                   "~hotline:events +get +set +del +lpush +ltrim +xadd",
     "scheduler": "~hotline:health:scheduler ~hotline:health:scheduler:* ~hotline:events +get +set +del +xadd",

@@ -37,7 +37,7 @@ def json_error(status: int, message: str, field: str | None = None, **extra: Any
     exc_class = {
         400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden,
         404: web.HTTPNotFound, 409: web.HTTPConflict, 413: web.HTTPRequestEntityTooLarge,
-        415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity,
+        415: web.HTTPUnsupportedMediaType, 422: web.HTTPUnprocessableEntity, 503: web.HTTPServiceUnavailable,
     }.get(status, web.HTTPBadRequest)
     text = json.dumps(body, ensure_ascii=False)
     if _SURROGATES.search(text):  # an echoed lone surrogate cannot be sent as UTF-8: escape it instead

@@ -23,6 +23,7 @@ from core.db import Database
 from core.vocabulary import AgentState, PauseReason
 from cti.control import AGENT_SESSIONS, agent_session, call_citizen, set_agent_state
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
+from cti.protocol import Refused
 
 QUEUE_CALLBACK_EXPIRY = timedelta(hours=2)
 RETRY_AFTER = timedelta(minutes=2)
@@ -190,6 +191,18 @@ async def claim(db: Database, request_id: int, agent_id: int) -> bool:
         return result.rowcount == 1
 
 
+async def call_back_by_agent(db: Database, ami, agent_id: int, phone: str, callback_id: int) -> str:
+    """An agent calls back a request from their inbox: claimed first, so two agents never both call the
+    citizen; returns the outbound call id."""
+    async with db.session() as session:
+        pending = await session.get(CallbackRequest, callback_id)
+    if pending is None:
+        raise Refused("回拨任务不存在", 404, "callback_id")
+    if not await claim(db, callback_id, agent_id):
+        raise Refused("该回拨已由其他坐席处理或已结束", 409, "callback_id")
+    return await dial_claimed(db, ami, pending, agent_id, phone)
+
+
 async def dial_claimed(db: Database, ami, request: CallbackRequest, agent_id: int, phone: str) -> str:
     """Ring the agent, then the citizen, for a request this agent claimed; returns the outbound call id.
     If Asterisk refuses the call it is not known to have dialled: the attempt is put back, not retried now."""
@@ -221,3 +234,17 @@ async def finish_attempt(db: Database, callback_id: str | None, dial_status: str
             row.status = CallbackStatus.PENDING
             row.next_attempt_at = datetime.now(UTC) + RETRY_AFTER
         row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]
+
+
+async def open_requests(session, limit: int = 30) -> list[CallbackRequest]:
+    """Callback requests still to do or given up on, oldest place in line first (the desk's inbox)."""
+    return list((await session.scalars(select(CallbackRequest).where(
+        CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)))
+        .order_by(CallbackRequest.position_at).limit(limit))).all())
+
+
+async def missed_tasks_between(session, start: datetime, end: datetime) -> dict[str, CallbackRequest]:
+    """The 漏接回拨 tasks made for calls in [start, end), by call id (the wallboard's abandoned list)."""
+    return {t.call_id: t for t in (await session.scalars(select(CallbackRequest).where(
+        CallbackRequest.source == "missed", CallbackRequest.position_at >= start,
+        CallbackRequest.position_at < end))).all()}

@@ -1,5 +1,7 @@
-"""Call and agent control through AMI, used by the desk's API handlers.
+"""Call and agent control through AMI: the CTI's service behind the desk's commands (cti.commands).
 
+The CTI is the one writer of agent state and the one process driving calls over AMI; the desk asks
+for these actions over the command channel (cti.protocol) and reads state through cti.read.
 Agents are people, not phones: logging in binds a person to a phone for the
 session and makes that phone a member of the queues of the person's skills.
 Nothing here is re-sent after an AMI reconnect (see core.ami): a lost reply
@@ -9,9 +11,13 @@ surfaces as an AmiError the desk shows in plain words.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import time
 import uuid
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from core import events as ev
@@ -19,9 +25,33 @@ from core.ami import AmiClient, AmiError, AmiNodes, first_response, on_node, suc
 from core.models import User
 from core.telephony import ChanVar
 from core.vocabulary import SELECTABLE_PAUSE_REASONS, AgentState, PauseReason
+from cti.protocol import PHONE_NUMBER, Refused
+from cti.read import AGENT_BY_PHONE, AGENT_SESSIONS
 
-AGENT_BY_PHONE = "hotline:agents:by_phone"   # hash: phone -> user id
-AGENT_SESSIONS = "hotline:agents:sessions"   # hash: user id -> JSON {phone, state, reason, since, queues}
+__all__ = ["AGENT_BY_PHONE", "AGENT_SESSIONS"]
+
+HELD_PREFIX = "hotline:cti:held:"  # agent id -> citizen channel put on hold from the desk
+CONSULT_PREFIX = "hotline:cti:consult:"  # agent id -> target of an attended transfer in consultation
+TRANSFER_TARGET = re.compile(r"123\d\d-[a-z]+|8\d{3}")  # a queue (12365-report) or an agent phone (8002)
+SPY_MODES = ("listen", "whisper", "barge")
+
+# The CTI is the only writer of agent sessions, so in-process locks are enough: a session is read,
+# changed and written back under its agent's lock (no update lost between two writers), and one
+# agent's commands run one after the other (Asterisk and the session never disagree on who won).
+# Per event loop: a lock belongs to the loop that first waited on it.
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+def _lock(key: Any) -> asyncio.Lock:
+    table = _locks.setdefault(asyncio.get_running_loop(), {})
+    return table.setdefault(key, asyncio.Lock())
+
+
+@contextlib.asynccontextmanager
+async def agent_commands(agent_id: int) -> AsyncIterator[None]:
+    """Hold while running a command for the agent: that agent's commands never interleave."""
+    async with _lock(("commands", agent_id)):
+        yield
 
 
 def interface(phone: str) -> str:
@@ -58,11 +88,12 @@ async def set_agent_state(redis, agent_id: int, state: str, reason: str | None =
                           since: float | None = None, **extra: Any) -> dict:
     """Record the agent's state; ``since`` (epoch) is kept unless the state or reason changes, when it
     becomes ``since`` if given (e.g. Asterisk's own LastPause after a resync) or now."""
-    session = await agent_session(redis, agent_id) or {}
-    if session.get("state") != state or session.get("reason") != reason:
-        session["since"] = since or time.time()
-    session.update(state=state, reason=reason, **extra)
-    await redis.hset(AGENT_SESSIONS, str(agent_id), json.dumps(session, ensure_ascii=False))
+    async with _lock(("session", agent_id)):
+        session = await agent_session(redis, agent_id) or {}
+        if session.get("state") != state or session.get("reason") != reason:
+            session["since"] = since or time.time()
+        session.update(state=state, reason=reason, **extra)
+        await redis.hset(AGENT_SESSIONS, str(agent_id), json.dumps(session, ensure_ascii=False))
     await ev.publish(redis, ev.AgentStateChanged(agent_id=agent_id, state=state, reason=reason,
                                                  since=session["since"]))
     return session
@@ -71,11 +102,19 @@ async def set_agent_state(redis, agent_id: int, state: str, reason: str | None =
 async def agent_login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str) -> dict:
     """Join the agent's skill queues on ``phone``, on the node the phone is registered on; the agent starts
     paused until they press 就绪."""
-    node = await phone_node(ami, phone)
-    client = on_node(ami, node)
+    async with _lock("login"):  # phone ownership: two agents never log in on one phone
+        return await _login(ami, redis, agent, phone)
+
+
+async def _login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str) -> dict:
+    client = on_node(ami, await phone_node(ami, phone))
     owner = await redis.hget(AGENT_BY_PHONE, phone)
     if owner and int(owner) != agent.id:
         raise AmiError(f"分机 {phone} 已被其他坐席登录")
+    current = await agent_session(redis, agent.id)
+    if current and current.get("state") != AgentState.OFFLINE and current.get("phone") not in (None, phone):
+        # Logging in again elsewhere would leave the first phone in the queues, ringing for nobody.
+        raise AmiError(f"您已在分机 {current['phone']} 登录，请先退出")
     queues = agent.skill_list
     if not queues:
         raise AmiError("该坐席未配置技能队列，请联系管理员")
@@ -93,6 +132,11 @@ async def agent_login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str)
 
 
 async def agent_logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
+    async with _lock("login"):  # phone ownership: two agents never log in on one phone
+        await _logout(ami, redis, agent)
+
+
+async def _logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
     session = await agent_session(redis, agent.id)
     if not session or session.get("state") == AgentState.OFFLINE:
         return
@@ -106,20 +150,20 @@ async def agent_logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
 async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str, by_system: bool = False) -> dict:
     if reason not in SELECTABLE_PAUSE_REASONS and not (by_system and reason in (PauseReason.LOGIN, PauseReason.PHONE)):
         raise AmiError(f"未知的暂停原因：{reason}")
-    session = await _require_session(redis, agent)
+    session = await _require_session(redis, agent.id)
     await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "true",
                       "Reason": reason})
     return await set_agent_state(redis, agent.id, AgentState.PAUSED, reason)
 
 
 async def agent_ready(ami: AmiClient | AmiNodes, redis, agent: User) -> dict:
-    session = await _require_session(redis, agent)
+    session = await _require_session(redis, agent.id)
     await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "false"})
     return await set_agent_state(redis, agent.id, AgentState.READY, None)
 
 
-async def _require_session(redis, agent: User) -> dict:
-    session = await agent_session(redis, agent.id)
+async def _require_session(redis, agent_id: int) -> dict:
+    session = await agent_session(redis, agent_id)
     if not session or session.get("state") == AgentState.OFFLINE:
         raise AmiError("请先使用分机登录")
     return session
@@ -230,3 +274,102 @@ async def spy(ami: AmiClient, lead_phone: str, agent_phone: str, mode: str) -> N
     })
     if not succeeded(reply):
         raise AmiError(f"监听失败：{first_response(reply).get('Message')}")
+
+
+# --- the desk's call operations (commands run in the CTI, see cti.commands) ---------------------------
+
+def live_call_channels(channels: list[dict[str, str]], phone: str) -> tuple[str | None, str | None]:
+    """(agent channel, citizen channel) of the agent phone's bridged call (pure)."""
+    mine = next((c for c in channels if c.get("Channel", "").startswith(f"PJSIP/{phone}-")), None)
+    if mine is None:
+        return None, None
+    bridge = mine.get("BridgeId") or ""
+    peer = next((c for c in channels if bridge and c.get("BridgeId") == bridge and c is not mine), None)
+    return mine["Channel"], peer["Channel"] if peer else None
+
+
+async def logged_in_phone(ami: AmiClient | AmiNodes, redis, agent_id: int) -> tuple[str, AmiClient]:
+    """The phone the agent is logged in on and the AMI connection of its node (their calls are there);
+    refused in plain words when they are not logged in."""
+    session = await agent_session(redis, agent_id)
+    if not session or session.get("state") == AgentState.OFFLINE or not session.get("phone"):
+        raise Refused("请先使用分机登录")
+    return session["phone"], on_node(ami, session.get("node"))
+
+
+async def call_operation(nodes: AmiClient | AmiNodes, redis, agent_id: int, op: str,
+                         args: dict[str, Any]) -> dict[str, Any]:
+    """Hang up, hold, resume, transfer (blind/attended, then complete/cancel) the agent's live call, or
+    call a citizen; returns what the desk shows ({"message"?, "call_id"?})."""
+    phone, ami = await logged_in_phone(nodes, redis, agent_id)
+    if op == "dial":
+        number = str(args.get("number") or "")
+        if not PHONE_NUMBER.match(number):
+            raise Refused("请输入有效的电话号码", 400, "number")
+        return {"call_id": await call_citizen(ami, agent_id, phone, number, hotline=str(args.get("hotline") or ""))}
+    agent_chan, citizen_chan = live_call_channels(await live_channels(ami), phone)
+    held_key, consult_key = f"{HELD_PREFIX}{agent_id}", f"{CONSULT_PREFIX}{agent_id}"
+    if agent_chan is None:
+        raise Refused("当前没有进行中的通话")
+    if op == "hangup":
+        # The agent leaves; the citizen stays for the satisfaction survey (一次一评), which no agent
+        # may skip: a citizen the agent put on hold goes there from the music.
+        held = await redis.get(held_key)
+        if held and citizen_chan is None:
+            await to_survey(ami, held)
+        await hangup(ami, agent_chan)
+        await redis.delete(held_key)
+    elif op == "hold":
+        if citizen_chan is None:
+            raise Refused("通话已处于保持状态")
+        await hold(ami, citizen_chan, agent_chan)
+        await redis.set(held_key, citizen_chan, ex=3600)
+    elif op == "resume":
+        held = await redis.get(held_key)
+        if not held:
+            raise Refused("没有处于保持状态的通话")
+        await resume(ami, held, agent_chan)
+        await redis.delete(held_key)
+    elif op == "transfer":
+        target = str(args.get("target") or "").strip()
+        if not TRANSFER_TARGET.fullmatch(target):
+            raise Refused("请选择转接的队列或坐席分机", 400, "target")
+        if args.get("mode", "blind") == "attended":
+            await attended_transfer(ami, agent_chan, target)
+            await redis.set(consult_key, target, ex=3600)
+            return {"message": f"正在咨询 {target}，客户在听等待音乐；可完成转接或取消"}
+        await blind_transfer(ami, agent_chan, target)
+    elif op in ("complete", "cancel"):
+        if not await redis.delete(consult_key):
+            raise Refused("当前没有进行中的咨询转接")
+        if op == "complete":
+            await complete_transfer(ami, agent_chan)
+            return {"message": "已完成转接"}
+        await cancel_transfer(ami, agent_chan)
+        return {"message": "已取消转接，回到原通话"}
+    else:
+        raise Refused("未知的通话操作", 404)
+    return {}
+
+
+async def spy_on_agent(nodes: AmiClient | AmiNodes, redis, lead_phone: str, agent_id: int, mode: str) -> None:
+    """The team lead's phone listens to, whispers to or joins the agent's live call (on the agent's node)."""
+    if mode not in SPY_MODES:
+        raise Refused("请选择监听方式", 400, "mode")
+    session = await agent_session(redis, agent_id)
+    if not session or not session.get("phone"):
+        raise Refused("该坐席未登录分机", 409, "agent_id")
+    ami = on_node(nodes, session.get("node"))
+    if await agent_channel(ami, session["phone"]) is None:
+        raise Refused("该坐席当前没有通话", 409, "agent_id")
+    await spy(ami, lead_phone, session["phone"], mode)
+
+
+async def queue_callers(nodes: AmiNodes) -> list[dict[str, Any]]:
+    """Callers in queue now (every node's QueueStatus: a caller waits on the node that took the call)."""
+    waiting: list[dict[str, Any]] = []
+    for ami in nodes:
+        reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=3)
+        waiting += [{"queue": m.get("Queue"), "caller": m.get("CallerIDNum"), "wait": float(m.get("Wait") or 0)}
+                    for m in (reply if isinstance(reply, list) else []) if m.get("Event") == "QueueEntry"]
+    return waiting

@@ -5,29 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from core import events as ev
-from core.ami import AmiClient, ami_clients
+from core.ami import AmiClient, AmiNodes, ami_clients
 from core.asterisk_runtime import node_runtimes, resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
-from core.metrics import LatencySamples
+from core.metrics import Counters, LatencySamples
+from core.redis import CONNECTION_ERRORS
 from core.redis import connect as redis_connect
 from core.service import heartbeat
 from core.settings import AsteriskNode, Settings
+from core.telephony import call_id_of
 from cti.agents import AgentTracker
 from cti.books import QueueCall, read_queue_log
 from cti.callbacks import CallbackDispatcher, missed_call_task, request_from_call
+from cti.commands import CommandWorker
 from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
 from cti.crash import CrashRecovery
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
-from cti.tracker import NODE_KEY, CallTracker, call_key
+from cti.tracker import NODE_KEY, CallTracker, LookupUnavailable, call_key
 
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
 REPAIR_EVERY = 2.0
@@ -35,6 +39,7 @@ CLOSE_SECONDS = 5.0
 # Lanes per node: the events of one call stay in one lane, in order; different calls share a lane only
 # by hash. More lanes than calls writing at one moment buys nothing (SQLite writes take turns anyway).
 CALL_LANES = 32
+LOOKUP_RETRY_PAUSES = (0.05, 0.2)  # an agent look-up that failed is tried twice more
 
 
 @dataclass
@@ -60,33 +65,12 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     redis = redis_connect(settings, "cti")
     amis = ami_clients(settings, "cti", events=settings["ami"]["cti_events"])
     timings = LatencySamples("cti")
-    unsent: deque[ev.Event] = deque(maxlen=UNSENT_LIMIT)
-
+    counters = Counters("cti")
     redis_away = Breaker()
-
-    async def publish(event: ev.Event) -> None:
-        if redis_away.tripped:
-            _keep_unsent(unsent, event)
-            return
-        try:
-            while unsent:  # keep the order: nothing overtakes what is still waiting
-                await ev.publish(redis, unsent[0])
-                unsent.popleft()
-            await ev.publish(redis, event)
-        except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
-            log.warning("publish_failed", event_name=event.name, error=str(exc))
-            redis_away.failed()
-            _keep_unsent(unsent, event)
-
-    async def agent_for_phone(phone: str) -> int | None:
-        if redis_away.tripped:
-            return None
-        try:
-            value = await redis.hget(AGENT_BY_PHONE, phone)
-        except Exception:  # noqa: BLE001 - the tracker falls back to the queue member's name
-            redis_away.failed()
-            return None
-        return int(value) if value else None
+    live = LiveEvents(redis, redis_away, counters, log)
+    publish = live.publish
+    unsent = live.unsent
+    agent_for_phone = agent_lookup(redis, redis_away)
 
     runtimes = node_runtimes(settings, resolve_runtime(settings))
     links: dict[str, NodeLink] = {}
@@ -96,7 +80,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         return read_queue_log(link.queue_log, since - MARGIN, {call_id}).get(call_id) if link else None
 
     tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log,
-                          queue_books=queue_books)
+                          queue_books=queue_books, counters=counters)
     agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
 
     async def lag(event) -> None:
@@ -108,10 +92,17 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         if event.get("Event") not in agents.EVENTS:
             return True
         if redis_away.tripped:
-            return False  # not tried: resynced from QueueStatus once Redis answers
+            # Not tried: resynced from QueueStatus once Redis answers.
+            log.warning("agent_state_not_written", call_id=call_id_of(event), ami_event=event.get("Event"),
+                        reason="Redis away")
+            counters.add("agent_state_write_failed")
+            return False
         try:
             await agents.handle(event)
-        except Exception:
+        except Exception as exc:
+            log.warning("agent_state_not_written", call_id=call_id_of(event), ami_event=event.get("Event"),
+                        error=str(exc))
+            counters.add("agent_state_write_failed")
             redis_away.failed()
             raise
         return True
@@ -189,18 +180,17 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
                 redis_away.succeeded()
                 if consumer.agents_failed or agents.needs_resync:
                     await resync_agents(link)
-                while unsent:
-                    await ev.publish(redis, unsent[0])
-                    unsent.popleft()
+                await live.resend()
             except Exception as exc:  # noqa: BLE001 - Redis is still away: next round
                 redis_away.failed()
                 log.warning("repair_pending", part="redis", node=link.node.name, error=str(exc),
                             agents=consumer.agents_failed, unsent=len(unsent))
 
-    # Callbacks are dialled from the first node (its phones); which node a callback agent's phone is on
-    # is the call control's to decide (issue 14 item 1).
+    # The queue's callbacks are dialled from the first node (its phones); the desk's commands act on the
+    # node of the agent's session (cti.control).
     first = links[settings.nodes[0].name]
     callbacks = CallbackDispatcher(db, redis, first.ami, log)
+    commands = CommandWorker(redis, AmiNodes({name: link.ami for name, link in links.items()}), db, settings, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call
     missed_rules = {"min_seconds": float(settings["callbacks"]["missed_min_seconds"]),
@@ -221,7 +211,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         for link in links.values():
             if not link.ami.logged_in.is_set():
                 return "AMI 未连接" if len(links) == 1 else f"AMI 未连接（节点 {link.node.name}）"
-        return next((p for p in (link.consumer.problem() for link in links.values()) if p), None)
+        return next((p for p in (link.consumer.problem() for link in links.values()) if p), None) \
+            or commands.problem()
 
     async def watchdog() -> str:
         while True:
@@ -234,16 +225,18 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         link.ami.on_reconnect(lambda link=link: resynchronise(link))
         await link.ami.connect(timeout=None)
         link.consumer.start()
+    commands.start()
     tasks = [
         asyncio.create_task(repair()),
         asyncio.create_task(dispatch_callbacks()),
         asyncio.create_task(heartbeat(redis, "cti", problem=problem)),
         asyncio.create_task(timings.run(redis, log)),
+        asyncio.create_task(counters.run(redis, log)),
     ]
     stopping = asyncio.create_task(stop.wait())
     guard = asyncio.create_task(watchdog())
     await asyncio.wait([stopping, guard], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stopping, guard, *(link.consumer.task for link in links.values())]:
+    for task in [*tasks, stopping, guard, commands.task, *(link.consumer.task for link in links.values())]:
         task.cancel()
     for link in links.values():
         link.consumer.persist(force=True)
@@ -265,8 +258,77 @@ def _tagged(event, node: str):
     return event
 
 
-def _keep_unsent(unsent: deque, event: ev.Event) -> None:
-    # A screen pop that comes late rings nothing: the call has moved on. Everything else (answers,
-    # ends, agent states) brings the desks and wallboard back in line.
-    if not isinstance(event, ev.ScreenPop):
-        unsent.append(event)
+def agent_lookup(redis, redis_away: Breaker) -> Callable[[str], Awaitable[int | None]]:
+    """The tracker's look-up of the agent logged in on a phone (cti.control writes it at log-in)."""
+
+    async def agent_for_phone(phone: str) -> int | None:
+        """Who is logged in on ``phone``. A failure is retried briefly (a refused or half-restarted Redis);
+        then the tracker falls back to the queue member's name and logs and counts what it could not do."""
+        if redis_away.tripped:
+            raise LookupUnavailable("Redis 暂不可用（跳过）")
+        for pause in (*LOOKUP_RETRY_PAUSES, None):
+            try:
+                value = await redis.hget(AGENT_BY_PHONE, phone)
+                return int(value) if value else None
+            except Exception as exc:  # noqa: BLE001 - retried, then reported to the tracker
+                # The client has already retried a lost connection for seconds; a refusal (e.g. the ACL, or
+                # Redis still loading its file) is cheap to ask again.
+                if pause is None or isinstance(exc, CONNECTION_ERRORS):
+                    redis_away.failed()
+                    raise LookupUnavailable(str(exc)) from exc
+                await asyncio.sleep(pause)
+        return None
+
+    return agent_for_phone
+
+
+class LiveEvents:
+    """Publishes the CTI's live events; while Redis is away they wait in order and are re-sent once it is
+    back. Nothing is dropped without a log line with its call id and a count in `./hotline status`."""
+
+    def __init__(self, redis, redis_away: Breaker, counters: Counters, log, limit: int = UNSENT_LIMIT) -> None:
+        self.redis = redis
+        self.redis_away = redis_away
+        self.counters = counters
+        self.log = log
+        self.limit = limit
+        self.unsent: deque[ev.Event] = deque()
+
+    async def publish(self, event: ev.Event) -> None:
+        if self.redis_away.tripped:
+            self._keep(event)
+            return
+        try:
+            await self.resend()  # keep the order: nothing overtakes what is still waiting
+            await ev.publish(self.redis, event)
+        except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
+            self.log.warning("publish_failed", event_name=event.name, call_id=_call_of(event), error=str(exc))
+            self.counters.add("event_publish_failed")
+            self.redis_away.failed()
+            self._keep(event)
+
+    async def resend(self) -> None:
+        """Send what waited, in order. A screen pop whose call ended meanwhile rings nothing any more: it is
+        left out (said and counted); one for a call still going on arrives late but arrives."""
+        ended = {e.call_id for e in self.unsent if isinstance(e, ev.CallEnded)}
+        while self.unsent:
+            event = self.unsent[0]
+            if isinstance(event, ev.ScreenPop) and event.call_id in ended:
+                self.log.warning("pop_lost", call_id=event.call_id, agent_id=event.agent_id,
+                                 reason="the call ended while Redis was away")
+                self.counters.add("pop_lost")
+            else:
+                await ev.publish(self.redis, event)
+            self.unsent.popleft()
+
+    def _keep(self, event: ev.Event) -> None:
+        if len(self.unsent) >= self.limit:
+            oldest = self.unsent.popleft()
+            self.log.error("event_lost", event_name=oldest.name, call_id=_call_of(oldest),
+                           reason=f"more than {self.limit} events waiting for Redis")
+            self.counters.add("event_lost")
+        self.unsent.append(event)
+
+
+def _call_of(event: ev.Event) -> str | None:
+    return getattr(event, "call_id", None)

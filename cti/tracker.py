@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from core import events as ev
 from core.db import Database
+from core.metrics import Counters
 from core.satisfaction import GRADES, UNRATED
 from core.settings import DEFAULT_NODE
 from core.telephony import ChanVar, call_id_of, chan_var
@@ -91,6 +92,10 @@ class Gate:
                 self._open.set()
 
 
+class LookupUnavailable(Exception):
+    """The agent on a phone could not be looked up (Redis away or refusing); not the same as "nobody"."""
+
+
 @dataclass
 class LiveCall:
     call_id: str
@@ -106,8 +111,10 @@ class CallTracker:
     """AMI event handlers -> call records (database) + live events (Redis stream)."""
 
     def __init__(self, db: Database, publish: Publish, agent_for_phone: AgentLookup,
-                 history: HistoryLookup, log, queue_books: QueueBooks | None = None) -> None:
+                 history: HistoryLookup, log, queue_books: QueueBooks | None = None,
+                 counters: Counters | None = None) -> None:
         self.db = db
+        self.counters = counters or Counters("cti")
         self.publish = publish
         self.agent_for_phone = agent_for_phone
         self.history = history
@@ -171,25 +178,36 @@ class CallTracker:
             try:
                 await handler(event)
             except Exception:  # noqa: BLE001 - one bad event must not stop the tracker
-                self.log.exception("event_failed", ami_event=name)
+                self.log.exception("event_failed", ami_event=name, call_id=call_id_of(event))
+                self.counters.add("record_write_failed")
                 return False
         return True
 
     async def _agent_id(self, event: Any, phone: str | None) -> int | None:
-        """The agent on ``phone`` (Redis, set at log-in), else by the queue member's name
-        ("Display(username)"), which Asterisk puts on the event: an answer is never anonymous because
-        Redis is away."""
-        agent_id = await self.agent_for_phone(phone) if phone else None
+        return (await self._find_agent(event, phone))[0]
+
+    async def _find_agent(self, event: Any, phone: str | None) -> tuple[int | None, bool]:
+        """(the agent on ``phone``, whether the Redis look-up failed): Redis (set at log-in), else the
+        queue member's name ("Display(username)"), which Asterisk puts on the event: an answer is never
+        anonymous because Redis is away."""
+        failed = False
+        try:
+            agent_id = await self.agent_for_phone(phone) if phone else None
+        except LookupUnavailable as exc:
+            self.log.warning("agent_lookup_failed", call_id=call_id_of(event), phone=phone, error=str(exc),
+                             ami_event=event.get("Event"))
+            self.counters.add("agent_lookup_failed")
+            agent_id, failed = None, True
         username = member_username(event.get("MemberName"))
         if agent_id is not None or username is None:
-            return agent_id
+            return agent_id, failed
         if username not in self._agent_ids:
             async with self.db.session() as session:
                 found = await user_ids(session, {username})
             if username not in found:
-                return None
+                return None, failed
             self._agent_ids[username] = found[username]
-        return self._agent_ids[username]
+        return self._agent_ids[username], failed
 
     async def _queued_at(self, call_id: str) -> datetime | None:
         call = self.calls.get(call_id)
@@ -257,7 +275,7 @@ class CallTracker:
     async def on_AgentCalled(self, event: Any) -> None:
         call_id = call_id_of(event)
         phone = phone_of(event.get("Interface") or event.get("DestChannel"))
-        agent_id = await self._agent_id(event, phone)
+        agent_id, lookup_failed = await self._find_agent(event, phone)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.ringing_agents[phone or "?"] = agent_id
         now = event_time(event)
@@ -265,6 +283,9 @@ class CallTracker:
                                     agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
                                     **self._ivr_values(event))
         if agent_id is None:
+            if lookup_failed:  # nobody to show it to, for want of Redis: said and counted, never silent
+                self.log.error("pop_lost", call_id=call_id, phone=phone, reason="agent look-up failed")
+                self.counters.add("pop_lost")
             return
         waited = (now - (record.queued_at or record.started_at)).total_seconds()
         history = await self.history(record.caller_number)

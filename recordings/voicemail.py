@@ -9,6 +9,7 @@ from sqlalchemy import select
 from core.hours import next_open_period
 from core.settings import Settings
 from cti.models import CallbackRequest, CallRecord
+from recordings.models import Recording
 from tickets.intake import register_voicemail_ticket, set_transcript
 
 
@@ -29,3 +30,9 @@ async def open_voicemail_ticket(session, settings: Settings, call: CallRecord, s
 
 async def attach_transcript(session, ticket_number: str, text: str | None, status: str, note: str | None) -> None:
     await set_transcript(session, ticket_number, text, status, note)
+
+
+async def recent_voicemails(session, limit: int = 30) -> list[Recording]:
+    """The newest voice messages (the desk's inbox)."""
+    return list((await session.scalars(select(Recording).where(Recording.kind == "voicemail")
+                                       .order_by(Recording.started_at.desc()).limit(limit))).all())

@@ -23,6 +23,7 @@ from tickets.models import (
     KIND_LABELS,
     OPEN_STATES,
     STATE_LABELS,
+    Source,
     State,
     Ticket,
     TicketAction,
@@ -272,3 +273,19 @@ def status_readback(ticket: Ticket, today: dt.date) -> str:
     else:
         timing = f"，已超过办理期限 {-left} 天"
     return f"{head}当前状态为{state}，{where}{timing}。"
+
+
+async def voicemail_tickets(session: AsyncSession, user: User, limit: int = 30) -> list[Ticket]:
+    """Tickets made from voice messages that ``user`` may see, newest first (the desk's inbox)."""
+    return list((await session.scalars(select(Ticket).where(visible_ticket_filter(user), Ticket.source == Source.VOICEMAIL)
+                                       .order_by(Ticket.created_at.desc()).limit(limit))).all())
+
+
+async def report_facts(session: AsyncSession, start: dt.datetime, end: dt.datetime,
+                       hotline: str | None = None) -> list[tuple[str, str, bool]]:
+    """(kind, state, accepted?) of the tickets registered in [start, end), of one hotline if given."""
+    query = select(Ticket.kind, Ticket.state, Ticket.accepted_at).where(Ticket.created_at >= start,
+                                                                        Ticket.created_at < end)
+    if hotline:
+        query = query.where(Ticket.hotline == hotline)
+    return [(str(k), str(s), a is not None) for k, s, a in (await session.execute(query)).all()]
