@@ -19,6 +19,7 @@ from agent_desk import kpi
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_zone
 from core.asterisk_config import queue_names
+from core.disk import disk_space
 from core.inputs import iso_date, record_id
 from core.models import Role
 from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
@@ -92,8 +93,10 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
             "caller": call.caller_number if call else None,
             "answered_today": sum(1 for c in today_calls if c.agent_id == agent.id and c.answered_at),
         })
+    # A disk running low is shown before recordings stop being written ([disk] in hotline.toml).
+    disk = [d.detail for d in disk_space(request.app[SETTINGS_KEY]) if d.low]
     return {"now": time.time(), "source": source, "queues": queue_rows(queue_names(), waiting, today_calls),
-            "agents": agent_rows, "abandoned": abandoned_rows(today_calls, missed)}
+            "agents": agent_rows, "abandoned": abandoned_rows(today_calls, missed), "disk_alarms": disk}
 
 
 MISSED_STATES = {CallbackStatus.PENDING: "待回拨", CallbackStatus.DIALING: "回拨中", CallbackStatus.DONE: "已回拨",

@@ -26,6 +26,9 @@
         + (c.callback_attempts ? ` <span class="muted">已尝试 ${c.callback_attempts} 次</span>` : "")
         : (c.reached_since ? "已再次接通" : "<strong>待回拨</strong>")}</td></tr>`).join("")
       || `<tr><td colspan="6" class="muted">今日暂无放弃来电</td></tr>`;
+    const alarms = snap.disk_alarms || [];
+    $("disk-alarm").hidden = !alarms.length;
+    $("disk-alarm").textContent = alarms.length ? "磁盘空间不足，请立即通知运维（录音可能无法保存）：" + alarms.join("；") : "";
     $("wb-updated").textContent = "更新于 " + new Date().toLocaleTimeString("zh-CN", { hour12: false });
   }
 
