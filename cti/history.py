@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from core.db import Database
 from cti.models import CallRecord
+from tickets.queries import tickets_for_phone
 
 
 async def caller_history(db: Database, phone: str | None, limit: int = 5) -> dict[str, Any]:
@@ -18,16 +19,10 @@ async def caller_history(db: Database, phone: str | None, limit: int = 5) -> dic
             select(CallRecord).where(CallRecord.caller_number == phone, CallRecord.ended_at.is_not(None))
             .order_by(CallRecord.started_at.desc()).limit(limit)
         )).all()
-        tickets: list[dict[str, Any]] = []
-        try:
-            from tickets.queries import tickets_for_phone
-        except ImportError:
-            tickets_for_phone = None
-        if tickets_for_phone is not None:
-            tickets = [
-                {"number": t.number, "kind": t.kind, "state": t.state, "created_at": t.created_at.isoformat()}
-                for t in await tickets_for_phone(session, phone, limit=limit)
-            ]
+        tickets = [
+            {"number": t.number, "kind": t.kind, "state": t.state, "created_at": t.created_at.isoformat()}
+            for t in await tickets_for_phone(session, phone, limit=limit)
+        ]
     return {
         "calls": [
             {"call_ref": c.ref, "started_at": c.started_at.isoformat(), "hotline": c.hotline,

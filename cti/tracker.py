@@ -27,6 +27,8 @@ from core.telephony import ChanVar, call_id_of, chan_var
 from cti.books import QueueCall, member_username, phone_of
 from cti.models import CallRecord, CallState
 from cti.reconcile import apply_queue_facts, talk_seconds, user_ids
+from tickets.drafts import draft_from_call
+from tickets.satisfaction import grade_linked_tickets
 
 Publish = Callable[[ev.Event], Awaitable[Any]]
 AgentLookup = Callable[[str], Awaitable[int | None]]
@@ -252,8 +254,6 @@ class CallTracker:
 
     async def _grade(self, call_id: str, grade: str, when: datetime) -> None:
         """一次一评 on the call record and on every ticket the call is linked to that has no grade yet."""
-        from tickets.satisfaction import grade_linked_tickets
-
         async with self._transaction() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
             if record is None or record.satisfaction not in (None, UNRATED):
@@ -289,17 +289,11 @@ class CallTracker:
             return
         waited = (now - (record.queued_at or record.started_at)).total_seconds()
         history = await self.history(record.caller_number)
-        draft = {
-            "hotline": record.hotline, "kind": record.business if record.business in
-            ("consult", "complaint", "report") else None,
-            "complaint_object": record.category, "complainant_phone": record.caller_number,
-            "call_ref": record.ref,
-        }
         await self.publish(ev.ScreenPop(
             agent_id=agent_id, call_id=call_id, caller_number=record.caller_number, hotline=record.hotline,
             queue=event.get("Queue"), ivr_path=record.ivr_path, business=record.business,
             category=record.category, lookup_ticket=record.lookup_ticket,
-            waited_seconds=round(waited, 1), history=history, draft=draft,
+            waited_seconds=round(waited, 1), history=history, draft=draft_from_call(record),
             agent_called_ts=float(event.get("Timestamp") or time.time()), call_ref=record.ref,
             node=record.node,
         ))

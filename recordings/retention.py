@@ -18,6 +18,7 @@ from core.db import Database
 from recordings.models import Recording
 from recordings.spool import UnfiledFile, stale_spool_files, unfiled
 from recordings.storage import verify
+from tickets.models import OPEN_STATES, Ticket, TicketCall
 
 MINIMUM_RETENTION_DAYS = 365
 
@@ -33,8 +34,6 @@ class PurgeReport:
 async def open_ticket_numbers(session, numbers: set[str]) -> set[str]:
     if not numbers:
         return set()
-    from tickets.models import OPEN_STATES, Ticket
-
     rows = await session.scalars(select(Ticket.number).where(Ticket.number.in_(numbers),
                                                              Ticket.state.in_(list(OPEN_STATES))))
     return set(rows.all())
@@ -42,8 +41,6 @@ async def open_ticket_numbers(session, numbers: set[str]) -> set[str]:
 
 async def linked_ticket_numbers(session, call_ids: list[str]) -> dict[str, set[str]]:
     """Ticket numbers per call id (from the ticket's call links and the recording row itself)."""
-    from tickets.models import Ticket, TicketCall
-
     links: dict[str, set[str]] = {}
     rows = await session.execute(select(TicketCall.call_id, Ticket.number).join(Ticket, Ticket.id == TicketCall.ticket_id)
                                  .where(TicketCall.call_id.in_(call_ids)))

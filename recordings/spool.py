@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from core.calls import CallRecord
 from core.db import Database
-from cti.models import CallRecord
 from recordings.models import Recording
 
 SPOOL_KINDS = {"call": ("monitor", "*.raw"), "voicemail": ("voicemail-in", "*.wav")}

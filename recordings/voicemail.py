@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from core.calls import CallbackRequest, CallRecord
 from core.hours import next_open_period
 from core.settings import Settings
-from cti.models import CallbackRequest, CallRecord
 from recordings.models import Recording
 from tickets.intake import register_voicemail_ticket, set_transcript
 

@@ -19,24 +19,25 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
+from core.calls import CallRecord
 from core.db import Database
 from core.logs import setup_logging
 from core.redis import connect as redis_connect
 from core.service import heartbeat
 from core.settings import DEFAULT_NODE, Settings
-from cti.models import CallRecord
 from recordings.models import Recording
 from recordings.spool import stale_spool_files, unfiled
 from recordings.storage import (
     StorageError,
     compress_raw_stereo,
     dated_path,
+    decode_opus,
     raw_duration,
     store_wav,
     stored_file,
 )
 from recordings.transcribe import ModelError, Transcriber, channel_of, transcribe_call
-from recordings.voicemail import open_voicemail_ticket
+from recordings.voicemail import attach_transcript, open_voicemail_ticket
 
 SETTLE_SECONDS = 2  # MixMonitor closes its file just after the hangup event
 
@@ -187,8 +188,6 @@ class RecordingsWorker:
             status, text, note = "no_model", None, self._model_error
             if transcriber is not None:
                 try:
-                    from recordings.storage import decode_opus
-
                     pcm = await asyncio.to_thread(decode_opus, self.store / row.path, 2)
                     if row.kind == "call":
                         text = await asyncio.to_thread(transcribe_call, transcriber, pcm)
@@ -201,8 +200,6 @@ class RecordingsWorker:
                 fresh = await session.get(Recording, row.id)
                 fresh.transcript, fresh.transcript_status, fresh.transcript_note = text, status, note
                 if fresh.ticket_number:
-                    from recordings.voicemail import attach_transcript
-
                     await attach_transcript(session, fresh.ticket_number, text, status, note)
             self.log.info("transcribed", recording_id=row.id, status=status)
         return len(pending)

@@ -20,8 +20,8 @@ system's, for a voice message) counts only for the citizen's own call.
 
 from __future__ import annotations
 
+from core.calls import CallRecord
 from core.models import Role, User
-from cti.models import CallRecord
 from tickets.models import Ticket
 
 _DIGITS = frozenset("0123456789")

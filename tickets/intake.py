@@ -6,8 +6,8 @@ import datetime as dt
 
 from sqlalchemy import select
 
+from core.calls import CallRecord
 from core.db import utcnow
-from cti.models import CallRecord
 from tickets import dispatch
 from tickets.deadlines import active_policy
 from tickets.models import Kind, Source, State, Ticket, TicketAction

@@ -28,10 +28,10 @@ from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import inputs
+from core.calls import CallRecord
 from core.db import utcnow
 from core.inputs import InputError
 from core.models import Role, Unit, UnitLevel, User
-from cti.models import CallRecord
 from tickets import dispatch, notices, risk, rules
 from tickets.call_access import may_link_call
 from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines

@@ -1,0 +1,128 @@
+"""Call facts: the call record (one row per citizen call, the basis of every KPI) and callback requests.
+
+The CTI writes them; tickets, recordings and the reports read them from here, so none of them needs the
+CTI's internals (import-linter contract "tickets does not import cti internals").
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, Enum, Float, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, UTCDateTime, utcnow
+from core.settings import DEFAULT_NODE
+
+
+class CallState(enum.StrEnum):
+    IVR = "ivr"
+    QUEUED = "queued"
+    RINGING = "ringing"
+    TALKING = "talking"
+    ENDED = "ended"
+
+
+def new_call_ref() -> str:
+    """A call's public reference (about 96 random bits).
+
+    Asterisk's uniqueids are sequential (epoch.counter), so knowing one call's id gives away its
+    neighbours; people only ever see and type this reference, the uniqueid stays internal.
+    """
+    return secrets.token_urlsafe(12)
+
+
+class CallRecord(Base):
+    __tablename__ = "call_records"
+    __table_args__ = (
+        Index("ix_call_records_caller_started", "caller_number", "started_at"),
+        Index("ix_call_records_hotline_started", "hotline", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)  # Asterisk uniqueid of the citizen leg
+    # The Asterisk node the call is on; its uniqueids carry the node's name, so call_id is unique across nodes.
+    node: Mapped[str] = mapped_column(String(16), default=DEFAULT_NODE, server_default=DEFAULT_NODE)
+    ref: Mapped[str] = mapped_column(String(24), unique=True, default=new_call_ref)  # what people see and type
+    linkedid: Mapped[str | None] = mapped_column(String(64), index=True)
+    direction: Mapped[str] = mapped_column(String(8), default="inbound")
+    hotline: Mapped[str | None] = mapped_column(String(8))
+    did: Mapped[str | None] = mapped_column(String(32))
+    caller_number: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[CallState] = mapped_column(Enum(CallState, native_enum=False, length=16), default=CallState.IVR)
+
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    ivr_path: Mapped[str | None] = mapped_column(String(255))
+    business: Mapped[str | None] = mapped_column(String(16))    # consult / complaint / report / progress
+    category: Mapped[str | None] = mapped_column(String(64))    # complaint object chosen in the IVR
+    lookup_ticket: Mapped[str | None] = mapped_column(String(32))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    agents_rung: Mapped[list] = mapped_column(JSON, default=list)
+    agent_id: Mapped[int | None] = mapped_column(index=True)
+    agent_extension: Mapped[str | None] = mapped_column(String(16))
+    transfers: Mapped[list] = mapped_column(JSON, default=list)
+
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
+    talk_seconds: Mapped[float | None] = mapped_column(Float)
+    hold_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    abandoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    hangup_cause: Mapped[str | None] = mapped_column(String(64))
+    recording_file: Mapped[str | None] = mapped_column(String(255))
+    voicemail_file: Mapped[str | None] = mapped_column(String(255))
+    # "ami" when followed live, "reconciled" when rebuilt from Asterisk's CDR after an outage.
+    source: Mapped[str] = mapped_column(String(16), default="ami")
+    # 一次一评 (core.satisfaction): the grade keyed after the agent hung up first, or "unrated" (未评价) for
+    # an answered call whose citizen hung up first or keyed nothing; NULL when no agent answered.
+    satisfaction: Mapped[str | None] = mapped_column(String(16))
+    satisfaction_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the agent left and the survey began (the agent hung up first); talk time ends here.
+    survey_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CallbackStatus(enum.StrEnum):
+    PENDING = "pending"      # waiting for its turn (queue callback) or the next working period (voicemail)
+    DIALING = "dialing"      # an agent is being connected to the citizen
+    DONE = "done"
+    FAILED = "failed"        # retries used up
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class CallbackRequest(Base):
+    """A citizen to be called back: from a queue (keeps their place in line) or a voice message."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (
+        Index("ix_callback_requests_status_position", "status", "position_at"),
+        # 漏接回拨: one task per number and local day, whatever the number of missed calls.
+        Index("uq_callback_requests_missed_day", "number", "missed_day", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)  # one request per call, never two
+    number: Mapped[str] = mapped_column(String(32))
+    hotline: Mapped[str | None] = mapped_column(String(8))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="queue")  # queue | voicemail | missed
+    missed_day: Mapped[str | None] = mapped_column(String(10))  # local date of a missed call (source missed)
+    # The moment the citizen joined the queue: their place in line among waiting callers.
+    position_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[CallbackStatus] = mapped_column(
+        Enum(CallbackStatus, native_enum=False, length=16), default=CallbackStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    agent_id: Mapped[int | None] = mapped_column()
+    outbound_call_id: Mapped[str | None] = mapped_column(String(64))
+    ticket_number: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
