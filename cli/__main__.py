@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from cli import stack
 from core.asterisk_runtime import resolve_runtime
@@ -231,6 +232,11 @@ def whole_suite_options() -> list[str]:
 
 
 def cmd_test(args) -> int:
+    # The layering contracts ([tool.importlinter] in pyproject.toml) hold for every run, a subset of tests too.
+    lint = subprocess.call([str(Path(sys.executable).with_name("lint-imports"))], cwd=REPO_ROOT)
+    if lint != 0:
+        print("!! import contracts broken (lint-imports, see above)", file=sys.stderr)
+        return lint
     env = dict(os.environ)
     chosen = args.pytest_args or whole_suite_options()
     cmd = [sys.executable, "-m", "pytest", *chosen]
