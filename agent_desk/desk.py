@@ -24,6 +24,7 @@ from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read
 from cti import protocol, read
 from cti.callbacks import open_requests
 from cti.protocol import PHONE_NUMBER
+from ivr.menu import load_all_menus
 from recordings.voicemail import recent_voicemails
 from tickets import dispatch
 from tickets.models import KIND_LABELS
@@ -36,8 +37,6 @@ AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
 def _category_labels() -> dict[str, str]:
     """IVR complaint-object codes (the pop's ``category``) -> the Chinese names the ticket form uses."""
     try:
-        from ivr.menu import load_all_menus
-
         menus = load_all_menus()
     except Exception:  # noqa: BLE001 - no IVR menus: the agent picks the object by hand
         return {}

@@ -26,6 +26,8 @@ from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.hours import staffed_now
 from core.metrics import LatencySamples
+from core.redis import connect as redis_connect
+from core.service import heartbeat
 from core.settings import Settings
 from core.telephony import ChanVar, inherited
 from ivr.flow import (
@@ -40,6 +42,7 @@ from ivr.flow import (
 )
 from ivr.menu import HotlineMenu, load_all_menus
 from ivr.setup import asterisk_prompts
+from tickets.queries import find_by_number, open_tickets_for_phone, status_readback
 
 HEADER_TIMEOUT = 10
 log = structlog.get_logger(service="ivr")
@@ -144,15 +147,11 @@ class DbTicketLookup:
         return dt.datetime.now(self.zone).date()
 
     async def open_for_phone(self, phone: str) -> list[TicketStatus]:
-        from tickets.queries import open_tickets_for_phone, status_readback
-
         async with self.db.session() as session:
             tickets = await open_tickets_for_phone(session, phone)
             return [TicketStatus(t.number, status_readback(t, self._today())) for t in tickets]
 
     async def find(self, number: str) -> TicketStatus | None:
-        from tickets.queries import find_by_number, status_readback
-
         async with self.db.session() as session:
             ticket = await find_by_number(session, number)
             return TicketStatus(ticket.number, status_readback(ticket, self._today())) if ticket else None
@@ -334,9 +333,6 @@ def build_service(settings: Settings) -> tuple[IvrService, Database]:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run the FastAGI server until ``stop`` is set (the supervisor's ``python -m ivr``)."""
-    from core.redis import connect as redis_connect
-    from core.service import heartbeat
-
     service, db = build_service(settings)
     menus = service.menus
     # Asterisk, and root: ./hotline status's live round trip, the tests and benchmarks.

@@ -22,12 +22,6 @@ ALLOWED = {
     ("agent_desk/auth.py", "agent_desk.common"),  # the other half of the same cycle
     ("agent_desk/auth.py", "agent_desk.webphone"),  # webphone imports auth: same kind of cycle
     ("tickets/notices.py", "tickets.workflow"),  # workflow imports notices: intra-package cycle
-    ("tickets/scheduler.py", "core.redis"),  # only the scheduler's main() needs these; to be hoisted
-    ("tickets/scheduler.py", "core.service"),
-    ("ivr/server.py", "tickets.queries"),  # tickets.queries is heavy for the AGI server's start; to be hoisted
-    ("ivr/server.py", "core.redis"),  # main() only; to be hoisted
-    ("ivr/server.py", "core.service"),
-    ("agent_desk/desk.py", "ivr.menu"),  # to be hoisted
     ("agent_desk/knowledge.py", "ivr.menu"),  # to be hoisted
 }
 

@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db import Database
 from core.logs import setup_logging
 from core.models import Role, Unit
+from core.redis import connect
+from core.service import heartbeat
 from core.settings import Settings
 from tickets import clock, outbox
 from tickets.deadlines import DeadlinePolicy, active_policy, policy_name
@@ -143,9 +145,6 @@ async def tick(db: Database, settings: Settings, transports: outbox.Transports, 
 
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
-    from core.redis import connect
-    from core.service import heartbeat
-
     log = setup_logging("scheduler")
     policy = active_policy(policy_name(settings))
     notice_config()  # templates checked at start-up: a wrong template stops the service with the reason
