@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from ivr.menu import KNOWLEDGE_FILE, MenuError
+from ivr.menu import load_knowledge as load_answers
+
 PHRASES_FILE = Path(__file__).with_name("phrases.yaml")
 
 
@@ -49,11 +52,6 @@ class KnowledgeBase:
 
 def load_knowledge(path: Path | None = None) -> KnowledgeBase:
     """The IVR's knowledge base (ivr.menu.load_knowledge), or an empty one that says why."""
-    try:
-        from ivr.menu import KNOWLEDGE_FILE, MenuError
-        from ivr.menu import load_knowledge as load_answers
-    except ImportError:
-        return KnowledgeBase(problem="知识库模块尚未安装")
     path = path or KNOWLEDGE_FILE
     if not path.exists():
         return KnowledgeBase(problem=f"知识库文件 {path.name} 尚未配置")

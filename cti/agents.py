@@ -17,7 +17,7 @@ from core.db import Database
 from core.models import User
 from core.vocabulary import AgentState
 from cti.books import member_username, phone_of
-from cti.control import AGENT_BY_PHONE, agent_session, set_agent_state
+from cti.control import AGENT_BY_PHONE, AGENT_SESSIONS, agent_session, set_agent_state
 
 
 class AgentTracker:
@@ -108,8 +108,6 @@ class AgentTracker:
                                   since=member["since"] or None, phone=phone, queues=member["queues"],
                                   node=ami.node.name)  # the node whose QueueStatus has the member
         # Sessions Asterisk no longer knows (e.g. Asterisk restarted without persistent members).
-        from cti.control import AGENT_SESSIONS
-
         known = {str(users[m["username"]].id) for m in members.values() if m["username"] in users}
         for agent_id in await self.redis.hkeys(AGENT_SESSIONS):
             if agent_id not in known:
