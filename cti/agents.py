@@ -34,11 +34,21 @@ class AgentTracker:
         value = await self.redis.hget(AGENT_BY_PHONE, phone) if phone else None
         return int(value) if value else None
 
-    EVENTS = ("AgentCalled", "AgentRingNoAnswer", "AgentConnect", "AgentComplete")
+    # Hangup: a call the agent put on hold (Redirect out of the queue's bridge) and then blind-transferred
+    # or hung up ends outside Queue(), which then sends no AgentComplete; the agent's own channel
+    # hanging up still ends the agent's call (any phone: SIP desk phone or browser phone).
+    EVENTS = ("AgentCalled", "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "Hangup")
 
     async def handle(self, event: Any) -> None:
         name = event.get("Event")
         if name not in self.EVENTS:
+            return
+        if name == "Hangup":
+            phone = phone_of(event.get("Channel"))
+            value = await self.redis.hget(AGENT_BY_PHONE, phone) if phone else None
+            session = await agent_session(self.redis, int(value)) if value else None
+            if session and session.get("state") == AgentState.ON_CALL and session.get("phone") == phone:
+                await self._wrapup(int(value))
             return
         agent_id = await self._agent(event)
         if agent_id is None:
@@ -50,12 +60,18 @@ class AgentTracker:
         elif name == "AgentConnect":
             await set_agent_state(self.redis, agent_id, AgentState.ON_CALL)
         elif name == "AgentComplete":
-            await set_agent_state(self.redis, agent_id, AgentState.WRAPUP)
-            loop = asyncio.get_running_loop()
-            if agent_id in self._wrapups:
-                self._wrapups[agent_id].cancel()
-            self._wrapups[agent_id] = loop.call_later(
-                self.wrapup_seconds, lambda: asyncio.ensure_future(self._end_wrapup(agent_id)))
+            session = await agent_session(self.redis, agent_id) or {}
+            if session.get("state") == AgentState.WRAPUP and agent_id in self._wrapups:
+                return  # the agent's channel hung up first: wrap-up already runs
+            await self._wrapup(agent_id)
+
+    async def _wrapup(self, agent_id: int) -> None:
+        await set_agent_state(self.redis, agent_id, AgentState.WRAPUP)
+        loop = asyncio.get_running_loop()
+        if agent_id in self._wrapups:
+            self._wrapups[agent_id].cancel()
+        self._wrapups[agent_id] = loop.call_later(
+            self.wrapup_seconds, lambda: asyncio.ensure_future(self._end_wrapup(agent_id)))
 
     async def _end_wrapup(self, agent_id: int) -> None:
         self._wrapups.pop(agent_id, None)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from cli.democall import citizen_speech, originate_citizen
 from core.models import User
+from core.vocabulary import AgentState
 from cti.models import CallRecord
 from tests.desk.http_client import Desk
 from tests.sipp import SippPhone
@@ -58,6 +59,11 @@ async def _citizen_talking_to_agent1(stack, ami, waiter):
     return call, citizen_channel
 
 
+async def _agent_state(desk, state: str) -> bool:
+    status, body = await desk.get_json("/api/desk/state")
+    return status == 200 and body["state"] == state
+
+
 async def _closed_record(db, waiter, call_id: str) -> CallRecord:
     async def closed():
         async with db.session() as session:
@@ -81,7 +87,11 @@ async def test_agent_holds_resumes_and_transfers_a_live_call_from_the_desk(stack
         await waiter(lambda: _bridged(ami, "8001"), what="the call resumed")
 
         assert (await first.post("/api/desk/call/transfer", {"target": "8003", "mode": "blind"}))[0] == 200
+        # The held call left Queue()'s bridge, so Asterisk sends no AgentComplete for it: agent1 must still
+        # go to 话后整理 when their leg ends, then be ready again (not stay 通话中).
+        await waiter(lambda: _agent_state(first, AgentState.WRAPUP), timeout=20, what="agent1 in wrap-up")
         await waiter(lambda: _bridged(ami, "8003"), timeout=20, what="agent3 talking to the citizen")
+        await waiter(lambda: _agent_state(first, AgentState.READY), timeout=30, what="agent1 ready again")
         record = await _closed_record(db, waiter, call.call_id)
     assert record.agent_extension == "8001" and not record.abandoned
     assert [t["kind"] for t in record.transfers] == ["blind"]

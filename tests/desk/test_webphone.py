@@ -132,7 +132,10 @@ async def test_agent_takes_a_call_in_the_browser_phone_with_audio_both_ways(stac
                 await page.select_option("#transfer-target", "8002")
                 await page.click('[data-transfer="blind"]')
                 await expect(page.locator("#webphone")).to_have_attribute("data-call", "idle", timeout=LIVE)
+                # The held call ended outside Queue() (no AgentComplete): still 话后整理, then 就绪.
+                await expect(page.locator("#state-label")).to_have_text("话后整理", timeout=LIVE)
                 await waiter(lambda: _bridged_to(ami, "PJSIP/8002-"), timeout=30, what="the citizen with 8002")
+                await expect(page.locator("#state-label")).to_have_text("就绪", timeout=LIVE)
                 await page.screenshot(path=shots / "webphone-06-transferred.png")
 
                 # The connection drops (its TCP sockets killed): the agent is paused as 网页电话离线, so no call
