@@ -89,7 +89,10 @@ def free_port_block() -> dict[str, str]:
                 "HOTLINE_SIP_PORT": str(base), "HOTLINE_AMI_PORT": str(base + 1),
                 "HOTLINE_AGI_PORT": str(base + 2), "HOTLINE_WEB_PORT": str(base + 3),
                 "HOTLINE_REDIS_PORT": str(base + 4), "HOTLINE_WEBPHONE_HTTP_PORT": str(base + 5),
-                "HOTLINE_SIP_RTP_START": str(base + 10), "HOTLINE_SIP_RTP_END": str(base + 99),
+                # The carrier's own SIP port (its SIPp in tests) and its media (+2..+5): on the carrier address,
+                # so two test sessions side by side never answer each other's outbound calls.
+                "HOTLINE_SIP_CARRIER_PORT": str(base + 10),
+                "HOTLINE_SIP_RTP_START": str(base + 20), "HOTLINE_SIP_RTP_END": str(base + 99),
             }
     raise RuntimeError("no free block of loopback ports for the test stack")
 

@@ -7,6 +7,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.sipp import free_udp_block
+
 SIPP_DIR = Path(__file__).parent / "sipp"
 SCENARIO = SIPP_DIR / "citizen_call.xml"
 
@@ -28,13 +30,17 @@ class SippResult:
 
 def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_ulaw: Path,
                       hold_ms: int = 6000, delay_ms: int = 4000, rate: float = 1.0, limit: int | None = None,
-                      timeout: float = 180, local_port: int = 5062, extra: list[str] | None = None,
+                      timeout: float = 180, local_port: int | None = None, extra: list[str] | None = None,
                       cpus: str | None = None, scenario: Path = SCENARIO,
                       fill: dict[str, str] | None = None) -> SippResult:
     """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list);
     ``scenario``: another citizen behaviour in the same template (e.g. tests/sipp/citizen_silent.xml),
     ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for tests/sipp/citizen_survey.xml)."""
     carrier = settings["sip"]["carrier_address"]
+    # Free ports on the carrier address by default (SIP, and media at +10 unless ``extra`` names -mp): test
+    # sessions running side by side place carrier calls at the same time.
+    local_port = local_port or free_udp_block(carrier)
+    media = [] if "-mp" in (extra or []) else ["-mp", str(local_port + 10)]
     with tempfile.TemporaryDirectory() as tmp:
         # SIPp reads exec and pause attributes when it loads the scenario, before -key values apply:
         # fill them into a copy.
@@ -52,7 +58,7 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
             "-s", did, "-i", carrier, "-p", str(local_port), "-mi", carrier,
             "-inf", str(injection), "-m", str(len(callers)), "-r", str(rate), "-l", str(limit or len(callers)),
             "-ci", "127.0.0.1", "-nostdin", "-nd", "-trace_stat", "-stf", str(stats), "-timeout", f"{int(timeout)}s",
-            "-timeout_error", *(extra or []),
+            "-timeout_error", *media, *(extra or []),
         ]
         proc = subprocess.run(cmd, cwd=speech_ulaw.parent, capture_output=True, text=True, timeout=timeout + 30)
         successful = failed = 0
@@ -72,6 +78,7 @@ def carrier_answering(settings, calls: int = 1, timeout_s: int = 120) -> subproc
     sip = settings["sip"]
     return subprocess.Popen(
         ["sipp", f"{sip['bind']}:{sip['port']}", "-sf", str(SIPP_DIR / "carrier_answer.xml"),
-         "-i", sip["carrier_address"], "-p", "5060", "-m", str(calls), "-ci", "127.0.0.1", "-nostdin", "-nd",
+         "-i", sip["carrier_address"], "-p", str(sip["carrier_port"]), "-mp", str(sip["carrier_port"] + 2),
+         "-m", str(calls), "-ci", "127.0.0.1", "-nostdin", "-nd",
          "-timeout", f"{timeout_s}s"],
         cwd=SIPP_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
