@@ -30,7 +30,9 @@ async def test_samples_reach_redis_capped_and_are_summarised(redis_settings):
         assert sorted(stored) == [float(v) for v in range(1, 101)]
         assert await read_samples(redis, "ivr", "event_lag") == [7.5]
         lines = await live_summary(redis)
-        assert lines == ["FastAGI round trip per command: p50 50.0 ms, p99 99.0 ms (last 100)"]
+        assert lines == ["FastAGI round trip per command: p50 50.0 ms, p99 99.0 ms (last 100)",
+                         "CTI event path, failed steps (each logged with its call id; records and states repaired): "
+                         "none"]
         for _ in range(KEEP + 10):
             samples.record("agi_rtt", 1.0)
         await samples.flush(redis)
