@@ -126,6 +126,27 @@ def stack() -> Iterator[Stack]:
         yield Stack(settings, runtime)
 
 
+_FILES_STARTED_HEALTHY: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def stack_whole_at_each_file(request: pytest.FixtureRequest) -> None:
+    """Each file starts on a whole platform: the file before it in the same session may have killed or
+    restarted a part (the fault suite, the outage tests) that is still coming back."""
+    module = request.node.module.__name__
+    if "stack" not in request.fixturenames or module in _FILES_STARTED_HEALTHY:
+        return
+    from cli.stack import check_health
+
+    stack = request.getfixturevalue("stack")
+    deadline = time.monotonic() + 120
+    while bad := [h for h in check_health(stack.settings, stack.runtime) if not h.ok]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the platform is not whole before {module}: {bad}")
+        time.sleep(1)
+    _FILES_STARTED_HEALTHY.add(module)
+
+
 @pytest_asyncio.fixture(scope="session")
 async def ami(stack: Stack) -> AsyncIterator[Any]:
     from core.ami import AmiClient
