@@ -18,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,14 +78,7 @@ def _positive(raw: dict, key: str, where: str) -> int:
 def load_notice_config(path: Path | None = None) -> NoticeConfig:
     """Read and check the templates and unit contacts; errors name the key at fault."""
     path = path or NOTICES_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: 通知模板文件不存在") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: 应为映射")
+    raw = dispatch._load_yaml(path)  # the tickets package's one YAML reader (missing file, syntax, not a mapping)
     groups: dict[str, dict[str, str]] = {}
     for group, names in (("citizen", CITIZEN_TEMPLATES), ("unit", UNIT_TEMPLATES)):
         section = raw.get(group)
