@@ -16,7 +16,7 @@ from aiohttp import web
 from agent_desk import webphone
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_time, local_zone
-from agent_desk.knowledge import load_knowledge, load_phrases, render_phrases
+from agent_desk.knowledge import load_knowledge, phrases, render_phrases
 from core.inputs import record_id
 from core.models import Role, User
 from core.vocabulary import SELECTABLE_PAUSE_REASONS
@@ -76,11 +76,11 @@ async def desk_page(request: web.Request) -> web.Response:
     user: User = request[USER_KEY]
     settings = request.app[SETTINGS_KEY]
     session = await read.agent_session(request.app[REDIS_KEY], user.id)
-    phrases = render_phrases(load_phrases(), list(dispatch.unit_config().national),
+    shown_phrases = render_phrases(phrases(), list(dispatch.unit_config().national),
                              settings["centre"].get("region", ""), user.agent_number or "")
     return aiohttp_jinja2.render_template("desk.html", request, {
         "state": _state_json(session), "extensions": settings["sip"]["agent_extensions"],
-        "pause_reasons": SELECTABLE_PAUSE_REASONS, "phrases": phrases, "options": _form_options(),
+        "pause_reasons": SELECTABLE_PAUSE_REASONS, "phrases": shown_phrases, "options": _form_options(),
         "inbox": await inbox(request, user), "knowledge_problem": load_knowledge().problem,
     })
 

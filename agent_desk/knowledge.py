@@ -5,16 +5,20 @@ why; the desk keeps working.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from core import policy
+from core.policy import fail
+from core.settings import CONFIG_DIR
 from ivr.menu import KNOWLEDGE_FILE, MenuError
 from ivr.menu import load_knowledge as load_answers
 
-PHRASES_FILE = Path(__file__).with_name("phrases.yaml")
+PHRASES_FILE = CONFIG_DIR / "phrases.yaml"
+PHRASE_FIELDS = ("region", "hotline", "agent_number")  # what render_phrases fills in
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,48 @@ def load_knowledge(path: Path | None = None) -> KnowledgeBase:
 
 
 def load_phrases(path: Path = PHRASES_FILE) -> list[dict[str, Any]]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    """The phrase groups of config/phrases.yaml, checked: errors name the line and the reason."""
+    groups = policy.read(path, top=list)
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict) or set(group) != {"group", "phrases"}:
+            raise fail(groups, f"第 {i + 1} 组应为 {{group: 组名, phrases: [用语 …]}}", i)
+        if not isinstance(group["group"], str) or not group["group"].strip():
+            raise fail(group, "group（组名）应为非空文字", "group")
+        phrases = group["phrases"]
+        if not isinstance(phrases, list) or not phrases:
+            raise fail(group, f"“{group['group']}”的 phrases 应为非空列表", "phrases")
+        for j in range(len(phrases)):
+            _check_phrase(phrases, j)
+    return groups
+
+
+def _check_phrase(phrases: list[Any], index: int) -> None:
+    phrase = phrases[index]
+    text = phrase.get("text") if isinstance(phrase, dict) else phrase
+    if isinstance(phrase, dict):
+        unknown = sorted(set(phrase) - {"text", "hotlines"})
+        if unknown:
+            raise fail(phrase, f"未知的键 {unknown[0]!r}（可用：text、hotlines）", unknown[0])
+        only = phrase.get("hotlines")
+        if only is not None and (not isinstance(only, list) or not all(isinstance(h, str) for h in only)):
+            raise fail(phrase, "hotlines 应为热线号码的列表，例如 [\"12365\"]", "hotlines")
+    if not isinstance(text, str) or not text.strip():
+        raise fail(phrases, "用语应为非空文字（或 {text: 文字, hotlines: [热线]}）", index)
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise fail(phrases, f"用语中的花括号有误（{exc}）", index) from None
+    if names - set(PHRASE_FIELDS):
+        raise fail(phrases, f"未知的占位符 {sorted(names - set(PHRASE_FIELDS))}"
+                   f"（可用：{'、'.join('{' + f + '}' for f in PHRASE_FIELDS)}）", index)
+
+
+@cache
+def phrases() -> list[dict[str, Any]]:
+    return load_phrases()
+
+
+policy.register("服务用语 config/phrases.yaml", lambda _settings: phrases())
 
 
 def render_phrases(groups: list[dict[str, Any]], hotlines: list[str], region: str,

@@ -236,7 +236,11 @@ def migrate_url(url: str) -> None:
 
 
 def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
-    """Everything before processes start: runtime, config, prompts, schema, demo data."""
+    """Everything before processes start: policies, runtime, config, prompts, schema, demo data."""
+    with _timed(say, "Checking policy files (menus, deadlines, rules, units, templates, prompts, phrases)"):
+        from cli.policies import check
+
+        check(settings)  # a broken file stops `up` here, before anything is built or started
     with _timed(say, "Asterisk runtime"):  # built with the usual umask: its system files are for everyone
         runtime = resolve_runtime(settings, build=True, say=say)
     with private_umask():
@@ -246,10 +250,6 @@ def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
 def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) -> AsteriskRuntime:
     for folder in (settings.log_dir, settings.run_dir, settings.recordings_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    with _timed(say, "Checking IVR menus"):
-        from ivr.menu import load_all_menus
-
-        load_all_menus()
     with _timed(say, "Rendering Asterisk configuration"):
         for node in settings.nodes:
             render_asterisk_config(settings, runtime, node)
@@ -257,10 +257,7 @@ def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) ->
         from ivr.setup import generate_prompts
 
         generate_prompts(settings, runtime)
-    with _timed(say, "Checking notice templates, rendering Kannel configuration"):
-        from tickets.notices import load_notice_config
-
-        load_notice_config()
+    with _timed(say, "Rendering Kannel configuration"):
         write_kannel_conf(settings)
     with _timed(say, "Migrating the database"):
         migrate(settings)

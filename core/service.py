@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from core.logs import setup_logging
-from core.settings import Settings, load_settings
+from core.policy import validate_all
+from core.settings import ConfigError, Settings, load_settings
 
 HEARTBEAT_SECONDS = 2
 
@@ -47,6 +49,12 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
     """Run ``main(settings, stop)`` until SIGTERM/SIGINT sets ``stop``."""
     settings = load_settings()
     log = setup_logging(name)
+    try:  # every policy this service imported (core.policy.register): a broken file never reaches a user
+        validate_all(settings)
+    except ConfigError as exc:
+        log.error("policy_invalid", error=str(exc))
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
 
     async def _runner() -> None:
         stop = asyncio.Event()

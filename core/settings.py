@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "config"
+# The policy files and hotline.toml; HOTLINE_CONFIG_DIR points a centre (or a test) at its own copy.
+CONFIG_DIR = Path(os.environ.get("HOTLINE_CONFIG_DIR") or REPO_ROOT / "config").resolve()
 DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 
 # Each process logs in to Redis (core.redis) and to AMI (core.ami) as its own user with its own secret.

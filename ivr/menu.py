@@ -3,7 +3,7 @@
 A broken file is refused with its path, line and reason (in Chinese, for the
 hotline administrator who edits it): unknown target, duplicate key, missing
 prompt, a third menu level, an answer missing from the knowledge base, ...
-Line numbers come from the YAML node tree (``yaml.compose``), which also lets
+Line numbers come from the YAML node tree (``core.policy.compose``), which also lets
 us see duplicate keys that ``yaml.safe_load`` would silently drop.
 """
 
@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from core import policy
+from core.policy import PolicyError
 from core.satisfaction import BASIC, DISSATISFIED, SATISFIED
 from core.settings import CONFIG_DIR
 
@@ -32,12 +33,8 @@ MAX_RETRIES = 3
 SURVEY_GRADES = (SATISFIED, BASIC, DISSATISFIED)
 
 
-class MenuError(ValueError):
-    """A menu or knowledge file is wrong; ``str()`` is ``<file>:<line>: <reason>``."""
-
-    def __init__(self, path: Path, line: int | None, reason: str) -> None:
-        self.path, self.line, self.reason = path, line, reason
-        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
+# A menu or knowledge file is wrong: the platform's one policy error (file, line, reason).
+MenuError = PolicyError
 
 
 @dataclass(frozen=True)
@@ -135,18 +132,7 @@ class _Doc:
         return MenuError(self.path, node.start_mark.line + 1 if node is not None else None, reason)
 
     def compose(self) -> Node:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise MenuError(self.path, None, "文件不存在") from exc
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            line = exc.problem_mark.line + 1 if exc.problem_mark else None
-            raise MenuError(self.path, line, f"YAML 格式错误：{exc.problem}") from exc
-        if root is None:
-            raise MenuError(self.path, None, "文件为空")
-        return root
+        return policy.compose(self.path)
 
     def mapping(self, node: Node, what: str, allowed: tuple[str, ...] | None = None) -> dict[str, tuple[Node, Node]]:
         """Keys -> (key node, value node); refuses duplicates and (if ``allowed``) unknown keys."""
@@ -350,3 +336,20 @@ def load_all_menus(menu_dir: Path = MENU_DIR, knowledge_file: Path = KNOWLEDGE_F
     if not files:
         raise MenuError(menu_dir, None, "没有任何菜单文件 (<热线号码>.yaml)")
     return {menu.hotline: menu for menu in (load_menu(path, knowledge) for path in files)}
+
+
+def check_menus(_settings: object = None) -> None:
+    """Start-up check: the knowledge base, then every menu file on its own (each broken one is named)."""
+    knowledge = load_knowledge()
+    errors: list[PolicyError] = []
+    for path in sorted(MENU_DIR.glob("*.yaml")):
+        try:
+            load_menu(path, knowledge)
+        except PolicyError as exc:
+            errors.append(exc)
+    if errors:
+        raise policy.PolicyErrors(errors)
+    load_all_menus()  # what the services load: also refuses a folder without any menu
+
+
+policy.register("语音菜单 config/menus/*.yaml（含满意度评价）与知识库 config/knowledge.yaml", check_menus)

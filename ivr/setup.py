@@ -7,13 +7,14 @@ Called by ``./hotline up`` and the test harness; prompts are cached by content
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
-import yaml
-
+from core import policy
 from core.asterisk_runtime import AsteriskRuntime
 from core.hours import staffed_hours
-from core.settings import CONFIG_DIR, ConfigError, Settings
+from core.policy import fail
+from core.settings import CONFIG_DIR, Settings
 from ivr.menu import RECORDED_PROMPTS, HotlineMenu, Prompt, load_all_menus
 from ivr.prompts import AsteriskPrompts, PromptStore, convert_to_asterisk_wav, share_with_asterisk
 
@@ -22,15 +23,36 @@ ZH_SOUNDS = "/usr/share/asterisk/sounds/zh"
 SHARED_CACHE = "/var/cache/hotline-prompts"  # inside the runtime: shared by every instance
 
 
+PROMPT_FIELDS = ("open", "close")  # what a platform prompt may name: the staffed hours (core.hours.staffed_hours)
+
+
 def load_prompt_texts(path: Path = PROMPTS_FILE) -> tuple[dict[str, str], dict[str, str]]:
-    """(platform prompts, Asterisk zh sounds) from config/prompts.yaml."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    prompts, sounds = data.get("prompts") or {}, data.get("asterisk_sounds") or {}
-    for section, values in (("prompts", prompts), ("asterisk_sounds", sounds)):
+    """(platform prompts, Asterisk zh sounds) from config/prompts.yaml; errors name the line."""
+    data = policy.read(path)
+    unknown = sorted(set(data) - {"prompts", "asterisk_sounds"})
+    if unknown:
+        raise fail(data, f"未知的键 {unknown[0]!r}（可用：prompts、asterisk_sounds）", unknown[0])
+    found: list[dict[str, str]] = []
+    for section in ("prompts", "asterisk_sounds"):
+        values = data.get(section) or {}
+        if not isinstance(values, dict):
+            raise fail(data, f"{section} 应为“名称: 文字”的映射", section)
         for name, text in values.items():
             if not isinstance(text, str) or not text.strip():
-                raise ConfigError(f"{path}: {section}.{name} 的文字为空")
-    return prompts, sounds
+                raise fail(values, f"{section}.{name} 的文字为空", name)
+            try:
+                fields = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+            except ValueError as exc:
+                raise fail(values, f"{section}.{name}：文字中的花括号有误（{exc}）", name) from None
+            allowed = PROMPT_FIELDS if section == "prompts" else ()
+            if fields - set(allowed):
+                raise fail(values, f"{section}.{name}：未知的占位符 {sorted(fields - set(allowed))}"
+                           f"（可用：{'、'.join('{' + f + '}' for f in allowed) or '无'}）", name)
+        found.append(dict(values))
+    return found[0], found[1]
+
+
+policy.register("平台提示音 config/prompts.yaml", lambda _settings: load_prompt_texts())
 
 
 def platform_prompts(settings: Settings, path: Path = PROMPTS_FILE) -> list[Prompt]:

@@ -30,11 +30,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
-import yaml
 from chinese_calendar import constants as _cc_constants
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import policy
+from core.policy import fail, shown
 from core.settings import CONFIG_DIR, ConfigError
 from tickets.models import OPEN_STATES, Kind, Reminder, State, Ticket
 
@@ -143,97 +144,115 @@ class DeadlinePolicy:
         return moment.astimezone(self.timezone).date()
 
 
-def _need(mapping: Any, key: str, where: str) -> Any:
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise ConfigError(f"{where}: 缺少 {key}")
+def _need(mapping: Any, key: str, where: str, parent: Any = None, parent_key: Any = None) -> Any:
+    """``mapping[key]``; refused at the line of ``mapping`` (or of ``parent[parent_key]`` when it is no mapping)."""
+    if not isinstance(mapping, dict):
+        raise fail(parent, f"{where}: 应为映射（缺少 {key}）", parent_key)
+    if key not in mapping:
+        raise fail(mapping, f"{where}: 缺少 {key}")
     return mapping[key]
 
 
-def _parse_limit(raw: Any, where: str) -> Limit:
-    days = _need(raw, "days", where)
-    if not isinstance(days, int) or isinstance(days, bool) or days <= 0:
-        raise ConfigError(f"{where}.days: 应为正整数，实际为 {days!r}")
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _parse_limit(raw: Any, where: str, parent: Any, key: str) -> Limit:
+    days = _need(raw, "days", where, parent, key)
+    if not _positive_int(days):
+        raise fail(raw, f"{where}.days: 应为正整数，实际为 {days!r}", "days")
     unit = _need(raw, "unit", where)
     if unit not in UNITS:
-        raise ConfigError(f"{where}.unit: 应为 {' / '.join(UNITS)} 之一，实际为 {unit!r}")
+        raise fail(raw, f"{where}.unit: 应为 {' / '.join(UNITS)} 之一，实际为 {unit!r}", "unit")
     start = _need(raw, "from", where)
     if start not in EVENTS:
-        raise ConfigError(f"{where}.from: 应为 {' / '.join(EVENTS)} 之一，实际为 {start!r}")
-    unknown = set(raw) - {"days", "unit", "from"}
+        raise fail(raw, f"{where}.from: 应为 {' / '.join(EVENTS)} 之一，实际为 {start!r}", "from")
+    unknown = sorted(set(raw) - {"days", "unit", "from"})
     if unknown:
-        raise ConfigError(f"{where}: 未知的键 {sorted(unknown)}")
+        raise fail(raw, f"{where}: 未知的键 {unknown[0]!r}", unknown[0])
     return Limit(days, unit, start)
 
 
-def _parse_hotline(raw: Any, where: str) -> HotlinePolicy:
+def _parse_hotline(raw: Any, where: str, parent: Any, key: str) -> HotlinePolicy:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: 应为映射")
+        raise fail(parent, f"{where}: 应为映射", key)
     limits: dict[str, dict[str, Limit]] = {}
     for kind in Kind:
         if kind == Kind.UNCLASSIFIED:
             continue  # no deadlines until an agent classifies the message
         kind_raw = _need(raw, kind.value, where)
-        limits[kind.value] = {name: _parse_limit(_need(kind_raw, name, f"{where}.{kind.value}"),
-                                                 f"{where}.{kind.value}.{name}") for name in LIMITS}
+        limits[kind.value] = {
+            name: _parse_limit(_need(kind_raw, name, f"{where}.{kind.value}", raw, kind.value),
+                               f"{where}.{kind.value}.{name}", kind_raw, name)
+            for name in LIMITS}
     reminders: dict[str, tuple[ReminderStep, ...]] = {}
     ladders = _need(raw, "reminders", where)
     for ladder in LADDERS:
-        steps = _need(ladders, ladder, f"{where}.reminders")
+        steps = _need(ladders, ladder, f"{where}.reminders", raw, "reminders")
         if not isinstance(steps, list):
-            raise ConfigError(f"{where}.reminders.{ladder}: 应为列表")
+            raise fail(ladders, f"{where}.reminders.{ladder}: 应为列表", ladder)
         parsed = []
         for i, step in enumerate(steps):
             spot = f"{where}.reminders.{ladder}[{i}]"
-            day = _need(step, "day", spot)
-            if not isinstance(day, int) or isinstance(day, bool) or day <= 0:
-                raise ConfigError(f"{spot}.day: 应为正整数，实际为 {day!r}")
+            day = _need(step, "day", spot, steps, i)
+            if not _positive_int(day):
+                raise fail(step, f"{spot}.day: 应为正整数，实际为 {day!r}", "day")
             parsed.append(ReminderStep(day, str(_need(step, "who", spot))))
         if [s.day for s in parsed] != sorted({s.day for s in parsed}):
-            raise ConfigError(f"{where}.reminders.{ladder}: 天数应严格递增")
+            raise fail(ladders, f"{where}.reminders.{ladder}: 天数应严格递增", ladder)
         reminders[ladder] = tuple(parsed)
-    unknown = set(raw) - {k.value for k in Kind} - {"reminders"}
+    unknown = sorted(set(raw) - {k.value for k in Kind} - {"reminders"})
     if unknown:
-        raise ConfigError(f"{where}: 未知的键 {sorted(unknown)}")
+        raise fail(raw, f"{where}: 未知的键 {unknown[0]!r}", unknown[0])
     return HotlinePolicy(limits, reminders)
 
 
-def _read_raw(name: str, directory: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+TOP_KEYS = ("name", "extends", "timezone", "uncovered_years", "hotlines")
+
+
+def _read_raw(name: str, directory: Path, seen: tuple[str, ...] = ()) -> policy.Map:
+    """The file ``<name>.yaml`` with the one it ``extends`` merged under it (hotline by hotline)."""
     path = directory / f"{name}.yaml"
+    raw = policy.read(path)
     if name in seen:
-        raise ConfigError(f"{path}: extends 形成循环 {' → '.join((*seen, name))}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: 时限配置文件不存在") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: 应为映射")
+        raise fail(raw, f"extends 形成循环 {' → '.join((*seen, name))}", "extends")
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise fail(raw, f"未知的键 {unknown[0]!r}（可用：{'、'.join(TOP_KEYS)}）", unknown[0])
     base = raw.get("extends")
     if base:
+        if not (directory / f"{base}.yaml").is_file():
+            raise fail(raw, f"extends: 时限配置 {base!r} 不存在（{directory}/{base}.yaml）", "extends")
         parent = _read_raw(str(base), directory, (*seen, name))
-        hotlines = {**parent.get("hotlines", {}), **raw.get("hotlines", {})}
-        raw = {**parent, **raw, "hotlines": hotlines}
+        own = raw.get("hotlines", {})
+        if not isinstance(own, dict):
+            raise fail(raw, "hotlines: 应为“热线号码: 时限”的映射", "hotlines")
+        merged = policy.Map({**parent, **raw})
+        merged.mark, merged.marks = raw.mark, {**parent.marks, **raw.marks}
+        hotlines = policy.Map({**parent.get("hotlines", {}), **own})
+        hotlines.mark = own.mark if isinstance(own, policy.Map) else raw.mark
+        hotlines.marks = {**getattr(parent.get("hotlines"), "marks", {}), **getattr(own, "marks", {})}
+        merged["hotlines"] = hotlines
+        raw = merged
     return raw
 
 
 def load_policy(name: str = "default", directory: Path | None = None) -> DeadlinePolicy:
-    """Read and validate ``config/deadlines/<name>.yaml``; errors say which key is wrong."""
+    """Read and validate ``config/deadlines/<name>.yaml``; errors name the line and the key that is wrong."""
     directory = directory or POLICY_DIR
     raw = _read_raw(name, directory)
-    where = f"{directory / (name + '.yaml')}"
-    tz_name = _need(raw, "timezone", where)
+    tz_name = _need(raw, "timezone", "")
     try:
-        tz = ZoneInfo(tz_name)
+        tz = ZoneInfo(str(tz_name))
     except Exception:
-        raise ConfigError(f"{where}.timezone: 未知时区 {tz_name!r}") from None
+        raise fail(raw, f"timezone: 未知时区 {tz_name!r}", "timezone") from None
     mode = raw.get("uncovered_years", "fail")
     if mode not in ("provisional", "fail"):
-        raise ConfigError(f"{where}.uncovered_years: 应为 provisional 或 fail，实际为 {mode!r}")
-    hotlines_raw = _need(raw, "hotlines", where)
+        raise fail(raw, f"uncovered_years: 应为 provisional 或 fail，实际为 {mode!r}", "uncovered_years")
+    hotlines_raw = _need(raw, "hotlines", "")
     if not isinstance(hotlines_raw, dict) or not hotlines_raw:
-        raise ConfigError(f"{where}.hotlines: 至少配置一条热线")
-    hotlines = {str(k): _parse_hotline(v, f"{where}.hotlines.{k}") for k, v in hotlines_raw.items()}
+        raise fail(raw, "hotlines: 至少配置一条热线", "hotlines")
+    hotlines = {str(k): _parse_hotline(v, f"hotlines.{k}", hotlines_raw, k) for k, v in hotlines_raw.items()}
     return DeadlinePolicy(str(raw.get("name", name)), tz, WorkCalendar(provisional=mode == "provisional"), hotlines)
 
 
@@ -247,6 +266,25 @@ def policy_name(settings: Any | None) -> str:
     if settings is None:
         return "default"
     return settings.raw.get("tickets", {}).get("deadline_policy", "default")
+
+
+def check_policies(settings: Any | None) -> None:
+    """Start-up check: every file of config/deadlines/ (a centre may switch to any of them) and the active one."""
+    errors: list[ConfigError] = []
+    for path in sorted(POLICY_DIR.glob("*.yaml")):
+        try:
+            load_policy(path.stem)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise policy.PolicyErrors(errors)
+    name = policy_name(settings)
+    if not (POLICY_DIR / f"{name}.yaml").is_file():
+        raise ConfigError(f"[tickets] deadline_policy = {name!r}：{shown(POLICY_DIR)}/ 下没有 {name}.yaml")
+    active_policy(name)
+
+
+policy.register("办理时限 config/deadlines/*.yaml", check_policies)
 
 
 # --- ticket deadlines -------------------------------------------------------

@@ -12,29 +12,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import policy
 from core.models import Role, Unit, UnitLevel
+from core.policy import fail
 from core.settings import CONFIG_DIR, ConfigError
 
 UNITS_FILE = CONFIG_DIR / "units.yaml"
 CATEGORIES_FILE = CONFIG_DIR / "categories.yaml"
 LEVEL_ORDER = (UnitLevel.NATIONAL, UnitLevel.PROVINCE, UnitLevel.CITY, UnitLevel.COUNTY)
 CHILD_LEVEL = dict(zip(LEVEL_ORDER, LEVEL_ORDER[1:], strict=False))
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: 配置文件不存在") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: 应为映射")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -56,13 +45,22 @@ class UnitConfig:
     demo_users: tuple[tuple[str, str, str, str], ...]
 
 
-def _walk(node: dict[str, Any], level: UnitLevel, parent: UnitSpec | None, out: list[UnitSpec], where: str) -> None:
-    for key in ("code", "name"):
-        if not node.get(key):
-            raise ConfigError(f"{where}: 缺少 {key}")
+def _walk(container: Any, key: Any, level: UnitLevel, parent: UnitSpec | None, out: list[UnitSpec],
+          places: dict[str, policy.Mark | None], where: str) -> None:
+    """The unit ``container[key]`` and its children, parents first; ``places``: code -> where it is written."""
+    node = container[key]
+    if not isinstance(node, dict):
+        raise fail(container, f"{where}: 应为单位（code、name …）", key)
+    for field in ("code", "name"):
+        if not node.get(field):
+            raise fail(container, f"{where}: 缺少 {field}", key)
+    code = str(node["code"])
+    if code in places:
+        raise fail(node, f"{where}: 单位代码 {code!r} 重复", "code")
+    places[code] = policy.mark_of(node, "code")
     inherited = {k: getattr(parent, k) if parent else None for k in ("province", "city", "county")}
     spec = UnitSpec(
-        code=str(node["code"]), name=str(node["name"]), level=level,
+        code=code, name=str(node["name"]), level=level,
         parent_code=parent.code if parent else None,
         province=node.get("province", inherited["province"]),
         city=node.get("city", inherited["city"]),
@@ -70,36 +68,41 @@ def _walk(node: dict[str, Any], level: UnitLevel, parent: UnitSpec | None, out: 
     )
     out.append(spec)
     children = node.get("children") or []
+    if not isinstance(children, list):
+        raise fail(node, f"{where}.children: 应为列表", "children")
     if children and level not in CHILD_LEVEL:
-        raise ConfigError(f"{where}: 区县级单位不能再有下级")
-    for i, child in enumerate(children):
-        _walk(child, CHILD_LEVEL[level], spec, out, f"{where}.children[{i}]")
+        raise fail(node, f"{where}: 区县级单位不能再有下级", "children")
+    for i in range(len(children)):
+        _walk(children, i, CHILD_LEVEL[level], spec, out, places, f"{where}.children[{i}]")
 
 
 def load_unit_config(path: Path | None = None) -> UnitConfig:
     path = path or UNITS_FILE
-    raw = _load_yaml(path)
+    raw = policy.read(path)
     cc = raw.get("call_centre") or {}
-    if not cc.get("code") or not cc.get("name"):
-        raise ConfigError(f"{path}: call_centre 需要 code 和 name")
+    if not isinstance(cc, dict) or not cc.get("code") or not cc.get("name"):
+        raise fail(raw if "call_centre" in raw else path, "call_centre 需要 code 和 name", "call_centre")
     centre = UnitSpec(str(cc["code"]), str(cc["name"]), UnitLevel.CALL_CENTRE, None, None, None, None)
     units: list[UnitSpec] = [centre]
     national: dict[str, str] = {}
-    for hotline, root in (raw.get("hotlines") or {}).items():
-        _walk(root, UnitLevel.NATIONAL, None, units, f"{path}: hotlines.{hotline}")
-        national[str(hotline)] = str(root["code"])
-    codes = [u.code for u in units]
-    duplicates = sorted({c for c in codes if codes.count(c) > 1})
-    if duplicates:
-        raise ConfigError(f"{path}: 单位代码重复 {duplicates}")
+    hotlines = raw.get("hotlines") or {}
+    if not isinstance(hotlines, dict):
+        raise fail(raw, "hotlines 应为“热线号码: 全国单位”的映射", "hotlines")
+    places: dict[str, policy.Mark | None] = {centre.code: policy.mark_of(cc, "code")}
+    for hotline in hotlines:
+        _walk(hotlines, hotline, UnitLevel.NATIONAL, None, units, places, f"hotlines.{hotline}")
+        national[str(hotline)] = str(hotlines[hotline]["code"])
     users = []
-    for i, row in enumerate(raw.get("demo_users") or []):
+    rows = raw.get("demo_users") or []
+    if not isinstance(rows, list):
+        raise fail(raw, "demo_users 应为列表", "demo_users")
+    for i, row in enumerate(rows):
         if not (isinstance(row, list) and len(row) == 4):
-            raise ConfigError(f"{path}: demo_users[{i}] 应为 [用户名, 姓名, 角色, 单位代码]")
+            raise fail(rows, f"demo_users[{i}] 应为 [用户名, 姓名, 角色, 单位代码]", i)
         if row[2] not in {r.value for r in Role}:
-            raise ConfigError(f"{path}: demo_users[{i}] 角色 {row[2]!r} 无效")
-        if row[3] not in codes:
-            raise ConfigError(f"{path}: demo_users[{i}] 单位代码 {row[3]!r} 未定义")
+            raise fail(rows, f"demo_users[{i}] 角色 {row[2]!r} 无效", i)
+        if row[3] not in places:
+            raise fail(rows, f"demo_users[{i}] 单位代码 {row[3]!r} 未定义", i)
         users.append(tuple(str(x) for x in row))
     return UnitConfig(centre, national, tuple(units), tuple(users))  # type: ignore[arg-type]
 
@@ -107,6 +110,9 @@ def load_unit_config(path: Path | None = None) -> UnitConfig:
 @cache
 def unit_config() -> UnitConfig:
     return load_unit_config()
+
+
+policy.register("单位 config/units.yaml", lambda _settings: unit_config())
 
 
 async def seed_units(session: AsyncSession, config: UnitConfig | None = None) -> dict[str, Unit]:
@@ -162,28 +168,44 @@ class Categories:
 
 def load_categories(path: Path | None = None) -> Categories:
     path = path or CATEGORIES_FILE
-    raw = _load_yaml(path)
+    raw = policy.read(path)
     objects: dict[str, dict[str, UnitLevel]] = {}
     events: dict[str, tuple[str, ...]] = {}
-    for hotline, spec in (raw.get("hotlines") or {}).items():
-        where = f"{path}: hotlines.{hotline}"
+    hotlines = raw.get("hotlines") or {}
+    if not isinstance(hotlines, dict) or not hotlines:
+        raise fail(raw if "hotlines" in raw else path, "缺少 hotlines（热线号码: 投诉对象与事件类别）", "hotlines")
+    for hotline, spec in hotlines.items():
+        where = f"hotlines.{hotline}"
+        if not isinstance(spec, dict):
+            raise fail(hotlines, f"{where}: 应为映射（complaint_objects、event_categories）", hotline)
+        unknown = sorted(set(spec) - {"complaint_objects", "event_categories"})
+        if unknown:
+            raise fail(spec, f"{where}: 未知的键 {unknown[0]!r}", unknown[0])
         objs = {}
-        for name, opts in (spec.get("complaint_objects") or {}).items():
-            level = (opts or {}).get("dispatch_level", "county")
+        raw_objects = spec.get("complaint_objects") or {}
+        if not isinstance(raw_objects, dict) or not raw_objects:
+            raise fail(spec, f"{where}: 缺少 complaint_objects", "complaint_objects")
+        for name, opts in raw_objects.items():
+            level = (opts or {}).get("dispatch_level", "county") if isinstance(opts, dict | None) else opts
             try:
                 objs[str(name)] = UnitLevel(level)
             except ValueError:
-                raise ConfigError(f"{where}.complaint_objects.{name}.dispatch_level: 无效的级别 {level!r}") from None
-        if not objs:
-            raise ConfigError(f"{where}: 缺少 complaint_objects")
+                raise fail(raw_objects, f"{where}.complaint_objects.{name}.dispatch_level: 无效的级别 {level!r}"
+                           f"（可用：{'、'.join(lv.value for lv in LEVEL_ORDER)}）", name) from None
         objects[str(hotline)] = objs
-        events[str(hotline)] = tuple(str(e) for e in spec.get("event_categories") or ())
+        raw_events = spec.get("event_categories") or ()
+        if not isinstance(raw_events, list) or not all(isinstance(e, str) and e.strip() for e in raw_events):
+            raise fail(spec, f"{where}.event_categories: 应为非空文字的列表", "event_categories")
+        events[str(hotline)] = tuple(raw_events)
     return Categories(objects, events)
 
 
 @cache
 def categories() -> Categories:
     return load_categories()
+
+
+policy.register("投诉对象与事件类别 config/categories.yaml", lambda _settings: categories())
 
 
 async def suggest_unit(

@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import policy
 from core.models import Role, Unit
-from core.settings import CONFIG_DIR, ConfigError
+from core.policy import fail
+from core.settings import CONFIG_DIR
 from tickets import dispatch, risk
 from tickets.models import CLOSED_STATES, STATE_LABELS, Kind, State, Ticket, TicketAction
 from tickets.notify_models import Message, Notice
@@ -55,64 +57,73 @@ class NoticeConfig:
     supervision_followup_days: int
 
 
-def _check_template(text: Any, where: str) -> str:
+def _check_template(parent: Any, key: Any, where: str) -> str:
+    text = parent.get(key) if isinstance(parent, dict) else None
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"{where}: 应为非空文本")
+        raise fail(parent, f"{where}: 应为非空文本", key)
     try:
         names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as exc:
-        raise ConfigError(f"{where}: 模板格式错误：{exc}") from None
+        raise fail(parent, f"{where}: 模板格式错误：{exc}", key) from None
     unknown = sorted(names - FIELDS)
     if unknown:
-        raise ConfigError(f"{where}: 模板使用了未知字段 {unknown}（可用：{sorted(FIELDS)}）")
+        raise fail(parent, f"{where}: 模板使用了未知字段 {unknown}（可用：{sorted(FIELDS)}）", key)
     return text
 
 
-def _positive(raw: dict, key: str, where: str) -> int:
+def _positive(raw: dict, key: str, where: Any) -> int:
     value = raw.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{where}.{key}: 应为正整数，实际为 {value!r}")
+        raise fail(raw if key in raw else where, f"{key}: 应为正整数，实际为 {value!r}", key)
     return value
 
 
 def load_notice_config(path: Path | None = None) -> NoticeConfig:
-    """Read and check the templates and unit contacts; errors name the key at fault."""
+    """Read and check the templates and unit contacts; errors name the line and the key at fault."""
     path = path or NOTICES_FILE
-    raw = dispatch._load_yaml(path)  # the tickets package's one YAML reader (missing file, syntax, not a mapping)
+    raw = policy.read(path)
     groups: dict[str, dict[str, str]] = {}
     for group, names in (("citizen", CITIZEN_TEMPLATES), ("unit", UNIT_TEMPLATES)):
         section = raw.get(group)
         if not isinstance(section, dict):
-            raise ConfigError(f"{path}: 缺少 {group}")
+            raise fail(raw if group in raw else path, f"缺少 {group}（模板：{'、'.join(names)}）", group)
         missing = [n for n in names if n not in section]
         extra = sorted(set(section) - set(names))
-        if missing or extra:
-            raise ConfigError(f"{path}: {group} 缺少模板 {missing}" if missing else f"{path}: {group} 未知模板 {extra}")
-        groups[group] = {n: _check_template(section[n], f"{path}: {group}.{n}") for n in names}
+        if missing:
+            raise fail(raw, f"{group} 缺少模板 {missing}", group)
+        if extra:
+            raise fail(section, f"{group} 未知模板 {extra[0]!r}（可用：{'、'.join(names)}）", extra[0])
+        groups[group] = {n: _check_template(section, n, f"{group}.{n}") for n in names}
     codes = {u.code for u in dispatch.unit_config().units}
     contacts: dict[str, Contact] = {}
-    for code, entry in (raw.get("contacts") or {}).items():
+    entries = raw.get("contacts") or {}
+    if not isinstance(entries, dict):
+        raise fail(raw, "contacts 应为“单位代码: 联系方式”的映射", "contacts")
+    for code, entry in entries.items():
         if str(code) not in codes:
-            raise ConfigError(f"{path}: contacts 中的单位代码 {code!r} 不在 units.yaml 中")
+            raise fail(entries, f"contacts 中的单位代码 {code!r} 不在 units.yaml 中", code)
         if not isinstance(entry, dict) or set(entry) - {"phone", "sms", "email"}:
-            raise ConfigError(f"{path}: contacts.{code} 只能有 phone、sms、email")
+            raise fail(entries, f"contacts.{code} 只能有 phone、sms、email", code)
         sms = str(entry.get("sms", ""))
         if sms and not MOBILE.match(sms):
-            raise ConfigError(f"{path}: contacts.{code}.sms 应为手机号，实际为 {sms!r}")
+            raise fail(entry, f"contacts.{code}.sms 应为手机号，实际为 {sms!r}", "sms")
         contacts[str(code)] = Contact(str(entry.get("phone", "")), sms, str(entry.get("email", "")))
     return NoticeConfig(
         sender=str(raw.get("sms_sender", "")),
         citizen=groups["citizen"], unit=groups["unit"],
-        email_subject=_check_template(raw.get("email_subject"), f"{path}: email_subject"),
+        email_subject=_check_template(raw, "email_subject", "email_subject"),
         contacts=contacts,
-        expiring_days=_positive(raw, "expiring_days", str(path)),
-        supervision_followup_days=_positive(raw, "supervision_followup_days", str(path)),
+        expiring_days=_positive(raw, "expiring_days", path),
+        supervision_followup_days=_positive(raw, "supervision_followup_days", path),
     )
 
 
 @cache
 def notice_config() -> NoticeConfig:
     return load_notice_config()
+
+
+policy.register("通知模板与单位联系方式 config/notices.yaml", lambda _settings: notice_config())
 
 
 # --- queueing -------------------------------------------------------------------------------

@@ -14,12 +14,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import policy
 from core.events import RiskAlert, publish
-from core.settings import CONFIG_DIR, ConfigError
+from core.policy import fail
+from core.settings import CONFIG_DIR
 from tickets.models import Kind, Ticket
 
 RULES_FILE = CONFIG_DIR / "risk-rules.yaml"
@@ -63,61 +64,71 @@ class RiskGrade:
 
 
 def load_rules(path: Path | None = None) -> RiskRules:
-    """Read and validate the rule file; errors name the rule and key."""
+    """Read and validate the rule file; errors name the line, the rule and the key."""
     path = path or RULES_FILE
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: 风险规则文件不存在") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: 应为映射")
-    levels = tuple(str(x) for x in raw.get("levels") or ())
-    if not levels:
-        raise ConfigError(f"{path}: 缺少 levels")
+    raw = policy.read(path)
+    levels_raw = raw.get("levels")
+    if not isinstance(levels_raw, list) or not levels_raw:
+        raise fail(raw if "levels" in raw else path, "缺少 levels（风险等级列表，最严重的在前）", "levels")
+    levels = tuple(str(x) for x in levels_raw)
     default = str(raw.get("default_level", levels[-1]))
-    alerts = frozenset(str(x) for x in raw.get("alert_levels") or ())
+    alert_raw = raw.get("alert_levels") or []
+    if not isinstance(alert_raw, list):
+        raise fail(raw, "alert_levels 应为等级列表", "alert_levels")
+    alerts = frozenset(str(x) for x in alert_raw)
     for name, value in (("default_level", {default}), ("alert_levels", alerts)):
         if not value <= set(levels):
-            raise ConfigError(f"{path}: {name} 含未定义的等级 {sorted(value - set(levels))}")
+            raise fail(raw, f"{name} 含未定义的等级 {sorted(value - set(levels))}（可用：{list(levels)}）", name)
+    window = raw.get("repeat_window_days", 365)
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        raise fail(raw, f"repeat_window_days 应为正整数，实际为 {window!r}", "repeat_window_days")
+    items = raw.get("rules") or []
+    if not isinstance(items, list):
+        raise fail(raw, "rules 应为规则列表", "rules")
+    unknown = sorted(set(raw) - {"levels", "default_level", "alert_levels", "repeat_window_days", "rules"})
+    if unknown:
+        raise fail(raw, f"未知的键 {unknown[0]!r}", unknown[0])
     rules = []
     seen: set[str] = set()
-    for i, item in enumerate(raw.get("rules") or []):
-        where = f"{path}: rules[{i}]"
+    for i, item in enumerate(items):
+        where = f"rules[{i}]"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where} 应为映射")
+            raise fail(items, f"{where} 应为映射（id、level、reason 和一个条件）", i)
         rule_id = str(item.get("id") or "")
         if not rule_id or rule_id in seen:
-            raise ConfigError(f"{where}: id 缺失或重复（{rule_id!r}）")
+            raise fail(items, f"{where}: id 缺失或重复（{rule_id!r}）", i)
         seen.add(rule_id)
-        where = f"{path}: 规则 {rule_id}"
+        where = f"规则 {rule_id}"
         level = str(item.get("level"))
         if level not in levels:
-            raise ConfigError(f"{where}: level {level!r} 不在 {list(levels)} 中")
+            raise fail(item if "level" in item else items, f"{where}: level {level!r} 不在 {list(levels)} 中",
+                       "level" if "level" in item else i)
         if not item.get("reason"):
-            raise ConfigError(f"{where}: 缺少 reason")
+            raise fail(items, f"{where}: 缺少 reason", i)
         conds = [c for c in CONDITIONS if c in item]
         if len(conds) != 1:
-            raise ConfigError(f"{where}: 应恰好有一个条件（{' / '.join(CONDITIONS)}）")
+            raise fail(items, f"{where}: 应恰好有一个条件（{' / '.join(CONDITIONS)}）", i)
         cond = conds[0]
         value = item[cond]
         if cond == "keywords":
             if not isinstance(value, list) or not value or not all(isinstance(w, str) and w for w in value):
-                raise ConfigError(f"{where}: keywords 应为非空的词语列表")
+                raise fail(item, f"{where}: keywords 应为非空的词语列表", cond)
             value = tuple(value)
         elif not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{where}: {cond} 应为正数")
-        unknown = set(item) - {"id", "level", "reason", cond}
+            raise fail(item, f"{where}: {cond} 应为正数", cond)
+        unknown = sorted(set(item) - {"id", "level", "reason", cond})
         if unknown:
-            raise ConfigError(f"{where}: 未知的键 {sorted(unknown)}")
+            raise fail(item, f"{where}: 未知的键 {unknown[0]!r}", unknown[0])
         rules.append(Rule(rule_id, level, str(item["reason"]), cond, value))
-    return RiskRules(levels, default, alerts, int(raw.get("repeat_window_days", 365)), tuple(rules))
+    return RiskRules(levels, default, alerts, window, tuple(rules))
 
 
 @cache
 def active_rules() -> RiskRules:
     return load_rules()
+
+
+policy.register("风险研判规则 config/risk-rules.yaml", lambda _settings: active_rules())
 
 
 def _match(rule: Rule, facts: RiskFacts) -> str | None:

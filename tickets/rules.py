@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from core import policy
+from core.policy import fail
 from core.settings import CONFIG_DIR, ConfigError
 from tickets import dispatch
 
@@ -54,68 +56,72 @@ class Rules:
             raise ConfigError(f"规则配置没有热线 {hotline} 的规则") from None
 
 
-def _strings(raw: Any, where: str) -> tuple[str, ...]:
+def _strings(parent: Any, key: str, where: str) -> tuple[str, ...]:
+    raw = parent[key]
     if not isinstance(raw, list) or not raw or not all(isinstance(v, str) and v.strip() for v in raw):
-        raise ConfigError(f"{where}: 应为非空的文字列表")
+        raise fail(parent, f"{where}.{key}: 应为非空的文字列表", key)
     values = tuple(v.strip() for v in raw)
-    if len(set(values)) != len(values):
-        raise ConfigError(f"{where}: 有重复项")
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise fail(raw, f"{where}.{key}: 有重复项 {value!r}", i)
     return values
 
 
-def _positive(raw: Any, where: str, maximum: int | None = None) -> int:
+def _positive(parent: Any, key: str, where: str, maximum: int | None = None) -> int:
+    raw = parent[key]
     if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0 or (maximum and raw > maximum):
         limit = f"1 到 {maximum} 之间的整数" if maximum else "正整数"
-        raise ConfigError(f"{where}: 应为{limit}，实际为 {raw!r}")
+        raise fail(parent, f"{where}.{key}: 应为{limit}，实际为 {raw!r}", key)
     return raw
 
 
-def _profile(name: str, raw: Any, where: str) -> RuleProfile:
+def _profile(name: str, parent: Any, where: str) -> RuleProfile:
+    raw = parent[name]
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: 应为映射")
+        raise fail(parent, f"{where}: 应为映射", name)
     known = {"label", "closing_actions", "rejection_clauses", "review_levels", "handover", "authorities"}
     missing = sorted(known - raw.keys())
     if missing:
-        raise ConfigError(f"{where}: 缺少 {'、'.join(missing)}")
+        raise fail(parent, f"{where}: 缺少 {'、'.join(missing)}", name)
     unknown = sorted(raw.keys() - known)
     if unknown:
-        raise ConfigError(f"{where}: 未知的键 {unknown}")
-    closing = _strings(raw["closing_actions"], f"{where}.closing_actions")
+        raise fail(raw, f"{where}: 未知的键 {unknown}", unknown[0])
+    closing = _strings(raw, "closing_actions", where)
     strange = [a for a in closing if a not in CLOSING_ACTIONS]
     if strange:
-        raise ConfigError(f"{where}.closing_actions: {'、'.join(strange)} 不是结案操作"
-                          f"（应为 {'、'.join(CLOSING_ACTIONS)} 中的若干项）")
+        raise fail(raw, f"{where}.closing_actions: {'、'.join(strange)} 不是结案操作"
+                   f"（应为 {'、'.join(CLOSING_ACTIONS)} 中的若干项）", "closing_actions")
     handover = raw["handover"]
     if not isinstance(handover, dict) or set(handover) != {"days", "unit"}:
-        raise ConfigError(f"{where}.handover: 应为 {{days: 天数, unit: working|calendar}}")
+        raise fail(raw, f"{where}.handover: 应为 {{days: 天数, unit: working|calendar}}", "handover")
     if handover["unit"] not in ("working", "calendar"):
-        raise ConfigError(f"{where}.handover.unit: 应为 working 或 calendar，实际为 {handover['unit']!r}")
+        raise fail(handover, f"{where}.handover.unit: 应为 working 或 calendar，实际为 {handover['unit']!r}", "unit")
     return RuleProfile(
         name=name, label=str(raw["label"]), closing_actions=frozenset(closing),
-        rejection_clauses=_strings(raw["rejection_clauses"], f"{where}.rejection_clauses"),
-        review_levels=_positive(raw["review_levels"], f"{where}.review_levels", MAX_REVIEW_LEVELS),
-        handover=Handover(_positive(handover["days"], f"{where}.handover.days"), handover["unit"]),
-        authorities=_strings(raw["authorities"], f"{where}.authorities"),
+        rejection_clauses=_strings(raw, "rejection_clauses", where),
+        review_levels=_positive(raw, "review_levels", where, MAX_REVIEW_LEVELS),
+        handover=Handover(_positive(handover, "days", f"{where}.handover"), handover["unit"]),
+        authorities=_strings(raw, "authorities", where),
     )
 
 
 def load_rules(path: Path | None = None, hotlines: tuple[str, ...] | None = None) -> Rules:
     """Read and check the profiles; ``hotlines`` (the configured ones) must each have a profile."""
     path = path or RULES_FILE
-    raw = dispatch._load_yaml(path)  # the tickets package's one YAML reader (missing file, syntax, not a mapping)
+    raw = policy.read(path)
     if not isinstance(raw.get("profiles"), dict) or not raw["profiles"]:
-        raise ConfigError(f"{path}: 应有 profiles（至少一个规则档案）")
-    profiles = {str(k): _profile(str(k), v, f"{path}: profiles.{k}") for k, v in raw["profiles"].items()}
+        raise fail(raw if "profiles" in raw else path, "应有 profiles（至少一个规则档案）", "profiles")
+    profiles = {str(k): _profile(k, raw["profiles"], f"profiles.{k}") for k in raw["profiles"]}
     mapping = raw.get("hotlines")
     if not isinstance(mapping, dict) or not mapping:
-        raise ConfigError(f"{path}: 应有 hotlines（热线 → 规则档案）")
+        raise fail(raw if "hotlines" in raw else path, "应有 hotlines（热线 → 规则档案）", "hotlines")
     by_hotline = {str(k): str(v) for k, v in mapping.items()}
-    for hotline, profile in by_hotline.items():
-        if profile not in profiles:
-            raise ConfigError(f"{path}: hotlines.{hotline}: 未定义的规则档案 {profile!r}")
+    for hotline, profile_name in by_hotline.items():
+        if profile_name not in profiles:
+            raise fail(mapping, f"hotlines.{hotline}: 未定义的规则档案 {profile_name!r}", hotline)
     missing = [h for h in hotlines or () if h not in by_hotline]
     if missing:
-        raise ConfigError(f"{path}: 热线 {'、'.join(missing)} 没有规则档案")
+        raise fail(raw, f"热线 {'、'.join(missing)} 没有规则档案（units.yaml 中有这些热线）", "hotlines")
     return Rules(profiles, by_hotline)
 
 
@@ -126,8 +132,12 @@ def active_rules() -> Rules:
 
 
 def check_rules() -> None:
-    """Start-up check: raises ConfigError naming the file and key at fault."""
+    """Start-up check: raises ConfigError naming the file, line and key at fault."""
     active_rules()
+
+
+policy.register("规则档案 config/rules.yaml（结案方式、不予受理条款、审核级数、移交时限与部门）",
+                lambda _settings: active_rules())
 
 
 def profile(hotline: str) -> RuleProfile:

@@ -120,7 +120,7 @@ def test_hotline_must_match_file_name(tmp_path):
 
 def test_error_message_is_file_line_reason(tmp_path):
     error = refused(tmp_path, GOOD.replace("{target: agent}", "{target: operator}"))
-    assert str(error).startswith(f"{tmp_path / '12301.yaml'}:12: ")
+    assert str(error).startswith(f"{tmp_path / '12301.yaml'} 第 12 行：菜单 'main' 按键 0：未知的目标 'operator'")
 
 
 SURVEY = """\
