@@ -81,6 +81,8 @@ async def play(request: web.Request) -> web.StreamResponse:
             # tell which ids to try once a link made them playable. One answer for both.
             log.warning("recording_refused", recording_id=rec_id, user=user.username, exists=recording is not None)
             return forbidden_page(request, REFUSED)
+    if recording.format == "none":  # filed without sound (an empty or too-short recording)
+        return forbidden_page(request, recording.transcript_note or "该录音没有声音", 404)
     path = file_of(request.app[SETTINGS_KEY].recordings_dir, recording)
     if path is None:
         return forbidden_page(request, "录音文件不存在或已过保存期限", 404)

@@ -28,6 +28,7 @@ from core.settings import DEFAULT_NODE, Settings
 from recordings.models import Recording
 from recordings.spool import stale_spool_files, unfiled
 from recordings.storage import (
+    RAW_BYTES_PER_SECOND,
     StorageError,
     compress_raw_stereo,
     dated_path,
@@ -40,6 +41,9 @@ from recordings.transcribe import ModelError, Transcriber, channel_of, transcrib
 from recordings.voicemail import attach_transcript, open_voicemail_ticket
 
 SETTLE_SECONDS = 2  # MixMonitor closes its file just after the hangup event
+EMPTY_RAW_BYTES = RAW_BYTES_PER_SECOND // 50  # less than one 20 ms frame of both channels: no sound at all
+EMPTY_NOTE = "通话接通后即结束，未录到声音"
+RETRY_MAX_SECONDS = 600
 
 
 def wav_duration(path: Path) -> float:
@@ -57,6 +61,9 @@ class RecordingsWorker:
         self.store = settings.recordings_dir
         self._transcriber: Transcriber | None = None
         self._model_error: str | None = None
+        # Files that failed to compress: (attempts, not before), so one bad file neither floods the log every
+        # round nor, with others like it, fills the batch and keeps every later call from being filed.
+        self._retry: dict[str, tuple[int, datetime]] = {}
 
     def spool(self, *parts: str, node: str = DEFAULT_NODE) -> Path:
         """A path in ``node``'s spool (a node no longer configured: the first node's)."""
@@ -66,12 +73,21 @@ class RecordingsWorker:
     async def _unfiled(self, column, kind: str) -> list[CallRecord]:
         cutoff = datetime.now(UTC) - timedelta(seconds=SETTLE_SECONDS)
         filed = select(Recording.call_id).where(Recording.kind == kind)
+        now = datetime.now(UTC)
+        waiting = [call_id for call_id, (_, not_before) in self._retry.items() if not_before > now]
         async with self.db.session() as session:
             return list((await session.scalars(
                 select(CallRecord).where(column.is_not(None), CallRecord.ended_at.is_not(None),
-                                         CallRecord.ended_at < cutoff, CallRecord.call_id.not_in(filed))
+                                         CallRecord.ended_at < cutoff, CallRecord.call_id.not_in(filed),
+                                         CallRecord.call_id.not_in(waiting))
                 .order_by(CallRecord.ended_at).limit(20)
             )).all())
+
+    def _failed(self, call_id: str) -> None:
+        """Retry a file that failed after 2 s, 4 s, ... up to RETRY_MAX_SECONDS apart."""
+        attempts = self._retry.get(call_id, (0, None))[0] + 1
+        delay = min(RETRY_MAX_SECONDS, 2 ** attempts)
+        self._retry[call_id] = (attempts, datetime.now(UTC) + timedelta(seconds=delay))
 
     async def file_call_recordings(self) -> int:
         done = 0
@@ -114,6 +130,17 @@ class RecordingsWorker:
                         hotline=call.hotline if call else None,
                         transcript_status="pending" if self.settings["transcription"]["calls"]
                         else "not_requested")
+        if raw.exists() and raw.stat().st_size < EMPTY_RAW_BYTES:
+            # The call ended before MixMonitor wrote a single frame (e.g. the agent hung up the moment the
+            # citizen answered a callback): nothing to compress, and retrying it would fail forever and
+            # keep the file in the spool. Noted as a recording without sound.
+            row.format, row.duration_seconds, row.size_bytes = "none", 0.0, 0
+            row.transcript_status, row.transcript_note = "not_requested", EMPTY_NOTE
+            async with self.db.transaction() as session:
+                session.add(row)
+            raw.unlink(missing_ok=True)
+            self.log.info("recording_empty", call_id=call_id, file=str(raw))
+            return 1
         try:
             if raw.exists():
                 stored = await asyncio.to_thread(compress_raw_stereo, raw, self.store, relative)
@@ -124,8 +151,10 @@ class RecordingsWorker:
             else:
                 stored = None
         except StorageError as exc:
-            self.log.error("recording_compress_failed", call_id=call_id, error=str(exc))
-            return 0  # the raw file stays; retried next round
+            self._failed(call_id)
+            self.log.error("recording_compress_failed", call_id=call_id, error=str(exc),
+                           attempts=self._retry[call_id][0])
+            return 0  # the raw file stays; retried later
         if stored is not None:
             row.size_bytes, row.sha256 = stored.size_bytes, stored.sha256
             row.duration_seconds, row.format = stored.duration_seconds, stored.format
@@ -135,6 +164,7 @@ class RecordingsWorker:
             self.log.error("recording_missing", call_id=call_id, expected=str(raw))
         async with self.db.transaction() as session:
             session.add(row)
+        self._retry.pop(call_id, None)
         return 1
 
     async def file_voicemails(self) -> int:

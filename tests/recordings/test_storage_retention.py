@@ -296,3 +296,60 @@ def test_model_archive_with_the_wrong_checksum_is_refused(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
+
+
+async def test_a_recording_without_sound_is_filed_once_and_a_failing_one_is_retried_with_back_off(
+        recordings_db, tmp_path, monkeypatch):
+    """A callback the agent ends the moment the citizen answers leaves MixMonitor's file empty. It used to
+    fail compression every round for ever (sox: no audio), flooding the log and staying in the spool,
+    where the integrity check reported it as unfiled."""
+    from core.calls import CallRecord, CallState
+    from core.settings import load_settings
+    from recordings import worker as worker_module
+
+    settings = load_settings(var_dir=tmp_path / "var")
+    worker = worker_module.RecordingsWorker(settings, None, recordings_db, log)
+    worker.store = tmp_path / "store"
+    spool = tmp_path / "spool"
+    monkeypatch.setattr(worker, "spool", lambda *parts, node="": spool.joinpath(*parts))
+    day = spool / "monitor" / "2026" / "12" / "01"
+    day.mkdir(parents=True)
+    (day / "out-empty.raw").write_bytes(b"")
+    sample_raw = dialogue_raw(tmp_path, 6)
+    (day / "out-bad.raw").write_bytes(sample_raw.read_bytes())
+    (day / "out-good.raw").write_bytes(sample_raw.read_bytes())
+    ended = datetime.now(UTC) - timedelta(minutes=1)
+    async with recordings_db.transaction() as session:
+        await session.execute(delete(CallRecord).where(CallRecord.call_id.like("out-%")))
+        for name in ("empty", "bad", "good"):
+            session.add(CallRecord(call_id=f"out-{name}", direction="outbound", state=CallState.ENDED,
+                                   started_at=ended - timedelta(seconds=10), ended_at=ended,
+                                   recording_file=f"2026/12/01/out-{name}.raw"))
+    real_compress = worker_module.compress_raw_stereo
+    attempts = []
+
+    def compress(raw, root, relative):
+        attempts.append(raw.stem)
+        if raw.stem == "out-bad":
+            raise StorageError("坏文件")
+        return real_compress(raw, root, relative)
+
+    monkeypatch.setattr(worker_module, "compress_raw_stereo", compress)
+    assert await worker.file_call_recordings() == 2  # the empty one and the good one
+    assert await worker.file_call_recordings() == 0  # the bad one waits: not retried at once
+    assert attempts == ["out-bad", "out-good"]
+    async with recordings_db.session() as session:
+        rows = {r.call_id: r for r in (await session.scalars(
+            select(Recording).where(Recording.call_id.like("out-%")))).all()}
+    assert set(rows) == {"out-empty", "out-good"}
+    assert rows["out-empty"].format == "none" and rows["out-empty"].duration_seconds == 0
+    assert "未录到声音" in rows["out-empty"].transcript_note
+    assert rows["out-good"].format == "opus"
+    assert not (day / "out-empty.raw").exists() and (day / "out-bad.raw").exists()
+    # Only the file that really failed is left for the integrity check to report.
+    unfiled_now = await spool_report(recordings_db, spool, 0, datetime.now(UTC) + timedelta(seconds=1))
+    assert [item.file.call_id for item, _ in unfiled_now] == ["out-bad"]
+    assert await integrity_report(recordings_db, worker.store) == []
+    worker._retry["out-bad"] = (1, datetime.now(UTC))  # its back-off is over
+    monkeypatch.setattr(worker_module, "compress_raw_stereo", real_compress)
+    assert await worker.file_call_recordings() == 1
