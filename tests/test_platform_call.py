@@ -43,4 +43,7 @@ async def test_call_into_12301_is_answered_routed_by_the_ivr_recorded_and_logged
     # Recording runs from the end of the recording notice (12365 standard 5.4) to hangup.
     notice = stack.asterisk_path(stack.runtime.inside("sounds", "recording-notice-12301.wav"))
     notice_seconds = float(subprocess.run(["soxi", "-D", str(notice)], capture_output=True, text=True).stdout)
-    assert abs(duration_seconds(caller_side) - (call_length - notice_seconds)) < 1.0
+    # Never longer than the call after the notice (nothing recorded before the citizen was told); shorter
+    # by the set-up before the notice (answer, the IVR's first AGI round trip), which grows with the load.
+    after_notice = call_length - notice_seconds
+    assert after_notice - 3.0 < duration_seconds(caller_side) < after_notice + 0.5, (call_length, notice_seconds)
