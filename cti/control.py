@@ -195,16 +195,31 @@ async def to_survey(ami: AmiClient, citizen_channel: str) -> None:
 
 async def hold(ami: AmiClient, citizen_channel: str, agent_channel_name: str) -> None:
     """Citizen hears music; the agent's phone stays up in silence until resume()."""
-    await ami.action({
+    reply = await ami.action({
         "Action": "Redirect", "Channel": citizen_channel, "Context": "desk-hold", "Exten": "citizen",
         "Priority": 1, "ExtraChannel": agent_channel_name, "ExtraContext": "desk-hold",
         "ExtraExten": "agent", "ExtraPriority": 1,
     })
+    if not succeeded(reply):
+        raise AmiError(f"保持失败：{first_response(reply).get('Message')}")
 
 
-async def resume(ami: AmiClient, citizen_channel: str, agent_channel_name: str) -> None:
-    await ami.action({"Action": "Bridge", "Channel1": agent_channel_name, "Channel2": citizen_channel,
-                      "Tone": "no"})
+async def resume(ami: AmiClient, citizen_channel: str, agent_channel_name: str,
+                 settle_within: float = 3.0) -> None:
+    """Join the held citizen and the agent again.
+
+    Right after hold() the two channels may still be on their way into desk-hold, and Bridge refuses a
+    channel in the middle of a redirect; so it is retried for a moment rather than reported as done
+    while the citizen is left on music (the reply used to be ignored)."""
+    deadline = time.monotonic() + settle_within
+    while True:
+        reply = await ami.action({"Action": "Bridge", "Channel1": agent_channel_name,
+                                  "Channel2": citizen_channel, "Tone": "no"})
+        if succeeded(reply):
+            return
+        if time.monotonic() >= deadline:
+            raise AmiError(f"恢复通话失败：{first_response(reply).get('Message')}")
+        await asyncio.sleep(0.3)
 
 
 async def blind_transfer(ami: AmiClient, agent_channel_name: str, target: str) -> None:
