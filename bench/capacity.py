@@ -25,6 +25,7 @@ from bench import classic
 from bench.live import BENCH_SETTINGS, logged_in_agents
 from bench.report import Report
 from cli.stack import throwaway_stack
+from sipdrivers.carrier import run_citizen_calls, ulaw_from_wav
 
 ASTERISK_CPUS = {0}
 LOAD_CPUS = "1" if (os.cpu_count() or 1) > 1 else "0"
@@ -77,8 +78,6 @@ def _taskprocessor_warnings(settings, runtime) -> int:
 
 async def _level(settings, runtime, did: str, keys: str, concurrent: int, hold_s: int, speech: Path,
                  report_name: str) -> dict:
-    from tests.sipp_carrier import run_citizen_calls
-
     prefix = {"hotline": "1361", "plain": "1362", "classic": "1363"}[report_name]
     callers = [f"{prefix}{concurrent:03d}{i:04d}" for i in range(concurrent)]
     ast = _pids(f"-C {runtime.inside('etc', 'asterisk.conf')}")
@@ -132,8 +131,6 @@ async def _set_agi_url(ami, url: str) -> None:
 
 async def _setup_rate(settings, runtime, did: str, keys: str, rate: int, speech: Path) -> dict:
     """``rate`` new calls a second for RATE_SECONDS; all must be answered and end cleanly."""
-    from tests.sipp_carrier import run_citizen_calls
-
     callers = [f"1350{rate:03d}{i:04d}" for i in range(rate * RATE_SECONDS)]
     warnings_before = _taskprocessor_warnings(settings, runtime)
     result = await asyncio.to_thread(run_citizen_calls, settings, did, keys, callers, speech,
@@ -147,7 +144,6 @@ async def _setup_rate(settings, runtime, did: str, keys: str, rate: int, speech:
 async def _capacity(settings, runtime, report: Report, levels: list[int], hold_s: int,
                     setup_rates: list[int]) -> None:
     from cli.democall import citizen_speech
-    from tests.sipp_carrier import ulaw_from_wav
 
     citizen_speech(settings, "demo-complaint")
     wav = runtime.host_path(runtime.inside("sounds", "demo-complaint.wav"))

@@ -25,6 +25,8 @@ from cli.stack import throwaway_stack
 from core.ami import AmiClient
 from core.db import Database
 from core.metrics import clear_samples, read_samples
+from sipdrivers.carrier import run_citizen_calls, ulaw_from_wav
+from sipdrivers.phones import agents_on_phones
 
 AGENTS = {"agent1": "8001", "agent3": "8003", "agent4": "8004", "agent5": "8005"}  # all serve 12301-general
 BENCH_SETTINGS = {"HOTLINE_ASTERISK_BENCH_ECHO": "true",  # DID 10000, the plain-echo comparison of bench/capacity.py
@@ -63,7 +65,6 @@ async def collect_pops(base: str, username: str, password: str, sink: list[float
 async def logged_in_agents(settings, runtime):
     """The AGENTS on auto-answering SIPp phones (test tooling), ready; yields the AMI client."""
     from core.redis import connect as redis_connect
-    from tests.sipp import agents_on_phones
 
     ami = AmiClient(settings, "tools")
     await ami.connect()
@@ -196,8 +197,6 @@ async def _cel_cost(settings, runtime, ami, counters: list[EventCounter], calls:
 
 async def _ring_to_pop(settings, runtime, calls: int, background: int, report: Report) -> None:
     from core.redis import connect as redis_connect
-    from tests.sipp import agents_on_phones
-    from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
 
     redis = redis_connect(settings, "tools")
     counters = [EventCounter(settings, "on"), EventCounter(settings, settings["ami"]["cti_events"])]

@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.report import Report
 from cti.sizing import agents_needed
 from recordings.storage import compress_raw_stereo, opus_levels, raw_levels
+from sipdrivers.audio import dialogue_raw
 
 WAV_MONO_BYTES_PER_HOUR = 8000 * 2 * 3600  # 57.6 MB: the 8 kHz WAV baseline of the issue
 
@@ -19,8 +20,6 @@ def storage(report: Report, quick: bool) -> None:
     """Bytes per recorded hour of the stored format against WAV, on the same audio, and how well the
     channels stay apart: a two-party call (turns of caller only, agent only, both) and, as the worst
     case for size, both parties speaking all the time."""
-    from tests.audio import dialogue_raw
-
     seconds = 120 if quick else 600
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

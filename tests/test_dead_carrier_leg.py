@@ -20,8 +20,8 @@ from core.filemodes import private_umask, tighten
 from core.settings import load_settings
 from cti.books import read_cdr_calls, read_queue_log
 from cti.models import CallRecord
-from tests.sipp import agents_on_phones
-from tests.sipp_carrier import SIPP_DIR, run_citizen_calls, ulaw_from_wav
+from sipdrivers.carrier import SIPP_DIR, run_citizen_calls, ulaw_from_wav
+from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from cli.democall import citizen_speech, originate_citizen
 from cti.models import CallRecord
-from tests.audio import duration_seconds, raw_stereo_channels, rms
+from sipdrivers.audio import duration_seconds, raw_stereo_channels, rms
 
 
 async def test_call_into_12301_is_answered_routed_by_the_ivr_recorded_and_logged(stack, ami, db, waiter):

@@ -12,8 +12,8 @@ from cli.democall import originate_citizen
 from core.telephony import call_id_of
 from cti import control
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
-from tests.sipp import agents_on_phones
-from tests.sipp_carrier import carrier_answering
+from sipdrivers.carrier import carrier_answering
+from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
 

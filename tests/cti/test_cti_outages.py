@@ -37,7 +37,7 @@ from core.events import STREAM
 from core.models import User
 from cti import control
 from cti.models import CallRecord, CallState
-from tests.sipp import agents_on_phones
+from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
 

@@ -14,10 +14,10 @@ from sqlalchemy import select
 from core.models import User
 from cti import control
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
+from sipdrivers.carrier import carrier_answering, run_citizen_calls
+from sipdrivers.phones import SippPhone, free_udp_block
 from tests.cti.test_queue_calls_sip import _speech
 from tests.desk.http_client import Desk
-from tests.sipp import SippPhone, free_udp_block
-from tests.sipp_carrier import carrier_answering, run_citizen_calls
 
 pytestmark = pytest.mark.stack
 

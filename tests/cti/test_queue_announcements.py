@@ -13,7 +13,7 @@ import pytest
 
 from cli.democall import originate_citizen
 from cti import control
-from tests.sipp import agents_on_phones
+from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
 

@@ -19,8 +19,8 @@ from core.events import STREAM
 from core.models import User
 from cti import control
 from cti.models import CallRecord
-from tests.sipp import agents_on_phones
-from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
+from sipdrivers.carrier import run_citizen_calls, ulaw_from_wav
+from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
 

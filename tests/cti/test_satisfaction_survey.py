@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from core.models import User
 from cti.models import CallRecord
+from sipdrivers.carrier import run_citizen_calls
+from sipdrivers.phones import SIPP_DIR, agents_on_phones, free_udp_block
 from tests.cti.test_queue_calls_sip import _speech
-from tests.sipp import SIPP_DIR, agents_on_phones, free_udp_block
-from tests.sipp_carrier import run_citizen_calls
 from tests.tickets.ticket_helpers import complaint
 from tickets.models import Ticket
 from tickets.workflow import register_ticket

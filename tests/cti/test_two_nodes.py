@@ -27,9 +27,9 @@ from core.settings import DEFAULT_CONFIG
 from cti import control
 from cti.models import CallRecord
 from recordings.models import Recording
+from sipdrivers.phones import SippPhone
 from tests.conftest import TEST_SETTINGS
 from tests.desk.http_client import Desk
-from tests.sipp import SippPhone
 
 pytestmark = pytest.mark.stack
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from cli.democall import originate_citizen
 from core.settings import REPO_ROOT
 from recordings.models import Recording
-from tests.sipp import SippPhone
+from sipdrivers.phones import SippPhone
 from tickets.models import Ticket, TicketCall
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

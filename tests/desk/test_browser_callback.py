@@ -10,9 +10,9 @@ from playwright.async_api import async_playwright, expect
 from sqlalchemy import select
 
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
+from sipdrivers.carrier import carrier_answering
+from sipdrivers.phones import SippPhone
 from tests.desk.test_browser import CHROMIUM_ARGS, DESKTOP, PAGE_ERRORS, open_as, screenshots_dir
-from tests.sipp import SippPhone
-from tests.sipp_carrier import carrier_answering
 
 CITIZEN = "13833334444"
 

@@ -11,8 +11,8 @@ from cli.democall import citizen_speech, originate_citizen
 from core.models import User
 from core.vocabulary import AgentState
 from cti.models import CallRecord
+from sipdrivers.phones import SippPhone
 from tests.desk.http_client import Desk
-from tests.sipp import SippPhone
 
 pytestmark = pytest.mark.stack
 

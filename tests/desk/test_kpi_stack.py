@@ -19,8 +19,8 @@ from sqlalchemy import select
 from agent_desk import kpi
 from cli.democall import citizen_speech, originate_citizen
 from cti.models import CallRecord
+from sipdrivers.phones import agents_on_phones
 from tests.desk.http_client import Desk
-from tests.sipp import agents_on_phones
 
 pytestmark = pytest.mark.stack
 

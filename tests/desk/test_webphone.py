@@ -26,10 +26,10 @@ from sqlalchemy import select
 
 from agent_desk.webphone import endpoint_name
 from core.models import User
-from tests.audio import raw_stereo_channels, tone_power
+from sipdrivers.audio import raw_stereo_channels, tone_power
+from sipdrivers.carrier import run_citizen_calls
+from sipdrivers.phones import SippPhone
 from tests.desk.test_browser import CHROMIUM_ARGS, DESKTOP, LIVE, open_as, screenshots_dir
-from tests.sipp import SippPhone
-from tests.sipp_carrier import run_citizen_calls
 
 CITIZEN_HZ, BROWSER_HZ = 440, 1200
 

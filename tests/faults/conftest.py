@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from sipdrivers.phones import agents_on_phones
 from tests.faults.harness import OUTCOMES, TABLE_FILES, FaultRunner, Watcher, table
-from tests.sipp import agents_on_phones
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,8 @@ from cti.books import CDR_COLUMNS, CdrCall, QueueCall, lines_since, phone_of, re
 from cti.crash import RESTART_CAUSE
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 from recordings.models import Recording
-from tests.sipp import free_udp_block
-from tests.sipp_carrier import SippResult, carrier_answering, run_citizen_calls
+from sipdrivers.carrier import SippResult, carrier_answering, run_citizen_calls
+from sipdrivers.phones import free_udp_block
 
 OUTAGE_SECONDS = 15
 HEALTH_NAME = {"agent_desk": "agent_desk"}  # supervisor program -> name in check_health (same for the rest)

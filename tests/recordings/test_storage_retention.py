@@ -26,7 +26,7 @@ from recordings.storage import (
     raw_levels,
 )
 from recordings.transcribe import ModelError, Transcriber, check_model, install_model
-from tests.audio import dialogue_raw, turn_levels
+from sipdrivers.audio import dialogue_raw, turn_levels
 from tickets.models import Kind, State, Ticket
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -15,8 +15,8 @@ from core import events as ev
 from core.models import User
 from cti.models import CallRecord
 from recordings.models import PlaybackLog, Recording
+from sipdrivers.phones import SippPhone
 from tests.desk.test_call_control import Desk
-from tests.sipp import SippPhone
 from tickets.models import Ticket, TicketCall
 from tickets.workflow import CALL_REFUSED
 

@@ -7,9 +7,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.sipp import free_udp_block
+from sipdrivers.phones import SIPP_DIR, free_udp_block
 
-SIPP_DIR = Path(__file__).parent / "sipp"
 SCENARIO = SIPP_DIR / "citizen_call.xml"
 
 
@@ -34,8 +33,8 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
                       cpus: str | None = None, scenario: Path = SCENARIO,
                       fill: dict[str, str] | None = None) -> SippResult:
     """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list);
-    ``scenario``: another citizen behaviour in the same template (e.g. tests/sipp/citizen_silent.xml),
-    ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for tests/sipp/citizen_survey.xml)."""
+    ``scenario``: another citizen behaviour in the same template (e.g. sipdrivers/scenarios/citizen_silent.xml),
+    ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for sipdrivers/scenarios/citizen_survey.xml)."""
     carrier = settings["sip"]["carrier_address"]
     # Free ports on the carrier address by default (SIP, and media at +10 unless ``extra`` names -mp): test
     # sessions running side by side place carrier calls at the same time.

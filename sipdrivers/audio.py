@@ -1,9 +1,11 @@
-"""Reading recorded audio in tests: per-channel energy of Asterisk's raw stereo recordings."""
+"""Speech for simulated calls (``dialogue_raw``: a two-party call as MixMonitor records it) and reading recorded
+audio back: per-channel energy of Asterisk's raw stereo recordings, tone power."""
 
 from __future__ import annotations
 
 import array
 import math
+import subprocess
 from pathlib import Path
 
 SAMPLE_RATE = 8000
@@ -32,8 +34,6 @@ TURN_SECONDS = 5
 
 
 def _speech_pcm(text: str, folder: Path, name: str, pitch: int, voice: str = "cmn") -> array.array:
-    import subprocess
-
     wav = folder / f"{name}.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", str(wav), text], check=True)
     pcm = subprocess.run(["sox", str(wav), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",

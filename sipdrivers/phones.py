@@ -4,8 +4,8 @@
         await waiter(lambda: phone.registered(stack.runtime), what="8001 registered")
         ...
 
-One SIPp process registers (tests/sipp/agent_register.xml) and answers every
-call to the phone (tests/sipp/agent_answer.xml, SIPp's out-of-call scenario).
+One SIPp process registers (sipdrivers/scenarios/agent_register.xml) and answers every
+call to the phone (sipdrivers/scenarios/agent_answer.xml, SIPp's out-of-call scenario).
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-SIPP_DIR = Path(__file__).parent / "sipp"
+from sqlalchemy import select
+
+from core.models import User
+from cti import control
+
+SIPP_DIR = Path(__file__).parent / "scenarios"
 PORT_OFFSETS = (0, 10, 11, 12, 13, 20)
 
 
@@ -44,7 +49,7 @@ class SippPhone:
     def __init__(self, settings: Any, extension: str, local_port: int | None = None,
                  address: str = "127.0.0.1", node: Any = None, answer: str = "agent_answer.xml") -> None:
         self.settings = settings
-        self.answer = answer  # the out-of-call scenario in tests/sipp/ (how the phone answers and ends calls)
+        self.answer = answer  # the out-of-call scenario in scenarios/ (how the phone answers and ends calls)
         self.extension = extension
         self.node = node or settings.nodes[0]  # the Asterisk node it registers with
         self.address = address
@@ -105,11 +110,6 @@ async def agents_on_phones(settings: Any, runtime: Any, ami: Any, redis: Any, db
     """Each agent (username -> extension) on a registered, auto-answering SIPp phone (``answer``: its
     scenario), logged in and ready; logged out and the phones stopped afterwards. Shared by the tests and
     bench/."""
-    from sqlalchemy import select
-
-    from core.models import User
-    from cti import control
-
     phones = [SippPhone(settings, extension, answer=answer).start() for extension in agents.values()]
     users: list[Any] = []
     try:
