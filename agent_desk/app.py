@@ -115,6 +115,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
     for module in (auth, live, desk, units, lead, playback, admin, webphone, messages):
         module.add_routes(app)
+    app[auth.LOGOUT_HOOKS].append(webphone.end_session)  # the browser phone's account ends with the session
     app.router.add_routes(ticket_routes)
     app.on_startup.append(login_guard.warm_up)
     app.on_cleanup.append(_close)

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from agent_desk import login_guard
+from agent_desk.common import SESSION_KEY, page_context
 from core.models import Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 
@@ -35,11 +36,13 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "_csrf"
 SESSION_PREFIX = "hotline:web:session:"
 SESSION_REFRESH_SECONDS = 60  # sliding expiry: re-sealed when older than this
-SESSION_KEY = "session"  # request[SESSION_KEY]: the Session of the logged-in user
 PUBLIC_PREFIXES = ("/static/", "/vendor/")  # the desk's own files and the npm libraries it serves
 PUBLIC_PATHS = frozenset({"/login", "/healthz"})
 MAX_NEXT_LENGTH = 2000
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Run at log-out before the session is dropped, each with (app, user): the pages above this module
+# register theirs (app.py: the browser phone's endpoint and password die with the desk session).
+LOGOUT_HOOKS = web.AppKey("logout_hooks", list)
 
 LEADS = frozenset({Role.TEAM_LEAD, Role.ADMIN})
 UNIT_ROLES = frozenset({Role.UNIT_HANDLER, Role.UNIT_HEAD})
@@ -153,8 +156,6 @@ async def _submitted_csrf(request: web.Request) -> str | None:
 
 def forbidden_page(request: web.Request, message: str, status: int = 403, field: str | None = None) -> web.Response:
     """A Chinese error page (or JSON for API calls) that keeps the layout."""
-    from agent_desk.common import page_context
-
     if is_api(request):
         raise json_error(status, message, field)
     # The context processors have not run when the auth middleware itself refuses a request.
@@ -279,10 +280,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    from agent_desk.webphone import end_session
-
-    # A browser phone's endpoint and password die with the desk session that created them.
-    await end_session(request.app, request[USER_KEY])
+    for hook in request.app[LOGOUT_HOOKS]:
+        await hook(request.app, request[USER_KEY])
     await drop_session(request.app, request[SESSION_KEY])
     response = web.HTTPFound("/login")
     response.del_cookie(COOKIE, path="/")
@@ -294,6 +293,7 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    app[LOGOUT_HOOKS] = []
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login_submit)
     app.router.add_post("/logout", logout)

@@ -13,6 +13,8 @@ from core.models import ROLE_LABELS, Role, User
 from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 from cti import protocol
 
+SESSION_KEY = "session"  # request[SESSION_KEY]: the desk session (agent_desk.auth.Session) of the logged-in user
+
 
 @dataclass(frozen=True)
 class MenuItem:
@@ -46,8 +48,6 @@ async def template_context(request: web.Request) -> dict[str, Any]:
 
 def page_context(request: web.Request) -> dict[str, Any]:
     """What base.html needs; also for pages rendered before the context processors ran (auth errors)."""
-    from agent_desk.auth import SESSION_KEY
-
     user: User | None = request.get(USER_KEY)
     session = request.get(SESSION_KEY)
     return {

@@ -10,18 +10,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"core", "cli", "ivr", "cti", "agent_desk", "recordings", "tickets", "bench", "tests"}
+OURS = {"core", "cli", "ivr", "cti", "agent_desk", "recordings", "tickets", "bench", "sipdrivers", "tests"}
 # The command line (cli/) and the bench tools are entry points, not services, and are not checked here.
-SERVICE_PACKAGES = ["core", "ivr", "cti", "agent_desk", "recordings", "tickets"]
-
-# Function-level imports still in service code, each with its reason. Not a licence for new ones: this list
-# only shrinks. They are all imports inside one package (import-linter's top-level layers still see them).
-ALLOWED = {
-    ("agent_desk/common.py", "agent_desk.auth"),  # auth imports common: intra-package cycle, to be untangled
-    ("agent_desk/auth.py", "agent_desk.common"),  # the other half of the same cycle
-    ("agent_desk/auth.py", "agent_desk.webphone"),  # webphone imports auth: same kind of cycle
-    ("tickets/notices.py", "tickets.workflow"),  # workflow imports notices: intra-package cycle
-}
+# No allow-list: the in-package cycles that forced the last lazy imports are gone (import-linter's
+# acyclic_siblings contract keeps them out).
+SERVICE_PACKAGES = ["core", "ivr", "cti", "agent_desk", "recordings", "tickets", "sipdrivers"]
 
 
 def function_level_imports() -> set[tuple[str, str]]:
@@ -44,9 +37,4 @@ def function_level_imports() -> set[tuple[str, str]]:
 
 def test_service_code_has_no_function_level_import_of_our_packages() -> None:
     found = function_level_imports()
-    assert found - ALLOWED == set(), "import these at module level (or break the cycle that forces the lazy import)"
-
-
-def test_allow_list_has_no_stale_entries() -> None:
-    # An entry whose import is gone must leave the list, so the list can only shrink.
-    assert ALLOWED - function_level_imports() == set()
+    assert found == set(), "import these at module level (or break the cycle that forces the lazy import)"

@@ -244,6 +244,13 @@ class Ticket(Base):
     def kind_label(self) -> str:
         return KIND_LABELS[self.kind]
 
+    @property
+    def reviewing_unit_id(self) -> int:
+        """The unit whose head reviews the next level of a closing: the handling unit itself at level 1
+        (its head is one level above the handler), the unit above it at level 2, and so on (001 §6.3 3))."""
+        ancestors = [int(part) for part in self.unit_path.strip("/").split("/")]
+        return ancestors[-1 - min(self.review_level, len(ancestors) - 1)]
+
 
 class TicketCall(Base):
     """A call (and so its recording) a ticket came from; a caller's later calls are added here."""

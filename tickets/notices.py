@@ -226,10 +226,8 @@ async def after_action(session: AsyncSession, ticket: Ticket, row: TicketAction)
         _citizen(session, ticket, row, "closed", unit, outcome=STATE_LABELS[ticket.state])
     if ticket.state == State.PENDING_REVIEW:
         # The head of the unit that reviews the next level (001 §6.3 逐级审核).
-        from tickets.workflow import reviewing_unit_id  # workflow imports this module
-
         outcome = STATE_LABELS[ticket.review_outcome] if ticket.review_outcome else action
-        add_message(session, ticket, reviewing_unit_id(ticket), "review",
+        add_message(session, ticket, ticket.reviewing_unit_id, "review",
                     f"工单 {number} 拟结案（{outcome}），待您审核", Role.UNIT_HEAD)
 
 

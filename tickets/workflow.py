@@ -176,13 +176,6 @@ def _acts_for_unit(user: User, ticket: Ticket) -> bool:
     return user.role == Role.ADMIN or (user.unit_id is not None and user.unit_id == ticket.unit_id)
 
 
-def reviewing_unit_id(ticket: Ticket) -> int:
-    """The unit whose head reviews the next level of a closing: the handling unit itself at level 1
-    (its head is one level above the handler), the unit above it at level 2, and so on (001 §6.3 3))."""
-    ancestors = [int(part) for part in ticket.unit_path.strip("/").split("/")]
-    return ancestors[-1 - min(ticket.review_level, len(ancestors) - 1)]
-
-
 def review_levels_for(ticket: Ticket) -> int:
     """Levels a closing of this ticket needs: the profile's, or as many heads as there are above."""
     return min(rules.profile(ticket.hotline).review_levels, ticket.unit_path.strip("/").count("/") + 1)
@@ -197,7 +190,7 @@ def _check_permission(rule: str, user: User, ticket: Ticket) -> None:
     ok = {
         "unit": lambda: _acts_for_unit(user, ticket),
         "reviewer": lambda: user.role == Role.ADMIN or (
-            user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and user.unit_id == reviewing_unit_id(ticket)),
+            user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and user.unit_id == ticket.reviewing_unit_id),
         "supervise": lambda: user.role == Role.ADMIN or (
             user.role in (Role.UNIT_HEAD, Role.TEAM_LEAD) and can_view(user, ticket)),
         "viewer": lambda: can_view(user, ticket),
