@@ -22,12 +22,11 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from agent_desk import login_guard
 from agent_desk.common import SESSION_KEY, page_context
-from core.models import Role, User
+from core.models import LEAD_ROLES, Role, User
+from core.users import active_user
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 
 COOKIE = "hotline_session"
@@ -44,7 +43,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # register theirs (app.py: the browser phone's endpoint and password die with the desk session).
 LOGOUT_HOOKS = web.AppKey("logout_hooks", list)
 
-LEADS = frozenset({Role.TEAM_LEAD, Role.ADMIN})
+LEADS = LEAD_ROLES
 UNIT_ROLES = frozenset({Role.UNIT_HANDLER, Role.UNIT_HEAD})
 
 
@@ -120,11 +119,9 @@ async def drop_session(app: web.Application, session: Session) -> None:
 
 
 async def load_user(app: web.Application, user_id: int | None = None, username: str | None = None) -> User | None:
-    """An active user with ``.unit`` loaded (the tickets code reads it)."""
-    query = select(User).options(selectinload(User.unit)).where(User.active.is_(True))
-    query = query.where(User.id == user_id) if user_id is not None else query.where(User.username == username)
+    """An active user with ``.unit`` loaded (core.users.active_user)."""
     async with app[DB_KEY].session() as db:
-        return await db.scalar(query)
+        return await active_user(db, user_id, username)
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:

@@ -27,8 +27,8 @@ from cti.protocol import PHONE_NUMBER
 from ivr.menu import load_all_menus
 from recordings.voicemail import recent_voicemails
 from tickets import dispatch
-from tickets.models import KIND_LABELS
 from tickets.queries import voicemail_tickets
+from tickets.vocabulary import KIND_LABELS
 
 AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from core import events as ev
-from core.models import Role, User
+from core.models import LEAD_ROLES, Role, User
 from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 
 KEEPALIVE_SECONDS = 15
@@ -35,7 +35,6 @@ BLOCK_MS = 3000
 RETRY_MS = 2000
 REPLAY_SCAN = 2000  # newest stream entries searched for a pop still open
 STREAM_ID = re.compile(r"^\d+-\d+$")
-LEAD_ROLES = frozenset({Role.TEAM_LEAD, Role.ADMIN})
 SUPERSEDED = ("event: superseded\ndata: "
               + json.dumps({"message": "实时连接已由新打开的窗口接替，本窗口不再自动更新"}, ensure_ascii=False)
               + "\n\n").encode()

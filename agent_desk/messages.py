@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
 
 from agent_desk.auth import forbidden_page
 from agent_desk.common import local_time, local_zone
-from agent_desk.live import LEAD_ROLES
 from core.inputs import record_id
-from core.models import User
+from core.models import LEAD_ROLES, User
 from core.web import DB_KEY, USER_KEY, json_error, read_json
 from tickets.message_centre import list_messages, mark_read, unread_count
-from tickets.models import OPEN_STATES, STATE_LABELS, Ticket
-from tickets.notify_models import Firing
-from tickets.workflow import visible_ticket_filter
+from tickets.queries import reminded_tickets
+from tickets.vocabulary import STATE_LABELS
 
 MAX_IDS = 500
 
@@ -71,14 +67,8 @@ async def reminders_page(request: web.Request) -> web.Response:
     if user.role not in LEAD_ROLES:
         return forbidden_page(request, "只有班长或管理员可以查看催办工单")
     zone = local_zone(request)
-    latest = (select(Firing.ticket_id, func.max(Firing.id).label("firing_id"))
-              .where(Firing.rule != "expiring").group_by(Firing.ticket_id).subquery())
     async with request.app[DB_KEY].session() as db:
-        rows = (await db.execute(
-            select(Ticket, Firing).join(latest, latest.c.ticket_id == Ticket.id)
-            .join(Firing, Firing.id == latest.c.firing_id)
-            .where(visible_ticket_filter(user), Ticket.state.in_(OPEN_STATES))
-            .options(selectinload(Ticket.unit)).order_by(Firing.due_on, Ticket.id).limit(500))).all()
+        rows = await reminded_tickets(db, user)
     items = [{"number": t.number, "state": STATE_LABELS[t.state], "unit": t.unit.name if t.unit else "",
               "step": f.label, "rule": f.rule, "due_on": local_time(f.due_on, zone, "%Y-%m-%d"),
               "fired_at": local_time(f.fired_at, zone)} for t, f in rows]

@@ -1,66 +1,36 @@
 """Recordings in the browser: /recordings/{id} streamed with HTTP range requests (seekable),
 only to users allowed to see that call or ticket; every listening is audited (log line + row).
 
-Who may listen: team leads and admins, any recording; an agent, recordings of
-calls they took and of tickets they can see; a handling unit, recordings of
-tickets visible to their unit. A ticket's link to a call counts only when it is
-sound (tickets.call_access.link_is_sound): a link does not vouch for itself.
+Who may listen is recordings.access.may_listen: team leads and admins, any recording; an agent,
+recordings of calls they took and of tickets they can see; a handling unit, recordings of tickets
+visible to their unit, through sound links only.
 
 Audit: every response that carries recording bytes (200 or 206, whatever the
 Range header said) is checked just before its headers go out, so no Range form
 can play without it. One listening is one user on one recording from one client
-address; its requests within LISTENING_WINDOW of the last row (a browser's seeks
-and re-buffering) add no row, anything later or from elsewhere does.
+address; its requests within recordings.access.LISTENING_WINDOW of the last row (a
+browser's seeks and re-buffering) add no row, anything later or from elsewhere does.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import structlog
 from aiohttp import web
-from sqlalchemy import select
 
 from agent_desk.auth import LEADS, forbidden_page
-from core.db import utcnow
 from core.inputs import record_id
-from core.models import Role, User
+from core.models import User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
-from cti.models import CallRecord
-from recordings.models import PlaybackLog, Recording
-from tickets.call_access import link_is_sound
-from tickets.models import Ticket, TicketCall
-from tickets.workflow import visible_ticket_filter
+from recordings.access import may_listen, note_listening, recording_by_id
+from recordings.models import Recording
 
 log = structlog.get_logger(service="agent_desk")
 CONTENT_TYPES = {"wav": "audio/wav", "opus": "audio/ogg", "ogg": "audio/ogg", "mp3": "audio/mpeg",
                  "raw": "application/octet-stream"}
-LISTENING_WINDOW = timedelta(minutes=10)
 PLAYED_KEY = web.RequestKey("recording_played", Recording)
 REFUSED = "录音不存在，或您无权收听此录音"
-
-
-async def may_listen(db, user: User, recording: Recording) -> bool:
-    if user.role in LEADS:
-        return True
-    call = await db.scalar(select(CallRecord).where(CallRecord.call_id == recording.call_id))
-    if user.role == Role.AGENT and call is not None and call.agent_id == user.id:
-        return True
-    visible = visible_ticket_filter(user)
-    # Filed with its ticket by the recordings worker (a voice message): the system's word, not a user's link.
-    if recording.ticket_number and await db.scalar(
-            select(Ticket.id).where(Ticket.number == recording.ticket_number, visible)) is not None:
-        return True
-    if call is None:
-        return False
-    links = (await db.execute(select(TicketCall, Ticket).join(Ticket, Ticket.id == TicketCall.ticket_id)
-                              .where(TicketCall.call_id == call.call_id, visible))).all()
-    for link, ticket in links:
-        linked_by = await db.get(User, link.linked_by_id) if link.linked_by_id is not None else None
-        if link_is_sound(call, ticket, linked_by):
-            return True
-    return False
 
 
 def file_of(root: Path, recording: Recording) -> Path | None:
@@ -73,7 +43,7 @@ async def play(request: web.Request) -> web.StreamResponse:
     user: User = request[USER_KEY]
     rec_id = record_id(request.match_info["id"], "id", "录音")
     async with request.app[DB_KEY].session() as db:
-        recording = await db.get(Recording, rec_id)
+        recording = await recording_by_id(db, rec_id)
         if recording is None and user.role in LEADS:  # they hear every recording: nothing to hide
             return forbidden_page(request, "录音不存在", 404)
         if recording is None or not await may_listen(db, user, recording):
@@ -104,16 +74,10 @@ async def _audit_playback(request: web.Request, response: web.StreamResponse) ->
     user: User = request[USER_KEY]
     client = (request.remote or "")[:64] or None
     range_header = request.headers.get("Range")
-    same_client = PlaybackLog.client_address == client if client else PlaybackLog.client_address.is_(None)
     async with request.app[DB_KEY].transaction() as db:
-        recent = await db.scalar(select(PlaybackLog.id).where(
-            PlaybackLog.recording_id == recording.id, PlaybackLog.user_id == user.id, same_client,
-            PlaybackLog.at >= utcnow() - LISTENING_WINDOW).limit(1))
-        if recent is not None:
+        if not await note_listening(db, recording, user, client, range_header,
+                                    request.headers.get("X-Forwarded-For")):
             return  # the same listening: a seek or a re-buffer
-        db.add(PlaybackLog(recording_id=recording.id, user_id=user.id, range_header=(range_header or "")[:64],
-                           client_address=client, forwarded_for=request.headers.get("X-Forwarded-For", "")[:255]
-                           or None))
     log.info("recording_played", recording_id=recording.id, call_id=recording.call_id, user=user.username,
              user_id=user.id, range=range_header, client=client, status=response.status)
 

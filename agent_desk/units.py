@@ -9,24 +9,20 @@ the tickets JSON API (tickets/api.py) with the CSRF header.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import select
 
 from agent_desk.auth import forbidden_page
 from agent_desk.common import local_time, local_zone
-from agent_desk.playback import may_listen
 from core.inputs import InputError, query_int
-from core.models import ROLE_LABELS, Unit, User
+from core.models import ROLE_LABELS, User
 from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
-from cti.models import CallRecord
-from recordings.models import Recording
+from recordings.access import audible_ticket_recordings
 from tickets import clock, dispatch, risk, rules
 from tickets.deadlines import active_policy, days_left, policy_name, today_local
-from tickets.models import CLOSED_STATES, STATE_LABELS, Evidence, State, Ticket, TicketCall
 from tickets.outbox import notices_for
 from tickets.queries import (
     EXPIRY_BUCKETS,
@@ -36,9 +32,17 @@ from tickets.queries import (
     find_by_number,
     home_counters,
     list_tickets,
+    ticket_calls,
+    ticket_evidence,
     tracking_log,
+    unit_choices,
+    unit_locations,
 )
+from tickets.vocabulary import CLOSED_STATES, STATE_LABELS, State
 from tickets.workflow import ACTIONS, available_actions, can_view
+
+if TYPE_CHECKING:  # the rows the services return; the pages read them, never query the tables
+    from tickets.models import Ticket
 
 PAGE_SIZE = 20
 # Actions with their own controls on the page rather than a dialog.
@@ -79,8 +83,7 @@ async def unit_home(request: web.Request) -> web.Response:
 
 async def _location_options(request: web.Request) -> dict[str, list[str]]:
     async with request.app[DB_KEY].session() as db:
-        rows = (await db.execute(select(Unit.province, Unit.city, Unit.county))).all()
-    return {key: sorted({r[i] for r in rows if r[i]}) for i, key in enumerate(("province", "city", "county"))}
+        return await unit_locations(db)
 
 
 def _filter_options() -> dict[str, list[str]]:
@@ -115,16 +118,7 @@ async def ticket_list(request: web.Request) -> web.Response:
 
 
 async def _unit_choices(db, ticket: Ticket, action: str) -> list[dict[str, Any]]:
-    """Units a dialog may offer: below the current unit (转办) or the hotline's tree (重新派单)."""
-    if action == "转办":
-        scope = ticket.unit.path
-    else:
-        root_code = dispatch.unit_config().national.get(ticket.hotline)
-        root = await db.scalar(select(Unit).where(Unit.code == root_code)) if root_code else None
-        scope = root.path if root else "/nowhere/"
-    units = (await db.scalars(select(Unit).where(dispatch.subtree_condition(Unit.path, scope))
-                              .order_by(Unit.path))).all()
-    return [{"id": u.id, "name": u.name} for u in units if not (action == "转办" and u.id == ticket.unit_id)]
+    return [{"id": u.id, "name": u.name} for u in await unit_choices(db, ticket, action)]
 
 
 async def _dialogs(db, ticket: Ticket, user: User) -> list[dict[str, Any]]:
@@ -149,13 +143,6 @@ async def _dialogs(db, ticket: Ticket, user: User) -> list[dict[str, Any]]:
     return dialogs
 
 
-async def ticket_recordings(db, ticket: Ticket) -> list[Recording]:
-    call_ids = select(TicketCall.call_id).where(TicketCall.ticket_id == ticket.id)
-    return list((await db.scalars(select(Recording).where(
-        (Recording.call_id.in_(call_ids)) | (Recording.ticket_number == ticket.number))
-        .order_by(Recording.started_at))).all())
-
-
 async def ticket_page(request: web.Request) -> web.Response:
     user: User = request[USER_KEY]
     number = request.match_info["number"]
@@ -166,13 +153,10 @@ async def ticket_page(request: web.Request) -> web.Response:
             # As the JSON API: outside the unit boundary a ticket does not exist, as far as the caller can tell.
             return forbidden_page(request, f"工单 {number} 不存在", 404)
         log = await tracking_log(db, ticket)
-        calls = (await db.scalars(select(CallRecord).join(TicketCall, TicketCall.call_id == CallRecord.call_id)
-                                  .where(TicketCall.ticket_id == ticket.id)
-                                  .order_by(CallRecord.started_at))).all()
-        # Only what this user may hear: a stored link does not vouch for itself (agent_desk.playback).
-        recordings = [r for r in await ticket_recordings(db, ticket) if await may_listen(db, user, r)]
-        evidence = (await db.scalars(select(Evidence).where(Evidence.ticket_id == ticket.id)
-                                     .order_by(Evidence.id))).all()
+        calls = await ticket_calls(db, ticket)
+        # Only what this user may hear: a stored link does not vouch for itself (recordings.access).
+        recordings = await audible_ticket_recordings(db, user, ticket)
+        evidence = await ticket_evidence(db, ticket)
         dialogs = await _dialogs(db, ticket, user)
         notices = await notices_for(db, ticket.id)
     return aiohttp_jinja2.render_template("ticket.html", request, {

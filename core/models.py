@@ -31,6 +31,9 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
 
 
+# Team leads and admins: every call, recording and agent of the centre is theirs to see.
+LEAD_ROLES = frozenset({Role.TEAM_LEAD, Role.ADMIN})
+
 ROLE_LABELS = {
     Role.AGENT: "坐席员",
     Role.TEAM_LEAD: "班长",

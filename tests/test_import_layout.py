@@ -7,6 +7,7 @@ was how the tickets <-> cti cycle stayed unnoticed. Pure test: reads the source,
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +39,39 @@ def function_level_imports() -> set[tuple[str, str]]:
 def test_service_code_has_no_function_level_import_of_our_packages() -> None:
     found = function_level_imports()
     assert found == set(), "import these at module level (or break the cycle that forces the lazy import)"
+
+
+def _handler_contract() -> dict:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return next(c for c in config["tool"]["importlinter"]["contracts"] if c.get("forbidden_modules") == ["sqlalchemy"])
+
+
+def _handler_modules() -> dict[str, ast.Module]:
+    """agent_desk's modules that register routes (define add_routes or call app.router.add_*)."""
+    found = {}
+    for path in sorted((ROOT / "agent_desk").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        routes = any(isinstance(n, ast.FunctionDef) and n.name == "add_routes" for n in tree.body) or any(
+            isinstance(n, ast.Attribute) and n.attr.startswith("add_") and isinstance(n.value, ast.Attribute)
+            and n.value.attr == "router" for n in ast.walk(tree))
+        if routes:
+            found[f"agent_desk.{path.stem}"] = tree
+    return found
+
+
+def test_every_desk_handler_module_is_in_the_no_sql_contract() -> None:
+    # A new page module must join the import-linter contract that keeps sqlalchemy out of the handlers.
+    assert set(_handler_modules()) - set(_handler_contract()["source_modules"]) == set()
+
+
+def test_desk_handlers_run_no_query_on_a_session() -> None:
+    # Without importing sqlalchemy a handler could still run db.get(Model, id) or db.execute(text): the
+    # look-up belongs in a service function (tickets.queries, recordings.access, core.users …).
+    calls = set()
+    for module, tree in _handler_modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(
+                    node.func.value, ast.Name) and node.func.value.id in {"db", "session"} and node.func.attr in {
+                    "get", "execute", "scalar", "scalars", "stream", "stream_scalars", "add", "delete", "merge"}:
+                calls.add((module, f"{node.func.value.id}.{node.func.attr}", node.lineno))
+    assert calls == set()

@@ -47,6 +47,7 @@ from tickets.queries import (
     home_counters,
     iter_filtered,
     list_tickets,
+    ticket_evidence,
     tracking_log,
 )
 from tickets.workflow import WorkflowError, available_actions, can_view, perform_action, register_ticket
@@ -270,8 +271,7 @@ async def get_archive(request: web.Request) -> web.Response:
 async def get_evidence_list(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].session() as session:
         ticket = await _visible_ticket(session, request)
-        rows = (await session.scalars(select(Evidence).where(Evidence.ticket_id == ticket.id)
-                                      .order_by(Evidence.id))).all()
+        rows = await ticket_evidence(session, ticket)
     return web.json_response({"number": ticket.number, "evidence": [evidence_json(ticket.number, e) for e in rows]})
 
 

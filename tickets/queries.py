@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from core import inputs
+from core.calls import CallRecord
 from core.models import Unit, User
+from tickets import dispatch
 from tickets.deadlines import days_left
 from tickets.due_rules import expiring_condition, overdue_condition
 from tickets.models import (
@@ -23,11 +25,14 @@ from tickets.models import (
     KIND_LABELS,
     OPEN_STATES,
     STATE_LABELS,
+    Evidence,
     Source,
     State,
     Ticket,
     TicketAction,
+    TicketCall,
 )
+from tickets.notify_models import Firing
 from tickets.workflow import WorkflowError, as_workflow_error, visible_ticket_filter
 
 # Days-to-expiry buckets of 000 §3.2 (inclusive bounds).
@@ -243,6 +248,52 @@ async def tracking_log(session: AsyncSession, ticket: Ticket) -> list[TicketActi
     return list((await session.scalars(
         select(TicketAction).where(TicketAction.ticket_id == ticket.id).order_by(TicketAction.id.desc())
     )).all())
+
+
+async def ticket_calls(session: AsyncSession, ticket: Ticket) -> list[CallRecord]:
+    """The calls linked to the ticket, oldest first."""
+    return list((await session.scalars(
+        select(CallRecord).join(TicketCall, TicketCall.call_id == CallRecord.call_id)
+        .where(TicketCall.ticket_id == ticket.id).order_by(CallRecord.started_at))).all())
+
+
+async def ticket_evidence(session: AsyncSession, ticket: Ticket) -> list[Evidence]:
+    """The ticket's evidence files, in upload order."""
+    return list((await session.scalars(
+        select(Evidence).where(Evidence.ticket_id == ticket.id).order_by(Evidence.id))).all())
+
+
+async def unit_locations(session: AsyncSession) -> dict[str, list[str]]:
+    """The provinces, cities and counties of the unit tree (the list page's location filter)."""
+    rows = (await session.execute(select(Unit.province, Unit.city, Unit.county))).all()
+    return {key: sorted({r[i] for r in rows if r[i]}) for i, key in enumerate(("province", "city", "county"))}
+
+
+async def unit_choices(session: AsyncSession, ticket: Ticket, action: str) -> list[Unit]:
+    """Units an action's dialog may offer: below the current unit (转办) or the hotline's whole tree
+    (重新派单), in tree order."""
+    if action == "转办":
+        scope = ticket.unit.path
+    else:
+        root_code = dispatch.unit_config().national.get(ticket.hotline)
+        root = await session.scalar(select(Unit).where(Unit.code == root_code)) if root_code else None
+        scope = root.path if root else "/nowhere/"
+    units = (await session.scalars(select(Unit).where(dispatch.subtree_condition(Unit.path, scope))
+                                   .order_by(Unit.path))).all()
+    return [u for u in units if not (action == "转办" and u.id == ticket.unit_id)]
+
+
+async def reminded_tickets(session: AsyncSession, user: User, limit: int = 500) -> list[tuple[Ticket, Firing]]:
+    """Open tickets the user may see with their latest reminder firing (催办; not the "expiring" notes),
+    the most urgent first."""
+    latest = (select(Firing.ticket_id, func.max(Firing.id).label("firing_id"))
+              .where(Firing.rule != "expiring").group_by(Firing.ticket_id).subquery())
+    rows = (await session.execute(
+        select(Ticket, Firing).join(latest, latest.c.ticket_id == Ticket.id)
+        .join(Firing, Firing.id == latest.c.firing_id)
+        .where(visible_ticket_filter(user), Ticket.state.in_(OPEN_STATES))
+        .options(selectinload(Ticket.unit)).order_by(Firing.due_on, Ticket.id).limit(limit))).all()
+    return [(ticket, firing) for ticket, firing in rows]
 
 
 def _digits(number: str) -> str:

@@ -11,10 +11,10 @@ from urllib.parse import quote, unquote
 import pytest
 from sqlalchemy import select, update
 
-from agent_desk.playback import LISTENING_WINDOW
 from core.models import User
 from core.web import DB_KEY
 from cti.models import CallRecord
+from recordings.access import LISTENING_WINDOW
 from recordings.models import PlaybackLog, Recording
 from tickets.models import Ticket, TicketCall
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 from ticket_helpers import act, register
 
-from agent_desk.playback import may_listen
 from cti.models import CallRecord
+from recordings.access import may_listen
 from recordings.models import Recording
 from tickets.models import TicketCall
 from tickets.queries import find_by_number
