@@ -13,13 +13,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.inputs import column_text, query_int, record_id, text
 from core.models import User
@@ -43,6 +41,7 @@ from tickets.queries import (
     MAX_PAGE_SIZE,
     TicketFilter,
     closing_rates,
+    evidence_of,
     find_by_number,
     home_counters,
     iter_filtered,
@@ -50,7 +49,17 @@ from tickets.queries import (
     ticket_evidence,
     tracking_log,
 )
-from tickets.workflow import WorkflowError, available_actions, can_view, perform_action, register_ticket
+from tickets.workflow import (
+    WorkflowError,
+    add_evidence,
+    available_actions,
+    can_view,
+    perform_action,
+    register_ticket,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 routes = web.RouteTableDef()
 NUMBER = r"{number:\d{8,20}}"
@@ -280,9 +289,8 @@ async def get_evidence_file(request: web.Request) -> web.StreamResponse:
     """One evidence file, to whoever may see the ticket: shown in the browser, or saved with ``?download=1``."""
     async with request.app[DB_KEY].session() as session:
         ticket = await _visible_ticket(session, request)
-        evidence = await session.scalar(select(Evidence).where(
-            Evidence.id == record_id(request.match_info["evidence_id"], "evidence_id", "凭证"),
-            Evidence.ticket_id == ticket.id))
+        evidence = await evidence_of(
+            session, ticket, record_id(request.match_info["evidence_id"], "evidence_id", "凭证"))
     if evidence is None:
         raise json_error(404, "该工单没有这份凭证", "evidence_id")
     root = _evidence_root(request).resolve()
@@ -455,12 +463,9 @@ async def post_evidence(request: web.Request) -> web.Response:
             target.parent.mkdir(parents=True, exist_ok=True)
             if not existed:
                 upload.path.replace(target)
-            evidence = Evidence(ticket_id=ticket.id, filename=filename, content_type=ctype, size_bytes=upload.size,
-                                sha256=digest, storage_path=str(relative), uploaded_by_id=user.id)
-            session.add(evidence)
-            await session.flush()
-            await perform_action(session, ticket, "补充凭证", {"evidence_ids": [evidence.id], "remark": remark},
-                                 user, policy=policy)
+            evidence = await add_evidence(session, ticket, user, filename=filename, content_type=ctype,
+                                          size_bytes=upload.size, sha256=digest, storage_path=str(relative),
+                                          remark=remark, policy=policy)
     except BaseException as exc:
         if not existed and target is not None:
             target.unlink(missing_ok=True)  # nothing half-written: no file without its row

@@ -263,6 +263,11 @@ async def ticket_evidence(session: AsyncSession, ticket: Ticket) -> list[Evidenc
         select(Evidence).where(Evidence.ticket_id == ticket.id).order_by(Evidence.id))).all())
 
 
+async def evidence_of(session: AsyncSession, ticket: Ticket, evidence_id: int) -> Evidence | None:
+    """One of the ticket's evidence files (None for another ticket's)."""
+    return await session.scalar(select(Evidence).where(Evidence.id == evidence_id, Evidence.ticket_id == ticket.id))
+
+
 async def unit_locations(session: AsyncSession) -> dict[str, list[str]]:
     """The provinces, cities and counties of the unit tree (the list page's location filter)."""
     rows = (await session.execute(select(Unit.province, Unit.city, Unit.county))).all()
