@@ -14,6 +14,7 @@ from agent_desk.common import template_context
 from agent_desk.unavailable import redis_unavailable
 from core.db import Database
 from core.logs import setup_logging
+from core.metrics import http_metrics
 from core.redis import connect as redis_connect
 from core.settings import REPO_ROOT, Settings
 from core.vocabulary import js_vocabulary
@@ -97,7 +98,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     ``with_ami`` is accepted and ignored so that callers written before that still build it."""
     check_rules()  # a broken rule profile stops the start-up with the key at fault (config/rules.yaml)
     app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
-                          middlewares=[security_headers, redis_unavailable, body_limits, input_errors,
+                          middlewares=[http_metrics, security_headers, redis_unavailable, body_limits, input_errors,
                                        auth.auth_middleware])
     app[SETTINGS_KEY] = settings
     app[ERROR_PAGE_KEY] = auth.forbidden_page

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from cli import stack
+from cli.metrics import figure_lines, scrape_all
 from core.asterisk_runtime import resolve_runtime
 from core.settings import REPO_ROOT, ConfigError, load_settings
 
@@ -65,6 +66,12 @@ def cmd_status(args) -> int:
     for disk in disks:
         print(f"  {'BAD' if disk.low else 'OK '}  {'disk':<11} {disk.detail}")
     for line in _live_figures(settings):
+        print(f"       {line}")
+    answered, scraped = scrape_all(settings)
+    for endpoint, error in answered:
+        print(f"  {'BAD' if error else 'OK '}  {'metrics':<11} {endpoint.name}: {endpoint.url}"
+              + (f" ({error})" if error else ""))
+    for line in figure_lines(scraped):
         print(f"       {line}")
     _print_access(settings)
     return 0 if running and all(h.ok for h in health) and not any(d.low for d in disks) else 1

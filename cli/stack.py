@@ -24,6 +24,7 @@ from pathlib import Path
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.filemodes import UMASK, private_umask, tighten
+from core.metrics import SERVICE_METRICS
 from core.redis import server_command as redis_server_command
 from core.settings import REPO_ROOT, Settings
 from tickets.kannel import notify_programs, write_kannel_conf
@@ -80,7 +81,7 @@ def free_port_block() -> dict[str, str]:
     """HOTLINE_* port settings for a block of 100 free loopback ports: test and benchmark stacks
     run beside a demo stack or each other."""
     for base in random.sample(range(20000, 30000, 100), 100):
-        if all(_free(base + offset) for offset in range(10)):
+        if all(_free(base + offset) for offset in range(16)):
             return {
                 # Kannel (admin, smsbox, fake SMSC, sendsms) and the test SMTP server.
                 **{f"HOTLINE_NOTIFY_KANNEL_{name}_PORT": str(base + 6 + i)
@@ -92,6 +93,9 @@ def free_port_block() -> dict[str, str]:
                 # The carrier's own SIP port (its SIPp in tests) and its media (+2..+5): on the carrier address,
                 # so two test sessions side by side never answer each other's outbound calls.
                 "HOTLINE_SIP_CARRIER_PORT": str(base + 10),
+                # Each Python service's metrics endpoint (core/metrics.py).
+                **{f"HOTLINE_METRICS_{service.upper()}_PORT": str(base + 11 + i)
+                   for i, service in enumerate(SERVICE_METRICS)},
                 "HOTLINE_SIP_RTP_START": str(base + 20), "HOTLINE_SIP_RTP_END": str(base + 99),
             }
     raise RuntimeError("no free block of loopback ports for the test stack")

@@ -16,6 +16,7 @@ from typing import Any
 
 from panoramisk import Manager
 
+from core.metrics import AMI_CONNECTED, AMI_HALF_OPEN, AMI_RECONNECTS
 from core.settings import AMI_ACCOUNTS, AsteriskNode, Settings
 
 log = logging.getLogger("ami")
@@ -73,6 +74,8 @@ class AmiClient:
         self._reconnect_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._watchdog: asyncio.Task | None = None
         self.connections = 0
+        for metric in (AMI_RECONNECTS, AMI_HALF_OPEN, AMI_CONNECTED):
+            metric.labels(self.node.name)  # shown at 0 from the start, so a rate is defined
 
     def on_event(self, pattern: str, callback: Callable[[Manager, Any], Any]) -> None:
         self.manager.register_event(pattern, callback)
@@ -94,12 +97,16 @@ class AmiClient:
     def _on_login(self, _manager: Manager) -> None:
         self.connections += 1
         self.logged_in.set()
+        AMI_CONNECTED.labels(self.node.name).set(1)
+        if self.connections > 1:
+            AMI_RECONNECTS.labels(self.node.name).inc()
         log.info("AMI of %s logged in (connection %d)", self.node.name, self.connections)
         for callback in self._reconnect_callbacks:
             asyncio.ensure_future(callback())
 
     def _on_disconnect(self, _manager: Manager, exc: Exception | None) -> None:
         self.logged_in.clear()
+        AMI_CONNECTED.labels(self.node.name).set(0)
         log.warning("AMI connection to %s lost: %s", self.node.name, exc)
 
     async def _watch(self) -> None:
@@ -114,6 +121,7 @@ class AmiClient:
             except (TimeoutError, Exception) as exc:  # noqa: B014 - any failure means the link is dead
                 if protocol is self.manager.protocol and protocol is not None:
                     log.warning("AMI did not answer a ping (%r): dropping the connection", exc)
+                    AMI_HALF_OPEN.labels(self.node.name).inc()
                     self.logged_in.clear()
                     protocol.transport.abort()  # fires connection_lost -> panoramisk reconnects
 

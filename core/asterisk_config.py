@@ -96,7 +96,13 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "http_port": settings["webphone"]["http_port"],
         "ari_username": ari_username(settings),
         "ari_secret": settings.secrets["ari_desk"],
+        "metrics_username": ASTERISK_METRICS_USER,
+        "metrics_password": settings.secrets["asterisk_metrics"],
     }
+
+
+# Prometheus's basic-auth user on Asterisk's /metrics (prometheus.conf).
+ASTERISK_METRICS_USER = "hotline-metrics"
 
 
 def ari_username(settings: Settings) -> str:
@@ -123,7 +129,7 @@ def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: A
         text = env.get_template(conf.name).render(values)
         target = etc / conf.name
         target.write_text(text)
-        # manager.conf and pjsip.conf carry secrets: readable by Asterisk only.
+        # manager.conf, pjsip.conf, ari.conf and prometheus.conf carry secrets: readable by Asterisk only.
         target.chmod(0o640)
     dialplans = etc / "dialplans"
     if dialplans.exists():

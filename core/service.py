@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from core.logs import setup_logging
+from core.metrics import start_metrics_server
 from core.policy import validate_all
 from core.settings import ConfigError, Settings, load_settings
 
@@ -62,7 +63,12 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         log.info("service_starting", var=str(settings.var_dir))
-        await main(settings, stop)
+        metrics = await start_metrics_server(settings, name, log) if f"{name}_port" in settings["metrics"] else None
+        try:
+            await main(settings, stop)
+        finally:
+            if metrics is not None:
+                await metrics.cleanup()
         log.info("service_stopped")
 
     asyncio.run(_runner())

@@ -25,7 +25,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 REDIS_USERS = ("ivr", "cti", "agent_desk", "recordings", "scheduler", "tools")
 AMI_ACCOUNTS = ("cti", "tools")  # the desk has none: the CTI carries out its commands (cti.protocol)
 SECRET_NAMES = ("web_cookie_key", "admin_password", "demo_password", "kannel_password",
-                *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS), "ari_desk")
+                *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS), "ari_desk",
+                "asterisk_metrics")
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,7 @@ from core.ami import AmiClient, AmiNodes, ami_clients
 from core.asterisk_runtime import node_runtimes, resolve_runtime
 from core.db import Database
 from core.logs import setup_logging
-from core.metrics import Counters, LatencySamples
+from core.metrics import Counters, LatencySamples, on_scrape
 from core.redis import CONNECTION_ERRORS
 from core.redis import connect as redis_connect
 from core.service import heartbeat
@@ -29,6 +29,7 @@ from cti.commands import CommandWorker
 from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
 from cti.crash import CrashRecovery
+from cti.figures import agents_by_state, calls_in_progress, count_event, pop_delivered, queue_callers
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
 from cti.tracker import NODE_KEY, CallTracker, LookupUnavailable, call_key
@@ -221,6 +222,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             if reason:
                 return reason
 
+    on_scrape(lambda: calls_in_progress(db))
+    on_scrape(lambda: queue_callers({name: link.ami for name, link in links.items()}))
+    on_scrape(lambda: agents_by_state(redis))
     for link in links.values():
         link.ami.on_reconnect(lambda link=link: resynchronise(link))
         await link.ami.connect(timeout=None)
@@ -295,12 +299,14 @@ class LiveEvents:
         self.unsent: deque[ev.Event] = deque()
 
     async def publish(self, event: ev.Event) -> None:
+        count_event(event)
         if self.redis_away.tripped:
             self._keep(event)
             return
         try:
             await self.resend()  # keep the order: nothing overtakes what is still waiting
             await ev.publish(self.redis, event)
+            pop_delivered(event, time.time())
         except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
             self.log.warning("publish_failed", event_name=event.name, call_id=_call_of(event), error=str(exc))
             self.counters.add("event_publish_failed")
@@ -319,6 +325,7 @@ class LiveEvents:
                 self.counters.add("pop_lost")
             else:
                 await ev.publish(self.redis, event)
+                pop_delivered(event, time.time())
             self.unsent.popleft()
 
     def _keep(self, event: ev.Event) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
 from core.logs import setup_logging
+from core.metrics import on_scrape
 from core.models import Role, Unit
 from core.redis import connect
 from core.service import heartbeat
@@ -34,6 +35,7 @@ from core.settings import Settings
 from tickets import clock, outbox
 from tickets.deadlines import DeadlinePolicy, active_policy, policy_name
 from tickets.due_rules import PENDING_STATES, Due, steps_due
+from tickets.figures import TicketActionCounter, disk_figures, notice_figures
 from tickets.message_centre import publish_new
 from tickets.models import OPEN_STATES, Reminder, Ticket, TicketAction
 from tickets.notices import add_message, notice_config, notify_unit_contact, system_log
@@ -155,6 +157,14 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     if interrupted:
         log.warning("notices_uncertain", count=interrupted)
     beat = asyncio.create_task(heartbeat(redis, "scheduler"))
+    actions = TicketActionCounter(db)
+    try:
+        await actions()  # counted from now on
+    except Exception as exc:  # noqa: BLE001 - the database is away: the first scrape starts the count
+        log.warning("ticket_action_count_not_started", error=str(exc))
+    on_scrape(lambda: notice_figures(db))
+    on_scrape(actions)
+    on_scrape(lambda: disk_figures(settings))
     period = float(settings["notify"]["tick_seconds"])
     try:
         while not stop.is_set():
