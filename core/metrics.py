@@ -159,6 +159,8 @@ async def live_summary(redis: Any) -> list[str]:
 # Labels are bounded sets (hotline, queue, node, state, route pattern, action): never a phone number,
 # a call id or a raw path.
 
+prometheus_client.disable_created_metrics()  # no *_created series: they double every counter for nothing
+
 MS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 AGI_ROUNDTRIP = Histogram("hotline_fastagi_roundtrip_seconds",
@@ -287,7 +289,10 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+            name = sample.name
+            if name.endswith("_total") and name not in text:
+                name = name[: -len("_total")]  # the parser names every counter ..._total; keep the name sent
+            samples.setdefault(name, []).append((dict(sample.labels), float(sample.value)))
     return samples
 
 

@@ -42,19 +42,22 @@ async def test_each_endpoint_counts_a_real_call_and_status_reads_the_same_figure
     settings = stack.settings
     before = await asyncio.to_thread(scrape_all, settings)
     caller = "13700002001"
-    async with agents_on_phones(settings, stack.runtime, ami, redis, db, {"agent2": "8002"}):
+    async with agents_on_phones(settings, stack.runtime, ami, redis, db, {"agent1": "8001"}):
         cti = await waiter(lambda: asyncio.to_thread(lambda: parse_metrics(endpoint(settings, "cti").scrape())),
                            what="the CTI's endpoint")
-        assert total(cti, "hotline_agents", state="ready") >= 1  # agent2, from the CTI's agent sessions
-        # 2 = complaint, 1 = travel agencies: the 12301-complaint queue, answered by agent2's SIPp phone.
+        assert total(cti, "hotline_agents", state="ready") >= 1  # agent1, from the CTI's agent sessions
+        # 2 = complaint, 1 = travel agencies: the 12301-complaint queue, answered by agent1's SIPp phone.
         sipp = asyncio.create_task(asyncio.to_thread(
             run_citizen_calls, settings, "12301", "21", [caller], _speech(stack, tmp_path), hold_ms=8000))
 
         async def in_progress():
-            now = parse_metrics(await asyncio.to_thread(endpoint(settings, "cti").scrape))
-            return now if total(now, "hotline_calls_in_progress", hotline="12301") >= 1 else None
+            now = await asyncio.to_thread(lambda: {name: parse_metrics(endpoint(settings, name).scrape())
+                                                   for name in ("cti", "asterisk")})
+            return now if (total(now["cti"], "hotline_calls_in_progress", hotline="12301") >= 1
+                           and total(now["asterisk"], "asterisk_channels_count") >= 1) else None
 
-        during = await waiter(in_progress, timeout=60, interval=0.5, what="the call in progress on the CTI")
+        now = await waiter(in_progress, timeout=60, interval=0.5, what="the call in progress on the CTI and Asterisk")
+        during = now["cti"]
         assert {labels["node"] for labels, v in during["hotline_calls_in_progress"] if v} == {"node1"}
         result = await sipp
         assert result.returncode == 0 and result.successful == 1, result.output
@@ -72,13 +75,21 @@ async def test_each_endpoint_counts_a_real_call_and_status_reads_the_same_figure
     def grew(after, before_, name, **labels) -> float:
         return total(after, name, **labels) - total(before_, name, **labels)
 
+    missing: list[str] = []
+
     async def counted():
         after = await asyncio.to_thread(scrape_all, settings)
-        return after if (grew(after["cti"], before["cti"], "hotline_calls_ended_total") >= 1
-                         and grew(after["scheduler"], before["scheduler"], "hotline_ticket_actions_total") >= 1
-                         and grew(after["asterisk"], before["asterisk"], "asterisk_calls_sum") >= 1) else None
+        missing[:] = [what for what, (service, name) in {
+            "call ended on the CTI": ("cti", "hotline_calls_ended_total"),
+            "ticket step on the scheduler": ("scheduler", "hotline_ticket_actions_total"),
+            "call on Asterisk": ("asterisk", "asterisk_calls_sum")}.items()
+            if grew(after[service], before[service], name) < 1]
+        return None if missing else after
 
-    after = await waiter(counted, timeout=60, interval=1, what="the call and the ticket counted everywhere")
+    try:
+        after = await waiter(counted, timeout=60, interval=1, what="the call and the ticket counted everywhere")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; not counted: {missing}") from None
     cti, b = after["cti"], before["cti"]
     assert grew(cti, b, "hotline_calls_total", hotline="12301", node="node1") == 1
     assert grew(cti, b, "hotline_screen_pops_total") >= 1
