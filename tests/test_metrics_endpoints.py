@@ -13,12 +13,12 @@ import urllib.request
 
 import pytest
 from sqlalchemy import func, select
-from tests.sipp import agents_on_phones
-from tests.sipp_carrier import run_citizen_calls, ulaw_from_wav
 
 from cli.metrics import ASTERISK_METRICS, endpoint, endpoints, total
 from core.metrics import parse_metrics
 from recordings.models import Recording
+from sipdrivers.carrier import run_citizen_calls, ulaw_from_wav
+from sipdrivers.phones import agents_on_phones
 from tests.security.test_authorization_matrix import COMPLAINT, login
 
 pytestmark = pytest.mark.stack
