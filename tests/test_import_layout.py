@@ -1,7 +1,9 @@
-"""Service code imports our own packages at module level, where import-linter sees them (issue 14 item 3).
+"""The layering rules import-linter cannot say by itself (issue 14 item 3; contracts in pyproject.toml).
 
-A function-level import hides a dependency from the contracts in pyproject.toml ([tool.importlinter]) and
-was how the tickets <-> cti cycle stayed unnoticed. Pure test: reads the source, imports nothing.
+Service code imports our own packages at module level: a function-level import hides a dependency from
+the reader and is what a cycle forces (it was how the tickets <-> cti cycle stayed unnoticed). Every module
+with routes is in the "no SQL, no AMI" handler contract and runs no query on a session itself.
+Pure test: reads the source, imports nothing.
 """
 
 from __future__ import annotations
