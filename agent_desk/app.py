@@ -85,7 +85,7 @@ async def body_limits(request: web.Request, handler) -> web.StreamResponse:
 
 
 def body_limit(app: web.Application) -> int:
-    return int(app[SETTINGS_KEY]["web"]["max_body_kb"]) * 1024
+    return int(app[SETTINGS_KEY].web.max_body_kb) * 1024
 
 
 async def _close(app: web.Application) -> None:
@@ -97,7 +97,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     """The desk application. It has no AMI connection (the CTI owns call control, cti.protocol);
     ``with_ami`` is accepted and ignored so that callers written before that still build it."""
     check_rules()  # a broken rule profile stops the start-up with the key at fault (config/rules.yaml)
-    app = web.Application(client_max_size=int(settings["web"]["max_body_kb"]) * 1024,
+    app = web.Application(client_max_size=int(settings.web.max_body_kb) * 1024,
                           middlewares=[http_metrics, security_headers, redis_unavailable, body_limits, input_errors,
                                        auth.auth_middleware])
     app[SETTINGS_KEY] = settings
@@ -128,7 +128,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
-    site = web.TCPSite(runner, settings["web"]["host"], settings["web"]["port"])
+    site = web.TCPSite(runner, settings.web.host, settings.web.port)
     await site.start()
     await stop.wait()
     await runner.cleanup()

@@ -68,7 +68,7 @@ def _seal(key: str, token_hash: str, user_id: int, csrf: str, expires: int) -> s
 
 
 def _ttl(app: web.Application) -> int:
-    return int(app[SETTINGS_KEY]["web"]["session_minutes"]) * 60
+    return int(app[SETTINGS_KEY].web.session_minutes) * 60
 
 
 def _cookie_key(app: web.Application) -> str:

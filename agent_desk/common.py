@@ -56,7 +56,7 @@ def page_context(request: web.Request) -> dict[str, Any]:
         "menu": MENUS.get(user.role, ()) if user else (),
         "csrf": session.csrf if session else "",
         "path": request.path,
-        "centre_name": request.app[SETTINGS_KEY]["centre"]["name"],
+        "centre_name": request.app[SETTINGS_KEY].centre.name,
     }
 
 

@@ -77,9 +77,9 @@ async def desk_page(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     session = await read.agent_session(request.app[REDIS_KEY], user.id)
     shown_phrases = render_phrases(phrases(), list(dispatch.unit_config().national),
-                             settings["centre"].get("region", ""), user.agent_number or "")
+                             settings.centre.region, user.agent_number or "")
     return aiohttp_jinja2.render_template("desk.html", request, {
-        "state": _state_json(session), "extensions": settings["sip"]["agent_extensions"],
+        "state": _state_json(session), "extensions": settings.sip.agent_extensions,
         "pause_reasons": SELECTABLE_PAUSE_REASONS, "phrases": shown_phrases, "options": _form_options(),
         "inbox": await inbox(request, user), "knowledge_problem": load_knowledge().problem,
     })
@@ -109,7 +109,7 @@ async def post_state(request: web.Request) -> web.Response:
             if problem:  # before an endpoint is made for nothing
                 raise json_error(503, problem)
             phone = await webphone.open_phone(request.app, user)
-        elif phone not in request.app[SETTINGS_KEY]["sip"]["agent_extensions"]:
+        elif phone not in request.app[SETTINGS_KEY].sip.agent_extensions:
             raise json_error(400, "请选择有效的分机号", "phone")
         try:
             await cti_command(request, "agent_state", {**args, "phone": phone})

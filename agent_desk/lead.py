@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import asdict
 from typing import Any
 
 import aiohttp_jinja2
@@ -128,7 +129,7 @@ def abandoned_rows(today_calls: list[CallRecord], missed: dict[str, CallbackRequ
 @_leads_only
 async def wallboard_page(request: web.Request) -> web.Response:
     return aiohttp_jinja2.render_template("wallboard.html", request, {
-        "lead_phone": request.app[SETTINGS_KEY]["sip"]["lead_extensions"][0]})
+        "lead_phone": request.app[SETTINGS_KEY].sip.lead_extensions[0]})
 
 
 @_leads_only
@@ -165,7 +166,7 @@ def _period(request: web.Request) -> tuple[dt.date, dt.date, str]:
 
 def kpi_settings(request: web.Request) -> kpi.KpiSettings:
     settings = request.app[SETTINGS_KEY]
-    return kpi.KpiSettings.from_settings(settings.raw.get("kpi", {}), settings["queues"]["wrapup_seconds"])
+    return kpi.KpiSettings.from_settings(asdict(settings.kpi), settings.queues.wrapup_seconds)
 
 
 async def build_report(request: web.Request, start: dt.date, end: dt.date, hotline: str) -> kpi.Report:

@@ -58,7 +58,7 @@ async def stream_slot(request: web.Request, user: User, response: web.StreamResp
     open_streams: list[_Stream] = request.app[STREAMS_KEY].setdefault(user.id, [])
     me = _Stream(asyncio.current_task())  # type: ignore[arg-type]
     open_streams.append(me)
-    cap = max(1, int(request.app[SETTINGS_KEY]["web"]["max_event_streams_per_user"]))
+    cap = max(1, int(request.app[SETTINGS_KEY].web.max_event_streams_per_user))
     while len(open_streams) > cap:
         oldest = open_streams.pop(0)
         oldest.superseded = True

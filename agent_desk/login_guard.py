@@ -52,9 +52,9 @@ class Limits:
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
-        web_cfg = settings["web"]
-        return cls(int(web_cfg["login_account_failures"]), int(web_cfg["login_address_failures"]),
-                   int(web_cfg["login_window_minutes"]) * 60, int(web_cfg["login_lock_minutes"]) * 60)
+        web_cfg = settings.web
+        return cls(int(web_cfg.login_account_failures), int(web_cfg.login_address_failures),
+                   int(web_cfg.login_window_minutes) * 60, int(web_cfg.login_lock_minutes) * 60)
 
     def failures_for(self, kind: str) -> int:
         return self.account_failures if kind == "account" else self.address_failures
@@ -83,7 +83,7 @@ def _key(what: str, kind: str, subject: str) -> str:
 
 def source_address(request: web.Request) -> str:
     """The client's address; behind a trusted local proxy, the hop it appended to X-Forwarded-For."""
-    if request.app[SETTINGS_KEY]["web"].get("trust_forwarded_for"):
+    if request.app[SETTINGS_KEY].web.trust_forwarded_for:
         hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
         if hops:
             return hops[-1][:64]

@@ -77,10 +77,10 @@ def template_fields(settings: Settings) -> list[tuple[str, str]]:
     lines = text[text.index(f"[{TEMPLATE}](!)"):].splitlines()[1:]
     body = "\n".join(line for line in lines[:next((i for i, line in enumerate(lines) if not line.strip()),
                                                    len(lines))])
-    sip = settings["sip"]
+    sip = settings.sip
     rendered = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(body).render(
-        sip_bind=phone_node(settings).address, session_timers=sip["session_timers"],
-        session_expires=sip["session_expires_seconds"], session_min_se=sip["session_min_se_seconds"])
+        sip_bind=phone_node(settings).address, session_timers=sip.session_timers,
+        session_expires=sip.session_expires_seconds, session_min_se=sip.session_min_se_seconds)
     fields = []
     for line in rendered.splitlines():
         key, _, value = line.partition("=")
@@ -95,7 +95,7 @@ def phone_node(settings: Settings) -> AsteriskNode:
 
 
 def _ari_url(settings: Settings, kind: str, name: str) -> str:
-    return (f"http://{phone_node(settings).address}:{settings['webphone']['http_port']}"
+    return (f"http://{phone_node(settings).address}:{settings.webphone.http_port}"
             f"/ari/asterisk/config/dynamic/res_pjsip/{kind}/{name}")
 
 
@@ -180,8 +180,7 @@ async def get_credentials(request: web.Request) -> web.Response:
     if link is not None and not link.browser.closed and link.tab != tab:
         raise json_error(409, "网页电话已在另一个窗口或标签页中使用，本页不会接听来电；请关闭另一个页面后刷新本页")
     return web.json_response({**creds, "ws_path": "/phone/ws",
-                              "ice_gathering_timeout_ms": request.app[SETTINGS_KEY]["webphone"]
-                              ["ice_gathering_timeout_ms"]})
+                              "ice_gathering_timeout_ms": request.app[SETTINGS_KEY].webphone.ice_gathering_timeout_ms})
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -213,7 +212,7 @@ async def phone_ws(request: web.Request) -> web.StreamResponse:
         asyncio.create_task(current.browser.close(code=REPLACED))  # noqa: RUF006 - the old one may hang
     link = links[user.id] = Link(tab, browser)
     settings = app[SETTINGS_KEY]
-    upstream_url = f"ws://{phone_node(settings).address}:{settings['webphone']['http_port']}/ws"
+    upstream_url = f"ws://{phone_node(settings).address}:{settings.webphone.http_port}/ws"
     try:
         async with app[CLIENT_KEY].ws_connect(upstream_url, protocols=("sip",), heartbeat=15) as upstream:
             await _relay(app, user, creds["endpoint"], browser, upstream)

@@ -188,7 +188,7 @@ async def _capacity(settings, runtime, report: Report, levels: list[int], hold_s
                     best[name] = level
                     await asyncio.sleep(3)
                 if name == "classic":
-                    await _set_agi_url(ami, f"agi://{settings['agi']['host']}:{settings['agi']['port']}")
+                    await _set_agi_url(ami, f"agi://{settings.agi.host}:{settings.agi.port}")
                     classic.cleanup(settings, runtime)
             if not levels:
                 return

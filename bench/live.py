@@ -199,7 +199,7 @@ async def _ring_to_pop(settings, runtime, calls: int, background: int, report: R
     from core.redis import connect as redis_connect
 
     redis = redis_connect(settings, "tools")
-    counters = [EventCounter(settings, "on"), EventCounter(settings, settings["ami"]["cti_events"])]
+    counters = [EventCounter(settings, "on"), EventCounter(settings, settings.ami.cti_events)]
     for counter in counters:
         await counter.client.connect()
     try:

@@ -19,7 +19,7 @@ from core.settings import REPO_ROOT, ConfigError, load_settings
 def _print_access(settings) -> None:
     from cli.demo import DEMO_USERS
 
-    sip = settings["sip"]
+    sip = settings.sip
     print()
     print(f"  Web desk:        {settings.web_url}/")
     from tickets.dispatch import demo_unit_users
@@ -28,7 +28,7 @@ def _print_access(settings) -> None:
     print(f"  Handling units:  {', '.join(name for name, *_ in demo_unit_users())}")
     print(f"                   password for all demo logins: {settings.secrets['demo_password']}")
     print(f"  Admin:           admin / {settings.secrets['admin_password']}")
-    print(f"  SIP server:      {sip['bind']}:{sip['port']} (UDP)")
+    print(f"  SIP server:      {sip.bind}:{sip.port} (UDP)")
     for ext in settings.phone_extensions:
         print(f"    phone {ext}:      user {ext}  password {settings.sip_password(ext)}")
     print("  Demo call:       ./hotline call 12301 --keys 2w1   (complaint, travel agency)")
@@ -133,13 +133,13 @@ def cmd_recordings(args) -> int:
                 left = []
                 for runtime in node_runtimes(settings, resolve_runtime(settings)).values():  # each node's spool
                     left += await spool_report(db, runtime.host_path(runtime.inside("spool")),
-                                               settings["recordings"]["spool_grace_seconds"])
+                                               settings.recordings.spool_grace_seconds)
                 for item, issue in left:
                     print(f"  {item.file.path}  call {item.file.call_id}: {issue}")
                 print(f"{len(problems) + len(left)} problem(s)")
                 return 1 if problems or left else 0
             log = setup_logging("retention")
-            report = await purge(db, settings.recordings_dir, settings["recordings"]["retention_days"],
+            report = await purge(db, settings.recordings_dir, settings.recordings.retention_days,
                                  dry_run=args.dry_run, log=log)
             verb = "would delete" if report.dry_run else "deleted"
             print(f"{verb} {len(report.deleted)}; kept under legal hold {len(report.kept_legal_hold)}; "

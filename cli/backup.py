@@ -182,7 +182,7 @@ def _schema_revision(settings: Settings) -> str | None:
 def backup(settings: Settings, dest: Path, keep: int | None = None) -> Path:
     """Take one snapshot of the running platform into ``dest``; keep the newest ``keep`` snapshots."""
     dest = _private_dir(dest.resolve())
-    keep = int(settings["backup"]["keep"] if keep is None else keep)
+    keep = int(settings.backup.keep if keep is None else keep)
     if keep < 1:
         raise BackupError(f"保留份数至少为 1 / keep must be at least 1 (got {keep})")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

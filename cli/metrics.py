@@ -42,7 +42,7 @@ def endpoints(settings: Settings) -> list[Endpoint]:
         host, port = metrics_address(settings, service)
         found.append(Endpoint(service, f"http://{host}:{port}/metrics"))
     node = settings.nodes[0]
-    found.append(Endpoint("asterisk", f"http://{node.address}:{settings['webphone']['http_port']}/metrics",
+    found.append(Endpoint("asterisk", f"http://{node.address}:{settings.webphone.http_port}/metrics",
                           ASTERISK_METRICS_USER, settings.secrets["asterisk_metrics"]))
     return found
 

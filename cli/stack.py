@@ -123,8 +123,8 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         "[supervisord]",
         f"umask={UMASK:03o}",  # every service, Asterisk and Redis: files 0640, folders 0750 at most
         f"logfile={settings.log_dir / 'supervisord.log'}",
-        f"logfile_maxbytes={settings['logs']['max_mb']}MB",
-        f"logfile_backups={settings['logs']['backups']}",
+        f"logfile_maxbytes={settings.logs.max_mb}MB",
+        f"logfile_backups={settings.logs.backups}",
         f"pidfile={settings.run_dir / 'supervisord.pid'}",
         f"directory={REPO_ROOT}",
         f"environment={env_line}",
@@ -146,8 +146,8 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
             "killasgroup=true",
             "redirect_stderr=true",
             f"stdout_logfile={settings.log_dir / (name + '.log')}",
-            f"stdout_logfile_maxbytes={settings['logs']['max_mb']}MB",  # rotation: [logs] in hotline.toml
-            f"stdout_logfile_backups={settings['logs']['backups']}",
+            f"stdout_logfile_maxbytes={settings.logs.max_mb}MB",  # rotation: [logs] in hotline.toml
+            f"stdout_logfile_backups={settings.logs.backups}",
             f"priority={10 if name.startswith('asterisk') or name == 'redis' else 50}",
         ]
     return "\n".join(lines) + "\n"
@@ -212,16 +212,16 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
         ok = age is not None and age < 10 and service not in problems
         detail = problems.get(service) or (f"heartbeat {age:.1f}s ago" if age is not None else "no heartbeat")
         if service == "ivr":
-            ok = ok and _port_open(settings["agi"]["host"], settings["agi"]["port"])
+            ok = ok and _port_open(settings.agi.host, settings.agi.port)
         results.append(Health(service, ok, detail))
-    web = settings["web"]
+    web = settings.web
     try:
         import urllib.request
 
         with urllib.request.urlopen(f"{settings.web_url}/healthz", timeout=2) as resp:
             results.append(Health("agent_desk", resp.status == 200, f"{settings.web_url}"))
     except Exception as exc:  # noqa: BLE001
-        results.append(Health("agent_desk", False, f"{web['host']}:{web['port']}: {exc}"))
+        results.append(Health("agent_desk", False, f"{web.host}:{web.port}: {exc}"))
     return results
 
 

@@ -26,7 +26,7 @@ def ami_username(settings: Settings, account: str) -> str:
     """Each process has its own AMI user (asterisk-conf/manager.conf), holding only the classes it uses."""
     if account not in AMI_ACCOUNTS:
         raise ValueError(f"unknown AMI account {account!r}; one of {', '.join(AMI_ACCOUNTS)}")
-    return f"{settings['ami']['username']}-{account}"
+    return f"{settings.ami.username}-{account}"
 
 
 class _NeverResend:

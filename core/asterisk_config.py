@@ -35,7 +35,7 @@ def ami_accounts(settings: Settings) -> list[dict[str, str]]:
     CancelAtxfer are call; Originate is originate; CoreShowChannels is reporting; QueueStatus and Ping none."""
     control = "call,agent,originate,reporting"
     accounts = [
-        ("cti", settings["ami"]["cti_events"], control,
+        ("cti", settings.ami.cti_events, control,
          "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks, "
          "carries out the desk's commands (agent log-in/pause, transfers, hang-up, callbacks, listen)"),
         ("tools", "all", "system,call,agent,user,command,reporting,originate",
@@ -48,16 +48,16 @@ def ami_accounts(settings: Settings) -> list[dict[str, str]]:
 
 def template_values(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> dict:
     """Values of one node's files (``runtime``: the platform's, as resolve_runtime gives it)."""
-    sip, agi, queues = settings["sip"], settings["agi"], settings["queues"]
+    sip, agi, queues = settings.sip, settings.agi, settings.queues
     node = node or settings.nodes[0]
     shared = runtime
     runtime = node_runtime(runtime, node)
     phones = [
         {"ext": ext, "password": settings.sip_password(ext), "label": f"坐席 {ext}"}
-        for ext in sip["agent_extensions"]
+        for ext in sip.agent_extensions
     ] + [
         {"ext": ext, "password": settings.sip_password(ext), "label": f"班长 {ext}"}
-        for ext in sip["lead_extensions"]
+        for ext in sip.lead_extensions
     ]
     return {
         "inst": runtime.instance_dir,
@@ -66,34 +66,34 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "node": node.name,
         "sip_bind": node.address,
         "sip_port": node.sip_port,
-        "carrier_address": sip["carrier_address"],
-        "carrier_port": sip.get("carrier_port", 5060),
+        "carrier_address": sip.carrier_address,
+        "carrier_port": sip.carrier_port,
         "rtp_start": node.rtp_start,
-        "carrier_rtp_timeout": sip["carrier_rtp_timeout_seconds"],
-        "carrier_rtp_timeout_hold": sip["carrier_rtp_timeout_hold_seconds"],
-        "agent_rtp_timeout": sip["agent_rtp_timeout_seconds"],
-        "session_timers": sip["session_timers"],
-        "session_expires": sip["session_expires_seconds"],
-        "session_min_se": sip["session_min_se_seconds"],
+        "carrier_rtp_timeout": sip.carrier_rtp_timeout_seconds,
+        "carrier_rtp_timeout_hold": sip.carrier_rtp_timeout_hold_seconds,
+        "agent_rtp_timeout": sip.agent_rtp_timeout_seconds,
+        "session_timers": sip.session_timers,
+        "session_expires": sip.session_expires_seconds,
+        "session_min_se": sip.session_min_se_seconds,
         "rtp_end": node.rtp_end,
         "phones": phones,
         "ami_host": node.ami_host,
         "ami_port": node.ami_port,
         "ami_accounts": ami_accounts(settings),
         "channelvars": ",".join(AMI_CHANNELVARS),
-        "agi_host": agi["host"],
-        "agi_port": agi["port"],
+        "agi_host": agi.host,
+        "agi_port": agi.port,
         "queues": queue_names(),
-        "ring_seconds": queues["ring_seconds"],
-        "wrapup_seconds": queues["wrapup_seconds"],
-        "announce_every_seconds": queues["announce_every_seconds"],
-        "queue_max_wait": queues["max_wait_seconds"],
-        "vm_max_seconds": settings["voicemail"]["max_seconds"],
-        "bench_echo": settings["asterisk"]["bench_echo"],
+        "ring_seconds": queues.ring_seconds,
+        "wrapup_seconds": queues.wrapup_seconds,
+        "announce_every_seconds": queues.announce_every_seconds,
+        "queue_max_wait": queues.max_wait_seconds,
+        "vm_max_seconds": settings.voicemail.max_seconds,
+        "bench_echo": settings.asterisk.bench_echo,
         # The browser phones register on the first node only (one WebSocket target for the desk's proxy).
         "http_enabled": "yes" if node.first else "no",
         "http_bind": node.address,
-        "http_port": settings["webphone"]["http_port"],
+        "http_port": settings.webphone.http_port,
         "ari_username": ari_username(settings),
         "ari_secret": settings.secrets["ari_desk"],
         "metrics_username": ASTERISK_METRICS_USER,
@@ -107,7 +107,7 @@ ASTERISK_METRICS_USER = "hotline-metrics"
 
 def ari_username(settings: Settings) -> str:
     """The desk's ARI user (asterisk-conf/ari.conf): it creates and deletes browser-phone endpoints."""
-    return f"{settings['ami']['username']}-desk"
+    return f"{settings.ami.username}-desk"
 
 
 def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> Path:

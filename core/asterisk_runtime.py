@@ -261,13 +261,13 @@ def build_chroot(root: Path, log: Path, say=print) -> None:
 
 def resolve_runtime(settings: Settings, build: bool = False, say=print) -> AsteriskRuntime:
     """Pick the host's Asterisk 20+ or the cached chroot (building it if asked)."""
-    mode = settings["asterisk"]["mode"]
+    mode = settings.asterisk.mode
     version = host_asterisk_version()
     if mode == "host" or (mode == "auto" and version and version[0] >= 20):
         if not version:
             raise RuntimeError_("asterisk.mode = host, but no asterisk binary is installed")
         return AsteriskRuntime(Path("/"), settings.instance_id)
-    root = Path(settings["asterisk"]["chroot_cache"])
+    root = Path(settings.asterisk.chroot_cache)
     if not (root / ".hotline-ready").exists():
         if not build:
             raise RuntimeError_(f"no Asterisk runtime at {root}: run ./hotline up to build it")

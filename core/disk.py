@@ -32,7 +32,7 @@ def _existing(path: Path) -> Path:
 
 def disk_space(settings: Settings) -> list[DiskSpace]:
     """One entry per file system that holds recordings or var/ (database, logs, evidence)."""
-    limits = settings["disk"]
+    limits = settings.disk
     folders = {"recordings": settings.recordings_dir, "var": settings.var_dir}
     by_device: dict[int, tuple[list[str], Path]] = {}
     for name, folder in folders.items():
@@ -43,6 +43,6 @@ def disk_space(settings: Settings) -> list[DiskSpace]:
     for names, path in by_device.values():
         usage = shutil.disk_usage(path)
         free_mb, total_mb = usage.free // 2**20, usage.total // 2**20
-        low = free_mb < limits["min_free_mb"] or free_mb * 100 < limits["min_free_percent"] * total_mb
+        low = free_mb < limits.min_free_mb or free_mb * 100 < limits.min_free_percent * total_mb
         result.append(DiskSpace(", ".join(names), path, free_mb, total_mb, low))
     return result

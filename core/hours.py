@@ -33,18 +33,17 @@ class Hours:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Hours:
-        section = settings["hours"]
-        mode = section.get("mode", "calendar")
+        section = settings.hours
+        mode = section.mode
         if mode not in MODES:
             raise ConfigError(f"[hours] mode = {mode!r}：只能是 {' / '.join(MODES)}")
-        opening, closing = _parse_time(section, "open"), _parse_time(section, "close")
+        opening, closing = _parse_time("open", section.open), _parse_time("close", section.close)
         if closing <= opening:
             raise ConfigError(f"[hours] close ({closing:%H:%M}) 必须晚于 open ({opening:%H:%M})")
         return cls(opening, closing, mode, ZoneInfo(settings.timezone))
 
 
-def _parse_time(section: dict, key: str) -> dt.time:
-    value = str(section.get(key, ""))
+def _parse_time(key: str, value: str) -> dt.time:
     try:
         return dt.datetime.strptime(value, "%H:%M").time()
     except ValueError as exc:

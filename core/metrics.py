@@ -240,8 +240,8 @@ def set_gauge(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
 
 
 def metrics_address(settings: Any, service: str) -> tuple[str, int]:
-    cfg = settings["metrics"]
-    return cfg["host"], int(cfg[f"{service}_port"])
+    cfg = settings.metrics
+    return cfg.host, int(getattr(cfg, f"{service}_port"))
 
 
 def service_registry(service: str) -> CollectorRegistry:

@@ -101,7 +101,7 @@ def server_command(settings: Settings, data_dir: Path, persistent: bool = True) 
 
     The ACL file is (re)written here; passwords never appear in the arguments (``ps`` shows those)."""
     acl = write_acl_file(settings, data_dir / "users.acl")
-    return ["redis-server", "--bind", "127.0.0.1", "--port", str(settings["redis"]["port"]),
+    return ["redis-server", "--bind", "127.0.0.1", "--port", str(settings.redis.port),
             "--protected-mode", "yes", "--aclfile", str(acl), "--dir", str(data_dir),
             "--appendonly", "yes" if persistent else "no", "--save", "", "--daemonize", "no"]
 

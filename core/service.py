@@ -63,7 +63,7 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         log.info("service_starting", var=str(settings.var_dir))
-        metrics = await start_metrics_server(settings, name, log) if f"{name}_port" in settings["metrics"] else None
+        metrics = await start_metrics_server(settings, name, log) if hasattr(settings.metrics, f"{name}_port") else None
         try:
             await main(settings, stop)
         finally:

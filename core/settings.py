@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The policy files and hotline.toml; HOTLINE_CONFIG_DIR points a centre (or a test) at its own copy.
@@ -59,10 +59,10 @@ class AsteriskNode:
         return "asterisk" if self.first else f"asterisk-{self.name}"
 
 
-def _nodes(raw: dict[str, Any]) -> list[AsteriskNode]:
-    names = list(raw["asterisk"].get("nodes") or [DEFAULT_NODE])
-    tables = raw.get("nodes", {})
-    sip, ami = raw["sip"], raw["ami"]
+def _nodes(settings: Settings) -> list[AsteriskNode]:
+    names = list(settings.asterisk.nodes or [DEFAULT_NODE])
+    tables = settings.raw.get("nodes", {})
+    sip, ami = settings.sip, settings.ami
     nodes = []
     for index, name in enumerate(names):
         if not NODE_NAME.match(str(name)):
@@ -72,8 +72,8 @@ def _nodes(raw: dict[str, Any]) -> list[AsteriskNode]:
         if unknown:
             raise ConfigError(f"nodes.{name}: unknown key(s) {', '.join(sorted(unknown))}")
         if index == 0:  # the single-node set-up: [sip] and [ami] describe it
-            table = {"address": sip["bind"], "sip_port": sip["port"], "ami_host": ami["host"], "ami_port": ami["port"],
-                     "rtp_start": sip["rtp_start"], "rtp_end": sip["rtp_end"], **table}
+            table = {"address": sip.bind, "sip_port": sip.port, "ami_host": ami.host, "ami_port": ami.port,
+                     "rtp_start": sip.rtp_start, "rtp_end": sip.rtp_end, **table}
         table.setdefault("ami_host", table.get("address"))
         missing = [key for key in NODE_KEYS if key not in table]
         if missing:
@@ -111,6 +111,257 @@ def _apply_env_overrides(data: dict[str, dict[str, Any]], env: dict[str, str]) -
                     raise ConfigError(f"{name}={env[name]!r}: {exc}") from exc
 
 
+# --- typed sections of hotline.toml ------------------------------------------------------------
+# One frozen dataclass per [section]: built and checked when the settings are loaded (wrong type,
+# unknown or missing key -> ConfigError naming section, key and reason), read as ``settings.web.port``.
+
+@dataclass(frozen=True)
+class CentreSettings:
+    name: str
+    region: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    bind: str
+    port: int
+    carrier_address: str
+    carrier_port: int
+    rtp_start: int
+    rtp_end: int
+    agent_extensions: tuple[str, ...]
+    lead_extensions: tuple[str, ...]
+    carrier_rtp_timeout_seconds: int
+    carrier_rtp_timeout_hold_seconds: int
+    session_timers: Literal["always", "yes", "no"]
+    session_expires_seconds: int
+    session_min_se_seconds: int
+    agent_rtp_timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class WebphoneSettings:
+    http_port: int
+    ice_gathering_timeout_ms: int
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str
+    port: int
+    username: str
+    cti_events: str
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str
+    port: int
+    session_minutes: int
+    login_account_failures: int
+    login_address_failures: int
+    login_window_minutes: int
+    login_lock_minutes: int
+    trust_forwarded_for: bool
+    max_body_kb: int
+    evidence_max_mb: int
+    max_event_streams_per_user: int
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Loopback Prometheus endpoints of the Python services (core.metrics)."""
+
+    host: str
+    ivr_port: int
+    cti_port: int
+    agent_desk_port: int
+    recordings_port: int
+    scheduler_port: int
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    port: int
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+
+
+@dataclass(frozen=True)
+class AsteriskSettings:
+    mode: Literal["auto", "host", "chroot"]
+    chroot_cache: str
+    nodes: tuple[str, ...]
+    bench_echo: bool
+
+
+@dataclass(frozen=True)
+class HoursSettings:
+    open: str
+    close: str
+    mode: str  # checked with its own message by core.hours
+
+
+@dataclass(frozen=True)
+class QueuesSettings:
+    ring_seconds: int
+    max_wait_seconds: int
+    announce_every_seconds: int
+    wrapup_seconds: int
+
+
+@dataclass(frozen=True)
+class CallbacksSettings:
+    missed_min_seconds: float
+    missed_max_attempts: int
+
+
+@dataclass(frozen=True)
+class KpiSettingsSection:
+    short_abandon_seconds: float
+    service_level_seconds: float
+    service_level_target: float
+    agent_complaint_objects: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for key in ("short_abandon_seconds", "service_level_seconds", "service_level_target"):
+            value = getattr(self, key)
+            if value < 0 or (key == "service_level_target" and value > 1) or value != value:
+                raise ConfigError(f"[kpi] {key} = {value!r}：超出范围" + ("（0 到 1）" if key.endswith("target") else ""))
+
+
+@dataclass(frozen=True)
+class RecordingsSettings:
+    storage: str
+    retention_days: int
+    format: Literal["opus"]
+    spool_grace_seconds: int
+
+
+@dataclass(frozen=True)
+class LogsSettings:
+    max_mb: int
+    backups: int
+
+
+@dataclass(frozen=True)
+class DiskSettings:
+    min_free_mb: int
+    min_free_percent: int
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    keep: int
+
+
+@dataclass(frozen=True)
+class VoicemailSettings:
+    max_seconds: int
+    min_seconds: int
+
+
+@dataclass(frozen=True)
+class TranscriptionSettings:
+    model_path: str
+    calls: bool
+
+
+@dataclass(frozen=True)
+class TicketsSettings:
+    deadline_policy: str
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    tick_seconds: float
+    clock: Literal["system", "offset_file"]
+    max_attempts: int
+    max_backoff_seconds: float
+    kannel_run: bool
+    fake_handset: bool
+    kannel_sendsms_url: str
+    kannel_username: str
+    kannel_password: str
+    kannel_admin_port: int
+    kannel_smsbox_port: int
+    kannel_smsc_port: int
+    kannel_sendsms_port: int
+    smtp_host: str
+    smtp_port: int
+    smtp_starttls: bool
+    smtp_username: str
+    smtp_password: str
+    smtp_sender: str
+
+
+_KINDS = {int: "整数", float: "数字", bool: "true 或 false", str: "文字"}
+
+
+def _typed(where: str, hint: Any, value: Any) -> Any:
+    """``value`` as ``hint`` (int, float, bool, str, tuple[str, ...], Literal[...]); ConfigError otherwise."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(f"{where} = {value!r}：只能是 {' / '.join(map(str, get_args(hint)))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where} = {value!r}：应为文字的列表")
+        return tuple(value)
+    ok = isinstance(value, hint) and not (hint in (int, float) and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ConfigError(f"{where} = {value!r}：应为{_KINDS[hint]}")
+    return value
+
+
+T = TypeVar("T")
+
+
+def section(cls: type[T], name: str, values: Any) -> T:
+    """The ``[name]`` table as ``cls``; refuses a missing or unknown key and a value of the wrong type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"缺少配置节 [{name}]" if values is None else f"[{name}] 应为配置节（表）")
+    hints = get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ConfigError(f"[{name}] 中有未知的配置项 {', '.join(unknown)}（可用：{', '.join(hints)}）")
+    missing = [key for key in hints if key not in values]
+    if missing:
+        raise ConfigError(f"[{name}] 缺少配置项 {', '.join(missing)}")
+    return cls(**{key: _typed(f"[{name}] {key}", hint, values[key]) for key, hint in hints.items()})
+
+
+class _Section(Generic[T]):
+    """``settings.<name>``: the typed [name] section, built on first use (load_settings builds them all)."""
+
+    def __init__(self, cls: type[T]) -> None:
+        self.cls = cls
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value = section(self.cls, self.name, obj.raw.get(self.name))
+        obj.__dict__[self.name] = value  # cached like functools.cached_property (tests may replace it)
+        return value
+
+
 @dataclass
 class Settings:
     """Typed view over config/hotline.toml plus the instance's paths and secrets."""
@@ -119,8 +370,38 @@ class Settings:
     var_dir: Path
     secrets: dict[str, str] = field(default_factory=dict)
 
-    def __getitem__(self, section: str) -> dict[str, Any]:
-        return self.raw[section]
+    centre = _Section(CentreSettings)
+    sip = _Section(SipSettings)
+    webphone = _Section(WebphoneSettings)
+    ami = _Section(AmiSettings)
+    agi = _Section(AgiSettings)
+    web = _Section(WebSettings)
+    metrics = _Section(MetricsSettings)
+    redis = _Section(RedisSettings)
+    database = _Section(DatabaseSettings)
+    asterisk = _Section(AsteriskSettings)
+    hours = _Section(HoursSettings)
+    queues = _Section(QueuesSettings)
+    callbacks = _Section(CallbacksSettings)
+    kpi = _Section(KpiSettingsSection)
+    recordings = _Section(RecordingsSettings)
+    logs = _Section(LogsSettings)
+    disk = _Section(DiskSettings)
+    backup = _Section(BackupSettings)
+    voicemail = _Section(VoicemailSettings)
+    transcription = _Section(TranscriptionSettings)
+    tickets = _Section(TicketsSettings)
+    notify = _Section(NotifySettings)
+
+    def check(self) -> None:
+        """Build every section: a wrong, unknown or missing setting is refused now, not at its first use."""
+        names = [name for name, value in vars(type(self)).items() if isinstance(value, _Section)]
+        unknown = sorted(set(self.raw) - set(names) - {"nodes"})
+        if unknown:
+            raise ConfigError(f"未知的配置节 [{unknown[0]}]（可用：{', '.join(names)}、nodes.<节点名>）")
+        for name in names:
+            getattr(self, name)
+        self.nodes  # noqa: B018 - a wrong node list is refused at start-up, not at the first call
 
     # --- paths -----------------------------------------------------------
     @property
@@ -133,7 +414,7 @@ class Settings:
 
     @property
     def recordings_dir(self) -> Path:
-        configured = self.raw["recordings"]["storage"]
+        configured = self.recordings.storage
         return Path(configured) if configured else self.var_dir / "recordings"
 
     @cached_property
@@ -144,28 +425,28 @@ class Settings:
     # --- URLs ------------------------------------------------------------
     @property
     def redis_url(self) -> str:
-        return self.raw["redis"]["url"] or f"redis://127.0.0.1:{self.raw['redis']['port']}/0"
+        return self.redis.url or f"redis://127.0.0.1:{self.redis.port}/0"
 
     @property
     def runs_own_redis(self) -> bool:
-        return not self.raw["redis"]["url"]
+        return not self.redis.url
 
     @property
     def database_url(self) -> str:
-        return self.raw["database"]["url"] or f"sqlite+aiosqlite:///{self.var_dir / 'hotline.db'}"
+        return self.database.url or f"sqlite+aiosqlite:///{self.var_dir / 'hotline.db'}"
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.raw['web']['host']}:{self.raw['web']['port']}"
+        return f"http://{self.web.host}:{self.web.port}"
 
     @property
     def timezone(self) -> str:
-        return self.raw["centre"]["timezone"]
+        return self.centre.timezone
 
     @cached_property
     def nodes(self) -> list[AsteriskNode]:
         """The Asterisk nodes, the first one first (config: [asterisk] nodes, [nodes.<name>])."""
-        return _nodes(self.raw)
+        return _nodes(self)
 
     def node(self, name: str | None) -> AsteriskNode:
         """The node called ``name``; the first node for None (rows from before nodes existed)."""
@@ -179,7 +460,7 @@ class Settings:
 
     @property
     def phone_extensions(self) -> list[str]:
-        return list(self.raw["sip"]["agent_extensions"]) + list(self.raw["sip"]["lead_extensions"])
+        return [*self.sip.agent_extensions, *self.sip.lead_extensions]
 
 
 def _load_or_create_secrets(path: Path, extensions: list[str]) -> dict[str, str]:
@@ -223,6 +504,9 @@ def load_settings(
     _apply_env_overrides(raw, env)
     var = Path(var_dir or env.get("HOTLINE_VAR") or REPO_ROOT / "var").resolve()
     settings = Settings(raw=raw, var_dir=var)
-    settings.nodes  # noqa: B018 - a wrong node list is refused at start-up, not at the first call
+    try:
+        settings.check()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     settings.secrets = _load_or_create_secrets(var / "secrets.toml", settings.phone_extensions)
     return settings

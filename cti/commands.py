@@ -119,7 +119,7 @@ class CommandWorker:
         if name == "queue_status":
             return {"waiting": await control.queue_callers(self.ami)}
         if name == "spy":
-            lead_phone = self.settings["sip"]["lead_extensions"][0]
+            lead_phone = self.settings.sip.lead_extensions[0]
             await control.spy_on_agent(self.ami, self.redis, lead_phone, int(args["agent_id"]), str(args["mode"]))
             return {"lead_phone": lead_phone}
         agent_id = int(args["agent_id"])
@@ -142,7 +142,7 @@ class CommandWorker:
         action = args.get("action")
         if action == "login":
             phone = str(args.get("phone") or "")
-            if phone not in self.settings["sip"]["agent_extensions"] and phone != f"{BROWSER_PHONE_PREFIX}{agent_id}":
+            if phone not in self.settings.sip.agent_extensions and phone != f"{BROWSER_PHONE_PREFIX}{agent_id}":
                 raise Refused("请选择有效的分机号", 400, "phone")
             await control.agent_login(self.ami, self.redis, agent, phone)
         elif action == "ready":

@@ -64,7 +64,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
     db = Database(settings.database_url)
     redis = redis_connect(settings, "cti")
-    amis = ami_clients(settings, "cti", events=settings["ami"]["cti_events"])
+    amis = ami_clients(settings, "cti", events=settings.ami.cti_events)
     timings = LatencySamples("cti")
     counters = Counters("cti")
     redis_away = Breaker()
@@ -82,7 +82,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
     tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log,
                           queue_books=queue_books, counters=counters)
-    agents = AgentTracker(redis, db, settings["queues"]["wrapup_seconds"], log)
+    agents = AgentTracker(redis, db, settings.queues.wrapup_seconds, log)
 
     async def lag(event) -> None:
         stamp = event.get("Timestamp")
@@ -194,8 +194,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     commands = CommandWorker(redis, AmiNodes({name: link.ami for name, link in links.items()}), db, settings, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call
-    missed_rules = {"min_seconds": float(settings["callbacks"]["missed_min_seconds"]),
-                    "max_attempts": int(settings["callbacks"]["missed_max_attempts"]),
+    missed_rules = {"min_seconds": float(settings.callbacks.missed_min_seconds),
+                    "max_attempts": int(settings.callbacks.missed_max_attempts),
                     "zone": ZoneInfo(settings.timezone)}
     tracker.on_call_ended = lambda record, session: missed_call_task(record, session, **missed_rules)
 

@@ -341,7 +341,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app.add_route("ivr", service.ivr)
     app.add_route("queue-timeout", service.queue_timeout)
     app.add_route("survey", service.survey)
-    host, port = settings["agi"]["host"], settings["agi"]["port"]
+    host, port = settings.agi.host, settings.agi.port
     server = await asyncio.start_server(app.handler, host, port)
     log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))
     redis = redis_connect(settings, "ivr")

@@ -10,7 +10,7 @@ async def main_with_figures(settings, stop) -> None:
     """The worker, plus its figures for the metrics endpoint (read from its spools and the database)."""
     db = Database(settings.database_url)
     runtimes = node_runtimes(settings, resolve_runtime(settings))
-    on_scrape(lambda: recordings_figures(db, runtimes, settings["recordings"]["spool_grace_seconds"]))
+    on_scrape(lambda: recordings_figures(db, runtimes, settings.recordings.spool_grace_seconds))
     try:
         await main(settings, stop)
     finally:

@@ -98,7 +98,7 @@ class RecordingsWorker:
     async def file_stale_spool(self) -> int:
         """Recordings left in the spool longer than the grace period: the CTI lost their call or never
         closed it (the worker being down is covered by file_call_recordings once it is back)."""
-        grace = self.settings["recordings"]["spool_grace_seconds"]
+        grace = self.settings.recordings.spool_grace_seconds
         done = 0
         for node in self.runtimes:
             stale = [f for f in stale_spool_files(self.spool(node=node), grace) if f.kind == "call"]
@@ -128,7 +128,7 @@ class RecordingsWorker:
                         caller_number=call.caller_number if call else None,
                         agent_extension=call.agent_extension if call else None,
                         hotline=call.hotline if call else None,
-                        transcript_status="pending" if self.settings["transcription"]["calls"]
+                        transcript_status="pending" if self.settings.transcription.calls
                         else "not_requested")
         if raw.exists() and raw.stat().st_size < EMPTY_RAW_BYTES:
             # The call ended before MixMonitor wrote a single frame (e.g. the agent hung up the moment the
@@ -169,7 +169,7 @@ class RecordingsWorker:
 
     async def file_voicemails(self) -> int:
         done = 0
-        vm = self.settings["voicemail"]
+        vm = self.settings.voicemail
         for call in await self._unfiled(CallRecord.voicemail_file, "voicemail"):
             source = self.spool("voicemail-in", call.voicemail_file, node=call.node)
             duration = wav_duration(source) if source.exists() else 0.0
@@ -177,10 +177,10 @@ class RecordingsWorker:
             row = Recording(call_id=call.call_id, kind="voicemail", caller_number=call.caller_number, node=call.node,
                             started_at=call.started_at, hotline=call.hotline, path=relative,
                             duration_seconds=round(duration, 2))
-            if duration < vm["min_seconds"]:
+            if duration < vm.min_seconds:
                 # An empty or too-short message is not a case: note it, do not open a ticket.
                 row.transcript_status, row.format = "too_short", "none"
-                row.transcript_note = f"留言时长 {duration:.1f} 秒，少于 {vm['min_seconds']} 秒，未生成工单"
+                row.transcript_note = f"留言时长 {duration:.1f} 秒，少于 {vm.min_seconds} 秒，未生成工单"
                 source.unlink(missing_ok=True)
             else:
                 try:
@@ -203,7 +203,7 @@ class RecordingsWorker:
     def transcriber(self) -> Transcriber | None:
         if self._transcriber is None and self._model_error is None:
             try:
-                self._transcriber = Transcriber(Path(self.settings["transcription"]["model_path"]))
+                self._transcriber = Transcriber(Path(self.settings.transcription.model_path))
             except ModelError as exc:
                 self._model_error = str(exc)
         return self._transcriber

@@ -35,7 +35,7 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
     """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list);
     ``scenario``: another citizen behaviour in the same template (e.g. sipdrivers/scenarios/citizen_silent.xml),
     ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for sipdrivers/scenarios/citizen_survey.xml)."""
-    carrier = settings["sip"]["carrier_address"]
+    carrier = settings.sip.carrier_address
     # Free ports on the carrier address by default (SIP, and media at +10 unless ``extra`` names -mp): test
     # sessions running side by side place carrier calls at the same time.
     local_port = local_port or free_udp_block(carrier)
@@ -53,7 +53,7 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
         injection.write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
         stats = Path(tmp) / "stats.csv"
         cmd = [
-            *(["taskset", "-c", cpus] if cpus else []), "sipp", f"{settings['sip']['bind']}:{settings['sip']['port']}", "-sf", str(scenario),
+            *(["taskset", "-c", cpus] if cpus else []), "sipp", f"{settings.sip.bind}:{settings.sip.port}", "-sf", str(scenario),
             "-s", did, "-i", carrier, "-p", str(local_port), "-mi", carrier,
             "-inf", str(injection), "-m", str(len(callers)), "-r", str(rate), "-l", str(limit or len(callers)),
             "-ci", "127.0.0.1", "-nostdin", "-nd", "-trace_stat", "-stf", str(stats), "-timeout", f"{int(timeout)}s",
@@ -74,10 +74,10 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
 def carrier_answering(settings, calls: int = 1, timeout_s: int = 120) -> subprocess.Popen:
     """SIPp as the far end of the carrier trunk: answers ``calls`` outbound calls to citizens, each until
     the platform hangs up. Exits 0 when all were answered and ended cleanly."""
-    sip = settings["sip"]
+    sip = settings.sip
     return subprocess.Popen(
-        ["sipp", f"{sip['bind']}:{sip['port']}", "-sf", str(SIPP_DIR / "carrier_answer.xml"),
-         "-i", sip["carrier_address"], "-p", str(sip["carrier_port"]), "-mp", str(sip["carrier_port"] + 2),
+        ["sipp", f"{sip.bind}:{sip.port}", "-sf", str(SIPP_DIR / "carrier_answer.xml"),
+         "-i", sip.carrier_address, "-p", str(sip.carrier_port), "-mp", str(sip.carrier_port + 2),
          "-m", str(calls), "-ci", "127.0.0.1", "-nostdin", "-nd",
          "-timeout", f"{timeout_s}s"],
         cwd=SIPP_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

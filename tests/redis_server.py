@@ -23,7 +23,7 @@ def private_redis(settings: Settings) -> Iterator[None]:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", settings["redis"]["port"])) == 0:
+                if probe.connect_ex(("127.0.0.1", settings.redis.port)) == 0:
                     break
             time.sleep(0.05)
         yield

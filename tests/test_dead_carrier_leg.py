@@ -60,10 +60,10 @@ async def _agent_channels(ami, phone: str) -> list[dict]:
 async def test_a_carrier_leg_that_goes_silent_without_bye_is_hung_up_and_the_agent_released(
         stack, ami, db, redis, waiter, tmp_path, short_rtp_timeout, no_agents):
     # The defaults rendered for every instance: RTP timeouts and session timers on the carrier.
-    defaults = load_settings()["sip"]
-    assert _option(short_rtp_timeout, "rtp_timeout_hold") == str(defaults["carrier_rtp_timeout_hold_seconds"])
+    defaults = load_settings().sip
+    assert _option(short_rtp_timeout, "rtp_timeout_hold") == str(defaults.carrier_rtp_timeout_hold_seconds)
     assert _option(short_rtp_timeout, "timers") == "always"
-    assert _option(short_rtp_timeout, "timers_sess_expires") == str(defaults["session_expires_seconds"])
+    assert _option(short_rtp_timeout, "timers_sess_expires") == str(defaults.session_expires_seconds)
 
     speech = ulaw_from_wav(_wav(stack), tmp_path / "citizen.ulaw")
     began = datetime.now(UTC).replace(microsecond=0)

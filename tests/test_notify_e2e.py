@@ -57,7 +57,7 @@ def shift_to(settings: Any, day: dt.date) -> None:
 async def test_000_s3_001_s3_s5_004_s6_3_2_2_s6_4_5_complaint_with_reminders_notices_and_messages(stack, waiter):
     settings = stack.settings
     mailbox = Mailbox()
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=int(settings["notify"]["smtp_port"]))
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=int(settings.notify.smtp_port))
     smtp.start()
     users = ("agent1", "lead1", "th_handler", "th_head", "sc_handler", "gd_handler")
     desks = {u: Desk(settings.web_url) for u in users}

@@ -26,13 +26,13 @@ from core.redis import SERVICES, connect, username
 
 
 async def test_the_stacks_redis_refuses_a_client_without_a_password(stack):
-    anonymous = aioredis.Redis(host="127.0.0.1", port=stack.settings["redis"]["port"])
+    anonymous = aioredis.Redis(host="127.0.0.1", port=stack.settings.redis.port)
     try:
         with pytest.raises((redis_errors.AuthenticationError, redis_errors.ResponseError)):
             await anonymous.keys("*")
     finally:
         await anonymous.aclose()
-    wrong = aioredis.Redis(host="127.0.0.1", port=stack.settings["redis"]["port"],
+    wrong = aioredis.Redis(host="127.0.0.1", port=stack.settings.redis.port,
                            username=username("agent_desk"), password="not-the-password")
     try:
         with pytest.raises(redis_errors.AuthenticationError):
@@ -112,7 +112,7 @@ async def test_the_desk_has_no_ami_account_and_holds_no_ami_connection(stack, am
     reply = await ami.action({"Action": "Command", "Command": "manager show connected"})
     connected = "\n".join(str(m.get("Output", "")) for m in (reply if isinstance(reply, list) else [reply]))
     assert ami_username(stack.settings, "cti") in connected, connected  # the listing is read right
-    assert f"{stack.settings['ami']['username']}-desk" not in connected, connected
+    assert f"{stack.settings.ami.username}-desk" not in connected, connected
 
 
 async def test_a_carrier_call_to_the_bench_echo_did_10000_is_refused_on_a_normal_stack(stack, ami, waiter):

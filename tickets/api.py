@@ -355,8 +355,7 @@ async def post_risk(request: web.Request) -> web.Response:
 def evidence_cap(app: web.Application) -> int:
     """Largest evidence file accepted, in bytes (``[web] evidence_max_mb``)."""
     settings = app.get(SETTINGS_KEY)
-    web_cfg = settings.raw.get("web", {}) if settings is not None else {}
-    return int(web_cfg.get("evidence_max_mb", MAX_EVIDENCE_BYTES // 1024 // 1024)) * 1024 * 1024
+    return settings.web.evidence_max_mb * 1024 * 1024 if settings is not None else MAX_EVIDENCE_BYTES
 
 
 def evidence_too_large(cap: int, size: int) -> web.HTTPException:

@@ -25,7 +25,7 @@ def offset_path(settings: Settings) -> Path:
 def now(settings: Settings | None) -> dt.datetime:
     """Current UTC time of the platform's rules."""
     real = utcnow()
-    if settings is None or settings.raw.get("notify", {}).get("clock", "system") != "offset_file":
+    if settings is None or settings.notify.clock != "offset_file":
         return real
     try:
         offset = float(offset_path(settings).read_text().strip() or 0)

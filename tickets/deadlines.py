@@ -265,7 +265,7 @@ def active_policy(name: str = "default") -> DeadlinePolicy:
 def policy_name(settings: Any | None) -> str:
     if settings is None:
         return "default"
-    return settings.raw.get("tickets", {}).get("deadline_policy", "default")
+    return settings.tickets.deadline_policy
 
 
 def check_policies(settings: Any | None) -> None:

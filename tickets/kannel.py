@@ -31,18 +31,18 @@ def conf_path(settings: Settings) -> Path:
 
 
 def kannel_conf(settings: Settings) -> str:
-    cfg = settings["notify"]
-    password = cfg["kannel_password"] or settings.secrets.get("kannel_password", "")
+    cfg = settings.notify
+    password = cfg.kannel_password or settings.secrets.get("kannel_password", "")
     store = settings.var_dir / "kannel"
     store.mkdir(parents=True, exist_ok=True)
-    smsc = ["group = smsc", "smsc = fake", "smsc-id = handset", f"port = {cfg['kannel_smsc_port']}",
+    smsc = ["group = smsc", "smsc = fake", "smsc-id = handset", f"port = {cfg.kannel_smsc_port}",
             "our-host = 127.0.0.1", "connect-allow-ip = 127.0.0.1"]
     return "\n".join([
         "group = core",
-        f"admin-port = {cfg['kannel_admin_port']}",
+        f"admin-port = {cfg.kannel_admin_port}",
         "admin-interface = 127.0.0.1",
         f"admin-password = {password}",
-        f"smsbox-port = {cfg['kannel_smsbox_port']}",
+        f"smsbox-port = {cfg.kannel_smsbox_port}",
         "smsbox-interface = 127.0.0.1",
         "box-allow-ip = 127.0.0.1",
         "log-level = 1",
@@ -54,13 +54,13 @@ def kannel_conf(settings: Settings) -> str:
         "",
         "group = smsbox",
         "bearerbox-host = 127.0.0.1",
-        f"bearerbox-port = {cfg['kannel_smsbox_port']}",
-        f"sendsms-port = {cfg['kannel_sendsms_port']}",
+        f"bearerbox-port = {cfg.kannel_smsbox_port}",
+        f"sendsms-port = {cfg.kannel_sendsms_port}",
         "sendsms-interface = 127.0.0.1",
         "log-level = 1",
         "",
         "group = sendsms-user",
-        f"username = {cfg['kannel_username']}",
+        f"username = {cfg.kannel_username}",
         f"password = {password}",
         "user-allow-ip = 127.0.0.1",
         "max-messages = 10",
@@ -71,7 +71,7 @@ def kannel_conf(settings: Settings) -> str:
 
 def write_kannel_conf(settings: Settings) -> None:
     """var/run/kannel.conf, mode 600 (it holds the sendsms password)."""
-    if not settings["notify"]["kannel_run"]:
+    if not settings.notify.kannel_run:
         return
     path = conf_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,15 +84,15 @@ def write_kannel_conf(settings: Settings) -> None:
 def notify_programs(settings: Settings) -> dict[str, str]:
     """Supervisor programs: the scheduler, and Kannel with its fake handset when configured."""
     programs = {"scheduler": f"{sys.executable} -m tickets.scheduler"}
-    cfg = settings["notify"]
-    if cfg["kannel_run"]:
+    cfg = settings.notify
+    if cfg.kannel_run:
         conf = shlex.quote(str(conf_path(settings)))
         programs["kannel_bearerbox"] = f"{BEARERBOX} {conf}"
         programs["kannel_smsbox"] = f"{SMSBOX} {conf}"
-        if cfg["fake_handset"]:
+        if cfg.fake_handset:
             # fakesmsc reads messages to send from stdin and ends at EOF: an endless empty stdin keeps it up.
             programs["sms_handset"] = ("/bin/sh -c " + shlex.quote(
-                f"tail -f /dev/null | exec {FAKESMSC} -H 127.0.0.1 -r {int(cfg['kannel_smsc_port'])}"))
+                f"tail -f /dev/null | exec {FAKESMSC} -H 127.0.0.1 -r {int(cfg.kannel_smsc_port)}"))
     return programs
 
 

@@ -40,18 +40,18 @@ class Transports:
     """The configured gateways (``[notify]`` settings)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.cfg = settings["notify"]
+        self.cfg = settings.notify
         self.password = settings.secrets.get("kannel_password", "")
         self.http: aiohttp.ClientSession | None = None
 
     def sendsms_url(self) -> str:
-        url = self.cfg["kannel_sendsms_url"]
-        return url or f"http://127.0.0.1:{self.cfg['kannel_sendsms_port']}/cgi-bin/sendsms"
+        url = self.cfg.kannel_sendsms_url
+        return url or f"http://127.0.0.1:{self.cfg.kannel_sendsms_port}/cgi-bin/sendsms"
 
     async def sms(self, to: str, text: str) -> None:
         if self.http is None:
             self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
-        params = {"username": self.cfg["kannel_username"], "password": self.cfg["kannel_password"] or self.password,
+        params = {"username": self.cfg.kannel_username, "password": self.cfg.kannel_password or self.password,
                   "to": to, "text": text, "charset": "UTF-8", "coding": "2"}
         sender = notice_config().sender
         if sender:
@@ -66,19 +66,19 @@ class Transports:
             raise GatewayError(f"短信网关拒绝：HTTP {resp.status} {answer}")
 
     async def email(self, to: str, subject: str, body: str) -> None:
-        host = self.cfg["smtp_host"]
+        host = self.cfg.smtp_host
         if not host:
             raise GatewayError("未配置邮件服务器（[notify] smtp_host）")
         message = EmailMessage()
-        message["From"] = self.cfg["smtp_sender"]
+        message["From"] = self.cfg.smtp_sender
         message["To"] = to
         message["Subject"] = subject
         message.set_content(body)
         try:
-            await aiosmtplib.send(message, hostname=host, port=int(self.cfg["smtp_port"]),
-                                  username=self.cfg["smtp_username"] or None,
-                                  password=self.cfg["smtp_password"] or None,
-                                  start_tls=bool(self.cfg["smtp_starttls"]), timeout=TIMEOUT_SECONDS)
+            await aiosmtplib.send(message, hostname=host, port=int(self.cfg.smtp_port),
+                                  username=self.cfg.smtp_username or None,
+                                  password=self.cfg.smtp_password or None,
+                                  start_tls=bool(self.cfg.smtp_starttls), timeout=TIMEOUT_SECONDS)
         except (aiosmtplib.SMTPException, TimeoutError, OSError) as exc:
             raise GatewayError(f"邮件服务器不可用：{exc.__class__.__name__} {exc}") from None
 
@@ -108,7 +108,7 @@ async def mark_interrupted(db: Database) -> int:
 async def send_due(db: Database, transports: Transports, now: dt.datetime, settings: Settings) -> int:
     """One pass over the notices due now; returns how many were sent."""
     log = setup_logging("scheduler")
-    cfg = settings["notify"]
+    cfg = settings.notify
     async with db.transaction() as session:
         due = (await session.scalars(select(Notice.id).where(
             Notice.state == NoticeState.PENDING, Notice.next_attempt_at <= now)
@@ -136,10 +136,10 @@ async def send_due(db: Database, transports: Transports, now: dt.datetime, setti
                 sent += 1
                 log.info("notice_sent", notice=notice_id, channel=row.channel, template=row.template)
             else:
-                give_up = row.attempts >= int(cfg["max_attempts"])
+                give_up = row.attempts >= int(cfg.max_attempts)
                 row.state = NoticeState.FAILED if give_up else NoticeState.PENDING
                 row.last_error = error
-                row.next_attempt_at = now + backoff(row.attempts, float(cfg["max_backoff_seconds"]))
+                row.next_attempt_at = now + backoff(row.attempts, float(cfg.max_backoff_seconds))
                 log.warning("notice_failed", notice=notice_id, attempts=row.attempts, error=error, final=give_up)
     return sent
 

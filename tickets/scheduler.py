@@ -165,7 +165,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     on_scrape(lambda: notice_figures(db))
     on_scrape(actions)
     on_scrape(lambda: disk_figures(settings))
-    period = float(settings["notify"]["tick_seconds"])
+    period = float(settings.notify.tick_seconds)
     try:
         while not stop.is_set():
             try:

@@ -25,7 +25,7 @@ IN_QUEUE, IN_IVR, MISDIAL = "13766600001", "13766600002", "13766600003"
 
 
 def _calls(stack, callers: list[str], speech, keys: str, hold_ms: int, delay_ms: int):
-    carrier = stack.settings["sip"]["carrier_address"]
+    carrier = stack.settings.sip.carrier_address
     port = free_udp_block(carrier)
     return run_citizen_calls(stack.settings, "12301", keys, callers, speech, hold_ms=hold_ms, delay_ms=delay_ms,
                              local_port=port, extra=["-mp", str(port + 10)], timeout=90)

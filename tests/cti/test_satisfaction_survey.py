@@ -28,7 +28,7 @@ HANGS_UP = "13755500004"
 
 
 def _citizen(stack, caller: str, speech: Path, digit: str | None):
-    carrier = stack.settings["sip"]["carrier_address"]
+    carrier = stack.settings.sip.carrier_address
     port = free_udp_block(carrier)
     extra = ["-mp", str(port + 10)]
     # Key 0: straight to an agent (12301-general, which all four agents serve).

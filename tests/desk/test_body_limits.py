@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 from aiohttp import FormData
 from sqlalchemy import func, select
@@ -78,7 +79,7 @@ def stored_files(desk) -> list[str]:
 
 
 async def test_evidence_over_its_cap_is_refused_and_nothing_is_stored_within_it_works(desk, monkeypatch):
-    monkeypatch.setitem(desk.settings.raw["web"], "evidence_max_mb", 1)
+    monkeypatch.setattr(desk.settings, "web", replace(desk.settings.web, evidence_max_mb=1))
     number = (await register(desk))["number"]
     rows, files = await evidence_count(desk), stored_files(desk)
 

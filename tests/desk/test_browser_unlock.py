@@ -12,7 +12,7 @@ from core.models import SecurityAudit
 
 async def test_an_admin_lifts_a_lock_on_the_unlock_page(stack, db):
     base, secrets = stack.settings.web_url, stack.settings.secrets
-    limit = stack.settings["web"]["login_account_failures"]
+    limit = stack.settings.web.login_account_failures
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:

@@ -179,7 +179,7 @@ async def _gone(ami, phone: str) -> bool:
 
 
 async def test_team_lead_listens_whispers_and_barges_on_an_agents_live_call(stack, ami, db, waiter, no_agents):
-    lead_extension = stack.settings["sip"]["lead_extensions"][0]
+    lead_extension = stack.settings.sip.lead_extensions[0]
     spies: list[dict] = []
     ami.on_event("ChanSpyStart", lambda _manager, event: spies.append(dict(event)))
     async with db.session() as session:

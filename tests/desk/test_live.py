@@ -100,7 +100,7 @@ async def test_a_new_stream_over_the_per_user_cap_closes_the_oldest_and_the_newe
     redis = desk.app[REDIS_KEY]
     async with desk.app[DB_KEY].session() as db:
         agent3 = await db.scalar(select(User.id).where(User.username == "agent3"))
-    cap = desk.settings["web"]["max_event_streams_per_user"]
+    cap = desk.settings.web.max_event_streams_per_user
     streams = []
     for _ in range(cap + 1):
         response = await desk.client.get("/events")

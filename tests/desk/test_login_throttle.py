@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import argon2
 import pytest
@@ -45,7 +46,7 @@ async def audit_rows(desk, subject: str) -> list[SecurityAudit]:
 async def hotline_unlock(desk, *args: str) -> subprocess.CompletedProcess:
     """``./hotline unlock …`` against the test desk's var folder and Redis."""
     env = {**os.environ, "HOTLINE_VAR": str(desk.settings.var_dir),
-           "HOTLINE_REDIS_PORT": str(desk.settings["redis"]["port"])}
+           "HOTLINE_REDIS_PORT": str(desk.settings.redis.port)}
     return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "cli", "unlock", *args],
                                    cwd=REPO_ROOT, env=env, capture_output=True, text=True)
 
@@ -86,7 +87,7 @@ async def test_200_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(de
 
 async def test_unknown_usernames_lock_like_real_ones(desk):
     """A lock must not tell an attacker which accounts exist."""
-    limit = desk.settings["web"]["login_account_failures"]
+    limit = desk.settings.web.login_account_failures
     statuses = {}
     for name in ("agent4", "no-such-user"):
         statuses[name] = [(await desk.login(name, "wrong")).status for _ in range(limit + 1)]
@@ -94,7 +95,7 @@ async def test_unknown_usernames_lock_like_real_ones(desk):
 
 
 async def test_many_usernames_from_one_address_lock_the_address_and_the_cli_unlocks_it(desk, monkeypatch):
-    monkeypatch.setitem(desk.settings.raw["web"], "login_address_failures", 8)
+    monkeypatch.setattr(desk.settings, "web", replace(desk.settings.web, login_address_failures=8))
     for i in range(8):
         assert (await desk.login(f"guess{i}", "wrong")).status in (401, 429)
     refused = await desk.login("agent5")  # a real account, right password, never failed itself
@@ -110,7 +111,7 @@ async def test_many_usernames_from_one_address_lock_the_address_and_the_cli_unlo
 
 
 async def test_the_cli_unlocks_an_account(desk):
-    for _ in range(desk.settings["web"]["login_account_failures"]):
+    for _ in range(desk.settings.web.login_account_failures):
         await desk.login("lead1", "wrong")
     assert (await desk.login("lead1")).status == 429
     cli = await hotline_unlock(desk, "lead1")
@@ -152,8 +153,8 @@ async def test_unknown_users_cost_one_argon2_verification_off_the_event_loop(des
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled_not_the_proxys(desk, monkeypatch):
-    monkeypatch.setitem(desk.settings.raw["web"], "trust_forwarded_for", True)
-    monkeypatch.setitem(desk.settings.raw["web"], "login_address_failures", 3)
+    monkeypatch.setattr(desk.settings, "web", replace(desk.settings.web, trust_forwarded_for=True,
+                                                      login_address_failures=3))
     hasher = CountingHasher(core.models._hasher)
     monkeypatch.setattr(core.models, "_hasher", hasher)
 

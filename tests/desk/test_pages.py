@@ -50,7 +50,7 @@ async def test_wrong_password_is_refused_and_the_session_cookie_is_httponly_lax_
     assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     keys = await desk.tools_redis.keys(SESSION_PREFIX + "*")
     ttl = max([await desk.tools_redis.ttl(k) for k in keys])
-    assert 0 < ttl <= desk.settings["web"]["session_minutes"] * 60
+    assert 0 < ttl <= desk.settings.web.session_minutes * 60
 
 
 async def test_login_form_without_its_csrf_token_is_refused(desk):

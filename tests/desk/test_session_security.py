@@ -74,7 +74,7 @@ async def test_a_session_copied_from_redis_cannot_be_used_or_moved_onto_another_
 
 async def test_redis_refuses_a_client_without_a_password_and_each_user_keeps_to_its_own_commands(desk):
     settings = desk.settings
-    anonymous = redis.asyncio.Redis(host="127.0.0.1", port=settings["redis"]["port"])
+    anonymous = redis.asyncio.Redis(host="127.0.0.1", port=settings.redis.port)
     try:
         try:
             await anonymous.get(SESSION_PREFIX + "x")

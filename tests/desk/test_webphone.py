@@ -143,7 +143,7 @@ async def test_agent_takes_a_call_in_the_browser_phone_with_audio_both_ways(stac
                 queue_log = stack.runtime.host_path(stack.runtime.inside("log", "queue_log"))
                 member = "(agent1)|"  # queue_log names the member as agent_login named it
                 logged = queue_log.read_text().count(member)
-                subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(stack.settings["web"]["port"])],
+                subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(stack.settings.web.port)],
                                check=True, capture_output=True)
                 await expect(page.locator("#wp-status")).to_contain_text("连接中断", timeout=LIVE)
                 await page.screenshot(path=shots / "webphone-07-connection-lost.png")

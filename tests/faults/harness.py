@@ -279,7 +279,7 @@ class FaultRunner:
         return [str(base + i) for i in range(count)]
 
     def _place(self, callers: list[str], hold_ms: int, rate: float = 1.0) -> asyncio.Task[SippResult]:
-        port = free_udp_block(self.stack.settings["sip"]["carrier_address"])
+        port = free_udp_block(self.stack.settings.sip.carrier_address)
         return asyncio.create_task(asyncio.to_thread(
             run_citizen_calls, self.stack.settings, DID, KEYS, callers, self.speech, hold_ms=hold_ms,
             delay_ms=4000, rate=rate, local_port=port, timeout=150))

@@ -38,7 +38,7 @@ print(repr(line.decode(errors="replace").strip()))
 
 
 def _first_command(settings, as_nobody: bool) -> str:
-    script = IMPOSTOR.format(host=settings["agi"]["host"], port=settings["agi"]["port"])
+    script = IMPOSTOR.format(host=settings.agi.host, port=settings.agi.port)
     # The system Python: a user without rights cannot run the project's virtualenv from root's home.
     python = "/usr/bin/python3" if as_nobody else sys.executable
     prefix = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if as_nobody else []

@@ -16,7 +16,7 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 from ticket_helpers import complaint
 
-from core.settings import Settings
+from core.settings import load_settings
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, input_errors
 from tickets.api import routes
 from tickets.models import Evidence, Ticket
@@ -44,7 +44,7 @@ async def client(db, users, tmp_path) -> AsyncIterator[TestClient]:
 
     app = web.Application(middlewares=[input_errors, as_user])
     app[DB_KEY] = db
-    app[SETTINGS_KEY] = Settings(raw={}, var_dir=tmp_path)
+    app[SETTINGS_KEY] = load_settings(var_dir=tmp_path, env={})
     app[REDIS_KEY] = FakeRedis()
     app.add_routes(routes)
     async with TestClient(TestServer(app)) as test_client:
