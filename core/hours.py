@@ -18,7 +18,6 @@ import chinese_calendar
 
 from core.settings import ConfigError, Settings
 
-MODES = ("calendar", "always", "never")
 log = logging.getLogger(__name__)
 
 
@@ -33,21 +32,8 @@ class Hours:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Hours:
-        section = settings.hours
-        mode = section.mode
-        if mode not in MODES:
-            raise ConfigError(f"[hours] mode = {mode!r}：只能是 {' / '.join(MODES)}")
-        opening, closing = _parse_time("open", section.open), _parse_time("close", section.close)
-        if closing <= opening:
-            raise ConfigError(f"[hours] close ({closing:%H:%M}) 必须晚于 open ({opening:%H:%M})")
-        return cls(opening, closing, mode, ZoneInfo(settings.timezone))
-
-
-def _parse_time(key: str, value: str) -> dt.time:
-    try:
-        return dt.datetime.strptime(value, "%H:%M").time()
-    except ValueError as exc:
-        raise ConfigError(f"[hours] {key} = {value!r}：应为 HH:MM 格式，例如 08:30") from exc
+        section = settings.hours  # checked when the settings load (core.settings.HoursSettings)
+        return cls(section.opening, section.closing, section.mode, ZoneInfo(settings.timezone))
 
 
 def is_working_day(day: dt.date) -> bool:

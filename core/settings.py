@@ -6,6 +6,7 @@ network contract, paths and policies are decided in exactly one place.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import re
@@ -206,11 +207,35 @@ class AsteriskSettings:
     bench_echo: bool
 
 
+HOURS_MODES = ("calendar", "always", "never")
+
+
+def _clock_time(key: str, value: str) -> dt.time:
+    try:
+        return dt.datetime.strptime(value, "%H:%M").time()
+    except ValueError:
+        raise ConfigError(f"[hours] {key} = {value!r}：应为 HH:MM 格式，例如 08:30") from None
+
+
 @dataclass(frozen=True)
 class HoursSettings:
     open: str
     close: str
-    mode: str  # checked with its own message by core.hours
+    mode: str
+
+    def __post_init__(self) -> None:
+        if self.mode not in HOURS_MODES:
+            raise ConfigError(f"[hours] mode = {self.mode!r}：只能是 {' / '.join(HOURS_MODES)}")
+        if self.closing <= self.opening:
+            raise ConfigError(f"[hours] close ({self.closing:%H:%M}) 必须晚于 open ({self.opening:%H:%M})")
+
+    @property
+    def opening(self) -> dt.time:
+        return _clock_time("open", self.open)
+
+    @property
+    def closing(self) -> dt.time:
+        return _clock_time("close", self.close)
 
 
 @dataclass(frozen=True)
@@ -392,6 +417,10 @@ class Settings:
     transcription = _Section(TranscriptionSettings)
     tickets = _Section(TicketsSettings)
     notify = _Section(NotifySettings)
+
+    def __getitem__(self, section: str) -> Any:
+        # Say what replaced the dict lookups to code written before the typed sections.
+        raise TypeError(f"settings[{section!r}] is gone: read settings.{section}.<key> (typed sections, core/settings.py)")
 
     def check(self) -> None:
         """Build every section: a wrong, unknown or missing setting is refused now, not at its first use."""

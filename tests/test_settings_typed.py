@@ -38,6 +38,8 @@ def test_sections_are_typed_and_frozen(tmp_path):
     ("spool_grace_seconds = 600\n", "", "[recordings] 缺少配置项 spool_grace_seconds"),
     ("[backup]", "[backups]\nkeep = 3\n[backup]", "未知的配置节 [backups]"),
     ("service_level_target = 0.8", "service_level_target = 80", "[kpi] service_level_target = 80.0：超出范围"),
+    ('close = "17:30"', 'close = "5:30 pm"', "[hours] close = '5:30 pm'：应为 HH:MM 格式"),
+
 ])
 def test_a_wrong_setting_is_refused_at_load_with_section_key_and_reason(tmp_path, old, new, reason):
     with pytest.raises(ConfigError) as caught:
@@ -49,3 +51,8 @@ def test_a_wrong_setting_is_refused_at_load_with_section_key_and_reason(tmp_path
 def test_an_environment_override_of_the_wrong_type_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="HOTLINE_WEB_PORT='eighty'"):
         _load(tmp_path, HOTLINE_WEB_PORT="eighty")
+
+
+def test_a_dict_lookup_says_what_replaced_it(tmp_path):
+    with pytest.raises(TypeError, match=r"settings\.web\.<key>"):
+        _load(tmp_path)["web"]
