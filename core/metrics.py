@@ -198,6 +198,10 @@ SPOOL_FILES = Gauge("hotline_recordings_spool_files", "Recordings in Asterisk's 
                     ["node", "kind", "age"], registry=None)
 RECORDINGS_MISSING = Gauge("hotline_recordings_missing", "Recordings whose file was not found when filed",
                            registry=None)
+FILING_FAILURES = prometheus_client.Counter("hotline_recordings_filing_failures", "Attempts to compress and file a "
+                                            "recording that failed (retried with back-off)", ["kind"], registry=None)
+RECORDINGS_RETRYING = Gauge("hotline_recordings_retrying", "Recordings whose filing failed, waiting for their "
+                            "next attempt", registry=None)
 TRANSCRIPTIONS = Gauge("hotline_transcriptions", "Recordings by transcription state (pending: the backlog)",
                        ["status"], registry=None)
 NOTICES = Gauge("hotline_notices", "SMS and e-mail notices in the outbox by state", ["channel", "state"],
@@ -215,7 +219,7 @@ SERVICE_METRICS: dict[str, tuple[Any, ...]] = {
     "cti": (CTI_LAG, RING_TO_POP, CTI_FAILED_STEPS, CALLS, CALLS_ENDED, SCREEN_POPS, CALLS_IN_PROGRESS,
             QUEUE_CALLERS, QUEUE_LONGEST_WAIT, AGENTS, *AMI_METRICS),
     "agent_desk": (HTTP_REQUESTS, HTTP_DURATION),
-    "recordings": (SPOOL_FILES, RECORDINGS_MISSING, TRANSCRIPTIONS),
+    "recordings": (SPOOL_FILES, RECORDINGS_MISSING, FILING_FAILURES, RECORDINGS_RETRYING, TRANSCRIPTIONS),
     "scheduler": (NOTICES, TICKET_ACTIONS, DISK_FREE, DISK_TOTAL, DISK_LOW),
 }
 # Where LatencySamples and Counters also go: one place records, Redis (status, bench) and Prometheus read.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from core import metrics
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.calls import CallRecord
 from core.db import Database
@@ -63,7 +64,7 @@ class RecordingsWorker:
         self._model_error: str | None = None
         # Files that failed to compress: (attempts, not before), so one bad file neither floods the log every
         # round nor, with others like it, fills the batch and keeps every later call from being filed.
-        self._retry: dict[str, tuple[int, datetime]] = {}
+        self._retry: dict[tuple[str, str], tuple[int, datetime]] = {}  # (kind, call id) ->
 
     def spool(self, *parts: str, node: str = DEFAULT_NODE) -> Path:
         """A path in ``node``'s spool (a node no longer configured: the first node's)."""
@@ -74,7 +75,7 @@ class RecordingsWorker:
         cutoff = datetime.now(UTC) - timedelta(seconds=SETTLE_SECONDS)
         filed = select(Recording.call_id).where(Recording.kind == kind)
         now = datetime.now(UTC)
-        waiting = [call_id for call_id, (_, not_before) in self._retry.items() if not_before > now]
+        waiting = [key[1] for key, (_, not_before) in self._retry.items() if key[0] == kind and not_before > now]
         async with self.db.session() as session:
             return list((await session.scalars(
                 select(CallRecord).where(column.is_not(None), CallRecord.ended_at.is_not(None),
@@ -83,11 +84,18 @@ class RecordingsWorker:
                 .order_by(CallRecord.ended_at).limit(20)
             )).all())
 
-    def _failed(self, call_id: str) -> None:
-        """Retry a file that failed after 2 s, 4 s, ... up to RETRY_MAX_SECONDS apart."""
-        attempts = self._retry.get(call_id, (0, None))[0] + 1
+    def _failed(self, kind: str, call_id: str) -> int:
+        """Retry a file that failed after 2 s, 4 s, ... up to RETRY_MAX_SECONDS apart; the attempts so far."""
+        attempts = self._retry.get((kind, call_id), (0, None))[0] + 1
         delay = min(RETRY_MAX_SECONDS, 2 ** attempts)
-        self._retry[call_id] = (attempts, datetime.now(UTC) + timedelta(seconds=delay))
+        self._retry[(kind, call_id)] = (attempts, datetime.now(UTC) + timedelta(seconds=delay))
+        metrics.FILING_FAILURES.labels(kind).inc()
+        metrics.RECORDINGS_RETRYING.set(len(self._retry))
+        return attempts
+
+    def _filed(self, kind: str, call_id: str) -> None:
+        if self._retry.pop((kind, call_id), None) is not None:
+            metrics.RECORDINGS_RETRYING.set(len(self._retry))
 
     async def file_call_recordings(self) -> int:
         done = 0
@@ -151,9 +159,8 @@ class RecordingsWorker:
             else:
                 stored = None
         except StorageError as exc:
-            self._failed(call_id)
             self.log.error("recording_compress_failed", call_id=call_id, error=str(exc),
-                           attempts=self._retry[call_id][0])
+                           attempts=self._failed("call", call_id))
             return 0  # the raw file stays; retried later
         if stored is not None:
             row.size_bytes, row.sha256 = stored.size_bytes, stored.sha256
@@ -164,7 +171,7 @@ class RecordingsWorker:
             self.log.error("recording_missing", call_id=call_id, expected=str(raw))
         async with self.db.transaction() as session:
             session.add(row)
-        self._retry.pop(call_id, None)
+        self._filed("call", call_id)
         return 1
 
     async def file_voicemails(self) -> int:
@@ -186,7 +193,8 @@ class RecordingsWorker:
                 try:
                     stored = await asyncio.to_thread(store_wav, source, self.store, relative)
                 except StorageError as exc:
-                    self.log.error("voicemail_store_failed", call_id=call.call_id, error=str(exc))
+                    self.log.error("voicemail_store_failed", call_id=call.call_id, error=str(exc),
+                                   attempts=self._failed("voicemail", call.call_id))
                     continue
                 row.size_bytes, row.sha256, row.format = stored.size_bytes, stored.sha256, stored.format
                 row.transcript_status = "pending"
@@ -196,6 +204,7 @@ class RecordingsWorker:
                 session.add(row)
             if row.transcript_status == "pending":
                 source.unlink(missing_ok=True)  # kept as Opus in the store from here on
+            self._filed("voicemail", call.call_id)
             self.log.info("voicemail_filed", call_id=call.call_id, seconds=duration, ticket=row.ticket_number)
             done += 1
         return done

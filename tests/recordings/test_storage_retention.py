@@ -303,6 +303,7 @@ async def test_a_recording_without_sound_is_filed_once_and_a_failing_one_is_retr
     """A callback the agent ends the moment the citizen answers leaves MixMonitor's file empty. It used to
     fail compression every round for ever (sox: no audio), flooding the log and staying in the spool,
     where the integrity check reported it as unfiled."""
+    from core import metrics
     from core.calls import CallRecord, CallState
     from core.settings import load_settings
     from recordings import worker as worker_module
@@ -350,6 +351,8 @@ async def test_a_recording_without_sound_is_filed_once_and_a_failing_one_is_retr
     unfiled_now = await spool_report(recordings_db, spool, 0, datetime.now(UTC) + timedelta(seconds=1))
     assert [item.file.call_id for item, _ in unfiled_now] == ["out-bad"]
     assert await integrity_report(recordings_db, worker.store) == []
-    worker._retry["out-bad"] = (1, datetime.now(UTC))  # its back-off is over
+    assert metrics.RECORDINGS_RETRYING._value.get() == 1  # what the dashboard shows
+    worker._retry[("call", "out-bad")] = (1, datetime.now(UTC))  # its back-off is over
     monkeypatch.setattr(worker_module, "compress_raw_stereo", real_compress)
     assert await worker.file_call_recordings() == 1
+    assert metrics.RECORDINGS_RETRYING._value.get() == 0
