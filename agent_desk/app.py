@@ -9,7 +9,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from agent_desk import admin, auth, desk, lead, live, login_guard, messages, playback, units, webphone
+from agent_desk import admin, alerts, auth, desk, lead, live, login_guard, messages, playback, units, webphone
 from agent_desk.common import template_context
 from agent_desk.unavailable import redis_unavailable
 from core.db import Database
@@ -19,6 +19,7 @@ from core.redis import connect as redis_connect
 from core.settings import REPO_ROOT, Settings
 from core.vocabulary import js_vocabulary
 from core.web import DB_KEY, ERROR_PAGE_KEY, REDIS_KEY, SETTINGS_KEY, input_errors, json_error
+from tickets import return_visits
 from tickets.api import evidence_cap, evidence_too_large
 from tickets.api import routes as ticket_routes
 from tickets.rules import check_rules
@@ -97,6 +98,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     """The desk application. It has no AMI connection (the CTI owns call control, cti.protocol);
     ``with_ami`` is accepted and ignored so that callers written before that still build it."""
     check_rules()  # a broken rule profile stops the start-up with the key at fault (config/rules.yaml)
+    return_visits.configure(settings)  # likewise a wrong [return_visits]
     app = web.Application(client_max_size=int(settings.web.max_body_kb) * 1024,
                           middlewares=[http_metrics, security_headers, redis_unavailable, body_limits, input_errors,
                                        auth.auth_middleware])
@@ -119,6 +121,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     app[auth.LOGOUT_HOOKS].append(webphone.end_session)  # the browser phone's account ends with the session
     app.router.add_routes(ticket_routes)
     app.on_startup.append(login_guard.warm_up)
+    alerts.setup(app, settings, lead.alert_data)  # [alerts] checked now; the watcher runs with the app
     app.on_cleanup.append(_close)
     return app
 

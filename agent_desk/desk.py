@@ -19,6 +19,7 @@ from agent_desk.common import cti_command, local_time, local_zone
 from agent_desk.knowledge import load_knowledge, phrases, render_phrases
 from core.inputs import record_id
 from core.models import Role, User
+from core.satisfaction import LABELS as GRADE_LABELS
 from core.vocabulary import SELECTABLE_PAUSE_REASONS
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
 from cti import protocol, read
@@ -26,9 +27,9 @@ from cti.callbacks import open_requests
 from cti.protocol import PHONE_NUMBER
 from ivr.menu import load_all_menus
 from recordings.voicemail import recent_voicemails
-from tickets import dispatch
+from tickets import clock, dispatch, return_visits
 from tickets.queries import voicemail_tickets
-from tickets.vocabulary import KIND_LABELS
+from tickets.vocabulary import KIND_LABELS, STATE_LABELS
 
 AGENT_ONLY = require_roles(Role.AGENT, Role.ADMIN)
 
@@ -59,6 +60,7 @@ async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, 
         voicemails = await recent_voicemails(db, limit)
         tickets = await voicemail_tickets(db, user, limit)
         callbacks = await open_requests(db, limit)
+        visits = await return_visits.open_visits(db, clock.now(request.app[SETTINGS_KEY]), limit)
     return {
         "voicemails": [{"id": r.id, "number": r.caller_number or "未知号码", "hotline": r.hotline,
                         "at": local_time(r.started_at, zone, "%m-%d %H:%M"), "ticket": r.ticket_number,
@@ -68,7 +70,35 @@ async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, 
         "callbacks": [{"id": c.id, "number": c.number, "hotline": c.hotline, "source": c.source,
                        "status": c.status.value, "attempts": c.attempts,
                        "at": local_time(c.position_at, zone, "%m-%d %H:%M")} for c in callbacks],
+        "visits": [_visit_json(v, zone) for v in visits],
+        "grades": [{"value": g, "label": GRADE_LABELS[g]} for g in return_visits.VISIT_GRADES],
     }
+
+
+def _visit_json(visit: dict[str, Any], zone) -> dict[str, Any]:
+    task, ticket = visit["task"], visit["ticket"]
+    return {"id": task.id, "number": task.number, "hotline": task.hotline, "ticket": ticket.number,
+            "outcome": STATE_LABELS[ticket.state], "status": task.status.value, "attempts": task.attempts,
+            "max_attempts": task.max_attempts, "due": visit["due"], "agent_id": task.agent_id,
+            "next_attempt": local_time(task.next_attempt_at, zone, "%m-%d %H:%M") if task.next_attempt_at else None,
+            "closed": local_time(task.position_at, zone, "%m-%d %H:%M")}
+
+
+@AGENT_ONLY
+async def get_visits(request: web.Request) -> web.Response:
+    """GET /api/desk/visits: the 回访 task list (closed cases to call back, oldest closing first)."""
+    return web.json_response({"visits": (await inbox(request, request[USER_KEY]))["visits"]})
+
+
+@AGENT_ONLY
+async def post_visit_result(request: web.Request) -> web.Response:
+    """POST /api/desk/visits/{id} {result, satisfaction}: 回访结果 and 满意度 onto the ticket."""
+    task_id = record_id(request.match_info["id"], "task_id", "回访任务")
+    data = await read_json(request)
+    async with request.app[DB_KEY].transaction() as db:
+        ticket = await return_visits.record_result(db, task_id, request[USER_KEY], data,
+                                                   clock.now(request.app[SETTINGS_KEY]))
+    return web.json_response({"ok": True, "ticket": ticket.number, "message": f"回访结果已记入工单 {ticket.number}"})
 
 
 @AGENT_ONLY
@@ -175,4 +205,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/desk/state", get_state)
     app.router.add_post("/api/desk/state", post_state)
     app.router.add_post(r"/api/desk/call/{op:[a-z]+}", post_call)
+    app.router.add_get("/api/desk/visits", get_visits)
+    app.router.add_post(r"/api/desk/visits/{id}", post_visit_result)
     app.router.add_get("/api/knowledge", knowledge_search)

@@ -162,6 +162,8 @@ class TicketFact:
     review_outcome: str | None = None        # the outcome awaiting the unit head's review
     complaint_object: str | None = None
     hotline: str | None = None
+    visit_due: bool = False                  # closing made a 回访 task (tickets.return_visits)
+    visit_satisfaction: str | None = None    # the grade the citizen gave on the 回访; None: not reached (yet)
 
 
 @dataclass
@@ -561,6 +563,28 @@ def survey_rate(f: Facts, s: KpiSettings) -> Figure:
     return _rate(SURVEY_TAKEN, sum(c.satisfaction in RATED for c in answered), len(answered))
 
 
+VISITED = _d("return_visit_rate", "回访率", "GB/T 33358-2016（工单记录回访结果）",
+             "已回访（联系到来电人并记录回访结果与满意度）的工单数",
+             "结案后须回访的投诉、举报数（按 [return_visits] 设定生成回访任务的工单，按登记日期统计）",
+             "不需回访的工单；多次未接通的只计入分母", "%")
+
+
+def return_visit_rate(f: Facts, s: KpiSettings) -> Figure:
+    due = [t for t in f.tickets if t.visit_due]
+    return _rate(VISITED, sum(t.visit_satisfaction in RATED for t in due), len(due))
+
+
+VISIT_SATISFIED = _d("visit_satisfaction_rate", "回访满意率", "GB/T 33358-2016（工单记录回访结果）；004 §6.2.3.2（当事人满意度）",
+                     "回访评价为满意或基本满意的工单数", "已回访并记录满意度的工单数",
+                     "未联系到来电人的回访；尚未回访的工单", "%")
+
+
+def visit_satisfaction_rate(f: Facts, s: KpiSettings) -> Figure:
+    rated = [t for t in f.tickets if t.visit_due and t.visit_satisfaction in RATED]
+    return _rate(VISIT_SATISFIED, sum(t.visit_satisfaction in (grades.SATISFIED, grades.BASIC) for t in rated),
+                 len(rated))
+
+
 OCCUPANCY = _d("occupancy", "坐席占用率", "运营指标", "坐席处理时长（通话+保持+话后整理）之和", "坐席签入时长之和",
                "未记录签入时长时不计算", "%")
 
@@ -589,6 +613,8 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator(GBT_24H, connected_24h, "GB/T 33358"),
     Indicator(SATISFACTION, satisfaction_rate, "GB/T 33358"),
     Indicator(SURVEY_TAKEN, survey_rate, "GB/T 33358"),
+    Indicator(VISITED, return_visit_rate, "GB/T 33358"),
+    Indicator(VISIT_SATISFIED, visit_satisfaction_rate, "GB/T 33358"),
     Indicator(SERVICE_LEVEL, service_level, "运营"),
     Indicator(OFFERED_ANSWER, offered_answer_rate, "运营"),
     Indicator(ASA, asa, "运营"),
@@ -711,10 +737,11 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
                .where(CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi))
     handed = (select(TicketAction.ticket_id, func.min(TicketAction.at).label("at"))
               .where(TicketAction.action == "移交").group_by(TicketAction.ticket_id).subquery())
+    visit = (CallbackRequest.ticket_number == Ticket.number) & (CallbackRequest.source == "visit")
     tickets_q = (select(Ticket.kind, Ticket.state, Ticket.created_at, Ticket.accepted_at, Ticket.closed_at,
                         handed.c.at, Ticket.transferred_at, Ticket.review_outcome, Ticket.complaint_object,
-                        Ticket.hotline)
-                 .outerjoin(handed, handed.c.ticket_id == Ticket.id)
+                        Ticket.hotline, CallbackRequest.id, Ticket.visit_satisfaction)
+                 .outerjoin(handed, handed.c.ticket_id == Ticket.id).outerjoin(CallbackRequest, visit)
                  .where(Ticket.created_at >= lo, Ticket.created_at < hi))
     length = end - start + dt.timedelta(days=1)
     prev_lo, prev_hi = local_bounds(start - length, start - dt.timedelta(days=1), zone)
@@ -726,8 +753,9 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
         previous_q = previous_q.where(CallRecord.hotline == hotline)
     calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look, sat)
              for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look, sat in (await session.execute(calls_q)).all()]
-    tickets = [TicketFact(str(k), str(st), c, acc, cl, ho, tr, None if ro is None else str(ro), obj, hl)
-               for k, st, c, acc, cl, ho, tr, ro, obj, hl in (await session.execute(tickets_q)).all()]
+    tickets = [TicketFact(str(k), str(st), c, acc, cl, ho, tr, None if ro is None else str(ro), obj, hl,
+                          visit is not None, grade)
+               for k, st, c, acc, cl, ho, tr, ro, obj, hl, visit, grade in (await session.execute(tickets_q)).all()]
     previous = await session.scalar(previous_q)
     as_of = min(end, today) if today else end
     return Facts(start, end, zone, calls, tickets, previous_calls=previous, as_of=as_of)

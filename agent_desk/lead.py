@@ -8,15 +8,17 @@ and also after a missed event.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import asdict
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from agent_desk import kpi
+from agent_desk import alerts, kpi
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_zone
 from core.asterisk_config import queue_names
@@ -30,6 +32,7 @@ from cti import read
 from cti.callbacks import missed_tasks_between
 from cti.calls import calls_between
 from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
+from tickets import return_visits
 
 HOTLINES = ("12301", "12365")
 QUEUE_LABELS = {"general": "综合", "consult": "咨询", "complaint": "投诉", "report": "举报"}
@@ -64,23 +67,38 @@ def queue_rows(names: list[str], waiting: list[dict[str, Any]], today_calls: lis
     return rows
 
 
-async def snapshot(request: web.Request) -> dict[str, Any]:
-    zone = local_zone(request)
+async def live_calls(app: web.Application, ask_asterisk: bool = True,
+                     ) -> tuple[list[CallRecord], list[dict[str, Any]], str]:
+    """Today's call records, the callers in queue now (from Asterisk, else from the records) and which."""
+    zone = ZoneInfo(app[SETTINGS_KEY].timezone)
     start, end = local_day_bounds(dt.datetime.now(zone).date(), zone)
     now = dt.datetime.now(dt.UTC)
-    async with request.app[DB_KEY].session() as db:
+    async with app[DB_KEY].session() as db:
         today_calls = await calls_between(db, start, end)
-        missed = await missed_tasks_between(db, start, end)
-        agents = await active_agents(db)
-    callers = await read.waiting_callers(request.app[REDIS_KEY])
-    source = "asterisk"
+    callers = await read.waiting_callers(app[REDIS_KEY]) if ask_asterisk else None
     if callers is None:  # the CTI cannot ask Asterisk now: fall back to what it wrote
-        source = "database"
         waiting = [{"queue": c.queue, "caller": c.caller_number,
                     "wait": (now - (c.queued_at or c.started_at)).total_seconds()}
                    for c in today_calls if c.state in (CallState.QUEUED, CallState.RINGING) and not c.ended_at]
-    else:
-        waiting = [{"queue": w.queue, "caller": w.caller, "wait": w.wait} for w in callers]
+        return today_calls, waiting, "database"
+    return today_calls, [{"queue": w.queue, "caller": w.caller, "wait": w.wait} for w in callers], "asterisk"
+
+
+async def alert_data(app: web.Application) -> tuple[list[CallRecord], list[float]]:
+    """What the alert watcher checks: from the call records only (queue entry without an end), so that the
+    watcher's rounds add no load on the CTI and Asterisk; an open wallboard asks Asterisk itself."""
+    calls, waiting, _source = await live_calls(app, ask_asterisk=False)
+    return calls, [w["wait"] for w in waiting]
+
+
+async def snapshot(request: web.Request) -> dict[str, Any]:
+    zone = local_zone(request)
+    start, end = local_day_bounds(dt.datetime.now(zone).date(), zone)
+    today_calls, waiting, source = await live_calls(request.app)
+    async with request.app[DB_KEY].session() as db:
+        missed = await missed_tasks_between(db, start, end)
+        agents = await active_agents(db)
+    figures, crossing, rules = await alerts.check(request.app, today_calls, [w["wait"] for w in waiting])
     sessions = await read.agent_sessions(request.app[REDIS_KEY])
     live = {c.agent_id: c for c in today_calls if c.state == CallState.TALKING and not c.ended_at and c.agent_id}
     agent_rows = []
@@ -97,7 +115,11 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
     # A disk running low is shown before recordings stop being written ([disk] in hotline.toml).
     disk = [d.detail for d in disk_space(request.app[SETTINGS_KEY]) if d.low]
     return {"now": time.time(), "source": source, "queues": queue_rows(queue_names(), waiting, today_calls),
-            "agents": agent_rows, "abandoned": abandoned_rows(today_calls, missed), "disk_alarms": disk}
+            "agents": agent_rows, "abandoned": abandoned_rows(today_calls, missed), "disk_alarms": disk,
+            "service": {**dataclasses.asdict(figures), "window_minutes": rules.window_minutes,
+                        "service_level_seconds": rules.service_level_seconds,
+                        "thresholds": {k: getattr(rules, k) for k in alerts.THRESHOLDS}},
+            "alerts": [a.to_json() for a in crossing]}
 
 
 MISSED_STATES = {CallbackStatus.PENDING: "待回拨", CallbackStatus.DIALING: "回拨中", CallbackStatus.DONE: "已回拨",
@@ -135,6 +157,26 @@ async def wallboard_page(request: web.Request) -> web.Response:
 @_leads_only
 async def wallboard_json(request: web.Request) -> web.Response:
     return web.json_response(await snapshot(request))
+
+
+@_leads_only
+async def get_alerts(request: web.Request) -> web.Response:
+    """GET /api/wallboard/alerts: the thresholds in force (settings, or the team lead's for the shift)."""
+    rules = await alerts.effective_rules(request.app[alerts.RULES_KEY], request.app[REDIS_KEY])
+    return web.json_response({k: getattr(rules, k) for k in alerts.THRESHOLDS})
+
+
+@_leads_only
+async def post_alerts(request: web.Request) -> web.Response:
+    """POST /api/wallboard/alerts {service_level_below?, longest_wait_seconds?, abandon_rate_above?} for the
+    shift, or {"reset": true} back to the settings."""
+    data = await read_json(request)
+    try:
+        rules = await alerts.set_thresholds(request.app[alerts.RULES_KEY], request.app[REDIS_KEY],
+                                            None if data.get("reset") is True else data)
+    except alerts.ThresholdError as exc:
+        raise json_error(400, str(exc), exc.field) from None
+    return web.json_response({k: getattr(rules, k) for k in alerts.THRESHOLDS})
 
 
 @_leads_only
@@ -177,6 +219,18 @@ async def build_report(request: web.Request, start: dt.date, end: dt.date, hotli
     return kpi.compute(facts, kpi_settings(request))
 
 
+async def dissatisfied_visits(request: web.Request, start: dt.date, end: dt.date, hotline: str) -> list[dict]:
+    """The 回访 whose citizen said 不满意, for the team lead to follow up (same period as the report)."""
+    zone = local_zone(request)
+    lo, hi = kpi.local_bounds(start, end, zone)
+    async with request.app[DB_KEY].session() as db:
+        tickets = await return_visits.dissatisfied(db, lo, hi, hotline)
+    return [{"number": t.number, "state_label": t.state_label, "visit_result": t.visit_result,
+             "visited_by_name": t.visited_by_name,
+             "visited": t.visited_at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if t.visited_at else ""}
+            for t in tickets]
+
+
 @_leads_only
 async def report_page(request: web.Request) -> web.Response:
     start, end, hotline = _period(request)
@@ -188,10 +242,12 @@ async def report_page(request: web.Request) -> web.Response:
         "r": report, "outcome_labels": kpi.OUTCOME_LABELS, "start": start, "end": end, "hotline": hotline,
         "hotlines": HOTLINES, "day_bars": days, "wait_bars": waits, "agent_bars": agents,
         "query": f"from={start}&to={end}&hotline={hotline}",
+        "dissatisfied": await dissatisfied_visits(request, start, end, hotline),
     })
 
 
-def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str) -> list[list[Any]]:
+def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str,
+                 dissatisfied: list[dict] = ()) -> list[list[Any]]:
     rows: list[list[Any]] = [["服务质量报表", f"{start} 至 {end}", f"热线：{hotline or '全部'}"], []]
     rows += [["指标", "数值", "分子", "分母", "定义"]]
     rows += [[f.definition.name, f.display, f.numerator, f.denominator, f.definition.text] for f in report.figures]
@@ -201,6 +257,8 @@ def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str)
     rows += [[a.name, a.calls, round(a.average_handling or 0, 1), a.rated, a.satisfied] for a in report.agents]
     rows += [[], ["日期", "呼入总数", "进入排队", "坐席接通", "排队放弃"]]
     rows += [[d.day.isoformat(), d.calls, d.offered, d.answered, d.abandoned] for d in report.days]
+    rows += [[], ["回访不满意工单", "结案结果", "回访结果", "回访人", "回访时间"]]
+    rows += [[t["number"], t["state_label"], t["visit_result"], t["visited_by_name"], t["visited"]] for t in dissatisfied]
     return rows
 
 
@@ -210,7 +268,8 @@ async def report_export(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "xlsx"):
         raise json_error(400, "导出格式应为 csv 或 xlsx", "format")
-    rows = _export_rows(await build_report(request, start, end, hotline), start, end, hotline)
+    rows = _export_rows(await build_report(request, start, end, hotline), start, end, hotline,
+                        await dissatisfied_visits(request, start, end, hotline))
     name = f"report-{start:%Y%m%d}-{end:%Y%m%d}.{fmt}"
     if fmt == "csv":
         body, ctype = csv_bytes(rows), "text/csv"
@@ -224,5 +283,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/wallboard", wallboard_page)
     app.router.add_get("/api/wallboard", wallboard_json)
     app.router.add_post("/api/wallboard/spy", post_spy)
+    app.router.add_get("/api/wallboard/alerts", get_alerts)
+    app.router.add_post("/api/wallboard/alerts", post_alerts)
     app.router.add_get("/report", report_page)
     app.router.add_get("/report/export", report_export)

@@ -95,13 +95,15 @@ class CallbackStatus(enum.StrEnum):
 
 
 class CallbackRequest(Base):
-    """A citizen to be called back: from a queue (keeps their place in line) or a voice message."""
+    """A citizen to be called back: from a queue (keeps their place in line), a voice message, a missed call,
+    or a closed case's 回访 (``ticket_number``; tickets.return_visits)."""
 
     __tablename__ = "callback_requests"
     __table_args__ = (
         Index("ix_callback_requests_status_position", "status", "position_at"),
         # 漏接回拨: one task per number and local day, whatever the number of missed calls.
         Index("uq_callback_requests_missed_day", "number", "missed_day", unique=True),
+        Index("ix_callback_requests_ticket_number", "ticket_number"),  # a ticket's 回访 task (the report)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -109,7 +111,7 @@ class CallbackRequest(Base):
     number: Mapped[str] = mapped_column(String(32))
     hotline: Mapped[str | None] = mapped_column(String(8))
     queue: Mapped[str | None] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(16), default="queue")  # queue | voicemail | missed
+    source: Mapped[str] = mapped_column(String(16), default="queue")  # queue | voicemail | missed | visit
     missed_day: Mapped[str | None] = mapped_column(String(10))  # local date of a missed call (source missed)
     # The moment the citizen joined the queue: their place in line among waiting callers.
     position_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

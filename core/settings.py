@@ -267,6 +267,30 @@ class KpiSettingsSection:
 
 
 @dataclass(frozen=True)
+class ReturnVisitsSettings:
+    """回访 (tickets.return_visits checks the values: known kinds and closing outcomes, sensible numbers)."""
+
+    kinds: tuple[str, ...]
+    outcomes: tuple[str, ...]
+    max_attempts: int
+    retry_working_days: int
+
+
+@dataclass(frozen=True)
+class AlertsSettings:
+    """Live service-level alerts (agent_desk.alerts checks the ranges)."""
+
+    service_level_below: float
+    service_level_seconds: float
+    longest_wait_seconds: float
+    abandon_rate_above: float
+    window_minutes: float
+    min_calls: int
+    check_seconds: float
+    clear_after_seconds: float
+
+
+@dataclass(frozen=True)
 class RecordingsSettings:
     storage: str
     retention_days: int
@@ -409,6 +433,8 @@ class Settings:
     queues = _Section(QueuesSettings)
     callbacks = _Section(CallbacksSettings)
     kpi = _Section(KpiSettingsSection)
+    return_visits = _Section(ReturnVisitsSettings)
+    alerts = _Section(AlertsSettings)
     recordings = _Section(RecordingsSettings)
     logs = _Section(LogsSettings)
     disk = _Section(DiskSettings)

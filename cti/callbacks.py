@@ -24,6 +24,7 @@ from core.vocabulary import AgentState, PauseReason
 from cti.control import AGENT_SESSIONS, agent_session, call_citizen, set_agent_state
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 from cti.protocol import Refused
+from tickets import clock, return_visits
 
 QUEUE_CALLBACK_EXPIRY = timedelta(hours=2)
 RETRY_AFTER = timedelta(minutes=2)
@@ -120,11 +121,12 @@ async def ready_agents(redis) -> list[dict[str, Any]]:
 
 
 class CallbackDispatcher:
-    def __init__(self, db: Database, redis, ami, log) -> None:
+    def __init__(self, db: Database, redis, ami, log, settings=None) -> None:
         self.db = db
         self.redis = redis
         self.ami = ami
         self.log = log
+        self.settings = settings
 
     async def expire(self, now: datetime) -> None:
         async with self.db.transaction() as session:
@@ -168,7 +170,7 @@ class CallbackDispatcher:
         return started
 
     async def finish_attempt(self, callback_id: str | None, dial_status: str | None, call_id: str | None) -> None:
-        await finish_attempt(self.db, callback_id, dial_status)
+        await finish_attempt(self.db, callback_id, dial_status, self.settings)
         self.log.info("callback_attempt", request_id=callback_id, dial_status=dial_status, call_id=call_id)
         if callback_id and callback_id.isdigit():
             # The agent was marked ringing for the callback; no queue event will move them on.
@@ -180,25 +182,33 @@ class CallbackDispatcher:
                 await set_agent_state(self.redis, row.agent_id, AgentState.READY)
 
 
-async def claim(db: Database, request_id: int, agent_id: int) -> bool:
-    """Take a pending request for one agent in one atomic update: whoever wins dials, nobody else."""
+async def claim(db: Database, request_id: int, agent_id: int, now: datetime | None = None) -> bool:
+    """Take a pending request for one agent in one atomic update: whoever wins dials, nobody else.
+    With ``now``, only a request whose next attempt is due by then (a 回访 waits for its working day)."""
+    due = (CallbackRequest.next_attempt_at.is_(None) | (CallbackRequest.next_attempt_at <= now)) if now else True
     async with db.transaction() as session:
         result = await session.execute(
             update(CallbackRequest)
-            .where(CallbackRequest.id == request_id, CallbackRequest.status == CallbackStatus.PENDING)
+            .where(CallbackRequest.id == request_id, CallbackRequest.status == CallbackStatus.PENDING, due)
             .values(status=CallbackStatus.DIALING, agent_id=agent_id,
                     attempts=CallbackRequest.attempts + 1, updated_at=datetime.now(UTC)))
         return result.rowcount == 1
 
 
-async def call_back_by_agent(db: Database, ami, agent_id: int, phone: str, callback_id: int) -> str:
-    """An agent calls back a request from their inbox: claimed first, so two agents never both call the
-    citizen; returns the outbound call id."""
+async def call_back_by_agent(db: Database, ami, agent_id: int, phone: str, callback_id: int,
+                             now: datetime | None = None) -> str:
+    """An agent calls back a request from their inbox (or makes a 回访 from the task list): claimed first, so
+    two agents never both call the citizen; returns the outbound call id. ``now`` is the platform's clock
+    (tickets.clock): a 回访 whose citizen was unreachable waits for the working day of its next attempt."""
     async with db.session() as session:
         pending = await session.get(CallbackRequest, callback_id)
     if pending is None:
         raise Refused("回拨任务不存在", 404, "callback_id")
-    if not await claim(db, callback_id, agent_id):
+    visit = pending.source == return_visits.SOURCE
+    if visit and pending.status == CallbackStatus.PENDING and pending.next_attempt_at and now \
+            and pending.next_attempt_at > now:
+        raise Refused("来电人上次未接通，该回访安排在下一个工作日再拨", 409, "callback_id")
+    if not await claim(db, callback_id, agent_id, now if visit else None):
         raise Refused("该回拨已由其他坐席处理或已结束", 409, "callback_id")
     return await dial_claimed(db, ami, pending, agent_id, phone)
 
@@ -218,28 +228,35 @@ async def dial_claimed(db: Database, ami, request: CallbackRequest, agent_id: in
     return outbound
 
 
-async def finish_attempt(db: Database, callback_id: str | None, dial_status: str | None) -> None:
-    """The outbound call ended: done if the citizen answered, else retry or give up."""
+async def finish_attempt(db: Database, callback_id: str | None, dial_status: str | None,
+                         settings=None) -> None:
+    """The outbound call ended: done if the citizen answered, else retry or give up. A 回访 is retried on
+    a later working day (tickets.return_visits), and one given up on says so on its ticket."""
     if not callback_id or not callback_id.isdigit():
         return
     async with db.transaction() as session:
         row = await session.get(CallbackRequest, int(callback_id))
         if row is None or row.status not in (CallbackStatus.DIALING, CallbackStatus.PENDING):
             return
+        visit = row.source == return_visits.SOURCE and settings is not None
+        now = clock.now(settings) if visit else datetime.now(UTC)
         if dial_status == "ANSWER":
             row.status = CallbackStatus.DONE
         elif row.attempts >= row.max_attempts:
             row.status = CallbackStatus.FAILED
+            if visit:
+                await return_visits.unreachable(session, row, now)
         else:
             row.status = CallbackStatus.PENDING
-            row.next_attempt_at = datetime.now(UTC) + RETRY_AFTER
+            row.next_attempt_at = return_visits.next_try(settings, now) if visit else now + RETRY_AFTER
         row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]
 
 
 async def open_requests(session, limit: int = 30) -> list[CallbackRequest]:
     """Callback requests still to do or given up on, oldest place in line first (the desk's inbox)."""
     return list((await session.scalars(select(CallbackRequest).where(
-        CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)))
+        CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)),
+        CallbackRequest.source != return_visits.SOURCE)  # 回访 have their own list (tickets.return_visits)
         .order_by(CallbackRequest.position_at).limit(limit))).all())
 
 

@@ -30,6 +30,7 @@ from cti.protocol import (
     mark_key,
     reply_key,
 )
+from tickets import clock
 
 REPLY_TTL_SECONDS = 60
 READ_BLOCK_MS = 2000
@@ -130,7 +131,8 @@ class CommandWorker:
                 return await control.call_operation(self.ami, self.redis, agent_id, str(args["op"]), args)
             if name == "callback":
                 phone, ami = await control.logged_in_phone(self.ami, self.redis, agent_id)
-                call_id = await callbacks.call_back_by_agent(self.db, ami, agent_id, phone, int(args["callback_id"]))
+                call_id = await callbacks.call_back_by_agent(self.db, ami, agent_id, phone, int(args["callback_id"]),
+                                                             clock.now(self.settings))
                 return {"call_id": call_id}
         raise Refused(f"未知的命令：{name}", 400)
 

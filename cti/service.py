@@ -33,6 +33,7 @@ from cti.figures import agents_by_state, calls_in_progress, count_event, pop_del
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
 from cti.tracker import NODE_KEY, CallTracker, LookupUnavailable, call_key
+from tickets import return_visits
 
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
 REPAIR_EVERY = 2.0
@@ -62,6 +63,7 @@ def watermark_path(settings: Settings, node: AsteriskNode) -> Path:
 
 async def main(settings: Settings, stop: asyncio.Event) -> None:
     log = setup_logging("cti")
+    return_visits.configure(settings)  # retries of 回访 follow [return_visits]; a wrong value stops the start
     db = Database(settings.database_url)
     redis = redis_connect(settings, "cti")
     amis = ami_clients(settings, "cti", events=settings.ami.cti_events)
@@ -190,7 +192,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     # The queue's callbacks are dialled from the first node (its phones); the desk's commands act on the
     # node of the agent's session (cti.control).
     first = links[settings.nodes[0].name]
-    callbacks = CallbackDispatcher(db, redis, first.ami, log)
+    callbacks = CallbackDispatcher(db, redis, first.ami, log, settings)
     commands = CommandWorker(redis, AmiNodes({name: link.ami for name, link in links.items()}), db, settings, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call

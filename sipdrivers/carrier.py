@@ -71,12 +71,14 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
         return SippResult(proc.returncode, successful, failed, proc.stdout[-3000:] + proc.stderr[-3000:])
 
 
-def carrier_answering(settings, calls: int = 1, timeout_s: int = 120) -> subprocess.Popen:
+def carrier_answering(settings, calls: int = 1, timeout_s: int = 120,
+                      scenario: str = "carrier_answer.xml") -> subprocess.Popen:
     """SIPp as the far end of the carrier trunk: answers ``calls`` outbound calls to citizens, each until
-    the platform hangs up. Exits 0 when all were answered and ended cleanly."""
+    the platform hangs up. Exits 0 when all were answered and ended cleanly. ``scenario``: another far
+    end in sipdrivers/scenarios (``carrier_busy.xml``: the citizen's line is busy)."""
     sip = settings.sip
     return subprocess.Popen(
-        ["sipp", f"{sip.bind}:{sip.port}", "-sf", str(SIPP_DIR / "carrier_answer.xml"),
+        ["sipp", f"{sip.bind}:{sip.port}", "-sf", str(SIPP_DIR / scenario),
          "-i", sip.carrier_address, "-p", str(sip.carrier_port), "-mp", str(sip.carrier_port + 2),
          "-m", str(calls), "-ci", "127.0.0.1", "-nostdin", "-nd",
          "-timeout", f"{timeout_s}s"],

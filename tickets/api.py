@@ -145,6 +145,8 @@ def ticket_json(ticket: Ticket, today: dt.date, user: User | None = None) -> dic
                      "overdue": handover_overdue(ticket, today)},
         "external": {"platform": ticket.external_platform, "ref": ticket.external_ref,
                      "reply_due": iso(ticket.external_reply_due)},
+        "return_visit": {"result": ticket.visit_result, "satisfaction": ticket.visit_satisfaction,
+                         "at": iso(ticket.visited_at), "by": ticket.visited_by_name},
         "review_status": ticket.review_status.value,
         "review_outcome": ticket.review_outcome.value if ticket.review_outcome else None,
         "created_at": iso(ticket.created_at), "created_by": ticket.created_by_name,

@@ -88,3 +88,12 @@ async def publish_new(session: AsyncSession, redis: Any) -> int:
                                                text=message.text, ticket_number=message.ticket_number))
         message.published = True
     return len(messages)
+
+
+async def to_team_leads(session: AsyncSession, kind: str, text: str) -> list[Message]:
+    """A message for the team leads of every unit that has them (e.g. a live service-level alert)."""
+    units = (await session.scalars(select(User.unit_id).where(
+        User.role == Role.TEAM_LEAD, User.active.is_(True), User.unit_id.is_not(None)).distinct())).all()
+    messages = [Message(unit_id=unit_id, role=Role.TEAM_LEAD.value, kind=kind, text=text) for unit_id in units]
+    session.add_all(messages)
+    return messages

@@ -155,6 +155,12 @@ class Ticket(Base):
 
     # 一次一评 of the call the ticket came from (core.satisfaction; the first rated linked call).
     call_satisfaction: Mapped[str | None] = mapped_column(String(16))
+    # 回访 (GB/T 33358-2016: 回访结果 in the 工单; tickets.return_visits): what the citizen said when called
+    # back after the closing, their grade (core.satisfaction.GRADES, or None when never reached), when, by whom.
+    visit_result: Mapped[str | None] = mapped_column(Text)
+    visit_satisfaction: Mapped[str | None] = mapped_column(String(16))
+    visited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    visited_by_name: Mapped[str | None] = mapped_column(String(64))
 
     unit: Mapped[Unit] = relationship(foreign_keys=[unit_id])
     actions: Mapped[list[TicketAction]] = relationship(

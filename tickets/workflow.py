@@ -32,7 +32,7 @@ from core.calls import CallRecord
 from core.db import utcnow
 from core.inputs import InputError
 from core.models import Role, Unit, UnitLevel, User
-from tickets import dispatch, notices, risk, rules
+from tickets import dispatch, notices, return_visits, risk, rules
 from tickets.call_access import may_link_call
 from tickets.deadlines import DeadlinePolicy, active_policy, apply_deadlines
 from tickets.models import (
@@ -593,6 +593,7 @@ async def _log(session: AsyncSession, ticket: Ticket, action: str, operator: Use
     session.add(row)
     await session.flush()
     await notices.after_action(session, ticket, row)  # messages and outbox rows in this same transaction
+    await return_visits.after_action(session, ticket, row)  # a closed case the centre visits: its 回访 task
     return row
 
 

@@ -121,6 +121,16 @@
     }
   });
 
+  document.querySelectorAll("form.visit-result").forEach((form) => form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = { result: form.elements.result.value, satisfaction: form.elements.satisfaction.value };
+    try {
+      const r = await Desk.api("POST", "/api/desk/visits/" + form.dataset.visit, body);
+      Desk.toast(r.message);
+      form.closest("li").remove();
+    } catch (err) { Desk.toast(err.message, true); }
+  }));
+
   $("kb-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     try {

@@ -1,9 +1,53 @@
-/* Wallboard: re-reads the snapshot on every live event (debounced) and every 3 s; clocks tick locally. */
+/* Wallboard: re-reads the snapshot on every live event (debounced) and every 3 s; clocks tick locally.
+   Service-level alerts: the figure turns red and, when an alert starts, a short Web Audio beep sounds
+   unless the team lead muted it (remembered in this browser). */
 "use strict";
 (() => {
-  let snap = null, pending = null;
+  let snap = null, pending = null, audio = null, sounding = new Set();
   const $ = (id) => document.getElementById(id);
   const pct = (v) => v == null ? "—" : (v * 100).toFixed(1) + "%";
+  const MUTE_KEY = "hotline.wallboard.alertsMuted";
+  let muted = localStorage.getItem(MUTE_KEY) === "1";
+
+  function showMute() {
+    $("alert-mute").textContent = muted ? "已静音" : "开";
+    $("alert-mute").setAttribute("aria-pressed", String(muted));
+  }
+
+  function beep() {
+    if (muted) return;
+    try {
+      audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+      const tone = audio.createOscillator(), gain = audio.createGain();
+      tone.type = "square"; tone.frequency.value = 880; gain.gain.value = 0.15;
+      tone.connect(gain); gain.connect(audio.destination);
+      tone.start(); tone.stop(audio.currentTime + 0.3);
+    } catch (err) { /* no audio output: the colour still shows the alert */ }
+  }
+
+  function alerted() {
+    const alerts = snap.alerts || [], kinds = new Set(alerts.map((a) => a.kind));
+    if ([...kinds].some((k) => !sounding.has(k))) beep();  // a new alert, not every refresh of one
+    sounding = kinds;
+  }
+
+  function renderService() {
+    const s = snap.service || {}, kinds = new Set((snap.alerts || []).map((a) => a.kind));
+    const values = { service_level: pct(s.service_level), longest_wait: Desk.duration(s.longest_wait || 0),
+                     abandon_rate: pct(s.abandon_rate) };
+    const details = { service_level: `${s.window_minutes || ""} 分钟 ${s.offered || 0} 通 · ${s.service_level_seconds || ""} 秒`,
+                      longest_wait: s.thresholds ? `阈值 ${s.thresholds.longest_wait_seconds} 秒` : "",
+                      abandon_rate: `${s.window_minutes || ""} 分钟 ${s.ended || 0} 通` };
+    document.querySelectorAll("[data-figure]").forEach((tile) => {
+      const kind = tile.dataset.figure;
+      tile.classList.toggle("alarm", kinds.has(kind));
+      tile.querySelector("b").textContent = values[kind];
+      tile.querySelector("[data-detail]").textContent = details[kind];
+    });
+    const alerts = snap.alerts || [];
+    $("sl-alerts").hidden = !alerts.length;
+    $("sl-alerts").textContent = alerts.map((a) => a.text).join("；");
+  }
 
   function render() {
     if (!snap) return;
@@ -26,6 +70,7 @@
         + (c.callback_attempts ? ` <span class="muted">已尝试 ${c.callback_attempts} 次</span>` : "")
         : (c.reached_since ? "已再次接通" : "<strong>待回拨</strong>")}</td></tr>`).join("")
       || `<tr><td colspan="6" class="muted">今日暂无放弃来电</td></tr>`;
+    renderService();
     const alarms = snap.disk_alarms || [];
     $("disk-alarm").hidden = !alarms.length;
     $("disk-alarm").textContent = alarms.length ? "磁盘空间不足，请立即通知运维（录音可能无法保存）：" + alarms.join("；") : "";
@@ -34,14 +79,21 @@
 
   async function refresh() {
     pending = null;
-    try { snap = await Desk.api("GET", "/api/wallboard"); render(); } catch (err) { Desk.toast(err.message, true); }
+    try { snap = await Desk.api("GET", "/api/wallboard"); alerted(); render(); } catch (err) { Desk.toast(err.message, true); }
   }
   const soon = () => { if (!pending) pending = setTimeout(refresh, 150); };
   const names = ["call_started", "call_queued", "call_answered", "call_ended", "agent_state", "queue_stats"];
   Desk.live(Object.fromEntries(names.map((n) => [n, soon])), soon);
   setInterval(refresh, 3000);
   setInterval(render, 1000);
+  $("alert-mute").onclick = () => {
+    muted = !muted;
+    if (muted) localStorage.setItem(MUTE_KEY, "1"); else localStorage.removeItem(MUTE_KEY);
+    showMute();
+  };
+  showMute();
   document.addEventListener("click", async (e) => {
+    if (audio && audio.state === "suspended") audio.resume();  // browsers start audio only after a gesture
     const b = e.target.closest("[data-spy]");
     if (!b) return;
     try { const r = await Desk.api("POST", "/api/wallboard/spy", { agent_id: Number(b.dataset.agent), mode: b.dataset.spy }); Desk.toast(r.message); }

@@ -94,6 +94,8 @@ RULES: dict[str, Rule] = {
     "GET /api/desk/state": rule("/api/desk/state", who=AGENT_DESK),
     "POST /api/desk/state": rule("/api/desk/state", PASS, who=AGENT_DESK, json={"action": "?"}),
     "POST /api/desk/call/{op}": rule("/api/desk/call/hold", PASS, who=AGENT_DESK, json={}),
+    "GET /api/desk/visits": rule("/api/desk/visits", who=AGENT_DESK),
+    "POST /api/desk/visits/{id}": rule("/api/desk/visits/999999", PASS, who=AGENT_DESK, json={}),
     "GET /api/knowledge": rule("/api/knowledge?q=退款"),
     "GET /vendor/sip.js": public("/vendor/sip.js/index.js"),
     # The browser phone: only an agent's own session, and only once signed in with 网页电话 (409 before).
@@ -111,6 +113,8 @@ RULES: dict[str, Rule] = {
     "GET /wallboard": rule("/wallboard", who=LEADS),
     "GET /api/wallboard": rule("/api/wallboard", who=LEADS),
     "POST /api/wallboard/spy": rule("/api/wallboard/spy", PASS, who=LEADS, json={}),
+    "GET /api/wallboard/alerts": rule("/api/wallboard/alerts", who=LEADS),
+    "POST /api/wallboard/alerts": rule("/api/wallboard/alerts", PASS, who=LEADS, json={"longest_wait_seconds": "x"}),
     "GET /report": rule("/report", who=LEADS),
     "GET /report/export": rule("/report/export?format=csv", who=LEADS),
     "GET /recordings/{id}": viewers("/recordings/{recording_id}", hidden=403),

@@ -16,12 +16,13 @@ from sqlalchemy.orm import selectinload
 
 from core.db import Database
 from core.models import Role, Unit, User
-from cti.models import CallRecord
+from cti.models import CallbackRequest, CallRecord
 from tickets import dispatch
 from tickets.models import Evidence, Reminder, Ticket, TicketAction, TicketCall, TicketCounter
 from tickets.notify_models import Firing, Message, MessageRead, Notice
 
-TABLES = (MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter, CallRecord, User, Unit)
+TABLES = (MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
+          CallbackRequest, CallRecord, User, Unit)
 
 
 async def _wipe(database: Database) -> None:
