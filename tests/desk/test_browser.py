@@ -22,11 +22,10 @@ from sqlalchemy import select
 from cli.democall import originate_citizen
 from core.settings import REPO_ROOT
 from recordings.models import Recording
+from sipdrivers.browser import CHROMIUM_ARGS
 from sipdrivers.phones import SippPhone
 from tickets.models import Ticket, TicketCall
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 CALLER = "13912340001"
