@@ -49,11 +49,13 @@ async def originate_citizen(
     speech_path: str = "",
     delay_seconds: float = 1,
     speech_delay_seconds: float = 0,
+    speech_repeat_seconds: float = 0,
 ) -> PlacedCall:
+    """``speech_repeat_seconds``: say the speech again after each such pause until the citizen hangs up."""
     call_id = f"hl-{uuid.uuid4().hex[:16]}"
     citizen_id = f"cz-{uuid.uuid4().hex[:16]}"
     variables = {"KEYS": keys, "SPEECH": speech_path, "HOLD_SECONDS": hold_seconds, "DELAY": delay_seconds,
-                 "SPEECH_DELAY": speech_delay_seconds}
+                 "SPEECH_DELAY": speech_delay_seconds, "SPEECH_REPEAT": speech_repeat_seconds or ""}
     reply = await ami.action({
         "Action": "Originate",
         "Channel": f"Local/{did}@from-carrier/n",
@@ -75,6 +77,9 @@ async def place_call(settings: Settings, did: str, keys: str, caller: str, hold:
     ami = AmiClient(settings, "tools")  # an async Originate's reply ends with an event: events must be on
     await ami.connect()
     try:
-        return await originate_citizen(ami, did, keys, caller, hold, citizen_speech(settings, speech) if speech else "")
+        # The demo citizen keeps talking (a pause, then the sentence again): said only once, it would be over
+        # while the call still rang, before the agent could answer and hear it.
+        return await originate_citizen(ami, did, keys, caller, hold, citizen_speech(settings, speech) if speech else "",
+                                       speech_repeat_seconds=2)
     finally:
         await ami.close()
