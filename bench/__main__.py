@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 
-from bench import capacity, live, login, offline, report_kpi
+from bench import capacity, live, login, offline, report_kpi, webphone
 from bench import tickets as ticket_queries
 from bench.report import Report
 
@@ -20,6 +20,7 @@ SECTIONS = {
     "tickets": ticket_queries.tickets,
     "login": login.login,
     "report": report_kpi.report,
+    "webphone": webphone.webphone,
 }
 
 
