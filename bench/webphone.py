@@ -36,17 +36,10 @@ def _levels(quick: bool) -> list[int]:
     return [int(x) for x in raw.split(",") if x.strip()]
 
 
-def _tone(folder: Path, name: str, freq: int, rate: int, encoding: list[str]) -> Path:
-    target = folder / name
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", *encoding, str(target), "synth", str(HOLD_S + 120),
-                    "sine", str(freq), "vol", "0.5"], check=True, capture_output=True)
-    return target
-
-
 def _tone_answer_scenario(folder: Path, tone_ulaw: Path) -> Path:
     """The SIPp agent phone's answer scenario, streaming a tone once the call is up (as a browser's microphone
     does): SIPp reads exec attributes at load time, so the file's path is filled into a copy."""
-    from tests.sipp import SIPP_DIR
+    from sipdrivers.phones import SIPP_DIR
 
     text = (SIPP_DIR / "agent_answer.xml").read_text()
     marker = '<recv request="ACK"/>'
@@ -92,20 +85,19 @@ async def _bench_agents(settings, prefix: str, count: int) -> list[str]:
 async def _run(settings, runtime, levels: list[int], folder: Path, report: Report) -> None:
     from playwright.async_api import async_playwright
 
-    from tests.browser_netns import chromium_in_namespace
-    from tests.desk.test_webphone import BROWSER_ARGS
+    from sipdrivers.browser import BROWSER_PHONE_ARGS, chromium_in_namespace, tone_file
 
     browser_agents = await _bench_agents(settings, "bench", max(levels))
     sipp_agents = await _bench_agents(settings, "sipp", max(levels))
-    citizen = _tone(folder, "citizen.ulaw", CITIZEN_HZ, 8000, ["-t", "raw", "-e", "u-law"])
-    mic = _tone(folder, "agent.wav", AGENT_HZ, 48000, ["-b", "16"])
-    scenario = _tone_answer_scenario(folder, _tone(folder, "agent.ulaw", AGENT_HZ, 8000, ["-t", "raw", "-e", "u-law"]))
+    citizen = tone_file(folder, "citizen.ulaw", CITIZEN_HZ, 8000, ["-t", "raw", "-e", "u-law"])
+    mic = tone_file(folder, "agent.wav", AGENT_HZ, 48000, ["-b", "16"])
+    scenario = _tone_answer_scenario(folder, tone_file(folder, "agent.ulaw", AGENT_HZ, 8000, ["-t", "raw", "-e", "u-law"]))
     ast = _pids(f"-C {runtime.inside('etc', 'asterisk.conf')}")
     carried = {"browser": 0, "sipp": 0}
     async with async_playwright() as p:
         with chromium_in_namespace(folder) as (chromium, namespace):
             browser = await p.chromium.launch(executable_path=str(chromium),
-                                              args=[*BROWSER_ARGS, f"--use-file-for-fake-audio-capture={mic}"])
+                                              args=[*BROWSER_PHONE_ARGS, f"--use-file-for-fake-audio-capture={mic}"])
             pages: list = []
             previous = 0
             try:
@@ -202,8 +194,8 @@ def _callers(kind: int, level: int) -> list[str]:
 
 async def _browser_level(settings, browser, namespace: str, pages: list, agents: list[str], citizen: Path,
                          ast: list[int]) -> dict:
-    from tests.desk.test_webphone import hears
-    from tests.sipp_carrier import run_citizen_calls
+    from sipdrivers.browser import hears
+    from sipdrivers.carrier import run_citizen_calls
 
     base, password = settings.web_url, settings.secrets["demo_password"]
     level = len(agents)
@@ -235,8 +227,8 @@ async def _sipp_level(settings, runtime, agents: list[str], citizen: Path, scena
     from core.db import Database
     from core.redis import connect
     from cti.control import live_channels
-    from tests.sipp import agents_on_phones
-    from tests.sipp_carrier import run_citizen_calls
+    from sipdrivers.carrier import run_citizen_calls
+    from sipdrivers.phones import agents_on_phones
 
     level = len(agents)
     ami, redis, db = AmiClient(settings, "tools"), connect(settings, "tools"), Database(settings.database_url)

@@ -19,10 +19,9 @@ from playwright.async_api import async_playwright, expect
 from sqlalchemy import select
 
 from core.settings import REPO_ROOT
-from tests.browser_netns import chromium_in_namespace
+from sipdrivers.browser import BROWSER_PHONE_ARGS, chromium_in_namespace
 from tests.desk.http_client import Desk
 from tests.desk.test_browser import DESKTOP, LIVE, screenshots_dir
-from tests.desk.test_webphone import BROWSER_ARGS
 from tickets.models import Ticket
 
 pytestmark = pytest.mark.stack
@@ -61,7 +60,7 @@ async def test_the_readme_first_five_minutes_work_as_written(stack, db, waiter, 
     answered_before = await _answered_in_queue(base, password)
     async with async_playwright() as p:
         with chromium_in_namespace(tmp_path) as (chromium, _namespace):
-            browser = await p.chromium.launch(executable_path=str(chromium), args=BROWSER_ARGS)  # fake microphone
+            browser = await p.chromium.launch(executable_path=str(chromium), args=BROWSER_PHONE_ARGS)  # fake microphone
             try:
                 # 1. Open the desk's address and log in as agent1 with the printed password.
                 agent = await (await browser.new_context(viewport=DESKTOP, locale="zh-CN")).new_page()
