@@ -155,11 +155,14 @@ async def _sign_in(browser, base: str, username: str, password: str):
     from playwright.async_api import expect
 
     context = await browser.new_context()
+    context.set_default_timeout(60_000)  # the machine is loaded by the calls themselves
     page = await context.new_page()
     await page.goto(f"{base}/login")
     await page.fill("input[name=username]", username)
     await page.fill("input[name=password]", password)
     await page.click("button[type=submit]")
+    await page.wait_for_load_state("networkidle")  # the desk's scripts have run
+    await expect(page.locator("#btn-login")).to_be_enabled()
     await page.select_option("#phone", "webrtc")
     await page.click("#btn-login")
     await expect(page.locator("#webphone")).to_have_attribute("data-registered", "yes", timeout=60_000)
