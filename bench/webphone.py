@@ -162,6 +162,8 @@ async def _sign_in(browser, base: str, username: str, password: str):
     await page.fill("input[name=password]", password)
     await page.click("button[type=submit]")
     await page.wait_for_load_state("networkidle")  # the desk's scripts have run
+    if not page.url.endswith("/desk"):
+        raise RuntimeError(f"{username} landed on {page.url}: {(await page.inner_text('body'))[:120]!r}")
     await expect(page.locator("#btn-login")).to_be_enabled()
     await page.select_option("#phone", "webrtc")
     await page.click("#btn-login")
