@@ -326,6 +326,20 @@ class CallTracker:
             record.state = CallState.TALKING
             record.agent_extension = phone_of(event.get("Channel")) or record.agent_extension
 
+    async def on_QueueCallerLeave(self, event: Any) -> None:
+        """A caller out of the queue without an agent (max wait reached, a key pressed for a voice
+        message) is back in the dialplan: no longer counted as waiting by the wallboard and the alerts.
+        The same event also comes when an agent answers, so a call an agent has is never touched."""
+        call_id = call_id_of(event)
+        call = self.calls.get(call_id)
+        if call is not None and call.answered:
+            return
+        async with self._transaction() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+            if record is not None and record.answered_at is None and record.ended_at is None \
+                    and record.state in (CallState.QUEUED, CallState.RINGING):
+                record.state = CallState.IVR
+
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = call_id_of(event)
         await self._update(call_id, node=event_node(event), abandoned=True, wait_seconds=await self._waited(event, call_id))

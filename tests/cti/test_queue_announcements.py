@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import select
 
 from cli.democall import originate_citizen
 from cti import control
+from cti.models import CallRecord, CallState
 from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
@@ -36,6 +38,19 @@ async def test_a_waiting_caller_hears_position_announcements_in_mandarin(stack, 
                 return played or None
 
             played = await waiter(announcements, timeout=45, what="a queue position announcement")
+
+            # Past the queue's max wait (20 s in test stacks) the caller is offered a message or a
+            # callback: out of the queue while still on the line, so no longer counted as waiting.
+            async def left_the_queue():
+                async with db.session() as session:
+                    record = await session.scalar(select(CallRecord).where(CallRecord.caller_number == CALLER)
+                                                  .order_by(CallRecord.started_at.desc()))
+                return record if record and record.queued_at and record.ended_at is None \
+                    and record.state == CallState.IVR else None
+
+            await waiter(left_the_queue, timeout=45, what="the caller past the max wait to be out of the queue")
+            queue_log = stack.runtime.host_path(stack.runtime.inside("log", "queue_log")).read_text()
+            assert "EXITWITHTIMEOUT" in queue_log  # Asterisk's own books: the caller left by the max wait
     finally:
         await ami.action({"Action": "Command", "Command": f"logger remove channel {LOG_NAME}"})
         await _hang_up_caller(ami, CALLER)  # not left waiting for the next test's agents
