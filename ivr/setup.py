@@ -56,10 +56,16 @@ policy.register("平台提示音 config/prompts.yaml", lambda _settings: load_pr
 
 
 def platform_prompts(settings: Settings, path: Path = PROMPTS_FILE) -> list[Prompt]:
-    """The shared prompts, with the staffed hours filled in."""
+    """The shared prompts, with the staffed hours and the centre's region (004 Appendix B.1) filled in."""
     texts, _sounds = load_prompt_texts(path)
-    hours = staffed_hours(settings)
-    return [Prompt(name, text.format(**hours)) for name, text in texts.items()]
+    values = {**staffed_hours(settings), "region": settings["centre"].get("region", "")}
+    prompts = []
+    for name, text in texts.items():
+        try:
+            prompts.append(Prompt(name, text.format(**values)))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"{path}: prompts.{name}: 未知的占位符或格式错误 {exc}（可用：{sorted(values)}）") from None
+    return prompts
 
 
 def prompt_store(runtime: AsteriskRuntime) -> PromptStore:

@@ -64,3 +64,20 @@ def test_after_hours_prompt_names_the_configured_hours(generated):
 
     after = {p.name: p.text for p in platform_prompts(generated[2])}["after-hours"]
     assert "8点30分至17点30分" in after
+
+
+def test_004_appendix_b1_first_greeting_names_the_region(generated, tmp_path):
+    """The first thing a 12365 caller hears (dialplans/hotline.conf plays recording-notice-<hotline> at
+    answer) is B.1's first 接入语 with [centre] region; no prompt keeps a literal placeholder."""
+    from ivr.prompts import _content_key
+    from ivr.setup import platform_prompts
+
+    made, runtime, settings = generated
+    texts = {p.name: p.text for p in platform_prompts(settings)}
+    assert texts["recording-notice-12365"].startswith("您好，这里是浙江省质量技术监督、出入境检验检疫12365举报处置指挥中心")
+    assert not [name for name, text in texts.items() if "{" in text or "}" in text]
+    # What Asterisk plays is the synthesis of exactly that text.
+    cached = runtime.host_path("/var/cache/hotline-prompts") / f"{_content_key(texts['recording-notice-12365'])}.wav"
+    assert made["recording-notice-12365"].read_bytes() == cached.read_bytes()
+    other = load_settings(var_dir=tmp_path, env={"HOTLINE_CENTRE_REGION": "江苏省"})
+    assert "这里是江苏省质量技术监督" in {p.name: p.text for p in platform_prompts(other)}["recording-notice-12365"]
