@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, or_
 
-from tickets.deadlines import DeadlinePolicy, reminders_due
+from tickets.deadlines import DeadlinePolicy, handover_overdue, reminders_due
 from tickets.models import OPEN_STATES, State, Ticket
 
 PENDING_STATES = (State.PENDING, State.PENDING_TRANSFERRED)
@@ -27,9 +27,15 @@ def handling_overdue_condition(today: dt.date) -> ColumnElement[bool]:
     return and_(Ticket.state.in_(OPEN_STATES), Ticket.handling_due < today)
 
 
+def handover_overdue_condition(today: dt.date) -> ColumnElement[bool]:
+    """Handed over (移交) past its deadline with no result of the receiving authority (004 §6.3.5.1)."""
+    return and_(Ticket.state == State.HANDED_OVER, Ticket.handover_result.is_(None), Ticket.handover_due < today)
+
+
 def overdue_condition(today: dt.date) -> ColumnElement[bool]:
-    """Open and past either limit (what the home page's 已超期 counts)."""
-    return or_(acceptance_overdue_condition(today), handling_overdue_condition(today))
+    """Open and past either limit, or a 移交 past its own (what the home page's 已超期 counts)."""
+    return or_(acceptance_overdue_condition(today), handling_overdue_condition(today),
+               handover_overdue_condition(today))
 
 
 def expiring_condition(today: dt.date, days: int) -> ColumnElement[bool]:
@@ -42,7 +48,8 @@ def expiring_condition(today: dt.date, days: int) -> ColumnElement[bool]:
 class Due:
     """One rule step a ticket has reached: fires once per (ticket, rule, step)."""
 
-    rule: str      # reminder:own | reminder:transferred | acceptance_overdue | expiring | handling_overdue
+    rule: str      # reminder:own | reminder:transferred | acceptance_overdue | expiring | handling_overdue |
+    #                handover_overdue
     step: str
     label: str
     due_on: dt.date
@@ -62,4 +69,8 @@ def steps_due(ticket: Ticket, today: dt.date, policy: DeadlinePolicy, expiring_d
         elif (due - today).days < expiring_days:
             result.append(Due("expiring", due.isoformat(), f"{expiring_days}日内到期",
                               due - dt.timedelta(days=expiring_days - 1)))
+    if handover_overdue(ticket, today):
+        assert ticket.handover_due is not None
+        result.append(Due("handover_overdue", ticket.handover_due.isoformat(), "超过移交时限",
+                          ticket.handover_due + dt.timedelta(days=1)))
     return result

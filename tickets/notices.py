@@ -34,7 +34,7 @@ FIELDS = frozenset({"number", "hotline", "unit", "handling_due", "contact", "rea
                     "from_unit"})
 CITIZEN_TEMPLATES = ("registered", "accepted", "rejected", "transferred", "closed")
 UNIT_TEMPLATES = ("reminder", "acceptance_overdue", "expiring", "handling_overdue", "supervised",
-                  "supervision_followup")
+                  "supervision_followup", "handover_overdue")
 MOBILE = re.compile(r"^1[3-9]\d{9}$")  # only mobile numbers receive SMS; a landline is skipped
 SYSTEM = "系统"
 

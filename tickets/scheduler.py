@@ -34,7 +34,7 @@ from core.service import heartbeat
 from core.settings import Settings
 from tickets import clock, outbox
 from tickets.deadlines import DeadlinePolicy, active_policy, policy_name
-from tickets.due_rules import PENDING_STATES, Due, steps_due
+from tickets.due_rules import PENDING_STATES, Due, handover_overdue_condition, steps_due
 from tickets.figures import TicketActionCounter, disk_figures, notice_figures
 from tickets.message_centre import publish_new
 from tickets.models import OPEN_STATES, Reminder, Ticket, TicketAction
@@ -44,10 +44,12 @@ from tickets.notify_models import Firing
 BATCH = 500
 SUPERVISION_RULE = "supervision_followup"
 TRACE_ACTION = {"reminder:own": "催办", "reminder:transferred": "催办", "acceptance_overdue": "超期提醒",
-                "expiring": "到期提醒", "handling_overdue": "超期提醒", SUPERVISION_RULE: "督办跟踪"}
+                "expiring": "到期提醒", "handling_overdue": "超期提醒", "handover_overdue": "移交跟踪",
+                SUPERVISION_RULE: "督办跟踪"}
 UNIT_TEMPLATE = {"reminder:own": "reminder", "reminder:transferred": "reminder",
                  "acceptance_overdue": "acceptance_overdue", "expiring": "expiring",
-                 "handling_overdue": "handling_overdue", SUPERVISION_RULE: "supervision_followup"}
+                 "handling_overdue": "handling_overdue", "handover_overdue": "handover_overdue",
+                 SUPERVISION_RULE: "supervision_followup"}
 
 
 def _as_moment(day: dt.date, policy: DeadlinePolicy) -> dt.datetime:
@@ -76,6 +78,8 @@ def _text(ticket: Ticket, due: Due, unit_name: str) -> str:
     return {"acceptance_overdue": f"工单 {ticket.number} 已超过受理时限（{due.step}）仍未受理",
             "expiring": f"工单 {ticket.number} 将于 {ticket.handling_due} 到期",
             "handling_overdue": f"工单 {ticket.number} 已超过办理时限（{ticket.handling_due}）",
+            "handover_overdue": f"工单 {ticket.number} 移交{ticket.handover_authority}已超过移交时限（{due.step}），"
+                                f"尚未登记接收单位的处理结果",
             SUPERVISION_RULE: f"督办跟踪：督办工单 {ticket.number} 仍未办结"}[due.rule]
 
 
@@ -108,11 +112,12 @@ async def run_rules(session: AsyncSession, now: dt.datetime, policy: DeadlinePol
     """Fire every rule step reached by ``now`` that has not fired yet (idempotent)."""
     cfg = notice_config()
     today = policy.local_date(now)
-    candidates = (await session.scalars(select(Ticket).where(
-        Ticket.state.in_(OPEN_STATES),
-        or_(Ticket.accepted_at.is_not(None), Ticket.transferred_at.is_not(None), Ticket.supervised.is_(True),
+    candidates = (await session.scalars(select(Ticket).where(or_(
+        Ticket.state.in_(OPEN_STATES) & or_(
+            Ticket.accepted_at.is_not(None), Ticket.transferred_at.is_not(None), Ticket.supervised.is_(True),
             Ticket.handling_due < today + dt.timedelta(days=cfg.expiring_days),
             Ticket.state.in_(PENDING_STATES) & (Ticket.acceptance_due < today)),
+        handover_overdue_condition(today)),  # 移交 is tracked until the receiving authority's result
     ).order_by(Ticket.id))).all()
     fired: list[Firing] = []
     for start in range(0, len(candidates), BATCH):

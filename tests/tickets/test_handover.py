@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from ticket_helpers import NOW, act, register
+from sqlalchemy import select
+from ticket_helpers import NOW, SHANGHAI, act, register
 
 from tickets.archive import ArchiveError, archive_form
-from tickets.deadlines import handover_overdue
+from tickets.deadlines import active_policy, handover_overdue
 from tickets.models import State
-from tickets.queries import find_by_number, tracking_log
+from tickets.notify_models import Message, Notice
+from tickets.queries import find_by_number, home_counters, tracking_log
+from tickets.scheduler import run_rules
 from tickets.workflow import WorkflowError, available_actions
 
 AUTHORITY = "市场监督管理部门（12315）"
@@ -55,3 +58,31 @@ async def test_004_6_3_5_1_hand_over_is_tracked_to_its_result_then_archived(db, 
     assert [a.action for a in log] == ["移交结果", "移交", "登记"]
     assert "移送期限：2025-06-17" in log[1].remark and "移交说明：属商品质量问题" in log[1].remark
     assert dict(form.fields)["移送情况"] == f"{AUTHORITY}；处理结果：市场监管局已立案调查，责令商家退货"
+
+
+async def test_004_6_3_5_1_hand_over_past_its_limit_is_reminded_once_and_counted_overdue(db, users):
+    """The scheduler follows a 移交 until its result: once past the 5 working days, one reminder (message and
+    the unit contact's SMS), the unit home counts it overdue; the result recorded, nothing more."""
+    policy = active_policy()
+    t = await register(db, users["agent"])  # Tuesday 10 June 2025: limit 17 June
+    await act(db, t.number, "移交", {"authority": AUTHORITY, "remark": "移送市场监管"}, users["th_handler"])
+
+    async def run(day: dt.date) -> tuple[list[str], int]:
+        async with db.transaction() as session:
+            fired = await run_rules(session, dt.datetime.combine(day, dt.time(9), SHANGHAI), policy)
+            overdue = (await home_counters(session, users["th_handler"], day))["overdue"]
+        return [f.rule for f in fired if f.ticket_id == t.id], overdue
+
+    (none, before), (fired, after) = await run(dt.date(2025, 6, 17)), await run(dt.date(2025, 6, 18))
+    assert none == [] and fired == ["handover_overdue"] and after == before + 1
+    assert (await run(dt.date(2025, 6, 19)))[0] == []  # once
+    async with db.session() as session:
+        sms = (await session.scalars(select(Notice.body).where(Notice.ticket_id == t.id,
+                                                               Notice.template == "handover_overdue"))).all()
+        messages = (await session.scalars(select(Message.text).where(Message.ticket_id == t.id,
+                                                                     Message.kind == "handover_overdue"))).all()
+    assert len(sms) == 1 and "移交已超过时限（2025-06-17）" in sms[0]
+    assert len(messages) == 1 and AUTHORITY in messages[0]
+    await act(db, t.number, "移交结果", {"result": "已立案"}, users["th_handler"], NOW + dt.timedelta(days=9))
+    fired, overdue = await run(dt.date(2025, 6, 20))
+    assert fired == [] and overdue == before
