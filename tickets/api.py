@@ -23,7 +23,7 @@ from core.inputs import column_text, query_int, record_id, text
 from core.models import User
 from core.sheets import XLSX_TYPE
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json, streamed_upload
-from tickets import archive, dispatch, risk
+from tickets import archive, clock, dispatch, risk
 from tickets.deadlines import (
     DeadlinePolicy,
     acceptance_overdue,
@@ -99,8 +99,14 @@ def _policy(request: web.Request) -> DeadlinePolicy:
     return active_policy(policy_name(request.app.get(SETTINGS_KEY)))
 
 
+def _now(request: web.Request) -> dt.datetime:
+    """The rules' clock (tickets/clock.py), the scheduler's: a step's date, the deadlines it sets and the
+    reminders the scheduler fires from them agree, also when a test shifts that clock."""
+    return clock.now(request.app.get(SETTINGS_KEY))
+
+
 def _today(request: web.Request) -> dt.date:
-    return today_local(_policy(request))
+    return today_local(_policy(request), _now(request))
 
 
 def _workflow_error(exc: WorkflowError) -> web.HTTPException:
@@ -318,11 +324,11 @@ async def post_ticket(request: web.Request) -> web.Response:
     policy = _policy(request)
     try:
         async with request.app[DB_KEY].transaction() as session:
-            ticket = await register_ticket(session, data, user, policy=policy)
+            ticket = await register_ticket(session, data, user, _now(request), policy=policy)
     except WorkflowError as exc:
         raise _workflow_error(exc) from None
     await risk.alert_if_needed(ticket, request.app.get(REDIS_KEY))  # after commit: no alert for a rollback
-    return web.json_response(ticket_json(ticket, today_local(policy), user), status=201)
+    return web.json_response(ticket_json(ticket, _today(request), user), status=201)
 
 
 async def _act(request: web.Request, action: str, inputs: dict[str, Any]) -> web.Response:
@@ -330,12 +336,12 @@ async def _act(request: web.Request, action: str, inputs: dict[str, Any]) -> web
     try:
         async with request.app[DB_KEY].transaction() as session:
             ticket = await _visible_ticket(session, request)
-            step = await perform_action(session, ticket, action, inputs, user, policy=policy)
+            step = await perform_action(session, ticket, action, inputs, user, _now(request), policy=policy)
     except WorkflowError as exc:
         raise _workflow_error(exc) from None
     if action == "调整风险等级":
         await risk.alert_if_needed(ticket, request.app.get(REDIS_KEY))
-    return web.json_response({"ticket": ticket_json(ticket, today_local(policy), user), "step": action_json(step)})
+    return web.json_response({"ticket": ticket_json(ticket, _today(request), user), "step": action_json(step)})
 
 
 @routes.post(f"/api/tickets/{NUMBER}/actions")
@@ -466,7 +472,7 @@ async def post_evidence(request: web.Request) -> web.Response:
                 upload.path.replace(target)
             evidence = await add_evidence(session, ticket, user, filename=filename, content_type=ctype,
                                           size_bytes=upload.size, sha256=digest, storage_path=str(relative),
-                                          remark=remark, policy=policy)
+                                          remark=remark, policy=policy, now=_now(request))
     except BaseException as exc:
         if not existed and target is not None:
             target.unlink(missing_ok=True)  # nothing half-written: no file without its row

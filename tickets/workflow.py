@@ -622,14 +622,14 @@ async def perform_action(
 
 async def add_evidence(session: AsyncSession, ticket: Ticket, operator: User, *, filename: str, content_type: str,
                        size_bytes: int, sha256: str, storage_path: str, remark: str | None,
-                       policy: DeadlinePolicy | None = None) -> Evidence:
+                       policy: DeadlinePolicy | None = None, now: dt.datetime | None = None) -> Evidence:
     """A stored evidence file's row and the 补充凭证 step naming it, in the caller's transaction."""
     evidence = Evidence(ticket_id=ticket.id, filename=filename, content_type=content_type, size_bytes=size_bytes,
                         sha256=sha256, storage_path=storage_path, uploaded_by_id=operator.id)
     session.add(evidence)
     await session.flush()
     await perform_action(session, ticket, "补充凭证", {"evidence_ids": [evidence.id], "remark": remark},
-                         operator, policy=policy)
+                         operator, now, policy=policy)
     return evidence
 
 
