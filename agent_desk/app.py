@@ -97,7 +97,8 @@ async def _close(app: web.Application) -> None:
 def build_app(settings: Settings, with_ami: bool | None = None) -> web.Application:
     """The desk application. It has no AMI connection (the CTI owns call control, cti.protocol);
     ``with_ami`` is accepted and ignored so that callers written before that still build it."""
-    check_rules()  # a broken rule profile stops the start-up with the key at fault (config/rules.yaml)
+    # A broken rule profile stops the start-up with the key at fault (config/rules.yaml or [tickets] rules_file).
+    check_rules(settings.tickets.rules_file)
     return_visits.configure(settings)  # likewise a wrong [return_visits]
     app = web.Application(client_max_size=int(settings.web.max_body_kb) * 1024,
                           middlewares=[http_metrics, security_headers, redis_unavailable, body_limits, input_errors,

@@ -2,13 +2,15 @@
 
 * ``GET /messages`` — the user's messages, newest first, each linking to its ticket;
 * ``GET /api/messages`` — the same as JSON with the unread count (the badge on every page reads it, then
-  follows ``inbox`` events on the live stream);
+  follows ``inbox`` events on the live stream); ``?ticket=<number>`` only those about one ticket;
 * ``POST /api/messages/read`` — mark messages read (``{"ids": [...]}``, or every unread one);
 * ``GET /reminders`` — team leads and admins: every open ticket in a 催办/超期/督办跟踪 step, with the step
   and the date it fell due (001 §5), within their ticket scope.
 """
 
 from __future__ import annotations
+
+import re
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -23,6 +25,7 @@ from tickets.queries import reminded_tickets
 from tickets.vocabulary import STATE_LABELS
 
 MAX_IDS = 500
+TICKET_NUMBER = re.compile(r"\d{8,20}")  # as the ticket API's routes (tickets/api.py NUMBER)
 
 
 def _rows(messages: list[dict], request: web.Request) -> list[dict]:
@@ -40,9 +43,13 @@ async def messages_page(request: web.Request) -> web.Response:
 
 
 async def messages_api(request: web.Request) -> web.Response:
+    """``?ticket=<number>``: only the messages about that ticket."""
     user: User = request[USER_KEY]
+    number = request.query.get("ticket")
+    if number is not None and not TICKET_NUMBER.fullmatch(number):
+        raise json_error(400, "工单号格式不正确", "ticket")
     async with request.app[DB_KEY].session() as db:
-        rows = await list_messages(db, user, 50)
+        rows = await list_messages(db, user, 50, number)
         unread = await unread_count(db, user)
     return web.json_response({"unread": unread, "messages": _rows(rows, request)})
 

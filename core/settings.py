@@ -330,6 +330,7 @@ class TranscriptionSettings:
 @dataclass(frozen=True)
 class TicketsSettings:
     deadline_policy: str
+    rules_file: str
 
 
 @dataclass(frozen=True)

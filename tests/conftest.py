@@ -29,7 +29,7 @@ TEST_SETTINGS = {
     # The per-address lock is tested in process (tests/desk/test_login_throttle.py); per account stays 5.
     "HOTLINE_WEB_LOGIN_ADDRESS_FAILURES": "1000",
     # The scheduler's clock can be moved by the tests (tickets/clock.py); e-mail goes to the test SMTP
-    # server on the stack's port (tests/test_notify_e2e.py starts it).
+    # server on the stack's port (tests/test_workflow_e2e.py starts it).
     "HOTLINE_NOTIFY_CLOCK": "offset_file",
     "HOTLINE_NOTIFY_SMTP_HOST": "127.0.0.1",
 }
@@ -117,11 +117,29 @@ def db_url(request: pytest.FixtureRequest) -> str:
 
 # --- the whole platform ---------------------------------------------------------------------------
 
+# 逐级审核 over two levels (001 §6.3 3)) on the test stack: a 12301 closing is approved by the handling unit's
+# head, then by the head of the unit above (tests/test_workflow_e2e.py); the shipped default is one level.
+TEST_REVIEW_LEVELS = {"tourism": 2}
+
+
+def _test_rules_file(folder: Path) -> Path:
+    """config/rules.yaml with the test stack's review levels ([tickets] rules_file)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "rules.yaml").read_text(encoding="utf-8"))
+    for profile, levels in TEST_REVIEW_LEVELS.items():
+        raw["profiles"][profile]["review_levels"] = levels
+    path = folder / "rules.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from cli.stack import throwaway_stack
 
-    overrides = {**TEST_SETTINGS, "HOTLINE_TRANSCRIPTION_MODEL_PATH": _test_speech_model()}
+    overrides = {**TEST_SETTINGS, "HOTLINE_TRANSCRIPTION_MODEL_PATH": _test_speech_model(),
+                 "HOTLINE_TICKETS_RULES_FILE": str(_test_rules_file(tmp_path_factory.mktemp("rules")))}
     with throwaway_stack(overrides, "hotline-test-", say=lambda line: print(line, flush=True)) as (settings, runtime):
         yield Stack(settings, runtime)
 

@@ -52,10 +52,14 @@ async def unread_count(session: AsyncSession, user: User) -> int:
     return int(await session.scalar(select(func.count()).where(visible_messages(user), _unread(user))) or 0)
 
 
-async def list_messages(session: AsyncSession, user: User, limit: int = 50) -> list[dict[str, Any]]:
+async def list_messages(session: AsyncSession, user: User, limit: int = 50,
+                        ticket_number: str | None = None) -> list[dict[str, Any]]:
+    """The user's newest messages, or only those about one ticket (its page, a busy unit's old case)."""
     read = exists().where(MessageRead.message_id == Message.id, MessageRead.user_id == user.id)
-    rows = (await session.execute(select(Message, read.label("read")).where(visible_messages(user))
-                                  .order_by(Message.id.desc()).limit(limit))).all()
+    query = select(Message, read.label("read")).where(visible_messages(user))
+    if ticket_number is not None:
+        query = query.where(Message.ticket_number == ticket_number)
+    rows = (await session.execute(query.order_by(Message.id.desc()).limit(limit))).all()
     return [{"id": m.id, "kind": m.kind, "text": m.text, "ticket_number": m.ticket_number,
              "created_at": m.created_at, "read": bool(is_read)} for m, is_read in rows]
 

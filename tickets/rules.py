@@ -125,19 +125,30 @@ def load_rules(path: Path | None = None, hotlines: tuple[str, ...] | None = None
     return Rules(profiles, by_hotline)
 
 
+_chosen_file: Path | None = None  # [tickets] rules_file, chosen by check_rules at start-up
+
+
 @cache
 def active_rules() -> Rules:
-    """The shipped profiles, checked against the hotlines of ``config/units.yaml``."""
-    return load_rules(hotlines=tuple(dispatch.unit_config().national))
+    """The profiles in use, checked against the hotlines of ``config/units.yaml``."""
+    return load_rules(_chosen_file, hotlines=tuple(dispatch.unit_config().national))
 
 
-def check_rules() -> None:
-    """Start-up check: raises ConfigError naming the file, line and key at fault."""
+def check_rules(rules_file: str | Path | None = None) -> None:
+    """Start-up: use ``rules_file`` (``[tickets] rules_file``, relative to config/; empty: config/rules.yaml)
+    and check it; raises ConfigError naming the file, line and key at fault."""
+    global _chosen_file
+    _chosen_file = CONFIG_DIR / rules_file if rules_file else None
+    active_rules.cache_clear()
     active_rules()
 
 
+def _rules_file(settings: Any) -> str | None:
+    return settings.tickets.rules_file if settings is not None else None
+
+
 policy.register("规则档案 config/rules.yaml（结案方式、不予受理条款、审核级数、移交时限与部门）",
-                lambda _settings: active_rules())
+                lambda settings: check_rules(_rules_file(settings)))
 
 
 def profile(hotline: str) -> RuleProfile:

@@ -105,7 +105,7 @@ RULES: dict[str, Rule] = {
     "GET /tickets": rule("/tickets"),
     "GET /tickets/{number}": viewers("/tickets/{number}"),  # a hidden ticket looks missing (#12 item 15)
     "GET /my": rule("/my"),
-    # The message centre: every logged-in user, their own unit's messages only (tests/test_notify_e2e.py).
+    # The message centre: every logged-in user, their own unit's messages only (tests/test_workflow_e2e.py).
     "GET /messages": rule("/messages"),
     "GET /api/messages": rule("/api/messages"),
     "POST /api/messages/read": rule("/api/messages/read", json={"ids": []}),
