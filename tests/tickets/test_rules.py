@@ -154,3 +154,22 @@ async def test_004_6_3_5_2_1_a_12365_complaint_has_60_days_from_acceptance(db, u
     t = await register(db, users["agent"], **QUALITY)
     t = await act(db, t.number, "受理", {"note": "受理"}, users["xh_handler"], NOW + dt.timedelta(days=3))
     assert t.handling_due == dt.date(2025, 6, 13) + dt.timedelta(days=60)
+
+
+def test_001_s6_3_review_levels_from_the_configured_rules_file(tmp_path: Path):
+    """``[tickets] rules_file`` (chosen by check_rules at the desk's start) replaces config/rules.yaml; without
+    it the shipped profiles apply again, and a broken file stops the start-up naming the key."""
+    raw = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+    raw["profiles"]["tourism"]["review_levels"] = 3
+    chosen = tmp_path / "rules.yaml"
+    chosen.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    try:
+        rules.check_rules(str(chosen))
+        assert rules.profile("12301").review_levels == 3 and rules.profile("12365").review_levels == 1
+        raw["profiles"]["tourism"]["review_levels"] = 9
+        chosen.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        with pytest.raises(ConfigError, match="review_levels"):
+            rules.check_rules(chosen)
+    finally:
+        rules.check_rules(None)
+    assert rules.profile("12301").review_levels == 1
