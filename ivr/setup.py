@@ -23,7 +23,9 @@ ZH_SOUNDS = "/usr/share/asterisk/sounds/zh"
 SHARED_CACHE = "/var/cache/hotline-prompts"  # inside the runtime: shared by every instance
 
 
-PROMPT_FIELDS = ("open", "close")  # what a platform prompt may name: the staffed hours (core.hours.staffed_hours)
+# What a platform prompt may name: the staffed hours (core.hours.staffed_hours) and the centre's region
+# ([centre] region, spoken in 004 Appendix B.1's 接入语).
+PROMPT_FIELDS = ("open", "close", "region")
 
 
 def load_prompt_texts(path: Path = PROMPTS_FILE) -> tuple[dict[str, str], dict[str, str]]:
@@ -59,13 +61,7 @@ def platform_prompts(settings: Settings, path: Path = PROMPTS_FILE) -> list[Prom
     """The shared prompts, with the staffed hours and the centre's region (004 Appendix B.1) filled in."""
     texts, _sounds = load_prompt_texts(path)
     values = {**staffed_hours(settings), "region": settings["centre"].get("region", "")}
-    prompts = []
-    for name, text in texts.items():
-        try:
-            prompts.append(Prompt(name, text.format(**values)))
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"{path}: prompts.{name}: 未知的占位符或格式错误 {exc}（可用：{sorted(values)}）") from None
-    return prompts
+    return [Prompt(name, text.format(**values)) for name, text in texts.items()]
 
 
 def prompt_store(runtime: AsteriskRuntime) -> PromptStore:
