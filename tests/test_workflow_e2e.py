@@ -337,6 +337,8 @@ async def test_message_centre_badge_counts_live_in_chromium_and_drops_when_read(
         try:
             await agent.login("agent1", password, "/my")
             unit = await open_as(browser, base, "xh_handler", password, DESKTOP)
+            console_errors: list[str] = []  # e.g. an inline script the CSP blocked (the read-all button once)
+            unit.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             await unit.goto(f"{base}/messages")
             await unit.click("#read-all")
             await unit.wait_for_load_state("networkidle")
@@ -352,6 +354,7 @@ async def test_message_centre_badge_counts_live_in_chromium_and_drops_when_read(
             await expect(badge).to_have_text("0", timeout=LIVE)
             await unit.goto(f"{base}/unit")  # every page's badge reads the same count
             await expect(unit.locator("#inbox-unread")).to_have_text("0", timeout=LIVE)
+            assert console_errors == []
         finally:
             await browser.close()
             await agent.close()

@@ -153,18 +153,13 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
             await expect(unit.locator("#ticket-state")).to_have_text("待审核结案")
 
             # 逐级审核 (001 §6.3 3)), two levels on the test stack: 天河区's head, then 广州市's.
-            first = await open_as(browser, base, "th_head", password, DESKTOP)
-            await first.goto(f"{base}/tickets/{number}")
-            await first.click('[data-action="审核通过"]')
-            await first.click("#action-submit")
-            await first.wait_for_load_state("networkidle")
-            await expect(first.locator("#ticket-state")).to_have_text("待审核结案")
-            head = await open_as(browser, base, "gz_head", password, DESKTOP)
-            await head.goto(f"{base}/tickets/{number}")
-            await head.click('[data-action="审核通过"]')
-            await head.click("#action-submit")
-            await head.wait_for_load_state("networkidle")
-            await expect(head.locator("#ticket-state")).to_have_text("调解成功")
+            for reviewer, state_after in (("th_head", "待审核结案"), ("gz_head", "调解成功")):
+                head = await open_as(browser, base, reviewer, password, DESKTOP)
+                await head.goto(f"{base}/tickets/{number}")
+                await head.click('[data-action="审核通过"]')
+                await head.click("#action-submit")
+                await head.wait_for_load_state("networkidle")
+                await expect(head.locator("#ticket-state")).to_have_text(state_after)
             await head.click("#timeline-toggle")
             await head.screenshot(path=shots / "10-ticket-closed-with-tracking-log.png", full_page=True)
 
