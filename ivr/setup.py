@@ -60,7 +60,7 @@ policy.register("平台提示音 config/prompts.yaml", lambda _settings: load_pr
 def platform_prompts(settings: Settings, path: Path = PROMPTS_FILE) -> list[Prompt]:
     """The shared prompts, with the staffed hours and the centre's region (004 Appendix B.1) filled in."""
     texts, _sounds = load_prompt_texts(path)
-    values = {**staffed_hours(settings), "region": settings["centre"].get("region", "")}
+    values = {**staffed_hours(settings), "region": settings.centre.region}
     return [Prompt(name, text.format(**values)) for name, text in texts.items()]
 
 
