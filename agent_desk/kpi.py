@@ -17,7 +17,6 @@ import datetime as dt
 import enum
 import functools
 import math
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
@@ -164,6 +163,7 @@ class TicketFact:
     hotline: str | None = None
     visit_due: bool = False                  # closing made a 回访 task (tickets.return_visits)
     visit_satisfaction: str | None = None    # the grade the citizen gave on the 回访; None: not reached (yet)
+    count: int = 1   # tickets this row stands for (the SQL loader groups tickets with the same facts and days)
 
 
 @dataclass
@@ -179,6 +179,7 @@ class Facts:
     as_of: date | None = None           # the day deadlines are judged on (the period's end, or today)
     agent_names: dict[int, str] = field(default_factory=dict)
     staffed_seconds: dict[int, float] | None = None  # logged-in time per agent, where recorded
+    call_tally: CallTally | None = None  # the calls already aggregated in SQL (kpi_sql), instead of ``calls``
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def local_date(self, moment: datetime) -> date:
@@ -245,8 +246,8 @@ def _rate(definition: Definition, part: float, whole: float) -> Figure:
     return Figure(definition, part / whole if whole else None, part, whole)
 
 
-def _mean(definition: Definition, values: list[float]) -> Figure:
-    return Figure(definition, sum(values) / len(values) if values else None, sum(values), len(values))
+def _mean(definition: Definition, total: float, count: int) -> Figure:
+    return Figure(definition, total / count if count else None, total, count)
 
 
 def counted(facts: Facts, settings: KpiSettings) -> list[CallFact]:
@@ -259,15 +260,131 @@ def counted(facts: Facts, settings: KpiSettings) -> list[CallFact]:
         if c.answered_at is not None or c.voicemail or c.callback or c.duration is None or c.duration >= limit])
 
 
-def offered(facts: Facts, settings: KpiSettings) -> list[CallFact]:
-    """Calls that asked for an agent (entered a queue), less short abandons."""
-    return facts.cached(("offered", settings.short_abandon_seconds),
-                        lambda: [c for c in counted(facts, settings) if c.queued_at is not None])
+WAIT_BINS = ((0, 10, "0–10 秒"), (10, 30, "10–30 秒"), (30, 60, "30–60 秒"), (60, 120, "1–2 分钟"),
+             (120, math.inf, "2 分钟以上"))
 
 
-def answered(facts: Facts, settings: KpiSettings) -> list[CallFact]:
-    return facts.cached(("answered", settings.short_abandon_seconds),
-                        lambda: [c for c in counted(facts, settings) if c.answered_at is not None])
+@dataclass
+class AgentRow:
+    agent_id: int
+    name: str
+    calls: int = 0
+    handling_seconds: float = 0.0
+    rated: int = 0
+    satisfied: int = 0   # 满意 or 基本满意
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        return self.satisfied / self.rated if self.rated else None
+
+    @property
+    def average_handling(self) -> float | None:
+        return self.handling_seconds / self.calls if self.calls else None
+
+
+@dataclass
+class DayRow:
+    day: date
+    calls: int = 0
+    offered: int = 0
+    answered: int = 0
+    abandoned: int = 0
+
+
+@dataclass
+class CallTally:
+    """Every count and sum the call indicators divide, for one set of settings.
+
+    Made from the calls one by one (:func:`tally_calls`) or by SQL aggregates over the call records
+    (``agent_desk.kpi_sql``, what the report page and the bench use); ``tests/tickets/test_kpi.py`` checks
+    both against the same hand computation. "Counted" calls are all calls less the centre's short abandons;
+    "offered" are counted calls that entered a queue; handling and satisfaction figures take every call.
+    """
+
+    settings: KpiSettings
+    calls: int = 0                 # every call into the hotline
+    counted: int = 0
+    counted_answered: int = 0
+    counted_wait_sum: float = 0.0  # arrival -> answer, over counted answered calls
+    within_15: int = 0             # counted, answered within 15 s of arrival
+    ivr_abandoned: int = 0         # counted, outcome ABANDONED_IVR
+    offered: int = 0
+    offered_answered: int = 0
+    within_minute: int = 0         # offered, answered within 60 s of arrival
+    service_level: int = 0         # offered, answered within Y s of queue entry
+    asa_sum: float = 0.0           # queue entry -> answer, over offered answered calls
+    abandoned_queue: int = 0       # offered, outcome ABANDONED_QUEUE
+    abandon_wait_sum: float = 0.0
+    wait_p90: float | None = None  # nearest rank over counted answered calls' arrival waits
+    histogram: list[int] = field(default_factory=lambda: [0] * len(WAIT_BINS))
+    outcomes: dict[Outcome, int] = field(default_factory=lambda: {o: 0 for o in Outcome})
+    answered: int = 0              # every answered call (AHT, 一次一评)
+    talk_hold_sum: float = 0.0     # talk + hold over every answered call (wrap-up added per call)
+    surveyed: int = 0              # answered, with a satisfaction record (grade or 未评价)
+    rated: int = 0                 # answered, graded 满意/基本满意/不满意
+    satisfied: int = 0             # answered, graded 满意/基本满意
+    agents: dict[int, AgentRow] = field(default_factory=dict)   # names filled in by compute()
+    days: list[DayRow] = field(default_factory=list)
+
+    @property
+    def handling_sum(self) -> float:
+        return self.talk_hold_sum + self.settings.wrapup_seconds * self.answered
+
+
+def wait_bin(seconds: float) -> int:
+    return next(i for i, (low, high, _label) in enumerate(WAIT_BINS) if low <= seconds < high)
+
+
+def tally_calls(f: Facts, s: KpiSettings) -> CallTally:
+    """The tally of ``f.calls`` (or the one loaded in SQL), once per report and settings."""
+    if f.call_tally is not None:
+        if f.call_tally.settings != s:
+            raise ValueError("calls aggregated for other settings than the report's")
+        return f.call_tally
+    return f.cached(("tally", s), lambda: _tally(f, s))
+
+
+def _tally(f: Facts, s: KpiSettings) -> CallTally:
+    t = CallTally(s, calls=len(f.calls))
+    waits = []
+    for c in counted(f, s):
+        t.counted += 1
+        if c.answered_at is not None:
+            t.counted_answered += 1
+            t.counted_wait_sum += c.arrival_wait
+            t.within_15 += c.arrival_wait <= GBT_ANSWER_SECONDS
+            t.histogram[wait_bin(c.arrival_wait)] += 1
+            waits.append(c.arrival_wait)
+        t.ivr_abandoned += c.outcome == Outcome.ABANDONED_IVR
+        if c.queued_at is None:
+            continue
+        t.offered += 1
+        t.abandoned_queue += c.outcome == Outcome.ABANDONED_QUEUE
+        if c.outcome == Outcome.ABANDONED_QUEUE:
+            t.abandon_wait_sum += c.queue_wait or 0.0
+        if c.answered_at is not None:
+            t.offered_answered += 1
+            t.within_minute += c.arrival_wait <= WAIT_LIMIT_SECONDS
+            t.service_level += (c.answer_wait or 0) <= s.service_level_seconds
+            t.asa_sum += c.answer_wait or 0.0
+    t.wait_p90 = nearest_rank(waits, 90) if waits else None
+    for c in f.calls:
+        t.outcomes[c.outcome] += 1
+        if c.answered_at is None:
+            continue
+        t.answered += 1
+        t.talk_hold_sum += (c.talk_seconds or 0.0) + (c.hold_seconds or 0.0)
+        t.surveyed += c.satisfaction is not None
+        t.rated += c.satisfaction in RATED
+        t.satisfied += c.satisfaction in (grades.SATISFIED, grades.BASIC)
+        if c.agent_id is not None:
+            row = t.agents.setdefault(c.agent_id, AgentRow(c.agent_id, ""))
+            row.calls += 1
+            row.handling_seconds += handling_seconds(c, s)
+            row.rated += c.satisfaction in RATED
+            row.satisfied += c.satisfaction in (grades.SATISFIED, grades.BASIC)
+    t.days = _daily(f, s)
+    return t
 
 
 _CALCULATED = WorkCalendar(provisional=True)
@@ -318,8 +435,8 @@ ANSWERING = _d("answering_rate", "接线率", "004 §3.7，表1第19项", "坐�
 
 
 def answering_rate(f: Facts, s: KpiSettings) -> Figure:
-    calls = counted(f, s)
-    return _rate(ANSWERING, sum(c.answered_at is not None for c in calls), len(calls))
+    t = tally_calls(f, s)
+    return _rate(ANSWERING, t.counted_answered, t.counted)
 
 
 WAITING = _d("waiting_time", "热线等待时间（平均）", "004 §3.8", "各接通来电从呼入到坐席接通的时长之和",
@@ -327,7 +444,8 @@ WAITING = _d("waiting_time", "热线等待时间（平均）", "004 §3.8", "各
 
 
 def waiting_time(f: Facts, s: KpiSettings) -> Figure:
-    return _mean(WAITING, [c.arrival_wait for c in answered(f, s)])
+    t = tally_calls(f, s)
+    return _mean(WAITING, t.counted_wait_sum, t.counted_answered)
 
 
 WAITING_P90 = _d("waiting_time_p90", "热线等待时间（90%）", "004 §3.8", "从呼入到接通时长的第90百分位（最近秩）",
@@ -335,8 +453,8 @@ WAITING_P90 = _d("waiting_time_p90", "热线等待时间（90%）", "004 §3.8",
 
 
 def waiting_time_p90(f: Facts, s: KpiSettings) -> Figure:
-    waits = [c.arrival_wait for c in answered(f, s)]
-    return Figure(WAITING_P90, nearest_rank(waits, 90) if waits else None, None, len(waits))
+    t = tally_calls(f, s)
+    return Figure(WAITING_P90, t.wait_p90, None, t.counted_answered)
 
 
 WAIT_WITHIN_MINUTE = _d("wait_within_minute", "空等不超过1分钟的比例", "004 表1第9项",
@@ -346,9 +464,8 @@ WAIT_WITHIN_MINUTE = _d("wait_within_minute", "空等不超过1分钟的比例",
 
 
 def wait_within_minute(f: Facts, s: KpiSettings) -> Figure:
-    calls = offered(f, s)
-    hit = sum(1 for c in calls if c.arrival_wait is not None and c.arrival_wait <= WAIT_LIMIT_SECONDS)
-    return _rate(WAIT_WITHIN_MINUTE, hit, len(calls))
+    t = tally_calls(f, s)
+    return _rate(WAIT_WITHIN_MINUTE, t.within_minute, t.offered)
 
 
 REPLY = _d("reply_rate", "答复率", "004 §3.9，表1第20项",
@@ -359,7 +476,7 @@ REPLY = _d("reply_rate", "答复率", "004 §3.9，表1第20项",
 
 def reply_rate(f: Facts, s: KpiSettings) -> Figure:
     accepted = [t for t in f.tickets if is_accepted(t)]
-    return _rate(REPLY, sum(is_replied(t) for t in accepted), len(accepted))
+    return _rate(REPLY, sum(t.count for t in accepted if is_replied(t)), sum(t.count for t in accepted))
 
 
 ENDING = _d("ending_rate", "办结率", "004 §3.10，表1第21项", "处理完毕（审核通过结案；咨询已答复）的咨询、投诉、举报数",
@@ -368,7 +485,7 @@ ENDING = _d("ending_rate", "办结率", "004 §3.10，表1第21项", "处理完�
 
 def ending_rate(f: Facts, s: KpiSettings) -> Figure:
     accepted = [t for t in f.tickets if is_accepted(t)]
-    return _rate(ENDING, sum(is_finished(t) for t in accepted), len(accepted))
+    return _rate(ENDING, sum(t.count for t in accepted if is_finished(t)), sum(t.count for t in accepted))
 
 
 ACCEPT_IN_TIME = _d("accepted_within_5", "5个工作日内受理", "004 表1第14项",
@@ -386,10 +503,10 @@ def accepted_within_5(f: Facts, s: KpiSettings) -> Figure:
             continue
         registered = f.local_date(t.created_at)
         if t.accepted_at is not None:
-            whole += 1
-            hit += working_days(registered, f.local_date(t.accepted_at)) <= 5
+            whole += t.count
+            hit += t.count * (working_days(registered, f.local_date(t.accepted_at)) <= 5)
         elif working_days(registered, as_of) > 5:
-            whole += 1
+            whole += t.count
     return _rate(ACCEPT_IN_TIME, hit, whole)
 
 
@@ -405,8 +522,8 @@ def handed_over_within_2(f: Facts, s: KpiSettings) -> Figure:
         if t.kind not in CASES or t.handed_over_at is None:
             continue
         arrived = max(t.created_at, t.transferred_at or t.created_at)
-        whole += 1
-        hit += working_days(f.local_date(arrived), f.local_date(t.handed_over_at)) <= 2
+        whole += t.count
+        hit += t.count * (working_days(f.local_date(arrived), f.local_date(t.handed_over_at)) <= 2)
     return _rate(HANDOVER_IN_TIME, hit, whole)
 
 
@@ -424,10 +541,10 @@ def finished_within_60(f: Facts, s: KpiSettings) -> Figure:
             continue
         accepted = f.local_date(t.accepted_at)
         if is_finished(t) and t.closed_at is not None:
-            whole += 1
-            hit += working_days(accepted, f.local_date(t.closed_at)) <= 60
+            whole += t.count
+            hit += t.count * (working_days(accepted, f.local_date(t.closed_at)) <= 60)
         elif working_days(accepted, as_of) > 60:
-            whole += 1
+            whole += t.count
     return _rate(FINISH_IN_TIME, hit, whole)
 
 
@@ -437,9 +554,9 @@ AGENT_COMPLAINTS = _d("agent_complaint_rate", "座席员受客户投诉率", "00
 
 
 def agent_complaint_rate(f: Facts, s: KpiSettings) -> Figure:
-    complaints = sum(1 for t in f.tickets if t.kind == Kind.COMPLAINT.value
+    complaints = sum(t.count for t in f.tickets if t.kind == Kind.COMPLAINT.value
                      and t.complaint_object in s.agent_complaint_objects)
-    return _rate(AGENT_COMPLAINTS, complaints, sum(c.answered_at is not None for c in counted(f, s)))
+    return _rate(AGENT_COMPLAINTS, complaints, tally_calls(f, s).counted_answered)
 
 
 GROWTH = _d("volume_growth", "热线业务量增长", "004 表1第23项",
@@ -449,7 +566,7 @@ GROWTH = _d("volume_growth", "热线业务量增长", "004 表1第23项",
 def volume_growth(f: Facts, s: KpiSettings) -> Figure:
     if f.previous_calls is None:
         return Figure(GROWTH, None)
-    now = len(f.calls)
+    now = tally_calls(f, s).calls
     return Figure(GROWTH, (now - f.previous_calls) / f.previous_calls if f.previous_calls else None,
                   now - f.previous_calls, f.previous_calls)
 
@@ -459,9 +576,8 @@ GBT_15 = _d("answered_within_15", "15秒内接听率", "GB/T 33358-2016",
 
 
 def answered_within_15(f: Facts, s: KpiSettings) -> Figure:
-    calls = counted(f, s)
-    hit = sum(1 for c in calls if c.arrival_wait is not None and c.arrival_wait <= GBT_ANSWER_SECONDS)
-    return _rate(GBT_15, hit, len(calls))
+    t = tally_calls(f, s)
+    return _rate(GBT_15, t.within_15, t.counted)
 
 
 GBT_24H = _d("connected_24h", "连续24小时呼叫接通率（最低日）", "GB/T 33358-2016（应≥95%）",
@@ -469,7 +585,7 @@ GBT_24H = _d("connected_24h", "连续24小时呼叫接通率（最低日）", "G
 
 
 def connected_24h(f: Facts, s: KpiSettings) -> Figure:
-    days = daily(f, s)
+    days = tally_calls(f, s).days
     rates = [(d.answered / d.calls, d) for d in days if d.calls]
     if not rates:
         return Figure(GBT_24H, None)
@@ -483,9 +599,8 @@ SERVICE_LEVEL = _d("service_level", "服务水平（X秒内接通）", "运营�
 
 
 def service_level(f: Facts, s: KpiSettings) -> Figure:
-    calls = offered(f, s)
-    hit = sum(1 for c in calls if c.answered_at is not None and (c.answer_wait or 0) <= s.service_level_seconds)
-    return _rate(SERVICE_LEVEL, hit, len(calls))
+    t = tally_calls(f, s)
+    return _rate(SERVICE_LEVEL, t.service_level, t.offered)
 
 
 OFFERED_ANSWER = _d("offered_answer_rate", "进入排队来电的人工接通率", "运营指标（原报表的「接线率」，并非 004 §3.7）",
@@ -493,8 +608,8 @@ OFFERED_ANSWER = _d("offered_answer_rate", "进入排队来电的人工接通率
 
 
 def offered_answer_rate(f: Facts, s: KpiSettings) -> Figure:
-    calls = offered(f, s)
-    return _rate(OFFERED_ANSWER, sum(c.answered_at is not None for c in calls), len(calls))
+    t = tally_calls(f, s)
+    return _rate(OFFERED_ANSWER, t.offered_answered, t.offered)
 
 
 ASA = _d("asa", "平均应答速度 ASA", "运营指标", "各接通来电从进入排队到接通的时长之和", "坐席接通的来电数",
@@ -502,7 +617,8 @@ ASA = _d("asa", "平均应答速度 ASA", "运营指标", "各接通来电从进
 
 
 def asa(f: Facts, s: KpiSettings) -> Figure:
-    return _mean(ASA, [w for c in offered(f, s) if c.answered_at is not None and (w := c.answer_wait) is not None])
+    t = tally_calls(f, s)
+    return _mean(ASA, t.asa_sum, t.offered_answered)
 
 
 ABANDON = _d("abandon_rate", "排队放弃率", "运营指标", "排队中放弃的来电数", "进入排队的来电数",
@@ -510,8 +626,8 @@ ABANDON = _d("abandon_rate", "排队放弃率", "运营指标", "排队中放弃
 
 
 def abandon_rate(f: Facts, s: KpiSettings) -> Figure:
-    calls = offered(f, s)
-    return _rate(ABANDON, sum(c.outcome == Outcome.ABANDONED_QUEUE for c in calls), len(calls))
+    t = tally_calls(f, s)
+    return _rate(ABANDON, t.abandoned_queue, t.offered)
 
 
 IVR_ABANDON = _d("ivr_abandon_rate", "语音导航中挂机率", "运营指标", "未请求人工、未自助查询、未留言即挂机的来电数",
@@ -519,8 +635,8 @@ IVR_ABANDON = _d("ivr_abandon_rate", "语音导航中挂机率", "运营指标",
 
 
 def ivr_abandon_rate(f: Facts, s: KpiSettings) -> Figure:
-    calls = counted(f, s)
-    return _rate(IVR_ABANDON, sum(c.outcome == Outcome.ABANDONED_IVR for c in calls), len(calls))
+    t = tally_calls(f, s)
+    return _rate(IVR_ABANDON, t.ivr_abandoned, t.counted)
 
 
 TIME_TO_ABANDON = _d("time_to_abandon", "平均放弃前等待", "运营指标", "各排队放弃来电从进入排队到挂机的时长之和",
@@ -528,7 +644,8 @@ TIME_TO_ABANDON = _d("time_to_abandon", "平均放弃前等待", "运营指标",
 
 
 def time_to_abandon(f: Facts, s: KpiSettings) -> Figure:
-    return _mean(TIME_TO_ABANDON, [c.queue_wait or 0.0 for c in offered(f, s) if c.outcome == Outcome.ABANDONED_QUEUE])
+    t = tally_calls(f, s)
+    return _mean(TIME_TO_ABANDON, t.abandon_wait_sum, t.abandoned_queue)
 
 
 AHT = _d("aht", "平均处理时长 AHT", "运营指标", "各接通来电的通话、保持与话后整理时长之和（话后整理取队列设定的时长）",
@@ -540,7 +657,8 @@ def handling_seconds(call: CallFact, settings: KpiSettings) -> float:
 
 
 def aht(f: Facts, s: KpiSettings) -> Figure:
-    return _mean(AHT, [handling_seconds(c, s) for c in f.calls if c.answered_at is not None])
+    t = tally_calls(f, s)
+    return _mean(AHT, t.handling_sum, t.answered)
 
 
 RATED = (grades.SATISFIED, grades.BASIC, grades.DISSATISFIED)
@@ -550,8 +668,8 @@ SATISFACTION = _d("satisfaction_rate", "满意率（一次一评）", "GB/T 3335
 
 
 def satisfaction_rate(f: Facts, s: KpiSettings) -> Figure:
-    rated = [c for c in f.calls if c.answered_at is not None and c.satisfaction in RATED]
-    return _rate(SATISFACTION, sum(c.satisfaction in (grades.SATISFIED, grades.BASIC) for c in rated), len(rated))
+    t = tally_calls(f, s)
+    return _rate(SATISFACTION, t.satisfied, t.rated)
 
 
 SURVEY_TAKEN = _d("survey_rate", "参评率（一次一评）", "一次一评", "来电人按键评价的来电数", "坐席接通的来电数",
@@ -559,8 +677,8 @@ SURVEY_TAKEN = _d("survey_rate", "参评率（一次一评）", "一次一评", 
 
 
 def survey_rate(f: Facts, s: KpiSettings) -> Figure:
-    answered = [c for c in f.calls if c.answered_at is not None and c.satisfaction is not None]
-    return _rate(SURVEY_TAKEN, sum(c.satisfaction in RATED for c in answered), len(answered))
+    t = tally_calls(f, s)
+    return _rate(SURVEY_TAKEN, t.rated, t.surveyed)
 
 
 VISITED = _d("return_visit_rate", "回访率", "GB/T 33358-2016（工单记录回访结果）",
@@ -571,7 +689,7 @@ VISITED = _d("return_visit_rate", "回访率", "GB/T 33358-2016（工单记录�
 
 def return_visit_rate(f: Facts, s: KpiSettings) -> Figure:
     due = [t for t in f.tickets if t.visit_due]
-    return _rate(VISITED, sum(t.visit_satisfaction in RATED for t in due), len(due))
+    return _rate(VISITED, sum(t.count for t in due if t.visit_satisfaction in RATED), sum(t.count for t in due))
 
 
 VISIT_SATISFIED = _d("visit_satisfaction_rate", "回访满意率", "GB/T 33358-2016（工单记录回访结果）；004 §6.2.3.2（当事人满意度）",
@@ -581,8 +699,8 @@ VISIT_SATISFIED = _d("visit_satisfaction_rate", "回访满意率", "GB/T 33358-2
 
 def visit_satisfaction_rate(f: Facts, s: KpiSettings) -> Figure:
     rated = [t for t in f.tickets if t.visit_due and t.visit_satisfaction in RATED]
-    return _rate(VISIT_SATISFIED, sum(t.visit_satisfaction in (grades.SATISFIED, grades.BASIC) for t in rated),
-                 len(rated))
+    return _rate(VISIT_SATISFIED, sum(t.count for t in rated if t.visit_satisfaction in (grades.SATISFIED, grades.BASIC)),
+                 sum(t.count for t in rated))
 
 
 OCCUPANCY = _d("occupancy", "坐席占用率", "运营指标", "坐席处理时长（通话+保持+话后整理）之和", "坐席签入时长之和",
@@ -592,8 +710,7 @@ OCCUPANCY = _d("occupancy", "坐席占用率", "运营指标", "坐席处理时�
 def occupancy(f: Facts, s: KpiSettings) -> Figure:
     if not f.staffed_seconds:
         return Figure(OCCUPANCY, None)
-    busy = sum(handling_seconds(c, s) for c in f.calls
-               if c.answered_at is not None and c.agent_id in f.staffed_seconds)
+    busy = sum(a.handling_seconds for a in tally_calls(f, s).agents.values() if a.agent_id in f.staffed_seconds)
     return _rate(OCCUPANCY, busy, sum(f.staffed_seconds.values()))
 
 
@@ -630,37 +747,6 @@ BY_KEY = {i.definition.key: i for i in INDICATORS}
 # --- the report -----------------------------------------------------------------------------------
 
 @dataclass
-class AgentRow:
-    agent_id: int
-    name: str
-    calls: int = 0
-    handling_seconds: float = 0.0
-    rated: int = 0
-    satisfied: int = 0   # 满意 or 基本满意
-
-    @property
-    def satisfaction_rate(self) -> float | None:
-        return self.satisfied / self.rated if self.rated else None
-
-    @property
-    def average_handling(self) -> float | None:
-        return self.handling_seconds / self.calls if self.calls else None
-
-
-@dataclass
-class DayRow:
-    day: date
-    calls: int = 0
-    offered: int = 0
-    answered: int = 0
-    abandoned: int = 0
-
-
-WAIT_BINS = ((0, 10, "0–10 秒"), (10, 30, "10–30 秒"), (30, 60, "30–60 秒"), (60, 120, "1–2 分钟"),
-             (120, math.inf, "2 分钟以上"))
-
-
-@dataclass
 class Report:
     figures: list[Figure]
     outcomes: dict[Outcome, int]
@@ -675,10 +761,6 @@ class Report:
     @property
     def calls(self) -> int:
         return sum(self.outcomes.values())
-
-
-def daily(f: Facts, s: KpiSettings) -> list[DayRow]:
-    return f.cached(("daily", s.short_abandon_seconds), lambda: _daily(f, s))
 
 
 def _daily(f: Facts, s: KpiSettings) -> list[DayRow]:
@@ -696,21 +778,11 @@ def _daily(f: Facts, s: KpiSettings) -> list[DayRow]:
 def compute(facts: Facts, settings: KpiSettings | None = None) -> Report:
     settings = settings or KpiSettings()
     figures = [i.compute(facts, settings) for i in INDICATORS]
-    outcomes: dict[Outcome, int] = defaultdict(int)
-    agents: dict[int, AgentRow] = {}
-    for c in facts.calls:
-        outcomes[c.outcome] += 1
-        if c.answered_at is not None and c.agent_id is not None:
-            row = agents.setdefault(c.agent_id, AgentRow(c.agent_id, facts.agent_names.get(c.agent_id,
-                                                                                          f"#{c.agent_id}")))
-            row.calls += 1
-            row.handling_seconds += handling_seconds(c, settings)
-            row.rated += c.satisfaction in RATED
-            row.satisfied += c.satisfaction in (grades.SATISFIED, grades.BASIC)
-    waits = [c.arrival_wait for c in answered(facts, settings)]
-    histogram = [(label, sum(1 for w in waits if low <= w < high)) for low, high, label in WAIT_BINS]
-    return Report(figures, {o: outcomes.get(o, 0) for o in Outcome},
-                  sorted(agents.values(), key=lambda a: (-a.calls, a.agent_id)), daily(facts, settings),
+    t = tally_calls(facts, settings)
+    agents = [AgentRow(a.agent_id, facts.agent_names.get(a.agent_id, f"#{a.agent_id}"), a.calls,
+                       a.handling_seconds, a.rated, a.satisfied) for a in t.agents.values()]
+    histogram = [(label, n) for (_low, _high, label), n in zip(WAIT_BINS, t.histogram, strict=True)]
+    return Report(figures, dict(t.outcomes), sorted(agents, key=lambda a: (-a.calls, a.agent_id)), t.days,
                   histogram, settings)
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import aiohttp_jinja2
 from aiohttp import web
 
-from agent_desk import alerts, kpi
+from agent_desk import alerts, kpi, kpi_sql
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_zone
 from core.asterisk_config import queue_names
@@ -214,9 +214,8 @@ def kpi_settings(request: web.Request) -> kpi.KpiSettings:
 async def build_report(request: web.Request, start: dt.date, end: dt.date, hotline: str) -> kpi.Report:
     zone = local_zone(request)
     async with request.app[DB_KEY].session() as db:
-        facts = await kpi.load_facts(db, start, end, zone, hotline, today=dt.datetime.now(zone).date())
-        facts.agent_names = await agent_names(db)
-    return kpi.compute(facts, kpi_settings(request))
+        return await kpi_sql.load_report(db, start, end, zone, hotline, today=dt.datetime.now(zone).date(),
+                                         settings=kpi_settings(request), agent_names=await agent_names(db))
 
 
 async def dissatisfied_visits(request: web.Request, start: dt.date, end: dt.date, hotline: str) -> list[dict]:

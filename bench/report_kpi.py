@@ -3,9 +3,10 @@
 100 000 call records in one month (outcomes mixed as a busy hotline's: answered, abandoned in the queue and in
 the IVR, voice messages, after hours) and 1 000 000 tickets over two years (``tickets.perf.fill``: one a
 minute from 2024-01-01, so the month holds about 43 000 of them), on SQLite and a throwaway PostgreSQL
-(fsync on). Timed: what ``GET /report`` does (load the month's facts, compute every indicator), p50/p95.
-Comparison point in the same run: the report as it was before (every call record of the period loaded as a
-full ORM object, tickets as (kind, state, accepted) rows, the old queue-based figures only).
+(fsync on). Timed: what ``GET /report`` does (``agent_desk.kpi_sql.load_report``: the month's calls and
+tickets aggregated by the database, every indicator), p50/p95. Comparison points in the same run: a bare
+``COUNT(*)`` of the month's call records and tickets (the least any report must read), and the same report
+computed row by row in Python (``kpi.load_facts`` + ``kpi.compute``, what the page did before).
 ``HOTLINE_BENCH_REPORT=calls,tickets`` (e.g. ``2000,20000``) sets the sizes while developing.
 """
 
@@ -19,9 +20,9 @@ import tempfile
 import time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
-from agent_desk import kpi
+from agent_desk import kpi, kpi_sql
 from bench.report import Report, percentile
 from cli.postgres import throwaway_postgresql
 from cli.stack import migrate_url
@@ -74,23 +75,28 @@ async def _fill(db: Database, calls: int, tickets: int) -> None:
     await perf.analyze(db)
 
 
-async def new_report(db: Database) -> int:
+async def sql_report(db: Database) -> kpi.Report:
+    async with db.session() as session:
+        return await kpi_sql.load_report(session, *MONTH, ZONE, "12301")
+
+
+async def row_report(db: Database) -> kpi.Report:
+    """The same report row by row: every call and ticket of the month loaded, counted in Python."""
     async with db.session() as session:
         facts = await kpi.load_facts(session, *MONTH, ZONE, "12301")
-    return len(kpi.compute(facts).figures)
+    return kpi.compute(facts)
 
 
-async def old_report(db: Database) -> int:
-    """The report before the indicator module: full ORM call records, queue-based figures."""
+async def bare_count(db: Database) -> tuple[int, int]:
+    """The comparison point: COUNT(*) of the month's calls and tickets, through the same indexes."""
     lo, hi = kpi.local_bounds(*MONTH, ZONE)
     async with db.session() as session:
-        calls = (await session.scalars(select(CallRecord).where(
-            CallRecord.started_at >= lo, CallRecord.started_at < hi, CallRecord.hotline == "12301"))).all()
-        tickets = (await session.execute(select(Ticket.kind, Ticket.state, Ticket.accepted_at).where(
-            Ticket.created_at >= lo, Ticket.created_at < hi, Ticket.hotline == "12301"))).all()
-    offered = [c for c in calls if c.queued_at is not None]
-    answered = sum(c.answered_at is not None for c in offered)
-    return answered + len(tickets)
+        calls = await session.scalar(select(func.count()).select_from(CallRecord).where(
+            CallRecord.direction == "inbound", CallRecord.hotline == "12301",
+            CallRecord.started_at >= lo, CallRecord.started_at < hi))
+        tickets = await session.scalar(select(func.count()).select_from(Ticket).where(
+            Ticket.hotline == "12301", Ticket.created_at >= lo, Ticket.created_at < hi))
+    return calls, tickets
 
 
 async def _timed(run, runs: int) -> list[float]:
@@ -103,7 +109,7 @@ async def _timed(run, runs: int) -> list[float]:
     return timings
 
 
-async def _measure(url: str, calls: int, tickets: int, runs: int) -> tuple[list[float], list[float], int]:
+async def _measure(url: str, calls: int, tickets: int, runs: int) -> tuple[list[float], list[float], list[float], int]:
     migrate_url(url)
     db = Database(url)
     try:
@@ -111,13 +117,32 @@ async def _measure(url: str, calls: int, tickets: int, runs: int) -> tuple[list[
         await _fill(db, calls, tickets)
         print(f"   {db.engine.dialect.name}: {calls} calls, {tickets} tickets ready "
               f"({time.monotonic() - began:.0f} s)", flush=True)
-        async with db.session() as session:
-            month = len((await kpi.load_facts(session, *MONTH, ZONE, "12301")).tickets)
-        new = await _timed(lambda: new_report(db), runs)
-        old = await _timed(lambda: old_report(db), runs)
+        by_rows = await row_report(db)
+        by_sql = await sql_report(db)
+        # The two paths must agree figure for figure before either is timed.
+        assert [f.value for f in by_sql.figures] == _near([f.value for f in by_rows.figures])
+        month = (await bare_count(db))[1]
+        new = await _timed(lambda: sql_report(db), runs)
+        count = await _timed(lambda: bare_count(db), runs)
+        rows = await _timed(lambda: row_report(db), max(3, runs // 10))
     finally:
         await db.close()
-    return new, old, month
+    return new, count, rows, month
+
+
+def _near(values: list[float | None]) -> list[object]:
+    """Equal up to float rounding (SQLite's julianday seconds are rounded to the millisecond)."""
+
+    class Near:
+        def __init__(self, value: float | None) -> None:
+            self.value = value
+
+        def __eq__(self, other: object) -> bool:
+            if self.value is None or other is None:
+                return self.value is other
+            return abs(float(other) - self.value) <= 1e-6 * max(1.0, abs(self.value))
+
+    return [Near(v) for v in values]
 
 
 def _ms(timings: list[float]) -> str:
@@ -133,9 +158,10 @@ def report(result: Report, quick: bool) -> None:
         sqlite = asyncio.run(_measure(f"sqlite+aiosqlite:///{tmp}/report.db", calls, tickets, runs))
     with throwaway_postgresql(prefix="hotline-bench-pg-", durable=True) as url:
         postgres = asyncio.run(_measure(url, calls, tickets, runs))
-    for name, (new, old, month) in (("SQLite", sqlite), ("PostgreSQL", postgres)):
+    for name, (new, count, rows, month) in (("SQLite", sqlite), ("PostgreSQL", postgres)):
         result.add("report", f"{name}: a month's report, {calls:,} calls and {tickets:,} tickets "
-                   f"({month:,} in the month)", _ms(new),
-                   f"the old queue-based report (ORM call records, 3 figures): {_ms(old)}",
-                   f"load_facts + every indicator of agent_desk/kpi.py for June 2024, {runs} runs after one warm-up; "
-                   f"host load {os.getloadavg()[0]:.1f}")
+                   f"({month:,} of them in the month)", _ms(new),
+                   f"bare COUNT(*) of the month's calls and tickets: {_ms(count)}; the same report row by row in "
+                   f"Python (load_facts + compute, before): {_ms(rows)}",
+                   f"kpi_sql.load_report (SQL aggregates) + every indicator for June 2024, {runs} runs after one "
+                   f"warm-up, figures checked equal to the row-by-row report; host load {os.getloadavg()[0]:.1f}")

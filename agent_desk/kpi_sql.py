@@ -1,0 +1,234 @@
+"""The service-quality report computed by the database: GROUP BY / SUM(CASE …) over the period's rows.
+
+:func:`agent_desk.kpi.load_facts` loads one row per call and per ticket and lets Python count them; at a
+busy hotline's month (100 000 calls, tens of thousands of tickets) that took seconds. Here the calls become
+one :class:`~agent_desk.kpi.CallTally` from a few aggregate queries, and the tickets become one row per
+distinct (kind, state, outcome, 投诉对象, local days of registration, 受理, closing, 移交, arrival), which is
+all the working-day indicators need. The indicators themselves are the same functions of ``agent_desk.kpi``;
+``tests/tickets/test_kpi.py`` checks this path and the row-by-row one against the same hand computation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from datetime import date, datetime, tzinfo
+from typing import Any
+
+from sqlalchemy import Float, String, and_, case, cast, false, func, literal, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agent_desk.kpi import (
+    GBT_ANSWER_SECONDS,
+    RATED,
+    WAIT_BINS,
+    WAIT_LIMIT_SECONDS,
+    AgentRow,
+    CallTally,
+    DayRow,
+    Facts,
+    KpiSettings,
+    Outcome,
+    Report,
+    TicketFact,
+    compute,
+    local_bounds,
+)
+from core import satisfaction as grades
+from cti.models import CallbackRequest, CallRecord
+from tickets.models import Ticket, TicketAction
+
+
+def _seconds(dialect: str, start: Any, end: Any) -> Any:
+    """``end - start`` in seconds, never negative (clock skew between the CTI's events)."""
+    if dialect == "postgresql":
+        span = cast(func.extract("epoch", end - start), Float)
+    else:
+        # julianday is a double of days: rounded to the millisecond so that whole seconds stay whole.
+        span = func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+    return case((span < 0, 0.0), else_=span)
+
+
+def _local_day(dialect: str, moment: Any, zone: tzinfo, at: datetime) -> Any:
+    """The local calendar day of a UTC timestamp column."""
+    name = getattr(zone, "key", None)
+    if dialect == "postgresql" and name:
+        return func.date(func.timezone(cast(literal(name), String), moment))
+    # SQLite has no time zones: the zone's offset at the period's start (China keeps one offset all year).
+    offset = int(zone.utcoffset(at.replace(tzinfo=None)).total_seconds())
+    return func.date(moment, f"{offset:+d} seconds")
+
+
+def _day(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _sum(condition: Any, value: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, value), else_=0.0)), 0.0)
+
+
+def _calls_base(dialect: str, lo: datetime, hi: datetime, zone: tzinfo, hotline: str, s: KpiSettings) -> Any:
+    """One row per inbound call of the period with what the indicators ask of it, derived in SQL."""
+    queued = CallRecord.queued_at.is_not(None)
+    answered = CallRecord.answered_at.is_not(None)
+    voicemail = func.coalesce(CallRecord.voicemail_file, "") != ""
+    callback = CallbackRequest.id.is_not(None)
+    duration = case((CallRecord.ended_at.is_not(None), _seconds(dialect, CallRecord.started_at, CallRecord.ended_at)))
+    outcome = case(
+        (answered, Outcome.ANSWERED.value),
+        (voicemail, Outcome.VOICEMAIL.value),
+        (callback, Outcome.CALLBACK.value),
+        (and_(CallRecord.ended_at.is_(None), func.coalesce(CallRecord.abandoned, false()).is_(False)),
+         Outcome.IN_PROGRESS.value),
+        (queued, Outcome.ABANDONED_QUEUE.value),
+        (func.coalesce(CallRecord.ivr_path, "").like("after-hours%"), Outcome.AFTER_HOURS.value),
+        (func.coalesce(CallRecord.lookup_ticket, "") != "", Outcome.SELF_SERVICE.value),
+        else_=Outcome.ABANDONED_IVR.value)
+    limit = s.short_abandon_seconds
+    counted = (or_(answered, voicemail, callback, CallRecord.ended_at.is_(None), duration >= limit)
+               if limit > 0 else true())
+    query = (select(
+        queued.label("queued"), answered.label("answered"), outcome.label("outcome"),
+        case((counted, 1), else_=0).label("counted"),
+        case((answered, _seconds(dialect, CallRecord.started_at, CallRecord.answered_at))).label("arrival_wait"),
+        case((and_(queued, answered), _seconds(dialect, CallRecord.queued_at, CallRecord.answered_at)),
+             else_=CallRecord.wait_seconds).label("answer_wait"),
+        CallRecord.wait_seconds.label("queue_wait"),
+        (func.coalesce(CallRecord.talk_seconds, 0.0) + func.coalesce(CallRecord.hold_seconds, 0.0)).label("talk_hold"),
+        CallRecord.agent_id, CallRecord.satisfaction,
+        _local_day(dialect, CallRecord.started_at, zone, lo).label("day"))
+        .outerjoin(CallbackRequest, (CallbackRequest.call_id == CallRecord.call_id)
+                   & (CallbackRequest.source == "queue"))
+        .where(CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi))
+    if hotline:
+        query = query.where(CallRecord.hotline == hotline)
+    return query.subquery("calls")
+
+
+async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo, hotline: str,
+                s: KpiSettings) -> CallTally:
+    dialect = session.bind.dialect.name
+    c = _calls_base(dialect, lo, hi, zone, hotline, s).c
+    is_answered = c.answered.is_(True)
+    is_queued = c.queued.is_(True)
+    rated = c.satisfaction.in_(RATED)
+    satisfied = c.satisfaction.in_((grades.SATISFIED, grades.BASIC))
+    abandoned_queue = c.outcome == Outcome.ABANDONED_QUEUE.value
+    main = select(
+        c.outcome, c.counted, func.count(),
+        _count(is_answered), _sum(is_answered, c.arrival_wait),
+        _count(c.arrival_wait <= GBT_ANSWER_SECONDS), _count(is_queued), _count(and_(is_queued, is_answered)),
+        _count(and_(is_queued, c.arrival_wait <= WAIT_LIMIT_SECONDS)),
+        _count(and_(is_queued, is_answered, func.coalesce(c.answer_wait, 0.0) <= s.service_level_seconds)),
+        _sum(and_(is_queued, is_answered), func.coalesce(c.answer_wait, 0.0)),
+        _sum(abandoned_queue, func.coalesce(c.queue_wait, 0.0)),
+        _sum(is_answered, c.talk_hold), _count(and_(is_answered, c.satisfaction.is_not(None))),
+        _count(and_(is_answered, rated)), _count(and_(is_answered, satisfied)),
+        *(_count(and_(c.arrival_wait >= low, c.arrival_wait < high)) if math.isfinite(high)
+          else _count(c.arrival_wait >= low) for low, high, _label in WAIT_BINS),
+    ).group_by(c.outcome, c.counted)
+    t = CallTally(s)
+    for (outcome, in_count, n, answered, wait_sum, within_15, offered, offered_answered, within_minute, level,
+         asa_sum, abandon_wait, talk_hold, surveyed, n_rated, n_satisfied, *bins) in (await session.execute(main)):
+        t.calls += n
+        t.outcomes[Outcome(outcome)] += n
+        t.answered += answered
+        t.talk_hold_sum += talk_hold
+        t.surveyed += surveyed
+        t.rated += n_rated
+        t.satisfied += n_satisfied
+        if not in_count:
+            continue
+        t.counted += n
+        t.counted_answered += answered
+        t.counted_wait_sum += wait_sum
+        t.within_15 += within_15
+        t.ivr_abandoned += n if outcome == Outcome.ABANDONED_IVR.value else 0
+        t.offered += offered
+        t.offered_answered += offered_answered
+        t.within_minute += within_minute
+        t.service_level += level
+        t.asa_sum += asa_sum
+        if outcome == Outcome.ABANDONED_QUEUE.value:
+            t.abandoned_queue += n
+            t.abandon_wait_sum += abandon_wait
+        t.histogram = [a + b for a, b in zip(t.histogram, bins, strict=True)]
+    counted = c.counted == 1
+    if t.counted_answered:
+        rank = min(t.counted_answered - 1, max(0, math.ceil(0.9 * t.counted_answered) - 1))
+        t.wait_p90 = await session.scalar(select(c.arrival_wait).where(counted, is_answered)
+                                          .order_by(c.arrival_wait).limit(1).offset(rank))
+    days = select(c.day, func.count(), _count(is_queued), _count(is_answered), _count(abandoned_queue)
+                  ).where(counted).group_by(c.day).order_by(c.day)
+    t.days = [DayRow(_day(day), n, offered, answered, abandoned)
+              for day, n, offered, answered, abandoned in await session.execute(days)]
+    agents = select(c.agent_id, func.count(), func.sum(c.talk_hold), _count(rated), _count(satisfied)
+                    ).where(is_answered, c.agent_id.is_not(None)).group_by(c.agent_id)
+    for agent_id, n, talk_hold, n_rated, n_satisfied in await session.execute(agents):
+        t.agents[agent_id] = AgentRow(agent_id, "", n, talk_hold + s.wrapup_seconds * n, n_rated, n_satisfied)
+    return t
+
+
+async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
+                        hotline: str) -> list[TicketFact]:
+    """Tickets registered in the period, one row per distinct set of facts and local days, with its count.
+
+    Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again.
+    """
+    dialect = session.bind.dialect.name
+    handed = (select(TicketAction.ticket_id, func.min(TicketAction.at).label("at"))
+              .where(TicketAction.action == "移交").group_by(TicketAction.ticket_id).subquery())
+
+    def day(column: Any, label: str) -> Any:
+        return _local_day(dialect, column, zone, lo).label(label)
+
+    visit = (CallbackRequest.ticket_number == Ticket.number) & (CallbackRequest.source == "visit")
+    base = (select(Ticket.kind, Ticket.state, Ticket.review_outcome, Ticket.complaint_object,
+                   day(Ticket.created_at, "created"), day(Ticket.accepted_at, "accepted"),
+                   day(Ticket.closed_at, "closed"), day(handed.c.at, "handed"),
+                   day(Ticket.transferred_at, "transferred"),
+                   case((CallbackRequest.id.is_not(None), 1), else_=0).label("visit_due"),
+                   Ticket.visit_satisfaction)
+            .outerjoin(handed, handed.c.ticket_id == Ticket.id).outerjoin(CallbackRequest, visit)
+            .where(Ticket.created_at >= lo, Ticket.created_at < hi))
+    if hotline:
+        base = base.where(Ticket.hotline == hotline)
+    b = base.subquery("t").c
+    columns = (b.kind, b.state, b.review_outcome, b.complaint_object, b.created, b.accepted, b.closed, b.handed,
+               b.transferred, b.visit_due, b.visit_satisfaction)
+    noon = dt.time(12)
+
+    def at(value: Any) -> datetime | None:
+        d = _day(value)
+        return None if d is None else datetime.combine(d, noon, zone)
+
+    rows = await session.execute(select(*columns, func.count()).group_by(*columns))
+    return [TicketFact(str(kind), str(state), at(created), at(accepted), at(closed), at(handed_at), at(transferred),
+                       None if review is None else str(review), obj, hotline or None, bool(visit_due), grade, count=n)
+            for kind, state, review, obj, created, accepted, closed, handed_at, transferred, visit_due, grade, n
+            in rows]
+
+
+async def load_report(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str = "",
+                      today: date | None = None, settings: KpiSettings | None = None,
+                      agent_names: dict[int, str] | None = None) -> Report:
+    """The report of :func:`agent_desk.kpi.compute` for [start, end] (local days), aggregated in SQL."""
+    settings = settings or KpiSettings()
+    lo, hi = local_bounds(start, end, zone)
+    length = end - start + dt.timedelta(days=1)
+    prev_lo, prev_hi = local_bounds(start - length, start - dt.timedelta(days=1), zone)
+    previous_q = select(func.count()).select_from(CallRecord).where(
+        CallRecord.direction == "inbound", CallRecord.started_at >= prev_lo, CallRecord.started_at < prev_hi)
+    if hotline:
+        previous_q = previous_q.where(CallRecord.hotline == hotline)
+    facts = Facts(start, end, zone, tickets=await ticket_groups(session, lo, hi, zone, hotline),
+                  previous_calls=await session.scalar(previous_q), as_of=min(end, today) if today else end,
+                  agent_names=agent_names or {},
+                  call_tally=await tally(session, lo, hi, zone, hotline, settings))
+    return compute(facts, settings)
