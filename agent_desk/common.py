@@ -28,16 +28,17 @@ _TICKETS = MenuItem("/tickets", "工单", "☰")
 _WALLBOARD = MenuItem("/wallboard", "实时监控", "◉")
 _SUPERVISE = MenuItem("/tickets?supervised=true", "督办工单", "★")
 _REPORT = MenuItem("/report", "服务质量报表", "▤")
+_EVALUATION = MenuItem("/evaluation", "服务质量评价", "✓")
 _UNIT_HOME = MenuItem("/unit", "首页", "⌂")
 _MY = MenuItem("/my", "我的", "☺")
 _UNLOCK = MenuItem("/admin/unlock", "账号解锁", "⚿")
 
 MENUS: dict[Role, tuple[MenuItem, ...]] = {
     Role.AGENT: (_DESK, _TICKETS, _MY),
-    Role.TEAM_LEAD: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _MY),
+    Role.TEAM_LEAD: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _EVALUATION, _MY),
     Role.UNIT_HANDLER: (_UNIT_HOME, _TICKETS, _MY),
     Role.UNIT_HEAD: (_UNIT_HOME, _TICKETS, _MY),
-    Role.ADMIN: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _UNLOCK, _MY),
+    Role.ADMIN: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _EVALUATION, _UNLOCK, _MY),
 }
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import aiohttp_jinja2
 from aiohttp import web
 
-from agent_desk import alerts, kpi, kpi_sql
+from agent_desk import alerts, evaluation, kpi, kpi_sql
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_zone
 from core.asterisk_config import queue_names
@@ -193,10 +193,12 @@ async def post_spy(request: web.Request) -> web.Response:
 
 # --- the service-quality report ------------------------------------------------------
 
-def _period(request: web.Request) -> tuple[dt.date, dt.date, str]:
+def _period(request: web.Request, year: bool = False) -> tuple[dt.date, dt.date, str]:
+    """The period asked for; by default the last seven days (the report) or this year so far (the evaluation)."""
     zone = local_zone(request)
     today = dt.datetime.now(zone).date()
-    start = iso_date(request.query.get("from") or today - dt.timedelta(days=6), "from", "开始日期")
+    first = today.replace(month=1, day=1) if year else today - dt.timedelta(days=6)
+    start = iso_date(request.query.get("from") or first, "from", "开始日期")
     end = iso_date(request.query.get("to") or today, "to", "结束日期")
     if end < start:
         raise json_error(400, "结束日期不能早于开始日期", "to")
@@ -278,6 +280,41 @@ async def report_export(request: web.Request) -> web.Response:
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+async def build_evaluation(request: web.Request) -> evaluation.Evaluation:
+    start, end, hotline = _period(request, year=True)
+    if (end - start).days > 366 * 3:
+        raise json_error(400, "评价期间不能超过三年", "from")
+    zone = local_zone(request)
+    async with request.app[DB_KEY].session() as db:
+        return await evaluation.evaluate(db, evaluation.scheme(), start, end, zone, hotline,
+                                         today=dt.datetime.now(zone).date(), settings=kpi_settings(request),
+                                         agent_names=await agent_names(db))
+
+
+@_leads_only
+async def evaluation_page(request: web.Request) -> web.Response:
+    e = await build_evaluation(request)
+    return aiohttp_jinja2.render_template("evaluation.html", request, {
+        "e": e, "hotlines": HOTLINES, "total_line": evaluation.total_line(e),
+        "query": f"from={e.start}&to={e.end}&hotline={e.hotline}",
+    })
+
+
+@_leads_only
+async def evaluation_export(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "xlsx")
+    if fmt not in ("xlsx", "pdf"):
+        raise json_error(400, "导出格式应为 xlsx 或 pdf", "format")
+    e = await build_evaluation(request)
+    if fmt == "xlsx":
+        body, ctype = evaluation.evaluation_xlsx(e), XLSX_TYPE
+    else:
+        body, ctype = evaluation.evaluation_pdf(e), "application/pdf"
+    name = f"evaluation-{e.start:%Y%m%d}-{e.end:%Y%m%d}.{fmt}"
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/wallboard", wallboard_page)
     app.router.add_get("/api/wallboard", wallboard_json)
@@ -286,3 +323,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/wallboard/alerts", post_alerts)
     app.router.add_get("/report", report_page)
     app.router.add_get("/report/export", report_export)
+    app.router.add_get("/evaluation", evaluation_page)
+    app.router.add_get("/evaluation/export", evaluation_export)

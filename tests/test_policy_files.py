@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent_desk.evaluation import load_scheme
 from agent_desk.knowledge import load_phrases
 from core import policy
 from core.policy import PolicyError
@@ -66,6 +67,13 @@ CASES: list[tuple[str, Callable[[Path], Any], str, str, str, str]] = [
      "工作日{open}至{close}", "工作日{opening}至{close}", "{opening}", "未知的占位符 ['opening']"),
     ("phrases.yaml", lambda c: load_phrases(c / "phrases.yaml"),
      "这里是{region}{hotline}热线", "这里是{regoin}{hotline}热线", "{regoin}", "未知的占位符 ['regoin']"),
+    ("evaluation.yaml", lambda c: load_scheme(c / "evaluation.yaml"),
+     "  - indicator: reply_rate", "  - indicator: reply_ratio", "indicator: reply_ratio", "未知的指标 'reply_ratio'"),
+    ("evaluation.yaml", lambda c: load_scheme(c / "evaluation.yaml"),
+     "    weight: 15\n    target: 1.0", "    weight: -15\n    target: 1.0", "weight: -15", "weight 应为正数"),
+    ("evaluation.yaml", lambda c: load_scheme(c / "evaluation.yaml"),
+     "    target: 0.95\n    better: higher\n    method: 接线率", "    target: 95\n    better: higher\n    method: 接线率",
+     "target: 95", "比例指标的 target 应写小数"),
 ]
 
 

@@ -126,7 +126,8 @@ def form_xlsx(form: ArchiveForm) -> bytes:
     return workbook_bytes(wb)
 
 
-def _pdf() -> FPDF:
+def pdf_document() -> FPDF:
+    """An A4 document with the CJK font as "cjk" and its first page (the ticket forms and the evaluation)."""
     if not CJK_FONT.exists():
         raise ArchiveError(f"缺少中文字体 {CJK_FONT}，请安装 fonts-wqy-microhei")
     pdf = FPDF(format="A4")
@@ -137,7 +138,7 @@ def _pdf() -> FPDF:
 
 
 def form_pdf(form: ArchiveForm) -> bytes:
-    pdf = _pdf()
+    pdf = pdf_document()
     pdf.set_font("cjk", size=16)
     pdf.cell(0, 12, form.title, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("cjk", size=10)

@@ -10,10 +10,14 @@ own arrival-to-answer times.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import re
+from zoneinfo import ZoneInfo
 
 import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from agent_desk import kpi
@@ -118,6 +122,41 @@ async def test_scripted_calls_move_the_report_export_and_wallboard_by_exactly_th
         "callback": 0, "after_hours": 0, "in_progress": 0}
     # The wallboard's 12365-report row: 3 offered, 2 answered, 1 abandoned today.
     assert tuple(a - b for a, b in zip(after["wallboard"], before["wallboard"], strict=True)) == (3, 2, 1)
+    await _evaluation_shows_the_reports_figures(stack)
+
+
+EVAL_ROW = re.compile(r'<tr data-key="(\w+)"[^>]*>(?:<td[^>]*>.*?</td>){4}<td class="num"><b>([^<]*)</b></td>')
+REPORT_DISPLAY = re.compile(r'<tr data-key="(\w+)"[^>]*>(?:<td[^>]*>.*?</td>){2}<td class="num"><b>([^<]*)</b></td>')
+
+
+async def _evaluation_shows_the_reports_figures(stack) -> None:
+    """The evaluation (004 §7.1) of today scores the same figures the report shows, on the page and in its
+    XLSX and PDF exports."""
+    lead = Desk(stack.settings.web_url)
+    await lead.login("lead1", stack.settings.secrets["demo_password"], "/evaluation")
+    today = dt.datetime.now(ZoneInfo(stack.settings.timezone)).date()
+    query = f"from={today}&to={today}&hotline="
+    async with lead.http.get(f"{lead.base}/report?{query}") as resp:
+        report = dict(REPORT_DISPLAY.findall(await resp.text()))
+    async with lead.http.get(f"{lead.base}/evaluation?{query}") as resp:
+        assert resp.status == 200
+        page = await resp.text()
+    items = dict(EVAL_ROW.findall(page))
+    assert "answering_rate" in items and "satisfaction_rate" in items, page[:2000]
+    assert all(items[key] == report[key] for key in items), (items, report)
+    total = re.search(r'<div class="kpi" id="total"><span>综合得分</span><b>([^<]+)</b>', page).group(1)
+    async with lead.http.get(f"{lead.base}/evaluation/export?format=pdf&{query}") as resp:
+        assert resp.status == 200 and resp.content_type == "application/pdf"
+        text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(await resp.read())).pages).replace(" ", "")
+    assert f"综合得分：{total}分" in text and items["answering_rate"] in text
+    async with lead.http.get(f"{lead.base}/evaluation/export?format=xlsx&{query}") as resp:
+        book = load_workbook(io.BytesIO(await resp.read()))
+    values = {row[0]: row[4] for row in book["评价结果"].iter_rows(values_only=True) if row and row[0]}
+    assert values["接线率"] == items["answering_rate"]
+    assert [len(book[name]._charts) for name in ("月度趋势", "分热线", "分坐席")] == [1, 1, 1]
+    async with lead.http.get(f"{lead.base}/evaluation/export?format=doc&{query}") as resp:
+        assert resp.status == 400 and "导出格式" in (await resp.json())["error"]
+    await lead.close()
 
 
 async def _answered(db, call_id: str) -> bool:
