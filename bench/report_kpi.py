@@ -20,7 +20,7 @@ import tempfile
 import time
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from agent_desk import kpi, kpi_sql
 from bench.report import Report, percentile
@@ -67,12 +67,45 @@ def _call_rows(count: int, first: int = 0) -> list[dict]:
     return rows
 
 
+SEED_TICKETS = 20_000
+
+
 async def _fill(db: Database, calls: int, tickets: int) -> None:
     for offset in range(0, calls, 20_000):
         async with db.transaction() as session:
             await session.execute(insert(CallRecord), _call_rows(min(20_000, calls - offset), offset))
-    await perf.fill(db, tickets)
+    await perf.fill(db, min(tickets, SEED_TICKETS))
+    await _grow_tickets(db, min(tickets, SEED_TICKETS), tickets)
     await perf.analyze(db)
+
+
+def _copy_expressions(dialect: str) -> dict[str, str]:
+    """How a copied ticket differs from its original ``have`` tickets later: its number and its times."""
+    if dialect == "postgresql":
+        shifted = "(created_at + :have * interval '1 minute')"
+        return {"number": "'P' || lpad((CAST(substr(number, 2) AS BIGINT) + :have)::text, 12, '0')",
+                "created_at": shifted,
+                "handling_due": f"(({shifted} AT TIME ZONE 'UTC') + interval '60 days')::date"}
+    minutes = "'+' || :have || ' minutes'"
+    return {"number": "'P' || printf('%012d', CAST(substr(number, 2) AS INTEGER) + :have)",
+            # the text form SQLAlchemy stores (microseconds), so range comparisons stay exact
+            "created_at": f"strftime('%Y-%m-%d %H:%M:%f000', created_at, {minutes})",
+            "handling_due": f"date(created_at, {minutes}, '+60 days')"}
+
+
+async def _grow_tickets(db: Database, have: int, count: int) -> None:
+    """Doubles the synthetic tickets inside the database (INSERT … SELECT) up to ``count``: one ticket a
+    minute goes on, as ``tickets.perf.fill`` would have made them, without a million rows through Python."""
+    columns = [c.name for c in Ticket.__table__.columns if c.name != "id"]
+    while have < count:
+        n = min(have, count - have)
+        async with db.transaction() as session:
+            shift = _copy_expressions(session.bind.dialect.name)
+            values = ", ".join(shift.get(c, c) for c in columns)
+            await session.execute(text(
+                f"INSERT INTO tickets ({', '.join(columns)}) SELECT {values} FROM tickets "
+                "WHERE id IN (SELECT id FROM tickets ORDER BY id LIMIT :n)"), {"have": have, "n": n})
+        have += n
 
 
 async def sql_report(db: Database) -> kpi.Report:
