@@ -117,6 +117,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     app.router.add_get("/healthz", healthz)
     app.router.add_static("/static", HERE / "static")
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
+    app.router.add_static("/vendor/echarts", REPO_ROOT / "node_modules" / "echarts" / "dist")
     for module in (auth, live, desk, units, lead, playback, admin, webphone, messages):
         module.add_routes(app)
     app[auth.LOGOUT_HOOKS].append(webphone.end_session)  # the browser phone's account ends with the session

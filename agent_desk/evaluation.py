@@ -163,6 +163,8 @@ class Slice:
     label: str
     report: kpi.Report
     scored: Scored
+    report_start: date | None = None   # the period of this part (a month: the page drills down to it)
+    report_end: date | None = None
 
 
 @dataclass
@@ -195,7 +197,7 @@ async def evaluate(session: AsyncSession, chosen: Scheme, start: date, end: date
                    agent_names: dict[int, str] | None = None) -> Evaluation:
     async def part(label: str, lo: date, hi: date, line: str) -> Slice:
         report = await kpi_sql.load_report(session, lo, hi, zone, line, today, settings, agent_names)
-        return Slice(label, report, score(chosen, report))
+        return Slice(label, report, score(chosen, report), lo, hi)
 
     whole = await part(f"{start} 至 {end}", start, end, hotline)
     months = [await part(f"{lo:%Y-%m}", lo, hi, hotline) for lo, hi in months_of(start, end)]

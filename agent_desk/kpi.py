@@ -833,37 +833,6 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
     return Facts(start, end, zone, calls, tickets, previous_calls=previous, as_of=as_of)
 
 
-# --- charts: geometry for inline SVG, drawn by the templates ----------------------------------
-
-@dataclass(frozen=True)
-class Bar:
-    label: str
-    value: float
-    x: float
-    y: float
-    width: float
-    height: float
-    series: int = 0
-
-
-def bar_chart(groups: list[tuple[str, list[float]]], width: float = 640, height: float = 200,
-              gap: float = 12, max_bar: float = 48) -> list[Bar]:
-    """Grouped vertical bars scaled to the tallest value, centred in their slot; one per (group, series)."""
-    if not groups:
-        return []
-    top = max((v for _label, values in groups for v in values), default=0) or 1
-    slot = width / len(groups)
-    per = max(1, max(len(values) for _label, values in groups))
-    bar_w = min(max_bar, max(2.0, (slot - gap) / per))
-    offset = (slot - bar_w * per) / 2
-    bars = []
-    for i, (label, values) in enumerate(groups):
-        for j, value in enumerate(values):
-            h = value / top * height
-            bars.append(Bar(label, value, i * slot + offset + j * bar_w, height - h, bar_w - 2, h, j))
-    return bars
-
-
 def percentile(values: list[float], pct: float) -> float | None:
     """Nearest-rank percentile (core.metrics), None rather than NaN where there are no values."""
     return nearest_rank(values, pct) if values else None

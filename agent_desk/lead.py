@@ -232,16 +232,27 @@ async def dissatisfied_visits(request: web.Request, start: dt.date, end: dt.date
             for t in tickets]
 
 
+def chart(categories: list[str], series: dict[str, list[float | None]], kind: str = "bar",
+          links: list[str] | None = None, unit: str = "", integer: bool = True) -> dict[str, Any]:
+    """What static/charts.js draws with ECharts: categories, named series, and a link per category."""
+    return {"categories": categories, "series": [{"name": n, "data": d} for n, d in series.items()],
+            "type": kind, "links": links, "unit": unit, "integer": integer}
+
+
 @_leads_only
 async def report_page(request: web.Request) -> web.Response:
     start, end, hotline = _period(request)
     report = await build_report(request, start, end, hotline)
-    days = kpi.bar_chart([(d.day.strftime("%m-%d"), [d.calls, d.answered, d.abandoned]) for d in report.days])
-    waits = kpi.bar_chart([(label, [n]) for label, n in report.wait_histogram], width=480, height=160)
-    agents = kpi.bar_chart([(a.name, [a.calls]) for a in report.agents], width=480, height=160)
+    days = chart([d.day.strftime("%m-%d") for d in report.days],
+                 {"呼入总数": [d.calls for d in report.days], "坐席接通": [d.answered for d in report.days],
+                  "排队放弃": [d.abandoned for d in report.days]},
+                 links=[f"/report?from={d.day}&to={d.day}&hotline={hotline}" for d in report.days], unit="通")
+    waits = chart([label for label, _n in report.wait_histogram], {"来电数": [n for _l, n in report.wait_histogram]},
+                  unit="通")
+    agents = chart([a.name for a in report.agents], {"接听": [a.calls for a in report.agents]}, unit="通")
     return aiohttp_jinja2.render_template("report.html", request, {
         "r": report, "outcome_labels": kpi.OUTCOME_LABELS, "start": start, "end": end, "hotline": hotline,
-        "hotlines": HOTLINES, "day_bars": days, "wait_bars": waits, "agent_bars": agents,
+        "hotlines": HOTLINES, "day_chart": days, "wait_chart": waits, "agent_chart": agents,
         "query": f"from={start}&to={end}&hotline={hotline}",
         "dissatisfied": await dissatisfied_visits(request, start, end, hotline),
     })
@@ -294,8 +305,19 @@ async def build_evaluation(request: web.Request) -> evaluation.Evaluation:
 @_leads_only
 async def evaluation_page(request: web.Request) -> web.Response:
     e = await build_evaluation(request)
+
+    def total(part: evaluation.Slice) -> float | None:
+        return None if part.scored.total is None else round(part.scored.total, 1)
+
+    months = chart([m.label for m in e.months], {"综合得分": [total(m) for m in e.months]}, kind="line",
+                   links=[f"/report?from={m.report_start}&to={m.report_end}&hotline={e.hotline}" for m in e.months],
+                   unit="分", integer=False)
+    lines = chart([h.label for h in e.hotlines], {"综合得分": [total(h) for h in e.hotlines]},
+                  links=[f"/evaluation?from={e.start}&to={e.end}&hotline={h.label}" for h in e.hotlines],
+                  unit="分", integer=False)
     return aiohttp_jinja2.render_template("evaluation.html", request, {
-        "e": e, "hotlines": HOTLINES, "total_line": evaluation.total_line(e),
+        "e": e, "hotlines": HOTLINES, "total_line": evaluation.total_line(e), "month_chart": months,
+        "hotline_chart": lines,
         "query": f"from={e.start}&to={e.end}&hotline={e.hotline}",
     })
 

@@ -212,7 +212,11 @@ async def test_wallboard_snapshot_and_report_with_exports(desk):
     assert isinstance(snap["abandoned"], list)
     assert 'id="abandoned"' in await desk.page("/wallboard")
     page = await desk.page("/report?hotline=12301")
-    assert "接线率" in page and "<svg" in page and "答复率" in page and "办结率" in page
+    assert "接线率" in page and 'class="echart"' in page and "答复率" in page and "办结率" in page
+    # The charts' library is served by the desk itself from node_modules (npm, pinned), never a CDN.
+    assert '<script src="/vendor/echarts/echarts.min.js">' in page and "//cdn" not in page
+    library = await desk.client.get("/vendor/echarts/echarts.min.js")
+    assert library.status == 200 and "echarts" in (await library.text())[:2000].lower()
     assert "004 §3.7" in page and "进入排队来电的人工接通率" in page and "15秒内接听率" in page
     csv_body = await (await desk.client.get("/report/export?format=csv&hotline=12301")).read()
     assert csv_body.startswith(b"\xef\xbb\xbf") and "接线率".encode() in csv_body
