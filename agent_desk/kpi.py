@@ -795,6 +795,23 @@ def local_bounds(start: date, end: date, zone: tzinfo) -> tuple[datetime, dateti
     return lo, hi
 
 
+def first_handover() -> Any:
+    """Each ticket's first 移交 (Table 1 item 15), as a subquery (ticket_id, at)."""
+    return (select(TicketAction.ticket_id, func.min(TicketAction.at).label("at"))
+            .where(TicketAction.action == "移交").group_by(TicketAction.ticket_id).subquery())
+
+
+async def previous_calls(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str) -> int:
+    """Calls into the hotline in the equal period just before [start, end] (Table 1 item 23)."""
+    length = end - start + dt.timedelta(days=1)
+    lo, hi = local_bounds(start - length, start - dt.timedelta(days=1), zone)
+    query = select(func.count()).select_from(CallRecord).where(
+        CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi)
+    if hotline:
+        query = query.where(CallRecord.hotline == hotline)
+    return await session.scalar(query)
+
+
 async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str = "",
                      today: date | None = None) -> Facts:
     """Calls that arrived and tickets registered in [start, end] (local days), narrow rows only."""
@@ -807,28 +824,22 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
                .outerjoin(CallbackRequest, (CallbackRequest.call_id == CallRecord.call_id)
                           & (CallbackRequest.source == "queue"))
                .where(CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi))
-    handed = (select(TicketAction.ticket_id, func.min(TicketAction.at).label("at"))
-              .where(TicketAction.action == "移交").group_by(TicketAction.ticket_id).subquery())
+    handed = first_handover()
     visit = (CallbackRequest.ticket_number == Ticket.number) & (CallbackRequest.source == "visit")
     tickets_q = (select(Ticket.kind, Ticket.state, Ticket.created_at, Ticket.accepted_at, Ticket.closed_at,
                         handed.c.at, Ticket.transferred_at, Ticket.review_outcome, Ticket.complaint_object,
                         Ticket.hotline, CallbackRequest.id, Ticket.visit_satisfaction)
                  .outerjoin(handed, handed.c.ticket_id == Ticket.id).outerjoin(CallbackRequest, visit)
                  .where(Ticket.created_at >= lo, Ticket.created_at < hi))
-    length = end - start + dt.timedelta(days=1)
-    prev_lo, prev_hi = local_bounds(start - length, start - dt.timedelta(days=1), zone)
-    previous_q = select(func.count()).select_from(CallRecord).where(
-        CallRecord.direction == "inbound", CallRecord.started_at >= prev_lo, CallRecord.started_at < prev_hi)
     if hotline:
         calls_q = calls_q.where(CallRecord.hotline == hotline)
         tickets_q = tickets_q.where(Ticket.hotline == hotline)
-        previous_q = previous_q.where(CallRecord.hotline == hotline)
     calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look, sat)
              for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look, sat in (await session.execute(calls_q)).all()]
     tickets = [TicketFact(str(k), str(st), c, acc, cl, ho, tr, None if ro is None else str(ro), obj, hl,
                           visit is not None, grade)
                for k, st, c, acc, cl, ho, tr, ro, obj, hl, visit, grade in (await session.execute(tickets_q)).all()]
-    previous = await session.scalar(previous_q)
+    previous = await previous_calls(session, start, end, zone, hotline)
     as_of = min(end, today) if today else end
     return Facts(start, end, zone, calls, tickets, previous_calls=previous, as_of=as_of)
 

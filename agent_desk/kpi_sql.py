@@ -32,11 +32,13 @@ from agent_desk.kpi import (
     Report,
     TicketFact,
     compute,
+    first_handover,
     local_bounds,
+    previous_calls,
 )
 from core import satisfaction as grades
 from cti.models import CallbackRequest, CallRecord
-from tickets.models import Ticket, TicketAction
+from tickets.models import Ticket
 
 
 def _seconds(dialect: str, start: Any, end: Any) -> Any:
@@ -182,8 +184,7 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
     Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again.
     """
     dialect = session.bind.dialect.name
-    handed = (select(TicketAction.ticket_id, func.min(TicketAction.at).label("at"))
-              .where(TicketAction.action == "移交").group_by(TicketAction.ticket_id).subquery())
+    handed = first_handover()
 
     def day(column: Any, label: str) -> Any:
         return _local_day(dialect, column, zone, lo).label(label)
@@ -221,14 +222,8 @@ async def load_report(session: AsyncSession, start: date, end: date, zone: tzinf
     """The report of :func:`agent_desk.kpi.compute` for [start, end] (local days), aggregated in SQL."""
     settings = settings or KpiSettings()
     lo, hi = local_bounds(start, end, zone)
-    length = end - start + dt.timedelta(days=1)
-    prev_lo, prev_hi = local_bounds(start - length, start - dt.timedelta(days=1), zone)
-    previous_q = select(func.count()).select_from(CallRecord).where(
-        CallRecord.direction == "inbound", CallRecord.started_at >= prev_lo, CallRecord.started_at < prev_hi)
-    if hotline:
-        previous_q = previous_q.where(CallRecord.hotline == hotline)
     facts = Facts(start, end, zone, tickets=await ticket_groups(session, lo, hi, zone, hotline),
-                  previous_calls=await session.scalar(previous_q), as_of=min(end, today) if today else end,
+                  previous_calls=await previous_calls(session, start, end, zone, hotline), as_of=min(end, today) if today else end,
                   agent_names=agent_names or {},
                   call_tally=await tally(session, lo, hi, zone, hotline, settings))
     return compute(facts, settings)
