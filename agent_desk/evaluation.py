@@ -30,8 +30,7 @@ from agent_desk import kpi, kpi_sql
 from core import policy
 from core.policy import fail
 from core.settings import CONFIG_DIR
-from core.sheets import append_row, workbook_bytes
-from tickets.archive import pdf_document
+from core.sheets import append_row, pdf_document, workbook_bytes
 
 EVALUATION_FILE = CONFIG_DIR / "evaluation.yaml"
 HOTLINES = ("12301", "12365")

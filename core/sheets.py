@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+from fpdf import FPDF
 from openpyxl import Workbook
 from openpyxl.worksheet.worksheet import Worksheet
 
 from core.inputs import clean_for_export
 
+# PDF exports need a CJK font: the Debian package fonts-wqy-microhei (./hotline installs it), or HOTLINE_CJK_FONT.
+CJK_FONT = Path(os.environ.get("HOTLINE_CJK_FONT", "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"))
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -79,3 +84,18 @@ def xlsx_bytes(title: str, rows: Iterable[Sequence[Any]]) -> bytes:
     for row in rows:
         append_row(sheet, row)
     return workbook_bytes(book)
+
+
+class MissingFont(RuntimeError):
+    """The CJK font of the PDF exports is not installed; message in Chinese."""
+
+
+def pdf_document() -> FPDF:
+    """An A4 document with the CJK font as "cjk" and its first page (ticket forms, the yearly evaluation)."""
+    if not CJK_FONT.exists():
+        raise MissingFont(f"缺少中文字体 {CJK_FONT}，请安装 fonts-wqy-microhei")
+    pdf = FPDF(format="A4")
+    pdf.add_font("cjk", fname=str(CJK_FONT))
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.add_page()
+    return pdf

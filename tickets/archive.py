@@ -9,16 +9,14 @@ needs a CJK font: the Debian package ``fonts-wqy-microhei`` (path below, or
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from fpdf import FPDF
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
 
 from core.inputs import clean_for_export
-from core.sheets import append_row, csv_bytes, workbook_bytes, xlsx_bytes
+from core.sheets import MissingFont, append_row, csv_bytes, pdf_document, workbook_bytes, xlsx_bytes
 from tickets.deadlines import SHANGHAI, days_left
 from tickets.models import (
     CLOSED_STATES,
@@ -30,7 +28,6 @@ from tickets.models import (
     TicketAction,
 )
 
-CJK_FONT = Path(os.environ.get("HOTLINE_CJK_FONT", "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"))
 FORM_TITLES = {Kind.CONSULT: "咨询处理归档表", Kind.COMPLAINT: "投诉处理归档表", Kind.REPORT: "举报处理归档表"}
 FORM_APPENDIX = {Kind.CONSULT: "C", Kind.COMPLAINT: "D", Kind.REPORT: "E"}
 MEDIATION = {"调解成功", "调解失败"}
@@ -126,19 +123,15 @@ def form_xlsx(form: ArchiveForm) -> bytes:
     return workbook_bytes(wb)
 
 
-def pdf_document() -> FPDF:
-    """An A4 document with the CJK font as "cjk" and its first page (the ticket forms and the evaluation)."""
-    if not CJK_FONT.exists():
-        raise ArchiveError(f"缺少中文字体 {CJK_FONT}，请安装 fonts-wqy-microhei")
-    pdf = FPDF(format="A4")
-    pdf.add_font("cjk", fname=str(CJK_FONT))
-    pdf.set_auto_page_break(True, margin=15)
-    pdf.add_page()
-    return pdf
+def _pdf() -> FPDF:
+    try:
+        return pdf_document()
+    except MissingFont as exc:
+        raise ArchiveError(str(exc)) from None
 
 
 def form_pdf(form: ArchiveForm) -> bytes:
-    pdf = pdf_document()
+    pdf = _pdf()
     pdf.set_font("cjk", size=16)
     pdf.cell(0, 12, form.title, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("cjk", size=10)
