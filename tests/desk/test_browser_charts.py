@@ -19,7 +19,9 @@ DAY = dt.date(2025, 6, 10)  # a past day of its own: no other test's calls fall 
 
 
 async def _hover_the_middle(page: Page, chart: str) -> None:
-    box = await page.locator(f"{chart} canvas").first.bounding_box()
+    canvas = page.locator(f"{chart} canvas").first
+    await canvas.scroll_into_view_if_needed()  # the mouse only reaches what is in the viewport
+    box = await canvas.bounding_box()
     await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.7)
 
 
@@ -48,7 +50,7 @@ async def test_report_and_evaluation_charts_have_tooltips_and_drill_down(stack, 
             await expect(page.locator("#chart-days canvas").first).to_be_visible()
             await expect(page.locator("#chart-waits canvas").first).to_be_visible()
             await _hover_the_middle(page, "#chart-days")
-            tooltip = page.locator("#chart-days div").filter(has_text="呼入总数")
+            tooltip = page.locator("#chart-days > div").filter(has_text="呼入总数")
             await expect(tooltip.last).to_contain_text("06-10")
             await expect(tooltip.last).to_contain_text("3")   # calls that day
             await expect(tooltip.last).to_contain_text("坐席接通")
@@ -61,7 +63,7 @@ async def test_report_and_evaluation_charts_have_tooltips_and_drill_down(stack, 
             await page.goto(f"{stack.settings.web_url}/evaluation?from={DAY.replace(day=1)}&to={DAY}&hotline=12301")
             await expect(page.locator("#chart-months canvas").first).to_be_visible()
             await _hover_the_middle(page, "#chart-months")
-            await expect(page.locator("#chart-months div").filter(has_text="综合得分").last).to_contain_text("2025-06")
+            await expect(page.locator("#chart-months > div").filter(has_text="综合得分").last).to_contain_text("2025-06")
             await page.mouse.down()
             await page.mouse.up()
             await page.wait_for_url(f"**/report?from={DAY.replace(day=1)}&to={DAY}&hotline=12301")
