@@ -15,7 +15,7 @@ import math
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import Float, String, and_, case, cast, false, func, literal, or_, select, true
+from sqlalchemy import Float, Integer, String, and_, case, cast, false, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_desk.kpi import (
@@ -46,9 +46,14 @@ def _seconds(dialect: str, start: Any, end: Any) -> Any:
     if dialect == "postgresql":
         span = cast(func.extract("epoch", end - start), Float)
     else:
-        # julianday is a double of days: rounded to the millisecond so that whole seconds stay whole.
-        span = func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+        # SQLite's own date functions keep milliseconds only; the stored text has microseconds
+        # ("YYYY-MM-DD HH:MM:SS.ffffff"): whole seconds from strftime('%s'), the fraction from the text.
+        span = func.round(_sqlite_epoch(end) - _sqlite_epoch(start), 6)
     return case((span < 0, 0.0), else_=span)
+
+
+def _sqlite_epoch(moment: Any) -> Any:
+    return cast(func.strftime("%s", moment), Integer) + cast(func.substr(moment, 20), Float)
 
 
 def _local_day(dialect: str, moment: Any, zone: tzinfo, at: datetime) -> Any:

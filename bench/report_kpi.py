@@ -163,8 +163,7 @@ async def _measure(url: str, calls: int, tickets: int, runs: int) -> tuple[list[
 
 
 def _agree(by_rows: kpi.Report, by_sql: kpi.Report) -> None:
-    """Rates: the same numerator and denominator; times: within a millisecond (SQLite's julianday seconds are
-    rounded to the millisecond)."""
+    """Rates: the same numerator and denominator; times: within a millisecond (float sums in another order)."""
     for row, sql in zip(by_rows.figures, by_sql.figures, strict=True):
         if row.definition.unit == "%" or row.value is None or sql.value is None:
             assert (row.numerator, row.denominator, row.value) == (sql.numerator, sql.denominator, sql.value), (
