@@ -15,7 +15,21 @@ import math
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, and_, case, cast, false, func, literal, or_, select, true
+from sqlalchemy import (
+    Float,
+    Integer,
+    String,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agent_desk.kpi import (
@@ -61,8 +75,11 @@ def _local_day(dialect: str, moment: Any, zone: tzinfo, at: datetime) -> Any:
     name = getattr(zone, "key", None)
     if dialect == "postgresql" and name:
         return func.date(func.timezone(cast(literal(name), String), moment))
-    # SQLite has no time zones: the zone's offset at the period's start (China keeps one offset all year).
+    # A zone without a name, and SQLite (no time zones): the zone's offset at the period's start (China keeps
+    # one offset all year).
     offset = int(zone.utcoffset(at.replace(tzinfo=None)).total_seconds())
+    if dialect == "postgresql":
+        return func.date(func.timezone(literal_column(f"INTERVAL '{offset} seconds'"), moment))
     return func.date(moment, f"{offset:+d} seconds")
 
 
