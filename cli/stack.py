@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cli.supervisor import supervisorctl  # noqa: F401 - also the tests' way to it
+from cli.upgrade import preflight, record_fingerprint, rolling_restart
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.filemodes import UMASK, private_umask, tighten
@@ -115,6 +117,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         programs["redis"] = shlex.join(redis_server_command(settings, var / "redis"))
     for service in SERVICES:
         programs[service] = f"{PYTHON} -m {service}"
+    programs["logrotate"] = f"{PYTHON} -m core.logrotate"  # Asterisk's messages, queue_log, Master.csv
     programs.update(notify_programs(settings))
     lines = [
         "[unix_http_server]",
@@ -151,13 +154,6 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
             f"priority={10 if name.startswith('asterisk') or name == 'redis' else 50}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def supervisorctl(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, "-m", "supervisor.supervisorctl", "-c", str(settings.run_dir / "supervisord.conf"), *args],
-        capture_output=True, text=True,
-    )
 
 
 def supervisor_running(settings: Settings) -> bool:
@@ -285,19 +281,20 @@ def _start_services(settings: Settings, runtime: AsteriskRuntime, say: Say) -> N
     conf.write_text(supervisord_conf(settings, runtime))
     with _timed(say, "Starting services"):
         if supervisor_running(settings):
-            supervisorctl(settings, "reread")
-            supervisorctl(settings, "update")
-            supervisorctl(settings, "start", "all")
-            for node in node_runtimes(settings, runtime).values():
-                node.rx("core reload")
+            # An upgrade (or a second `up`): one part at a time, never Asterisk, calls stay up.
+            rolling_restart(settings, runtime, say, HEARTBEAT_SERVICES,
+                            healthy=lambda: all(h.ok for h in check_health(settings, runtime)))
         else:
             proc = subprocess.run([PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)],
                                   capture_output=True, text=True, cwd=REPO_ROOT)
             if proc.returncode != 0:
                 raise StackError(f"supervisord did not start: {proc.stderr.strip()}")
+            record_fingerprint(settings)
 
 
 def up(settings: Settings, say: Say = print, wait: float = 90) -> AsteriskRuntime:
+    with _timed(say, "Checking configuration and policies"):
+        preflight(settings, supervisor_running(settings))  # before anything is rendered, migrated or restarted
     runtime = prepare(settings, say)
     with private_umask():  # supervisord opens its log before it applies its own umask setting
         _start_services(settings, runtime, say)

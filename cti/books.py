@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.logrotate import rotated
+
 # cdr_csv column order with loguniqueid and loguserfield (asterisk-conf/cdr.conf)
 CDR_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata",
                "start", "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield")
@@ -42,8 +44,30 @@ def member_username(member: str | None) -> str | None:
 
 
 def lines_since(path: Path, since: float, stamp: Callable[[str], float | None]) -> Iterator[str]:
-    """Lines of an append-only, time-ordered file from about ``since`` (epoch) on; earlier ones may come
-    too (callers filter), later ones are never skipped."""
+    """Lines of an append-only, time-ordered book from about ``since`` (epoch) on; earlier ones may come
+    too (callers filter), later ones are never skipped. A book rotated since then (core.logrotate:
+    ``name.1`` newest) is read from its older files on, oldest first."""
+    files = [path]
+    while not _starts_by(files[-1], since, stamp) and rotated(path, len(files)).exists():
+        files.append(rotated(path, len(files)))
+    for book in reversed(files):
+        yield from _file_lines_since(book, since, stamp)
+
+
+def _starts_by(path: Path, since: float, stamp: Callable[[str], float | None]) -> bool:
+    """The file's first dated line is at or before ``since`` (so no older file is needed)."""
+    try:
+        with path.open("rb") as handle:
+            for raw in handle:
+                when = stamp(raw.decode("utf-8", "replace"))
+                if when is not None:
+                    return when <= since
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def _file_lines_since(path: Path, since: float, stamp: Callable[[str], float | None]) -> Iterator[str]:
     if not path.exists():
         return
     with path.open("rb") as handle:

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from core.db import Database
+from core.logrotate import rotate_file
 from core.models import Role, User
 from cti.books import CDR_COLUMNS
 from cti.models import CallRecord, CallState
@@ -46,7 +47,10 @@ def _cdr_row(**values: str) -> list[str]:
     return [values.get(column, "") for column in CDR_COLUMNS]
 
 
-async def test_records_of_the_gap_are_rebuilt_from_queue_log_and_the_cdr(books_db, tmp_path: Path):
+@pytest.mark.parametrize("rotated", [False, True], ids=["one-file", "rotated-mid-way"])
+async def test_records_of_the_gap_are_rebuilt_from_queue_log_and_the_cdr(books_db, tmp_path: Path, rotated: bool):
+    """``rotated``: both books were rotated (core.logrotate) half-way through the gap: the calls before
+    are in queue_log.1 and Master.csv.1, the rest in new files."""
     tag = uuid.uuid4().hex[:8]
     username = f"rc{tag}"
     ids = {name: f"hl-{name}-{tag}" for name in ("open", "guessed", "unseen", "live")}
@@ -85,18 +89,24 @@ async def test_records_of_the_gap_are_rebuilt_from_queue_log_and_the_cdr(books_d
         f"{stamp(311)}|{ids['live']}|12301-consult|{member}|CONNECT|5|1.5|1",
     ]
     queue_log = tmp_path / "queue_log"
-    queue_log.write_text("\n".join(lines) + "\n")
     cdr = tmp_path / "Master.csv"
     fmt = "%Y-%m-%d %H:%M:%S"
-    with cdr.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        for name, start, end, phone in (("open", 0, 50, "8001"), ("guessed", 100, 160, "8002"),
-                                        ("unseen", 200, 240, "8003")):
-            writer.writerow(_cdr_row(src="1380000", dst="12365" if name == "unseen" else "12301",
-                                     dcontext="hotline-queue", channel="PJSIP/carrier-1",
-                                     dstchannel=f"PJSIP/{phone}-0000001", lastapp="Queue",
-                                     start=at(start).strftime(fmt), answer=at(start).strftime(fmt),
-                                     end=at(end).strftime(fmt), disposition="ANSWERED", uniqueid=ids[name]))
+    calls = (("open", 0, 50, "8001"), ("guessed", 100, 160, "8002"), ("unseen", 200, 240, "8003"))
+    for part in (slice(0, 4), slice(4, None)):  # queue_log up to the first ENTERQUEUE of 'guessed', the rest
+        with queue_log.open("a") as handle:
+            handle.write("\n".join(lines[part]) + "\n")
+        with cdr.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            for name, start, end, phone in calls[part.start // 2: part.stop and part.stop // 2]:
+                writer.writerow(_cdr_row(src="1380000", dst="12365" if name == "unseen" else "12301",
+                                         dcontext="hotline-queue", channel="PJSIP/carrier-1",
+                                         dstchannel=f"PJSIP/{phone}-0000001", lastapp="Queue",
+                                         start=at(start).strftime(fmt), answer=at(start).strftime(fmt),
+                                         end=at(end).strftime(fmt), disposition="ANSWERED", uniqueid=ids[name]))
+        if rotated and part.start == 0:
+            rotate_file(queue_log, 5)
+            rotate_file(cdr, 5)
+    assert (tmp_path / "queue_log.1").exists() == rotated == (tmp_path / "Master.csv.1").exists()
     ami = Ami([{"Uniqueid": ids["live"], "Channel": "PJSIP/carrier-9", "Context": "hotline-queue",
                 "BridgeId": "b-1", "Duration": "00:01:00"},
                {"Uniqueid": "agent-leg", "Channel": "PJSIP/8004-00000009", "Context": "from-phones",

@@ -530,7 +530,9 @@ class FaultRunner:
         wanted = {r.call_id for r in records if r.recording_file or (queue_log.get(r.call_id)
                                                                      and queue_log[r.call_id].connected)}
         store = self.stack.settings.recordings_dir
-        deadline = time.monotonic() + 45
+        # 45 s after the last one filed: a worker compressing a backlog (many calls, a loaded machine) is
+        # slow, not losing recordings.
+        deadline, filed_before = time.monotonic() + 45, 0
 
         async def filed() -> dict[str, Recording]:
             async with self.db.session() as session:
@@ -539,6 +541,8 @@ class FaultRunner:
             return {r.call_id: r for r in rows if r.format != "missing" and (store / r.path).exists()}
 
         while len(found := await filed()) < len(wanted) and time.monotonic() < deadline:
+            if len(found) > filed_before:
+                deadline, filed_before = time.monotonic() + 45, len(found)
             await asyncio.sleep(1)
         for call_id in wanted - set(found):
             outcome.recordings_lost += 1
