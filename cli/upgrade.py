@@ -166,6 +166,7 @@ def rolling_restart(settings: Settings, runtime: AsteriskRuntime, say: Say, hear
         _wait_healthy(settings, program, old_pid, since, timeout, heartbeats, healthy)
         say(f"    {program}: restarted and healthy ({time.time() - since:.1f}s)")
         restarted.append(program)
+    supervisorctl(settings, "start", "all")  # a part someone stopped by hand runs again, as after a fresh `up`
     fingerprint_file(settings).write_text(fingerprint + "\n")
     return restarted
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from core.db import Database
 from core.models import User
-from core.vocabulary import AgentState
+from core.vocabulary import AgentState, PauseReason
 from cti.books import member_username, phone_of
 from cti.control import AGENT_BY_PHONE, AGENT_SESSIONS, agent_session, set_agent_state
 
@@ -49,6 +49,11 @@ class AgentTracker:
             session = await agent_session(self.redis, int(value)) if value else None
             if session and session.get("state") == AgentState.ON_CALL and session.get("phone") == phone:
                 await self._wrapup(int(value))
+            elif (session and session.get("state") == AgentState.RINGING and session.get("phone") == phone
+                  and session.get("reason") != PauseReason.CALLBACK):
+                # The citizen hung up while this phone rang: app_queue sends no AgentRingNoAnswer then,
+                # only the phone's channel hanging up says the ringing is over.
+                await self._back_to_idle(int(value))
             return
         agent_id = await self._agent(event)
         if agent_id is None:

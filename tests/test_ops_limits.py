@@ -33,3 +33,16 @@ def test_a_file_system_below_the_configured_free_space_is_reported_low(tmp_path)
                 {"HOTLINE_DISK_MIN_FREE_MB": "0", "HOTLINE_DISK_MIN_FREE_PERCENT": "100"}):
         low = disk_space(load_settings(tmp_path, env=env))
         assert all(d.low for d in low) and "LOW" in low[0].detail
+
+
+def test_a_rotated_book_keeps_the_configured_number_of_older_files(tmp_path):
+    """core.logrotate's renaming: name.1 is the newest, nothing beyond ``backups`` is kept."""
+    from core.logrotate import rotate_file, rotated
+
+    book = tmp_path / "queue_log"
+    for generation in range(5):
+        book.write_text(f"generation {generation}\n")
+        rotate_file(book, 3)
+    assert not book.exists()
+    assert [rotated(book, n).read_text() for n in (1, 2, 3)] == [f"generation {g}\n" for g in (4, 3, 2)]
+    assert not rotated(book, 4).exists()
