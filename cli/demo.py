@@ -43,12 +43,12 @@ async def _ensure_call_centre(session) -> Unit:
     return unit
 
 
-async def _ensure_user(session, spec: DemoUser, password: str, unit: Unit | None) -> None:
+async def _ensure_user(session, spec: DemoUser, password_hash: str, unit: Unit | None) -> None:
     user = await session.scalar(select(User).where(User.username == spec.username))
     if user is None:
         user = User(username=spec.username, display_name=spec.display_name, role=spec.role)
         session.add(user)
-    user.set_password(password)
+    user.password_hash = password_hash
     user.role = spec.role
     user.skills = spec.skills
     user.agent_number = spec.agent_number
@@ -57,24 +57,24 @@ async def _ensure_user(session, spec: DemoUser, password: str, unit: Unit | None
 
 async def seed_demo_data(settings: Settings) -> list[DemoUser]:
     """Idempotent: creates or refreshes the units and demo users (passwords from var/secrets.toml)."""
+    from tickets.dispatch import demo_unit_users, seed_units
+
     db = Database(settings.database_url)
     users = list(DEMO_USERS)
+    users += [DemoUser(username, name, Role(role), unit_code=code) for username, name, role, code in demo_unit_users()]
+    admin = DemoUser("admin", "系统管理员", Role.ADMIN, unit_code=None)
+    # Hashed before the transaction: argon2 takes a second per password on a loaded machine, and holding
+    # SQLite's write lock that long (an upgrade re-seeds a running platform) makes the CTI's writes wait.
+    hashes = {spec.username: User.hash_password(settings.secrets["demo_password"]) for spec in users}
+    hashes["admin"] = User.hash_password(settings.secrets["admin_password"])
     try:
         async with db.transaction() as session:
             await _ensure_call_centre(session)
-            try:
-                from tickets.dispatch import demo_unit_users, seed_units
-            except ImportError:  # tickets not wired yet
-                seed_units = demo_unit_users = None
-            if seed_units is not None:
-                await seed_units(session)
-                for username, name, role, unit_code in demo_unit_users():
-                    users.append(DemoUser(username, name, Role(role), unit_code=unit_code))
+            await seed_units(session)
             units = {u.code: u for u in (await session.scalars(select(Unit))).all()}
             for spec in users:
-                await _ensure_user(session, spec, settings.secrets["demo_password"], units.get(spec.unit_code or ""))
-            admin = DemoUser("admin", "系统管理员", Role.ADMIN, unit_code=None)
-            await _ensure_user(session, admin, settings.secrets["admin_password"], None)
+                await _ensure_user(session, spec, hashes[spec.username], units.get(spec.unit_code or ""))
+            await _ensure_user(session, admin, hashes["admin"], None)
     finally:
         await db.close()
     return users

@@ -54,9 +54,8 @@ def asterisk_books(runtime: AsteriskRuntime) -> dict[str, Path]:
 def rotate_asterisk_logs(settings: Settings, runtime: AsteriskRuntime, max_bytes: int | None = None,
                          backups: int | None = None) -> list[Path]:
     """Rotate every node's files that are over the limit; returns the files rotated."""
-    logs = settings["logs"]
-    limit = int(logs["asterisk_max_mb"] * MB) if max_bytes is None else max_bytes
-    keep = int(logs["asterisk_backups"]) if backups is None else backups
+    limit = settings.logs.asterisk_max_mb * MB if max_bytes is None else max_bytes
+    keep = settings.logs.asterisk_backups if backups is None else backups
     done = []
     for node in node_runtimes(settings, runtime).values():
         reopen = False
@@ -75,7 +74,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     # the supervisor restarts the job if it dies, and `./hotline status` shows its supervisor state.
     log = setup_logging("logrotate")
     runtime = resolve_runtime(settings)
-    period = float(settings["logs"]["rotate_check_seconds"])
+    period = float(settings.logs.rotate_check_seconds)
     while not stop.is_set():
         try:
             for path in await asyncio.to_thread(rotate_asterisk_logs, settings, runtime):

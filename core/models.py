@@ -78,7 +78,11 @@ class User(Base):
     unit: Mapped[Unit | None] = relationship()
 
     def set_password(self, password: str) -> None:
-        self.password_hash = _hasher.hash(password)
+        self.password_hash = self.hash_password(password)
+
+    @staticmethod
+    def hash_password(password: str) -> str:
+        return _hasher.hash(password)
 
     def check_password(self, password: str) -> bool:
         try:

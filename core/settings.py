@@ -302,6 +302,9 @@ class RecordingsSettings:
 class LogsSettings:
     max_mb: int
     backups: int
+    asterisk_max_mb: int  # Asterisk's messages, queue_log and Master.csv (core/logrotate.py)
+    asterisk_backups: int
+    rotate_check_seconds: int
 
 
 @dataclass(frozen=True)
