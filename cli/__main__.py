@@ -36,7 +36,12 @@ def _print_access(settings) -> None:
 
 
 def cmd_up(args) -> int:
-    settings = load_settings()
+    from cli.upgrade import SETTINGS_REFUSED
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:  # before anything is touched: a running platform keeps taking calls
+        raise ConfigError(f"{SETTINGS_REFUSED}：\n  {exc}") from exc
     t0 = time.monotonic()
     stack.up(settings)
     print(f"\nThe hotline platform is up ({time.monotonic() - t0:.0f}s).")

@@ -38,6 +38,8 @@ CODE_FILES = ("pyproject.toml", "package-lock.json")
 PYTHON_PROGRAMS = ("ivr", "cti", "agent_desk", "recordings", "scheduler", "logrotate")
 REFUSED = "配置有误，本次升级未做任何改动，正在运行的平台照常接听来电"
 NOT_STARTED = "配置有误，平台未启动"
+SETTINGS_REFUSED = "配置有误，本次 ./hotline up 未做任何改动（正在运行的平台照常接听来电）"
+UNCHANGED = "未做任何改动"  # in both refusals of a running platform
 
 
 def preflight(settings: Settings, running: bool = False) -> None:

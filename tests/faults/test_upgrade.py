@@ -21,7 +21,7 @@ import time
 import pytest
 
 from cli.supervisor import program_pid
-from cli.upgrade import PYTHON_PROGRAMS, REFUSED, fingerprint_file
+from cli.upgrade import PYTHON_PROGRAMS, UNCHANGED, fingerprint_file
 from core.events import STREAM
 from core.logrotate import rotate_asterisk_logs
 from core.settings import REPO_ROOT
@@ -69,7 +69,7 @@ async def test_upgrade_with_calls_up_drops_none(fault_runner, fault_table) -> No
     refused = await asyncio.to_thread(subprocess.run, UP, cwd=REPO_ROOT, capture_output=True, text=True,
                                       env={**os.environ, "HOTLINE_HOURS_MODE": "sometimes"}, timeout=120)
     assert refused.returncode != 0, refused.stdout + refused.stderr
-    assert REFUSED in refused.stderr and "[hours] mode = 'sometimes'" in refused.stderr, refused.stderr
+    assert UNCHANGED in refused.stderr and "[hours] mode = 'sometimes'" in refused.stderr, refused.stderr
     assert await pids() == before, "a service was restarted by a refused upgrade"
     assert await calls_up() == 2 * GROUP, "a call ended during the refused upgrade"
 
