@@ -53,7 +53,7 @@ async def test_closed_complaint_is_visited_after_a_busy_line_on_the_next_working
     zone = ZoneInfo(settings.timezone)
     phone = "137" + "".join(random.choices("0123456789", k=8))
     password = settings.secrets["demo_password"]
-    desks = {u: Desk(settings.web_url) for u in ("agent1", "th_handler", "th_head", "lead1")}
+    desks = {u: Desk(settings.web_url) for u in ("agent1", "th_handler", "th_head", "gz_head", "lead1")}
     carrier = None
     clock.set_offset(settings, 0)
     try:
@@ -67,7 +67,9 @@ async def test_closed_complaint_is_visited_after_a_busy_line_on_the_next_working
         for user, action, inputs in (("th_handler", "受理", {"note": "已联系投诉人"}),
                                      ("th_handler", "调解成功", {"amount": "300", "closing_date": today,
                                                                  "remark": "旅行社退款"}),
-                                     ("th_head", "审核通过", {"remark": "同意"})):
+                                     # Two review levels on the test stack's 12301 rules (001 §6.3 逐级审核).
+                                     ("th_head", "审核通过", {"remark": "同意"}),
+                                     ("gz_head", "审核通过", {"remark": "同意"})):
             status, body = await desks[user].post(f"/api/tickets/{number}/actions", {"action": action, "inputs": inputs})
             assert status == 200, (action, body)
 
