@@ -31,8 +31,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_callback_requests_ticket_number', table_name='callback_requests')
-    with op.batch_alter_table('tickets') as batch:
-        batch.drop_column('visited_by_name')
-        batch.drop_column('visited_at')
-        batch.drop_column('visit_satisfaction')
-        batch.drop_column('visit_result')
+    # In place, never by batch mode's copy of the table: on SQLite that copy drops and recreates
+    # ``tickets``, and ON DELETE CASCADE empties every table pointing at it (ticket_calls, evidence).
+    for name in ('visited_by_name', 'visited_at', 'visit_satisfaction', 'visit_result'):
+        if op.get_bind().dialect.name == 'sqlite':
+            op.execute(f'ALTER TABLE tickets DROP COLUMN {name}')  # SQLite >= 3.35
+        else:
+            op.drop_column('tickets', name)
