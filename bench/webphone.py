@@ -209,7 +209,7 @@ async def _browser_level(settings, browser, namespace: str, pages: list, agents:
             pages.append(await _sign_in(browser, base, name, password))
         await asyncio.gather(*(_ready(page, True) for page in pages))
     except Exception as exc:  # noqa: BLE001 - a level that cannot even sign in has failed
-        return {"ok": False, "why": f"sign-in: {type(exc).__name__}: {str(exc)[:80]}"}
+        return {"ok": False, "why": f"sign-in: {type(exc).__name__}: {' '.join(str(exc).split())[:100]}"}
     call = asyncio.create_task(asyncio.to_thread(
         run_citizen_calls, settings, "12301", "0", _callers(6, level), citizen, hold_ms=HOLD_S * 1000,
         delay_ms=3000, rate=max(10, level), timeout=HOLD_S + 180))
