@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import aiohttp_jinja2
 from aiohttp import web
 
-from agent_desk import alerts, evaluation, kpi, kpi_sql
+from agent_desk import alerts
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_zone
 from core.asterisk_config import queue_names
@@ -32,6 +32,7 @@ from cti import read
 from cti.callbacks import missed_tasks_between
 from cti.calls import calls_between
 from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
+from quality import evaluation, kpi, kpi_sql
 from tickets import return_visits
 
 HOTLINES = ("12301", "12365")

@@ -1,9 +1,9 @@
-"""Section "report": time to compute a month's service-quality report (agent_desk.kpi) on a full database.
+"""Section "report": time to compute a month's service-quality report (quality.kpi) on a full database.
 
 100 000 call records in one month (outcomes mixed as a busy hotline's: answered, abandoned in the queue and in
 the IVR, voice messages, after hours) and 1 000 000 tickets over two years (``tickets.perf.fill``: one a
 minute from 2024-01-01, so the month holds about 43 000 of them), on SQLite and a throwaway PostgreSQL
-(fsync on). Timed: what ``GET /report`` does (``agent_desk.kpi_sql.load_report``: the month's calls and
+(fsync on). Timed: what ``GET /report`` does (``quality.kpi_sql.load_report``: the month's calls and
 tickets aggregated by the database, every indicator), p50/p95. Comparison points in the same run: a bare
 ``COUNT(*)`` of the month's call records and tickets (the least any report must read), and the same report
 computed row by row in Python (``kpi.load_facts`` + ``kpi.compute``, what the page did before).
@@ -22,12 +22,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, text
 
-from agent_desk import kpi, kpi_sql
 from bench.report import Report, percentile
 from cli.postgres import throwaway_postgresql
 from cli.stack import migrate_url
 from core.db import Database
 from cti.models import CallRecord, new_call_ref
+from quality import kpi, kpi_sql
 from tickets import perf
 from tickets.models import Ticket
 

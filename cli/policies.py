@@ -7,10 +7,10 @@ them all here makes the registry complete, so ``check`` sees every file a servic
 from __future__ import annotations
 
 import agent_desk.alerts  # noqa: F401 - [alerts] of hotline.toml
-import agent_desk.evaluation  # noqa: F401 - config/evaluation.yaml
 import agent_desk.knowledge  # noqa: F401 - config/phrases.yaml
 import ivr.menu  # noqa: F401 - config/menus/*.yaml, config/knowledge.yaml
 import ivr.setup  # noqa: F401 - config/prompts.yaml
+import quality.evaluation  # noqa: F401 - config/evaluation.yaml
 import tickets.deadlines  # noqa: F401 - config/deadlines/*.yaml
 import tickets.dispatch  # noqa: F401 - config/units.yaml, config/categories.yaml
 import tickets.notices  # noqa: F401 - config/notices.yaml

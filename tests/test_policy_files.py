@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from agent_desk.evaluation import load_scheme
 from agent_desk.knowledge import load_phrases
 from core import policy
 from core.policy import PolicyError
 from core.settings import CONFIG_DIR, REPO_ROOT
 from ivr.menu import load_all_menus
 from ivr.setup import load_prompt_texts
+from quality.evaluation import load_scheme
 from tickets.deadlines import load_policy
 from tickets.dispatch import load_categories, load_unit_config
 from tickets.notices import load_notice_config
@@ -136,7 +136,7 @@ def test_up_refuses_every_broken_policy_file_before_starting_anything(config, tm
             path.write_text("timezone: Asia: Shanghai\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
         proc = _up(config, tmp_path)
         assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert "Checking policy files" in proc.stdout and "Asterisk runtime" not in proc.stdout, proc.stdout
+        assert "Checking configuration and policies" in proc.stdout and "Asterisk runtime" not in proc.stdout, proc.stdout
         for name in broken:
             assert f"{config / name} 第 1 行：YAML 格式错误" in proc.stderr, (name, proc.stderr)
         assert not (tmp_path / "var" / "run" / "supervisord.conf").exists()

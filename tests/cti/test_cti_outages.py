@@ -29,7 +29,6 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from agent_desk import kpi
 from cli.democall import originate_citizen
 from cli.stack import check_health, supervisorctl
 from core.ami import AmiClient
@@ -37,6 +36,7 @@ from core.events import STREAM
 from core.models import User
 from cti import control
 from cti.models import CallRecord, CallState
+from quality import kpi
 from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack

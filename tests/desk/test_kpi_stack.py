@@ -20,9 +20,9 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 from sqlalchemy import select
 
-from agent_desk import kpi
 from cli.democall import citizen_speech, originate_citizen
 from cti.models import CallRecord
+from quality import kpi
 from sipdrivers.phones import agents_on_phones
 from tests.desk.http_client import Desk
 

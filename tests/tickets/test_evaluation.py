@@ -12,9 +12,9 @@ import pytest
 from openpyxl import load_workbook
 from pypdf import PdfReader
 
-from agent_desk import evaluation, kpi
-from agent_desk.kpi import CallFact, Facts, KpiSettings, TicketFact
 from core.policy import PolicyError
+from quality import evaluation, kpi
+from quality.kpi import CallFact, Facts, KpiSettings, TicketFact
 from tickets.models import Kind, State
 
 ZONE = ZoneInfo("Asia/Shanghai")

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent_desk import kpi, kpi_sql
-from agent_desk.kpi import CallFact, Facts, KpiSettings, Outcome
 from core.db import Database
 from cti.models import CallbackRequest, CallRecord
+from quality import kpi, kpi_sql
+from quality.kpi import CallFact, Facts, KpiSettings, Outcome
 from tickets.models import Kind, State, Ticket, TicketAction
 
 ZONE = ZoneInfo("Asia/Shanghai")

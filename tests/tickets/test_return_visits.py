@@ -11,12 +11,12 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from agent_desk import kpi, kpi_sql
 from core.calls import CallbackRequest, CallbackStatus
 from core.inputs import InputError
 from core.settings import ConfigError, Settings, load_settings
 from cti.callbacks import call_back_by_agent, claim, finish_attempt
 from cti.protocol import Refused
+from quality import kpi, kpi_sql
 from tests.tickets.ticket_helpers import NOW, act, register
 from tickets import return_visits
 from tickets.models import Kind, State, TicketAction

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import satisfaction as grades
+from core.calls import CallbackRequest, CallRecord
 from core.metrics import percentile as nearest_rank
-from cti.models import CallbackRequest, CallRecord
 from tickets.deadlines import WorkCalendar
 from tickets.models import CLOSED_STATES, Kind, State, Ticket, TicketAction
 
@@ -296,7 +296,7 @@ class CallTally:
     """Every count and sum the call indicators divide, for one set of settings.
 
     Made from the calls one by one (:func:`tally_calls`) or by SQL aggregates over the call records
-    (``agent_desk.kpi_sql``, what the report page and the bench use); ``tests/tickets/test_kpi.py`` checks
+    (``quality.kpi_sql``, what the report page and the bench use); ``tests/tickets/test_kpi.py`` checks
     both against the same hand computation. "Counted" calls are all calls less the centre's short abandons;
     "offered" are counted calls that entered a queue; handling and satisfaction figures take every call.
     """

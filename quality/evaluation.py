@@ -1,13 +1,13 @@
 """The service-quality evaluation of 004 §7.1.2–7.1.3, and its report for reporting upward (XLSX, PDF).
 
 「从表1中选取指标，建立服务质量评价计算公式，并对每项评价指标明确相应的考核办法」: the centre writes its
-choice in ``config/evaluation.yaml`` (indicator of :mod:`agent_desk.kpi`, weight, target, direction,
+choice in ``config/evaluation.yaml`` (indicator of :mod:`quality.kpi`, weight, target, direction,
 考核办法), checked at start-up with file, line and reason (``core.policy``). :func:`score` is the formula:
 an item earns its whole weight at its target and a proportional share below it; items without data in the
 period are left out of the score and of the weights (and named so in the report). The total is out of 100.
 
 :func:`evaluate` computes it for any period, with the trend per month, per hotline and per agent (each an
-SQL-aggregated :func:`agent_desk.kpi_sql.load_report`); :func:`evaluation_xlsx` and :func:`evaluation_pdf`
+SQL-aggregated :func:`quality.kpi_sql.load_report`); :func:`evaluation_xlsx` and :func:`evaluation_pdf`
 write the report with its charts.
 """
 
@@ -26,11 +26,11 @@ from openpyxl.chart import BarChart, LineChart, Reference
 from openpyxl.styles import Font
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_desk import kpi, kpi_sql
 from core import policy
 from core.policy import fail
 from core.settings import CONFIG_DIR
 from core.sheets import append_row, pdf_document, workbook_bytes
+from quality import kpi, kpi_sql
 
 EVALUATION_FILE = CONFIG_DIR / "evaluation.yaml"
 HOTLINES = ("12301", "12365")

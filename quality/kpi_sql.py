@@ -1,10 +1,10 @@
 """The service-quality report computed by the database: GROUP BY / SUM(CASE …) over the period's rows.
 
-:func:`agent_desk.kpi.load_facts` loads one row per call and per ticket and lets Python count them; at a
+:func:`quality.kpi.load_facts` loads one row per call and per ticket and lets Python count them; at a
 busy hotline's month (100 000 calls, tens of thousands of tickets) that took seconds. Here the calls become
-one :class:`~agent_desk.kpi.CallTally` from a few aggregate queries, and the tickets become one row per
+one :class:`~quality.kpi.CallTally` from a few aggregate queries, and the tickets become one row per
 distinct (kind, state, outcome, 投诉对象, local days of registration, 受理, closing, 移交, arrival), which is
-all the working-day indicators need. The indicators themselves are the same functions of ``agent_desk.kpi``;
+all the working-day indicators need. The indicators themselves are the same functions of ``quality.kpi``;
 ``tests/tickets/test_kpi.py`` checks this path and the row-by-row one against the same hand computation.
 """
 
@@ -32,7 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agent_desk.kpi import (
+from core import satisfaction as grades
+from core.calls import CallbackRequest, CallRecord
+from quality.kpi import (
     GBT_ANSWER_SECONDS,
     RATED,
     WAIT_BINS,
@@ -50,8 +52,6 @@ from agent_desk.kpi import (
     local_bounds,
     previous_calls,
 )
-from core import satisfaction as grades
-from cti.models import CallbackRequest, CallRecord
 from tickets.models import Ticket
 
 
@@ -241,7 +241,7 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
 async def load_report(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str = "",
                       today: date | None = None, settings: KpiSettings | None = None,
                       agent_names: dict[int, str] | None = None) -> Report:
-    """The report of :func:`agent_desk.kpi.compute` for [start, end] (local days), aggregated in SQL."""
+    """The report of :func:`quality.kpi.compute` for [start, end] (local days), aggregated in SQL."""
     settings = settings or KpiSettings()
     lo, hi = local_bounds(start, end, zone)
     facts = Facts(start, end, zone, tickets=await ticket_groups(session, lo, hi, zone, hotline),
