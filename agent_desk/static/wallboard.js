@@ -93,7 +93,7 @@
   };
   showMute();
   document.addEventListener("click", async (e) => {
-    if (audio && audio.state === "suspended") audio.resume();  // browsers start audio only after a gesture
+    if (audio) audio.resume();  // browsers start audio only after a gesture (a running context stays so)
     const b = e.target.closest("[data-spy]");
     if (!b) return;
     try { const r = await Desk.api("POST", "/api/wallboard/spy", { agent_id: Number(b.dataset.agent), mode: b.dataset.spy }); Desk.toast(r.message); }

@@ -98,6 +98,7 @@ RULES: dict[str, Rule] = {
     "POST /api/desk/visits/{id}": rule("/api/desk/visits/999999", PASS, who=AGENT_DESK, json={}),
     "GET /api/knowledge": rule("/api/knowledge?q=退款"),
     "GET /vendor/sip.js": public("/vendor/sip.js/index.js"),
+    "GET /vendor/echarts": public("/vendor/echarts/echarts.min.js"),
     # The browser phone: only an agent's own session, and only once signed in with 网页电话 (409 before).
     "GET /api/desk/webphone": rule("/api/desk/webphone", PASS, who=AGENT_DESK),
     "GET /phone/ws": rule("/phone/ws", PASS, who=AGENT_DESK),
@@ -117,6 +118,9 @@ RULES: dict[str, Rule] = {
     "POST /api/wallboard/alerts": rule("/api/wallboard/alerts", PASS, who=LEADS, json={"longest_wait_seconds": "x"}),
     "GET /report": rule("/report", who=LEADS),
     "GET /report/export": rule("/report/export?format=csv", who=LEADS),
+    # The yearly evaluation (004 §7.1): the same people as the report.
+    "GET /evaluation": rule("/evaluation", who=LEADS),
+    "GET /evaluation/export": rule("/evaluation/export?format=xlsx", who=LEADS),
     "GET /recordings/{id}": viewers("/recordings/{recording_id}", hidden=403),
     "GET /admin/unlock": rule("/admin/unlock", who=("admin",)),
     "POST /admin/unlock": rule("/admin/unlock", PASS, who=("admin",), form={}),

@@ -17,9 +17,18 @@ from sqlalchemy.orm import selectinload
 from core.db import Database
 from core.models import Role, Unit, User
 from cti.models import CallbackRequest, CallRecord
-from tickets import dispatch
+from tickets import dispatch, rules
 from tickets.models import Evidence, Reminder, Ticket, TicketAction, TicketCall, TicketCounter
 from tickets.notify_models import Firing, Message, MessageRead, Notice
+
+
+@pytest.fixture(autouse=True)
+def shipped_rules():
+    """The shipped rule profiles (one review level): a stack started earlier in the same session points the
+    process's settings at the test stack's two-level copy ([tickets] rules_file), which a desk or policy
+    check run in this process would otherwise have made the active one."""
+    rules.check_rules(None)
+    yield
 
 TABLES = (MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
           CallbackRequest, CallRecord, User, Unit)
