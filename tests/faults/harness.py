@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import os
 import signal
 import subprocess
@@ -47,6 +48,9 @@ HEALTH_NAME = {"agent_desk": "agent_desk"}  # supervisor program -> name in chec
 # Parts whose absence means nobody can publish a pop: rings while they are down have none, by nature.
 POPLESS_WHILE_DOWN = {"cti", "redis", "asterisk"}
 DID, KEYS = "12301", "21"  # complaint -> travel agencies: queue 12301-complaint (agent1 and agent3)
+
+
+_SCENARIOS = itertools.count(1)  # caller-number blocks handed out in this test process
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,6 @@ class FaultRunner:
         self.agents = agents
         self.watcher = watcher
         self.speech = tone_ulaw(tmp / "citizen.ulaw")
-        self.scenarios = 0
         self.dirty = False  # the last scenario left something wrong: start the next one from a clean CTI
         self.running_since: float | None = None  # when the part last killed ran again (a new process)
 
@@ -274,8 +277,9 @@ class FaultRunner:
 
     # -- calls ----------------------------------------------------------
     def _callers(self, count: int) -> list[str]:
-        self.scenarios += 1
-        base = 13900000000 + os.getpid() % 1000 * 100000 + self.scenarios * 100
+        # Numbered per process, not per runner: the fault suite and the upgrade test run in one session and
+        # each made its own runner, so both called from the same numbers and found each other's records.
+        base = 13900000000 + os.getpid() % 1000 * 100000 + next(_SCENARIOS) * 100
         return [str(base + i) for i in range(count)]
 
     def _place(self, callers: list[str], hold_ms: int, rate: float = 1.0) -> asyncio.Task[SippResult]:
