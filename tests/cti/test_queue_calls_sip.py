@@ -68,7 +68,7 @@ async def _pops_since(redis, since_id: str) -> list[dict]:
 async def test_sip_citizens_reach_registered_agents_with_pops_and_correct_call_records(
         stack, db, redis, two_agents, waiter, tmp_path):
     last = (await redis.xrevrange(STREAM, count=1) or [("0-0", {})])[0][0]
-    callers = ["13700000001", "13700000002", "13700000003"]
+    callers = ["13765400001", "13765400002", "13765400003"]  # numbers no other test calls from
     began = time.time()
     # 2 = complaint, 1 = travel agencies and guides: the 12301-complaint queue. Three calls, one every 2 s,
     # each caller talking 8 s after the keys: with two agents one caller has to wait.
@@ -108,7 +108,7 @@ async def test_sip_citizens_reach_registered_agents_with_pops_and_correct_call_r
 
 
 async def test_call_records_survive_a_cti_crash_in_the_middle_of_calls(stack, db, two_agents, waiter, tmp_path):
-    callers = ["13700000011", "13700000012"]
+    callers = ["13765400011", "13765400012"]
     speech = _speech(tmp_path, stack)
     calls = asyncio.create_task(asyncio.to_thread(
         run_citizen_calls, stack.settings, "12301", "21", callers, speech, hold_ms=12000, delay_ms=4000,
