@@ -23,7 +23,7 @@ from core.satisfaction import LABELS as GRADE_LABELS
 from core.vocabulary import SELECTABLE_PAUSE_REASONS
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
 from cti import protocol, read
-from cti.callbacks import open_requests
+from cti.callbacks import count_open_requests, open_requests
 from cti.protocol import PHONE_NUMBER
 from ivr.menu import load_all_menus
 from recordings.voicemail import recent_voicemails
@@ -53,13 +53,14 @@ def _form_options() -> dict[str, Any]:
             "category_labels": _category_labels()}
 
 
-async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, list[dict[str, Any]]]:
+async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, Any]:
     """Voice messages, tickets from voice messages and pending callbacks the user may see."""
     zone = local_zone(request)
     async with request.app[DB_KEY].session() as db:
         voicemails = await recent_voicemails(db, limit)
         tickets = await voicemail_tickets(db, user, limit)
         callbacks = await open_requests(db, limit)
+        callbacks_total = await count_open_requests(db)
         visits = await return_visits.open_visits(db, clock.now(request.app[SETTINGS_KEY]), limit)
     return {
         "voicemails": [{"id": r.id, "number": r.caller_number or "未知号码", "hotline": r.hotline,
@@ -70,6 +71,7 @@ async def inbox(request: web.Request, user: User, limit: int = 30) -> dict[str, 
         "callbacks": [{"id": c.id, "number": c.number, "hotline": c.hotline, "source": c.source,
                        "status": c.status.value, "attempts": c.attempts,
                        "at": local_time(c.position_at, zone, "%m-%d %H:%M")} for c in callbacks],
+        "callbacks_total": callbacks_total,
         "visits": [_visit_json(v, zone) for v in visits],
         "grades": [{"value": g, "label": GRADE_LABELS[g]} for g in return_visits.VISIT_GRADES],
     }

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.ami import AmiError
@@ -252,12 +252,19 @@ async def finish_attempt(db: Database, callback_id: str | None, dial_status: str
         row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]
 
 
+_OPEN_REQUEST = (CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)),
+                 CallbackRequest.source != return_visits.SOURCE)  # 回访 have their own list (tickets.return_visits)
+
+
 async def open_requests(session, limit: int = 30) -> list[CallbackRequest]:
     """Callback requests still to do or given up on, oldest place in line first (the desk's inbox)."""
-    return list((await session.scalars(select(CallbackRequest).where(
-        CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)),
-        CallbackRequest.source != return_visits.SOURCE)  # 回访 have their own list (tickets.return_visits)
-        .order_by(CallbackRequest.position_at).limit(limit))).all())
+    return list((await session.scalars(select(CallbackRequest).where(*_OPEN_REQUEST)
+                                       .order_by(CallbackRequest.position_at).limit(limit))).all())
+
+
+async def count_open_requests(session) -> int:
+    """How many requests :func:`open_requests` would list without its limit (the inbox says so)."""
+    return await session.scalar(select(func.count()).select_from(CallbackRequest).where(*_OPEN_REQUEST)) or 0
 
 
 async def missed_tasks_between(session, start: datetime, end: datetime) -> dict[str, CallbackRequest]:

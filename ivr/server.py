@@ -85,7 +85,11 @@ class AgiCommands:
 
     async def _play(self, line: str) -> str:
         result = await self.command(line)
-        if result.get("error") == "AGIAppError":  # missing file or a hangup; the next command tells which
+        if result.get("error") == "AGIAppError":
+            # result=-1 is a missing file or a caller who hung up. Ask the channel: CHANNEL STATUS
+            # is refused on a dead channel (511 -> CallerHungUp), where SET/GET VARIABLE are not,
+            # so without it a hang-up mid-menu reads as silence and the flow goes on "to an agent".
+            await self.command("CHANNEL STATUS")
             log.warning("agi_playback_failed", command=line)
             return ""
         return _digit(result)

@@ -5,10 +5,12 @@ the request is done. A second click on the same request (a stale page, or a coll
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from playwright.async_api import async_playwright, expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from core.db import utcnow
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 from sipdrivers.carrier import carrier_answering
 from sipdrivers.phones import SippPhone
@@ -19,8 +21,12 @@ CITIZEN = "13833334444"
 
 async def test_agent_calls_a_voicemail_caller_back_from_the_inbox(stack, ami, db, waiter, no_agents):
     async with db.transaction() as session:
+        # The inbox lists the oldest places in line first: this message was left before any other
+        # request earlier tests of the session may have left open.
+        oldest = await session.scalar(select(func.min(CallbackRequest.position_at)))
         request = CallbackRequest(call_id=f"vm-{uuid.uuid4().hex[:12]}", number=CITIZEN, hotline="12365",
-                                  source="voicemail", note="留言回拨")
+                                  source="voicemail", note="留言回拨",
+                                  position_at=min(oldest, utcnow()) - timedelta(minutes=1) if oldest else utcnow())
         session.add(request)
         await session.flush()
         request_id = request.id

@@ -88,10 +88,24 @@ async def test_branch_routes_and_leaves_the_callers_choices_on_the_call(branch_c
 
 
 async def test_silence_ends_at_an_agent_after_three_tries(stack, ami, db, waiter):
-    call = await originate_citizen(ami, "12365", keys="", caller="13900009999", hold_seconds=60, delay_seconds=1)
+    # Three silent tries of the full main menu take about a minute: the caller stays on well past that,
+    # and hangs up once Asterisk has the call in the queue, or (nobody logged in: JOINEMPTY) recording
+    # the voice message the queue hands it on to.
+    call = await originate_citizen(ami, "12365", keys="", caller="13900009999", hold_seconds=180, delay_seconds=1)
+
+    async def citizen_once_queued():
+        reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
+        channels = {m.get("Uniqueid"): m for m in reply if m.get("Event") == "CoreShowChannel"}
+        hotline_side, citizen = channels.get(call.call_id), channels.get(call.citizen_id)
+        return citizen["Channel"] if hotline_side and citizen and hotline_side.get("Application") in ("Queue", "Record") \
+            else None
+
+    citizen_channel = await waiter(citizen_once_queued, timeout=150, what="Asterisk to queue the silent caller")
+    await ami.action({"Action": "Hangup", "Channel": citizen_channel, "Cause": "16"})
     record = await finished_call(db, call.call_id, waiter)
-    assert record.ivr_path.startswith("main:no-choice"), record.ivr_path
-    assert record.business == "agent"
+    timeline = (record.ivr_path, record.started_at, record.queued_at, record.ended_at, record.hangup_cause)
+    assert record.ivr_path.startswith("main:no-choice"), timeline
+    assert record.business == "agent", timeline
 
 
 async def test_progress_reads_back_a_real_ticket(stack, ami, db, waiter):

@@ -85,3 +85,31 @@ async def test_the_caller_hanging_up_ends_the_handler_quietly(server):
     assert (await reader.readline()).startswith(b"GET VARIABLE HOTLINE")
     writer.write(b"HANGUP\n")
     assert await asyncio.wait_for(reader.read(), 5) == b""  # server closed the connection
+
+
+async def test_a_hang_up_during_a_menu_is_not_taken_for_silence(server):
+    """Asterisk answers a GET OPTION interrupted by a hang-up with result=-1, and afterwards still runs
+    SET/GET VARIABLE on the dead channel (they are allowed there) but refuses CHANNEL STATUS with 511.
+    The flow must stop, not take the hang-up in its last try for silence and record a choice of an agent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    writer.write(b"agi_network: yes\nagi_network_script: ivr\nagi_extension: 12365\nagi_callerid: 13912345678\n\n")
+    received, dead, tries = [], False, 0
+    while line := (await reader.readline()).decode().strip():
+        received.append(line)
+        tries += line.startswith("GET OPTION")
+        if tries == 3 and not dead:  # the main menu's last try (retries: 3)
+            dead, reply = True, "200 result=-1 endpos=0"
+        elif line.startswith("GET VARIABLE"):
+            reply = "200 result=1 (12365)" if "HOTLINE" in line else "200 result=0"
+        elif line.startswith("SET VARIABLE"):
+            reply = "200 result=1"
+        elif not dead:
+            reply = "200 result=0 endpos=100"  # a prompt played to its end, no key
+        else:
+            reply = "511 Command Not Permitted on a dead channel or intercepted"
+        writer.write(f"{reply}\n".encode())
+    writer.close()
+    assert dead, received
+    values = final_variables(received)
+    assert "no-choice" not in values.get("IVR_PATH", ""), received
+    assert "TARGET_QUEUE" not in values and "BUSINESS" not in values, received
