@@ -73,7 +73,11 @@ class Gate:
 
     @contextlib.asynccontextmanager
     async def shared(self) -> AsyncIterator[None]:
-        await self._open.wait()
+        # Checked again after waking: a repair that ends and another that begins at once (crash recovery,
+        # then reconciliation) set and clear the gate in one go, and a handler woken by the set must not
+        # run alongside the second repair.
+        while not self._open.is_set():
+            await self._open.wait()
         self._active += 1  # no await between the check and this: nothing slips past a closing gate
         self._idle.clear()
         try:

@@ -214,3 +214,33 @@ async def test_the_tracker_gate_lets_handlers_run_together_and_a_repair_run_alon
     await asyncio.gather(one, two, fixing, late)
     assert order.index("repair") > max(order.index("a out"), order.index("b out"))
     assert order.index("c in") > order.index("repair")
+
+
+async def test_no_handler_slips_in_between_two_repairs_run_back_to_back():
+    """After every AMI login the CTI repairs twice in a row (crash recovery, then reconciliation), the
+    gate closed for each. Handlers waiting at the gate were woken by the first repair's end and ran
+    alongside the second: on a restarted CTI the first events of a call created its record while
+    reconciliation wrote the same calls (a record without its caller's number, or reconciliation
+    failing on a duplicate call id)."""
+    from cti.tracker import Gate
+
+    gate, order = Gate(), []
+
+    async def handler() -> None:
+        async with gate.shared():
+            order.append("handler")
+
+    async def repairs() -> None:
+        async with gate.exclusive():
+            order.append("crash recovery")
+            await asyncio.sleep(0.01)
+        async with gate.exclusive():  # no await between the two: as in cti.service.resynchronise
+            order.append("reconcile in")
+            await asyncio.sleep(0.01)
+            order.append("reconcile out")
+
+    repairing = asyncio.create_task(repairs())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(handler())  # an event that arrived while the crash recovery ran
+    await asyncio.gather(repairing, waiting)
+    assert order == ["crash recovery", "reconcile in", "reconcile out", "handler"]
