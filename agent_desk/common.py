@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from core.models import ROLE_LABELS, Role, User
+from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
 from core.web import REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error
 from cti import protocol
 
@@ -31,14 +32,14 @@ _REPORT = MenuItem("/report", "服务质量报表", "▤")
 _EVALUATION = MenuItem("/evaluation", "服务质量评价", "✓")
 _UNIT_HOME = MenuItem("/unit", "首页", "⌂")
 _MY = MenuItem("/my", "我的", "☺")
-_UNLOCK = MenuItem("/admin/unlock", "账号解锁", "⚿")
+_ADMIN = MenuItem("/admin", "系统管理", "⚙")  # the admin area's own navigation lists its pages (admin_nav.html)
 
 MENUS: dict[Role, tuple[MenuItem, ...]] = {
     Role.AGENT: (_DESK, _TICKETS, _MY),
     Role.TEAM_LEAD: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _EVALUATION, _MY),
     Role.UNIT_HANDLER: (_UNIT_HOME, _TICKETS, _MY),
     Role.UNIT_HEAD: (_UNIT_HOME, _TICKETS, _MY),
-    Role.ADMIN: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _EVALUATION, _UNLOCK, _MY),
+    Role.ADMIN: (_WALLBOARD, _TICKETS, _SUPERVISE, _REPORT, _EVALUATION, _ADMIN, _MY),
 }
 
 
@@ -77,3 +78,16 @@ async def cti_command(request: web.Request, name: str, args: dict[str, Any]) -> 
         raise json_error(exc.status, exc.message, exc.field) from None
     except protocol.CtiUnavailable as exc:
         raise json_error(503, str(exc)) from None
+
+
+def sheet_response(request: web.Request, rows: list[list[Any]], title: str, stem: str) -> web.Response:
+    """A download of ``rows`` as CSV or XLSX (``?format=``, CSV by default), formula-safe (core.sheets)."""
+    fmt = request.query.get("format", "csv")
+    if fmt not in ("csv", "xlsx"):
+        raise json_error(400, "导出格式应为 csv 或 xlsx", "format")
+    if fmt == "csv":
+        body, ctype = csv_bytes(rows), "text/csv"
+    else:
+        body, ctype = xlsx_bytes(title, rows), XLSX_TYPE
+    return web.Response(body=body, content_type=ctype,
+                        headers={"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'})

@@ -20,12 +20,12 @@ from aiohttp import web
 
 from agent_desk import alerts
 from agent_desk.auth import require_roles
-from agent_desk.common import cti_command, local_zone
+from agent_desk.common import cti_command, local_zone, sheet_response
 from core.asterisk_config import queue_names
 from core.disk import disk_space
 from core.inputs import iso_date, record_id
 from core.models import Role
-from core.sheets import XLSX_TYPE, csv_bytes, xlsx_bytes
+from core.sheets import XLSX_TYPE
 from core.users import active_agents, agent_names
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
 from cti import read
@@ -278,18 +278,11 @@ def _export_rows(report: kpi.Report, start: dt.date, end: dt.date, hotline: str,
 @_leads_only
 async def report_export(request: web.Request) -> web.Response:
     start, end, hotline = _period(request)
-    fmt = request.query.get("format", "csv")
-    if fmt not in ("csv", "xlsx"):
+    if request.query.get("format", "csv") not in ("csv", "xlsx"):
         raise json_error(400, "导出格式应为 csv 或 xlsx", "format")
     rows = _export_rows(await build_report(request, start, end, hotline), start, end, hotline,
                         await dissatisfied_visits(request, start, end, hotline))
-    name = f"report-{start:%Y%m%d}-{end:%Y%m%d}.{fmt}"
-    if fmt == "csv":
-        body, ctype = csv_bytes(rows), "text/csv"
-    else:
-        body, ctype = xlsx_bytes("服务质量", rows), XLSX_TYPE
-    return web.Response(body=body, content_type=ctype,
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return sheet_response(request, rows, "服务质量", f"report-{start:%Y%m%d}-{end:%Y%m%d}")
 
 
 async def build_evaluation(request: web.Request) -> evaluation.Evaluation:

@@ -24,7 +24,8 @@ async def test_an_admin_lifts_a_lock_on_the_unlock_page(stack, db):
             assert locked.url.startswith(f"{base}/login")
 
             admin = await open_as(browser, base, "admin", secrets["admin_password"], DESKTOP)
-            await admin.click("text=账号解锁")
+            await admin.click(".mainnav >> text=系统管理")
+            await admin.click(".admin-nav >> text=账号解锁")
             row = admin.locator("#locks tbody tr", has_text="agent5")
             await expect(row).to_contain_text("账号")
             await admin.screenshot(path=screenshots_dir() / "admin-unlock.png")

@@ -122,6 +122,10 @@ RULES: dict[str, Rule] = {
     "GET /evaluation": rule("/evaluation", who=LEADS),
     "GET /evaluation/export": rule("/evaluation/export?format=xlsx", who=LEADS),
     "GET /recordings/{id}": viewers("/recordings/{recording_id}", hidden=403),
+    # The administration area (agent_desk/admin*.py): the admin only.
+    "GET /admin": rule("/admin", who=("admin",)),
+    "GET /admin/audit": rule("/admin/audit", who=("admin",)),
+    "GET /admin/audit/export": rule("/admin/audit/export?format=csv", who=("admin",)),
     "GET /admin/unlock": rule("/admin/unlock", who=("admin",)),
     "POST /admin/unlock": rule("/admin/unlock", PASS, who=("admin",), form={}),
     "GET /api/tickets/openapi.json": rule("/api/tickets/openapi.json"),

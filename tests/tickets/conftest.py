@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import selectinload
 
+from core.admin_audit import AdminChange
 from core.db import Database
 from core.models import Role, Unit, User
 from cti.models import CallbackRequest, CallRecord
@@ -30,7 +31,7 @@ def shipped_rules():
     rules.check_rules(None)
     yield
 
-TABLES = (MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
+TABLES = (AdminChange, MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
           CallbackRequest, CallRecord, User, Unit)
 
 
