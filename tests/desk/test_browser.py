@@ -58,8 +58,17 @@ async def act(page: Page, action: str, inputs: dict[str, str], refused_with: str
     await expect(page.locator("#action-error")).to_contain_text(refused_with)
     for name, value in inputs.items():
         await page.fill(f'#action-fields [name="{name}"]', value)
+    await submit_action(page, action)
+
+
+async def submit_action(page: Page, action: str) -> None:
+    """Submit the open dialog and wait for its outcome: the dialog closes when the action is done (the
+    page then reloads itself); a refusal keeps it open and fails the test with the page's own words."""
     await page.click("#action-submit")
-    await page.wait_for_load_state("networkidle")
+    try:
+        await expect(page.locator("#action-dialog")).to_be_hidden(timeout=LIVE)
+    except AssertionError:
+        raise AssertionError(f"「{action}」 not done: {await page.locator('#action-error').inner_text()}") from None
 
 
 async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack, ami, db, waiter, no_agents):
@@ -142,7 +151,7 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
             assert played.status == 206
             await unit.screenshot(path=shots / "08-unit-ticket-detail-phone.png", full_page=True)
             await act(unit, "受理", {"note": "已电话联系投诉人，组织双方调解"}, "受理说明")
-            await expect(unit.locator("#ticket-state")).to_have_text("受理中")
+            await expect(unit.locator("#ticket-state")).to_have_text("受理中", timeout=LIVE)
             await unit.click('[data-action="调解成功"]')
             await unit.click("#action-submit")
             await expect(unit.locator("#action-error")).to_contain_text("赔偿金额")
@@ -150,16 +159,15 @@ async def test_call_pop_ticket_wallboard_and_unit_handling_in_the_browser(stack,
             await unit.click("#action-cancel")
             await act(unit, "调解成功", {"amount": "1200", "closing_date": dt.datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat(), "remark": "旅行社退还购物款"},
                       "赔偿金额")
-            await expect(unit.locator("#ticket-state")).to_have_text("待审核结案")
+            await expect(unit.locator("#ticket-state")).to_have_text("待审核结案", timeout=LIVE)
 
             # 逐级审核 (001 §6.3 3)), two levels on the test stack: 天河区's head, then 广州市's.
             for reviewer, state_after in (("th_head", "待审核结案"), ("gz_head", "调解成功")):
                 head = await open_as(browser, base, reviewer, password, DESKTOP)
                 await head.goto(f"{base}/tickets/{number}")
                 await head.click('[data-action="审核通过"]')
-                await head.click("#action-submit")
-                await head.wait_for_load_state("networkidle")
-                await expect(head.locator("#ticket-state")).to_have_text(state_after)
+                await submit_action(head, "审核通过")
+                await expect(head.locator("#ticket-state")).to_have_text(state_after, timeout=LIVE)
             await head.click("#timeline-toggle")
             await head.screenshot(path=shots / "10-ticket-closed-with-tracking-log.png", full_page=True)
 
