@@ -61,13 +61,14 @@ def _seconds(dialect: str, start: Any, end: Any) -> Any:
         span = cast(func.extract("epoch", end - start), Float)
     else:
         # SQLite's own date functions keep milliseconds only; the stored text has microseconds
-        # ("YYYY-MM-DD HH:MM:SS.ffffff"): whole seconds from strftime('%s'), the fraction from the text.
+        # ("YYYY-MM-DD HH:MM:SS.ffffff"): whole seconds from strftime('%s') of the text cut at the seconds
+        # (given ".9996" it rounds up to the next second), the fraction from the text.
         span = func.round(_sqlite_epoch(end) - _sqlite_epoch(start), 6)
     return case((span < 0, 0.0), else_=span)
 
 
 def _sqlite_epoch(moment: Any) -> Any:
-    return cast(func.strftime("%s", moment), Integer) + cast(func.substr(moment, 20), Float)
+    return cast(func.strftime("%s", func.substr(moment, 1, 19)), Integer) + cast(func.substr(moment, 20), Float)
 
 
 def _local_day(dialect: str, moment: Any, zone: tzinfo, at: datetime) -> Any:
