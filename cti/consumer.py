@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -80,11 +79,12 @@ class Watermark:
 
 
 class Consumer:
-    """Events of one AMI connection, applied in ``lanes`` lanes: each call's events (``key``) go to one
-    lane in order, so a slow write for one call never holds up the events of another."""
+    """Events of one AMI connection, applied in one lane per call: each call's events (``key``) in order, in
+    a task of its own while it has events waiting, so a slow write for one call never holds up the events
+    of another (a fixed set of lanes shared by hash made calls wait for others in their lane)."""
 
     def __init__(self, queue: asyncio.Queue, handlers: list[Handler], watermark: Watermark, log,
-                 clock: Callable[[], float] = time.monotonic, lanes: int = 1,
+                 clock: Callable[[], float] = time.monotonic,
                  key: Callable[[Any], str] | None = None) -> None:
         self.queue = queue
         self.handlers = handlers
@@ -93,14 +93,16 @@ class Consumer:
         self.clock = clock
         self.key = key or (lambda _event: "")
         self.handled = 0
-        self.busy: dict[int, float] = {}            # lane (-1: arrival handlers) -> when its event began
+        self.busy: dict[str | None, float] = {}     # call (None: arrival handlers) -> when its event began
         self.last_handled: float | None = None     # Asterisk timestamp of the last event handled
         self.records_failed_from: float | None = None  # oldest event whose record work failed
         self.agents_failed = False
         self._written_at = 0.0
-        self._lanes: list[asyncio.Queue] = [asyncio.Queue() for _ in range(lanes)]
-        self._waiting: list[deque[float | None]] = [deque() for _ in range(lanes)]  # stamps not yet handled
-        self._workers: list[asyncio.Task] = []
+        self._arrived = 0
+        self._lanes: dict[str, deque[tuple[int, Any, float | None]]] = {}  # call -> its events waiting, in order
+        self._workers: dict[str, asyncio.Task] = {}  # call -> the task applying them, while any wait
+        self._unhandled: dict[int, float | None] = {}  # arrival number -> stamp, of events not yet handled
+        self._lane_error: BaseException | None = None
         self.task: asyncio.Task | None = None
 
     @property
@@ -112,38 +114,50 @@ class Consumer:
         return self.task
 
     async def run(self) -> None:
-        self._workers = [asyncio.create_task(self._lane(index), name=f"cti-lane-{index}")
-                         for index in range(len(self._lanes))]
         try:
             while True:
                 event = await self.queue.get()
                 stamp = _stamp(event)
-                self.busy[-1] = self.clock()
+                self.busy[None] = self.clock()
                 try:
                     await self._apply(event, stamp, "arrival")
                 finally:
-                    self.busy.pop(-1, None)
-                lane = zlib.crc32(self.key(event).encode()) % len(self._lanes) if len(self._lanes) > 1 else 0
-                self._waiting[lane].append(stamp)
-                self._lanes[lane].put_nowait((event, stamp))
-                for worker in self._workers:
-                    if worker.done():  # a lane died: the consumer has stopped following calls
-                        worker.result()
+                    self.busy.pop(None, None)
+                if self._lane_error is not None:  # a lane died: the consumer has stopped following calls
+                    raise self._lane_error
+                key = self.key(event)
+                self._arrived += 1
+                self._unhandled[self._arrived] = stamp
+                self._lanes.setdefault(key, deque()).append((self._arrived, event, stamp))
+                if key not in self._workers:
+                    self._workers[key] = asyncio.create_task(self._lane(key), name=f"cti-call-{key}")
         finally:
-            for worker in self._workers:
+            for worker in list(self._workers.values()):
                 worker.cancel()
 
-    async def _lane(self, index: int) -> None:
-        lane, waiting = self._lanes[index], self._waiting[index]
-        while True:
-            event, stamp = await lane.get()
-            self.busy[index] = self.clock()
-            try:
-                await self._apply(event, stamp, "call")
-            finally:
-                self.busy.pop(index, None)
-                waiting.popleft()
-            self._done(stamp)
+    async def _lane(self, key: str) -> None:
+        """One call's events in order; the task ends when none is left (no await between that check and
+        the clean-up, so an event arriving meanwhile starts a new task rather than waiting on a gone one)."""
+        waiting = self._lanes[key]
+        try:
+            while waiting:
+                number, event, stamp = waiting[0]
+                self.busy[key] = self.clock()
+                try:
+                    await self._apply(event, stamp, "call")
+                finally:
+                    self.busy.pop(key, None)
+                    waiting.popleft()
+                    self._unhandled.pop(number, None)
+                self._done(stamp)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._lane_error = exc
+            raise
+        finally:
+            if not waiting:
+                self._lanes.pop(key, None)
+                self._workers.pop(key, None)
 
     async def handle(self, event: Any) -> None:
         """Apply one event with every handler, here and now (tests, and a single lane's work)."""
@@ -179,17 +193,18 @@ class Consumer:
 
     def mark(self) -> float | None:
         """What may be written as handled: never past an event whose record work still needs repair, nor
-        past one still waiting in a lane (lanes finish out of step; each lane's oldest is its first)."""
-        floors = [stamp for stamp in (self.records_failed_from,
-                                      *(waiting[0] for waiting in self._waiting if waiting)) if stamp is not None]
+        past one still waiting for its call's lane (calls finish out of step)."""
+        floors = [stamp for stamp in (self.records_failed_from, *self._unhandled.values()) if stamp is not None]
         if floors:
             return min(*floors, self.last_handled or min(floors))
         return self.last_handled
 
     def persist(self, force: bool = False) -> None:
         now = self.clock()
+        if not force and now - self._written_at < WATERMARK_EVERY:
+            return
         mark = self.mark()
-        if mark is None or (not force and now - self._written_at < WATERMARK_EVERY):
+        if mark is None:
             return
         try:
             self.watermark.store(mark)
@@ -208,19 +223,18 @@ class Consumer:
         if self.task is not None and self.task.done():
             error = None if self.task.cancelled() else self.task.exception()
             return f"CTI 事件处理已停止（{error!r}）"
-        dead = next((worker for worker in self._workers if worker.done()), None)
-        if dead is not None:
-            return f"CTI 事件处理已停止（{None if dead.cancelled() else dead.exception()!r}）"
+        if self._lane_error is not None:
+            return f"CTI 事件处理已停止（{self._lane_error!r}）"
         if self.busy_since is not None:
             stuck = self.clock() - self.busy_since
             if stuck > STALL_SECONDS:
-                waiting = self.queue.qsize() + sum(lane.qsize() for lane in self._lanes)
+                waiting = self.queue.qsize() + len(self._unhandled)
                 return f"CTI 事件处理卡住 {stuck:.0f} 秒（待处理 {waiting} 个事件）"
         return None
 
     def must_exit(self) -> str | None:
         """Dead, or stuck long enough that only a restart helps."""
-        if (self.task is not None and self.task.done()) or any(worker.done() for worker in self._workers):
+        if (self.task is not None and self.task.done()) or self._lane_error is not None:
             return self.problem()
         if self.busy_since is not None and self.clock() - self.busy_since > STALL_EXIT_SECONDS:
             return self.problem()

@@ -38,9 +38,6 @@ from tickets import return_visits
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
 REPAIR_EVERY = 2.0
 CLOSE_SECONDS = 5.0
-# Lanes per node: the events of one call stay in one lane, in order; different calls share a lane only
-# by hash. More lanes than calls writing at one moment buys nothing (SQLite writes take turns anyway).
-CALL_LANES = 32
 LOOKUP_RETRY_PAUSES = (0.05, 0.2)  # an agent look-up that failed is tried twice more
 
 
@@ -121,7 +118,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
                                      Handler("agents", agent_states, "agents", order="arrival"),
                                      Handler("lag", lag, "none")],
-                            Watermark(watermark_path(settings, node)), log, lanes=CALL_LANES, key=call_key)
+                            Watermark(watermark_path(settings, node)), log, key=call_key)
         links[node.name] = NodeLink(node, ami, cdr_csv, runtime.host_path(runtime.inside("log", "queue_log")),
                                     CrashRecovery(db, redis, cdr_csv, log, node=node.name), consumer)
 

@@ -4,6 +4,8 @@ A call is identified by CALL_ID, the uniqueid of the citizen's leg, which the
 dialplan puts on every channel of the call (manager.conf channelvars). Each
 milestone is written to the database at once, so a CTI crash mid-call leaves a
 partial record that :mod:`cti.reconcile` completes from Asterisk's own CDRs.
+The writes of calls handled side by side are committed together (core.db.GroupWriter):
+a handler publishes its live events only after its own write is committed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 
 from core import events as ev
-from core.db import Database
+from core.db import Database, GroupWriter
 from core.metrics import Counters
 from core.satisfaction import GRADES, UNRATED
 from core.settings import DEFAULT_NODE
@@ -132,24 +134,19 @@ class CallTracker:
         # Events of different calls are applied side by side (cti.consumer keeps each call's in order);
         # reconciliation closes the gate, so no event is applied to a record while it is being repaired.
         self.gate = Gate()
-        # SQLite takes one writer at a time; a second one would wait in SQLite's busy handler, which polls
-        # in sleeps of milliseconds. So on SQLite the tracker's writes take turns here; PostgreSQL locks rows.
-        self._one_writer = asyncio.Lock() if db.url.startswith("sqlite") else contextlib.nullcontext()
+        # Every record write goes through one writer that commits what is waiting together: SQLite has one
+        # writer at a time, and a transaction per event taking turns made a burst of events wait seconds.
+        self.writes = GroupWriter(db)
         # Every other call as it ends, in the same transaction (missed calls become callback tasks).
         self.on_call_ended: Callable[[CallRecord, Any], Awaitable[None]] | None = None
         self._agent_ids: dict[str, int] = {}
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Any]:
-        async with self._one_writer, self.db.transaction() as session:
-            yield session
-
     # -- persistence ------------------------------------------------------
     async def _update(self, call_id: str, **values: Any) -> CallRecord:
-        async with self._transaction() as session:
-            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+        async def work(session) -> CallRecord:
+            record = await _record(session, call_id)
             if record is None:
-                record = CallRecord(call_id=call_id, started_at=values.pop("started_at", None) or datetime.now(UTC),
+                record = CallRecord(call_id=call_id, started_at=values.get("started_at") or datetime.now(UTC),
                                     node=values.get("node") or DEFAULT_NODE)
                 session.add(record)
             for key, value in values.items():
@@ -161,6 +158,8 @@ class CallTracker:
                     setattr(record, key, value)
             await session.flush()
             return record
+
+        return await self.writes.write(work)
 
     def _ivr_values(self, event: Any) -> dict[str, Any]:
         return {
@@ -258,12 +257,14 @@ class CallTracker:
 
     async def _grade(self, call_id: str, grade: str, when: datetime) -> None:
         """一次一评 on the call record and on every ticket the call is linked to that has no grade yet."""
-        async with self._transaction() as session:
-            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+        async def work(session) -> None:
+            record = await _record(session, call_id)
             if record is None or record.satisfaction not in (None, UNRATED):
                 return
             record.satisfaction, record.satisfaction_at = grade, when
             await grade_linked_tickets(session, call_id, grade)
+
+        await self.writes.write(work)
 
     async def on_QueueCallerJoin(self, event: Any) -> None:
         call_id = call_id_of(event)
@@ -320,8 +321,8 @@ class CallTracker:
         call_id = chan_var(event, ChanVar.CALL_ID)
         if not call_id or call_id != event.get("Uniqueid") or event.get("DialStatus") != "ANSWER":
             return
-        async with self._transaction() as session:
-            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+        async def work(session) -> None:
+            record = await _record(session, call_id)
             # Only the first answer of an outbound call: a citizen blind-transferred to a colleague's
             # phone is dialled from their own leg too, and that is not when the call was answered.
             if record is None or record.direction != "outbound" or record.answered_at is not None:
@@ -329,6 +330,8 @@ class CallTracker:
             record.answered_at = event_time(event)
             record.state = CallState.TALKING
             record.agent_extension = phone_of(event.get("Channel")) or record.agent_extension
+
+        await self.writes.write(work)
 
     async def on_QueueCallerLeave(self, event: Any) -> None:
         """A caller out of the queue without an agent (max wait reached, a key pressed for a voice
@@ -338,11 +341,13 @@ class CallTracker:
         call = self.calls.get(call_id)
         if call is not None and call.answered:
             return
-        async with self._transaction() as session:
-            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+        async def work(session) -> None:
+            record = await _record(session, call_id)
             if record is not None and record.answered_at is None and record.ended_at is None \
                     and record.state in (CallState.QUEUED, CallState.RINGING):
                 record.state = CallState.IVR
+
+        await self.writes.write(work)
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = call_id_of(event)
@@ -363,10 +368,13 @@ class CallTracker:
         if call and event.get("Uniqueid") == call_id and call.hold_started:
             held = (event_time(event) - call.hold_started).total_seconds()
             call.hold_started = None
-            async with self._transaction() as session:
-                record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+
+            async def work(session) -> None:
+                record = await _record(session, call_id)
                 if record:
                     record.hold_seconds = (record.hold_seconds or 0) + held
+
+            await self.writes.write(work)
 
     async def on_BlindTransfer(self, event: Any) -> None:
         await self._transfer(event, "blind")
@@ -390,9 +398,12 @@ class CallTracker:
         if not call_id or uniqueid != call_id:
             return  # only the citizen's own leg ends the call
         when = event_time(event)
+        # queue_log is read before the write, not in it: a file read in the batch would hold up every call's.
+        books = await self._books_before_hangup(call_id, event_node(event))
         call = self.calls.pop(call_id, None)
-        async with self._transaction() as session:
-            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+
+        async def work(session) -> tuple[int | None, bool]:
+            record = await _record(session, call_id)
             if record is None:
                 record = CallRecord(call_id=call_id, started_at=call.started if call and call.started else when,
                                     caller_number=event.get("CallerIDNum"), node=event_node(event))
@@ -404,8 +415,8 @@ class CallTracker:
             record.state = CallState.ENDED
             record.hangup_cause = event.get("Cause-txt") or event.get("Cause")
             left_message = record.voicemail_file or chan_var(event, ChanVar.CALLBACK_NUMBER)
-            if record.answered_at is None and record.queued_at is not None:
-                await self._answer_from_books(session, record)
+            if record.answered_at is None and record.queued_at is not None and books is not None:
+                await self._answer_from_books(session, record, books)
             if record.answered_at is None and record.queued_at is not None and not left_message:
                 record.abandoned = True
                 record.wait_seconds = (when - record.queued_at).total_seconds()
@@ -415,26 +426,39 @@ class CallTracker:
                 # Measured end to end rather than summed from AgentComplete: one figure across
                 # transfers and holds, never inflated by a second agent leg.
                 record.talk_seconds = talk_seconds(record)
-            agent_id, abandoned = record.agent_id, record.abandoned
             if chan_var(event, ChanVar.CALLBACK_NUMBER) and self.on_callback_request is not None:
                 await self.on_callback_request(record, session)
             elif self.on_call_ended is not None:
                 await self.on_call_ended(record, session)
+            return record.agent_id, record.abandoned
+
+        agent_id, abandoned = await self.writes.write(work)
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id,
                                         node=event_node(event)))
 
-    async def _answer_from_books(self, session, record: CallRecord) -> None:
-        """Before a queued call is called abandoned: did an agent answer it while we were not looking?"""
-        if self.queue_books is None:
-            return
+    async def _books_before_hangup(self, call_id: str, node: str) -> QueueCall | None:
+        """queue_log's account of a queued call nobody is known to have answered: before a queued call is
+        called abandoned, did an agent answer it while we were not looking?"""
+        call = self.calls.get(call_id)
+        if self.queue_books is None or (call is not None and call.answered):
+            return None
+        queued = await self._queued_at(call_id)  # a read: readers never wait for the writer (WAL)
+        if queued is None:
+            return None
         try:
-            queue = await asyncio.to_thread(self.queue_books, record.call_id, record.queued_at, record.node)
+            return await asyncio.to_thread(self.queue_books, call_id, queued, node)
         except OSError:
-            self.log.exception("queue_log_unreadable", call_id=record.call_id)
-            return
-        if queue is None or queue.connected is None:
+            self.log.exception("queue_log_unreadable", call_id=call_id)
+            return None
+
+    async def _answer_from_books(self, session, record: CallRecord, queue: QueueCall) -> None:
+        if queue.connected is None:
             return
         agents = await user_ids(session, {queue.username}) if queue.username else {}
         apply_queue_facts(record, queue, agents.get(queue.username or ""), None)
         record.source = "reconciled"
         self.log.info("answer_from_queue_log", call_id=record.call_id, member=queue.member)
+
+
+async def _record(session, call_id: str) -> CallRecord | None:
+    return await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))

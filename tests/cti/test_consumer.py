@@ -103,7 +103,7 @@ async def test_a_slow_call_does_not_hold_up_other_calls_and_each_call_keeps_its_
 
     queue: asyncio.Queue = asyncio.Queue()
     consumer = Consumer(queue, [Handler("calls", calls, "records")], Watermark(tmp_path / "w"), Log(),
-                        lanes=8, key=lambda event: event["CallId"])
+                        key=lambda event: event["CallId"])
     names = ("QueueCallerJoin", "AgentCalled", "AgentConnect", "Hangup")
     for offset, name in enumerate(names):
         for call, base in (("slow", 100.0), ("quick", 100.5)):
@@ -119,6 +119,39 @@ async def test_a_slow_call_does_not_hold_up_other_calls_and_each_call_keeps_its_
         await asyncio.sleep(0.01)
     assert [e for c, e in applied if c == "slow"] == list(names)
     assert consumer.mark() == 103.5
+    task.cancel()
+
+
+async def test_no_call_waits_for_another_however_many_calls_there_are(tmp_path: Path):
+    """Issue 14 item 8: one lane per call, not a fixed set shared by hash: with 64 calls and one of them
+    stuck in a write, every other call is applied to its end (a lane shared with the stuck call would
+    hold its events back)."""
+    release = asyncio.Event()
+    applied: dict[str, list[str]] = {}
+
+    async def calls(event: dict) -> None:
+        if event["CallId"] == "call-0" and event["Event"] == "AgentCalled":
+            await release.wait()
+        applied.setdefault(event["CallId"], []).append(event["Event"])
+
+    queue: asyncio.Queue = asyncio.Queue()
+    consumer = Consumer(queue, [Handler("calls", calls, "records")], Watermark(tmp_path / "w"), Log(),
+                        key=lambda event: event["CallId"])
+    names = ("QueueCallerJoin", "AgentCalled", "Hangup")
+    for offset, name in enumerate(names):
+        for n in range(64):
+            queue.put_nowait({**_event(name, 100.0 + offset + n / 100), "CallId": f"call-{n}"})
+    task = consumer.start()
+    while consumer.handled < 64 * 3 - 2:
+        await asyncio.sleep(0.01)
+    assert all(applied[f"call-{n}"] == list(names) for n in range(1, 64))
+    assert applied["call-0"] == ["QueueCallerJoin"]
+    assert consumer.mark() == 101.0  # the stuck event's stamp: the watermark does not pass it
+    release.set()
+    while consumer.handled < 64 * 3:
+        await asyncio.sleep(0.01)
+    assert applied["call-0"] == list(names) and consumer.problem() is None
+    assert not consumer._workers and not consumer._lanes  # a call's task ends with its last event
     task.cancel()
 
 
