@@ -19,6 +19,7 @@ from agent_desk.common import cti_command, local_time, local_zone
 from agent_desk.knowledge import load_knowledge, phrases, render_phrases
 from core.inputs import record_id
 from core.models import Role, User
+from core.provisioning import enabled_extensions
 from core.satisfaction import LABELS as GRADE_LABELS
 from core.vocabulary import SELECTABLE_PAUSE_REASONS
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY, json_error, read_json
@@ -111,7 +112,7 @@ async def desk_page(request: web.Request) -> web.Response:
     shown_phrases = render_phrases(phrases(), list(dispatch.unit_config().national),
                              settings.centre.region, user.agent_number or "")
     return aiohttp_jinja2.render_template("desk.html", request, {
-        "state": _state_json(session), "extensions": settings.sip.agent_extensions,
+        "state": _state_json(session), "extensions": await enabled_extensions(request.app[DB_KEY]),
         "pause_reasons": SELECTABLE_PAUSE_REASONS, "phrases": shown_phrases, "options": _form_options(),
         "inbox": await inbox(request, user), "knowledge_problem": load_knowledge().problem,
     })
@@ -141,7 +142,7 @@ async def post_state(request: web.Request) -> web.Response:
             if problem:  # before an endpoint is made for nothing
                 raise json_error(503, problem)
             phone = await webphone.open_phone(request.app, user)
-        elif phone not in request.app[SETTINGS_KEY].sip.agent_extensions:
+        elif phone not in await enabled_extensions(request.app[DB_KEY]):
             raise json_error(400, "请选择有效的分机号", "phone")
         try:
             await cti_command(request, "agent_state", {**args, "phone": phone})

@@ -21,10 +21,10 @@ from aiohttp import web
 from agent_desk import alerts
 from agent_desk.auth import require_roles
 from agent_desk.common import cti_command, local_zone, sheet_response
-from core.asterisk_config import queue_names
 from core.disk import disk_space
 from core.inputs import iso_date, record_id
 from core.models import Role
+from core.provisioning import enabled_queue_names
 from core.sheets import XLSX_TYPE
 from core.users import active_agents, agent_names
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
@@ -115,7 +115,8 @@ async def snapshot(request: web.Request) -> dict[str, Any]:
         })
     # A disk running low is shown before recordings stop being written ([disk] in hotline.toml).
     disk = [d.detail for d in disk_space(request.app[SETTINGS_KEY]) if d.low]
-    return {"now": time.time(), "source": source, "queues": queue_rows(queue_names(), waiting, today_calls),
+    queues = queue_rows(await enabled_queue_names(request.app[DB_KEY]), waiting, today_calls)
+    return {"now": time.time(), "source": source, "queues": queues,
             "agents": agent_rows, "abandoned": abandoned_rows(today_calls, missed), "disk_alarms": disk,
             "service": {**dataclasses.asdict(figures), "window_minutes": rules.window_minutes,
                         "service_level_seconds": rules.service_level_seconds,

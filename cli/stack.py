@@ -23,10 +23,13 @@ from pathlib import Path
 
 from cli.supervisor import supervisorctl  # noqa: F401 - also the tests' way to it
 from cli.upgrade import preflight, record_fingerprint, rolling_restart
+from core import provisioning
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
+from core.db import Database
 from core.filemodes import UMASK, private_umask, tighten
 from core.metrics import SERVICE_METRICS
+from core.provisioning import Telephony
 from core.redis import server_command as redis_server_command
 from core.settings import REPO_ROOT, Settings
 from tickets.kannel import notify_programs, write_kannel_conf
@@ -235,6 +238,16 @@ def migrate_url(url: str) -> None:
         raise StackError(f"database migration failed:\n{proc.stderr[-2000:]}")
 
 
+async def seed_and_load_telephony(settings: Settings) -> Telephony:
+    """The phones and queues Asterisk's files carry: the database's, seeded on a new installation."""
+    db = Database(settings.database_url)
+    try:
+        await provisioning.seed(db, settings)
+        return await provisioning.load(db)
+    finally:
+        await db.close()
+
+
 def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
     """Everything before processes start: policies, runtime, config, prompts, schema, demo data."""
     with _timed(say, "Checking policy files (menus, deadlines, rules, units, templates, prompts, phrases)"):
@@ -250,17 +263,19 @@ def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
 def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) -> AsteriskRuntime:
     for folder in (settings.log_dir, settings.run_dir, settings.recordings_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    with _timed(say, "Migrating the database"):
+        migrate(settings)
+    with _timed(say, "Phones and queues (database, seeded from config/hotline.toml)"):
+        telephony = asyncio.run(seed_and_load_telephony(settings))
     with _timed(say, "Rendering Asterisk configuration"):
         for node in settings.nodes:
-            render_asterisk_config(settings, runtime, node)
+            render_asterisk_config(settings, runtime, node, telephony)
     with _timed(say, "Generating Mandarin prompts"):
         from ivr.setup import generate_prompts
 
         generate_prompts(settings, runtime)
     with _timed(say, "Rendering Kannel configuration"):
         write_kannel_conf(settings)
-    with _timed(say, "Migrating the database"):
-        migrate(settings)
     with _timed(say, "Seeding demo accounts"):
         from cli.demo import seed_demo_data
 

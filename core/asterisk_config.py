@@ -15,29 +15,28 @@ import jinja2
 
 from core.ami import ami_username
 from core.asterisk_runtime import AsteriskRuntime, node_runtime
+from core.provisioning import SIP_REALM, Telephony, seed_telephony
 from core.settings import AMI_ACCOUNTS, REPO_ROOT, AsteriskNode, Settings
 from core.telephony import AMI_CHANNELVARS
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 DIALPLAN_DIR = REPO_ROOT / "dialplans"
-HOTLINES = ("12301", "12365")
-BUSINESSES = ("general", "consult", "complaint", "report")
 INSTANCE_DIRS = ("etc", "lib", "lib/keys", "spool/monitor", "spool/voicemail-in", "log/cdr-csv", "run", "sounds")
-
-
-def queue_names() -> list[str]:
-    return [f"{hotline}-{business}" for hotline in HOTLINES for business in BUSINESSES]
 
 
 def ami_accounts(settings: Settings) -> list[dict[str, str]]:
     """The AMI users of asterisk-conf/manager.conf. An action needs one of its classes in ``write``
     (Asterisk's manager.c): QueueAdd/Remove/Pause are agent; Hangup, Redirect, Bridge, BlindTransfer, Atxfer,
-    CancelAtxfer are call; Originate is originate; CoreShowChannels is reporting; QueueStatus and Ping none."""
+    CancelAtxfer are call; Originate is originate; CoreShowChannels is reporting; QueueStatus, QueueReload and
+    Ping none; Reload is config or system."""
     control = "call,agent,originate,reporting"
     accounts = [
         ("cti", settings.ami.cti_events, control,
          "CTI: follows calls (event classes it subscribes to), rebuilds agent states, dials callbacks, "
          "carries out the desk's commands (agent log-in/pause, transfers, hang-up, callbacks, listen)"),
+        ("provision", "", "config",
+         "CTI, applying an admin's change of phones or queues: Reload of res_pjsip, pbx_config and "
+         "QueueReload (Reload needs config or system; no events, no call control)"),
         ("tools", "all", "system,call,agent,user,command,reporting,originate",
          "operator tools, tests and benchmarks (./hotline call, CLI commands in tests)"),
     ]
@@ -46,19 +45,19 @@ def ami_accounts(settings: Settings) -> list[dict[str, str]]:
              "read": read, "write": write, "why": why} for name, read, write, why in accounts]
 
 
-def template_values(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> dict:
-    """Values of one node's files (``runtime``: the platform's, as resolve_runtime gives it)."""
+def template_values(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None,
+                    telephony: Telephony | None = None) -> dict:
+    """Values of one node's files (``runtime``: the platform's, as resolve_runtime gives it; ``telephony``:
+    the phones and queues of the database, core.provisioning.load; without it, the seed of a new
+    installation)."""
     sip, agi, queues = settings.sip, settings.agi, settings.queues
     node = node or settings.nodes[0]
     shared = runtime
     runtime = node_runtime(runtime, node)
-    phones = [
-        {"ext": ext, "password": settings.sip_password(ext), "label": f"坐席 {ext}"}
-        for ext in sip.agent_extensions
-    ] + [
-        {"ext": ext, "password": settings.sip_password(ext), "label": f"班长 {ext}"}
-        for ext in sip.lead_extensions
-    ]
+    telephony = telephony or seed_telephony(settings)
+    # A disabled phone leaves pjsip.conf: after the reload it can no longer register or be dialled.
+    phones = [{"ext": phone.extension, "md5_cred": phone.md5_cred, "label": phone.label}
+              for phone in telephony.phones if phone.enabled]
     return {
         "inst": runtime.instance_dir,
         # One prompt folder for every node: the IVR writes read-backs once, whichever node plays them.
@@ -77,16 +76,15 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "session_min_se": sip.session_min_se_seconds,
         "rtp_end": node.rtp_end,
         "phones": phones,
+        "sip_realm": SIP_REALM,
         "ami_host": node.ami_host,
         "ami_port": node.ami_port,
         "ami_accounts": ami_accounts(settings),
         "channelvars": ",".join(AMI_CHANNELVARS),
         "agi_host": agi.host,
         "agi_port": agi.port,
-        "queues": queue_names(),
-        "ring_seconds": queues.ring_seconds,
-        "wrapup_seconds": queues.wrapup_seconds,
-        "announce_every_seconds": queues.announce_every_seconds,
+        # Disabled queues stay in queues.conf, so callers already waiting in one are still served.
+        "queues": [queue.public() for queue in telephony.queues],
         "queue_max_wait": queues.max_wait_seconds,
         "vm_max_seconds": settings.voicemail.max_seconds,
         "bench_echo": settings.asterisk.bench_echo,
@@ -110,8 +108,12 @@ def ari_username(settings: Settings) -> str:
     return f"{settings.ami.username}-desk"
 
 
-def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None) -> Path:
-    """Write one node's Asterisk files (``runtime``: the platform's); returns the host path of its etc folder."""
+def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: AsteriskNode | None = None,
+                           telephony: Telephony | None = None) -> Path:
+    """Write one node's Asterisk files (``runtime``: the platform's); returns the host path of its etc folder.
+
+    Each file is written next to its target and renamed over it, so an Asterisk reloading meanwhile (the
+    CTI applying an admin's change to another node) reads the old file or the new one, never half of one."""
     runtime_of_node = node_runtime(runtime, node or settings.nodes[0])
     base = runtime_of_node.host_instance_dir
     uid, gid = runtime.asterisk_ids()
@@ -124,13 +126,16 @@ def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: A
         keep_trailing_newline=True,
         autoescape=False,
     )
-    values = template_values(settings, runtime, node)
+    values = template_values(settings, runtime, node, telephony)
     for conf in sorted(CONF_DIR.glob("*.conf")):
         text = env.get_template(conf.name).render(values)
         target = etc / conf.name
-        target.write_text(text)
+        partial = target.with_name(f".{conf.name}.new")
+        partial.write_text(text)
         # manager.conf, pjsip.conf, ari.conf and prometheus.conf carry secrets: readable by Asterisk only.
-        target.chmod(0o640)
+        partial.chmod(0o640)
+        os.chown(partial, uid, gid)
+        partial.replace(target)
     dialplans = etc / "dialplans"
     if dialplans.exists():
         shutil.rmtree(dialplans)

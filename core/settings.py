@@ -24,7 +24,9 @@ DEFAULT_CONFIG = CONFIG_DIR / "hotline.toml"
 
 # Each process logs in to Redis (core.redis) and to AMI (core.ami) as its own user with its own secret.
 REDIS_USERS = ("ivr", "cti", "agent_desk", "recordings", "scheduler", "tools")
-AMI_ACCOUNTS = ("cti", "tools")  # the desk has none: the CTI carries out its commands (cti.protocol)
+# The desk has none: the CTI carries out its commands (cti.protocol). "provision" is the CTI's second
+# account, only for reloading the rendered phones and queues (cti/provisioning.py).
+AMI_ACCOUNTS = ("cti", "provision", "tools")
 SECRET_NAMES = ("web_cookie_key", "admin_password", "demo_password", "kannel_password",
                 *(f"redis_{user}" for user in REDIS_USERS), *(f"ami_{account}" for account in AMI_ACCOUNTS), "ari_desk",
                 "asterisk_metrics")

@@ -18,8 +18,9 @@ from redis.exceptions import ResponseError
 from core.ami import AmiError, AmiNodes
 from core.db import Database
 from core.models import User
+from core.provisioning import enabled_extensions
 from core.settings import Settings
-from cti import callbacks, control
+from cti import callbacks, control, provisioning
 from cti.protocol import (
     BROWSER_PHONE_PREFIX,
     COMMANDS,
@@ -117,6 +118,8 @@ class CommandWorker:
     async def execute(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         if not self.ami.logged_in.is_set():
             raise Refused("暂时无法连接电话系统（AMI），请稍后重试", 503)
+        if name == "telephony_apply":  # an admin changed phones or queues (core.provisioning)
+            return await provisioning.apply(self.settings, self.db, self.log)
         if name == "queue_status":
             return {"waiting": await control.queue_callers(self.ami)}
         if name == "spy":
@@ -144,7 +147,7 @@ class CommandWorker:
         action = args.get("action")
         if action == "login":
             phone = str(args.get("phone") or "")
-            if phone not in self.settings.sip.agent_extensions and phone != f"{BROWSER_PHONE_PREFIX}{agent_id}":
+            if phone != f"{BROWSER_PHONE_PREFIX}{agent_id}" and phone not in await enabled_extensions(self.db):
                 raise Refused("请选择有效的分机号", 400, "phone")
             await control.agent_login(self.ami, self.redis, agent, phone)
         elif action == "ready":

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from cli.democall import citizen_speech
+from cli.stack import seed_and_load_telephony
 from core.asterisk_config import render_asterisk_config
 from core.filemodes import private_umask, tighten
 from core.settings import load_settings
@@ -30,8 +31,10 @@ CALLER = "13766660001"
 
 
 def _reload_pjsip(stack) -> str:
+    settings = load_settings()
+    telephony = asyncio.run(seed_and_load_telephony(settings))  # the database's phones, as the CTI renders them
     with private_umask():  # as `up` renders it: nothing for other users (#12.9)
-        tighten(render_asterisk_config(load_settings(), stack.runtime))
+        tighten(render_asterisk_config(settings, stack.runtime, telephony=telephony))
     stack.runtime.rx("module reload res_pjsip.so")
     return stack.runtime.rx("pjsip show endpoint carrier")
 
