@@ -9,7 +9,20 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from agent_desk import admin, alerts, auth, desk, lead, live, login_guard, messages, playback, units, webphone
+from agent_desk import (
+    admin,
+    admin_telephony,
+    alerts,
+    auth,
+    desk,
+    lead,
+    live,
+    login_guard,
+    messages,
+    playback,
+    units,
+    webphone,
+)
 from agent_desk.common import template_context
 from agent_desk.unavailable import redis_unavailable
 from core.db import Database
@@ -118,7 +131,7 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     app.router.add_static("/static", HERE / "static")
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
     app.router.add_static("/vendor/echarts", REPO_ROOT / "node_modules" / "echarts" / "dist")
-    for module in (auth, live, desk, units, lead, playback, admin, webphone, messages):
+    for module in (auth, live, desk, units, lead, playback, admin, admin_telephony, webphone, messages):
         module.add_routes(app)
     app[auth.LOGOUT_HOOKS].append(webphone.end_session)  # the browser phone's account ends with the session
     app.router.add_routes(ticket_routes)

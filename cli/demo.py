@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from core import provisioning
 from core.db import Database
 from core.models import Role, Unit, UnitLevel, User
 from core.settings import Settings
@@ -75,6 +76,7 @@ async def seed_demo_data(settings: Settings) -> list[DemoUser]:
             for spec in users:
                 await _ensure_user(session, spec, hashes[spec.username], units.get(spec.unit_code or ""))
             await _ensure_user(session, admin, hashes["admin"], None)
+        await provisioning.seed(db, settings)  # the phones of the demo agents and the eight queues
     finally:
         await db.close()
     return users

@@ -24,7 +24,9 @@ from typing import Any
 from sqlalchemy import Boolean, Enum, Integer, String, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.admin_audit import record_change
 from core.db import Base, Database, UTCDateTime, utcnow
+from core.models import User
 from core.settings import Settings
 
 # The realm of the phones' digest authentication (pjsip.conf renders it on every auth object).
@@ -176,6 +178,18 @@ async def list_queues(db: Database, search: str = "") -> list[QueueView]:
         return [_queue_view(row) for row in (await session.scalars(query)).all()]
 
 
+async def get_phone(db: Database, extension: str) -> PhoneView | None:
+    async with db.session() as session:
+        row = await session.scalar(select(Phone).where(Phone.extension == extension))
+    return _phone_view(row) if row else None
+
+
+async def get_queue(db: Database, name: str) -> QueueView | None:
+    async with db.session() as session:
+        row = await session.scalar(select(HotlineQueue).where(HotlineQueue.name == name))
+    return _queue_view(row) if row else None
+
+
 async def enabled_extensions(db: Database, kind: PhoneKind = PhoneKind.AGENT) -> list[str]:
     """The phones an agent (or a team lead) may sign in on."""
     async with db.session() as session:
@@ -251,8 +265,15 @@ def _queue_values(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- changing --------------------------------------------------------------------------------------------
+# Every change is audited (core.admin_audit) in its own transaction: ``actor`` None is the platform itself,
+# ``address`` where the admin's request came from.
 
-async def create_phone(db: Database, data: Mapping[str, Any]) -> tuple[PhoneView, str]:
+def _toggle_action(before: bool, after: bool) -> str:
+    return "update" if before == after else ("enable" if after else "disable")
+
+
+async def create_phone(db: Database, data: Mapping[str, Any], actor: User | None = None,
+                       address: str | None = None) -> tuple[PhoneView, str]:
     """A new phone; returns it and its generated password (shown once, stored only as md5_cred)."""
     extension = str(data.get("extension") or "").strip()
     if not EXTENSION.fullmatch(extension):
@@ -266,6 +287,8 @@ async def create_phone(db: Database, data: Mapping[str, Any]) -> tuple[PhoneView
         row = Phone(extension=extension, label=label, kind=kind, enabled=_bool(data, "enabled", True),
                     md5_cred=md5_cred(extension, password))
         session.add(row)
+        record_change(session, actor, address, "extension", extension, "create", None,
+                      {**_phone_view(row).public(), "password": "generated"})
     return _phone_view(row), password
 
 
@@ -276,7 +299,8 @@ async def _phone_row(session, extension: str) -> Phone:
     return row
 
 
-async def update_phone(db: Database, extension: str, data: Mapping[str, Any]) -> tuple[PhoneView, PhoneView]:
+async def update_phone(db: Database, extension: str, data: Mapping[str, Any], actor: User | None = None,
+                       address: str | None = None) -> tuple[PhoneView, PhoneView]:
     """Label, kind, enabled; returns (before, after)."""
     async with db.transaction() as session:
         row = await _phone_row(session, extension)
@@ -284,18 +308,28 @@ async def update_phone(db: Database, extension: str, data: Mapping[str, Any]) ->
         row.label = _text(data, "label", "名称", 64) if "label" in data else row.label
         row.kind = _kind(data, row.kind) if "kind" in data else row.kind
         row.enabled = _bool(data, "enabled", row.enabled)
-    return before, _phone_view(row)
+        after = _phone_view(row)
+        record_change(session, actor, address, "extension", extension, _toggle_action(before.enabled, after.enabled),
+                      before.public(), after.public())
+    return before, after
 
 
-async def regenerate_password(db: Database, extension: str) -> str:
+async def regenerate_password(db: Database, extension: str, actor: User | None = None,
+                              address: str | None = None) -> str:
+    """A new generated password (shown once); the old one stops working at the next apply."""
     password = new_password()
     async with db.transaction() as session:
         row = await _phone_row(session, extension)
+        before = row.md5_cred
         row.md5_cred = md5_cred(extension, password)
+        # Both sides are redacted by the audit log (the field's name): the row says that it changed.
+        record_change(session, actor, address, "extension", extension, "reset_password",
+                      {"password": before}, {"password": row.md5_cred})
     return password
 
 
-async def create_queue(db: Database, data: Mapping[str, Any]) -> QueueView:
+async def create_queue(db: Database, data: Mapping[str, Any], actor: User | None = None,
+                       address: str | None = None) -> QueueView:
     values = _queue_values(data)
     name = str(data.get("name") or f"{values['hotline']}-{values['business']}").strip()
     if not QUEUE_NAME.fullmatch(name):
@@ -305,10 +339,12 @@ async def create_queue(db: Database, data: Mapping[str, Any]) -> QueueView:
             raise ProvisioningError(f"队列 {name} 已存在", "name", 409)
         row = HotlineQueue(name=name, enabled=_bool(data, "enabled", True), **values)
         session.add(row)
+        record_change(session, actor, address, "queue", name, "create", None, _queue_view(row).public())
     return _queue_view(row)
 
 
-async def update_queue(db: Database, name: str, data: Mapping[str, Any]) -> tuple[QueueView, QueueView]:
+async def update_queue(db: Database, name: str, data: Mapping[str, Any], actor: User | None = None,
+                       address: str | None = None) -> tuple[QueueView, QueueView]:
     """Every setting but the name (the dialplan, queue_log and call records know queues by it)."""
     async with db.transaction() as session:
         row = await session.scalar(select(HotlineQueue).where(HotlineQueue.name == name))
@@ -316,10 +352,16 @@ async def update_queue(db: Database, name: str, data: Mapping[str, Any]) -> tupl
             raise ProvisioningError(f"队列 {name} 不存在", "name", 404)
         before = _queue_view(row)
         values = _queue_values({**before.public(), **data})
+        if values["strategy"] != before.strategy and "linear" in (values["strategy"], before.strategy):
+            # app_queue keeps a queue's linear order or none: it refuses this change on a reload.
+            raise ProvisioningError("「按加入顺序」策略不能与其他策略互改，请新建一个队列", "strategy")
         for key, value in values.items():
             setattr(row, key, value)
         row.enabled = _bool(data, "enabled", row.enabled)
-    return before, _queue_view(row)
+        after = _queue_view(row)
+        record_change(session, actor, address, "queue", name, _toggle_action(before.enabled, after.enabled),
+                      before.public(), after.public())
+    return before, after
 
 
 # --- seed --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from alembic import context
 
 import core.admin_audit  # noqa: F401  (registers tables)
 import core.models  # noqa: F401
+import core.provisioning  # noqa: F401
 import cti.models  # noqa: F401
 import recordings.models  # noqa: F401
 from core.db import Base, make_engine

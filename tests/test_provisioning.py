@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import delete
 
-from core import provisioning
+from core import admin_audit, provisioning
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime
 from core.db import Database
@@ -63,6 +63,12 @@ async def test_a_new_phone_gets_a_password_shown_once_and_stored_only_as_its_dig
     assert await provisioning.enabled_extensions(db) == ["8050"]
     await provisioning.update_phone(db, "8050", {"enabled": "false"})
     assert await provisioning.enabled_extensions(db) == []
+    # Each change is in the admin audit log, the password never.
+    _total, rows = await admin_audit.search(db, admin_audit.AuditQuery(entity="extension", text="8050"))
+    assert [row.action for row in rows[:3]] == ["disable", "reset_password", "create"]
+    assert rows[1].before == {"password": admin_audit.REDACTED} == rows[1].after
+    assert rows[2].after["password"] == admin_audit.REDACTED and rows[2].after["label"] == "坐席 50"
+    assert password not in repr([(r.before, r.after) for r in rows]) and renewed not in repr(rows[1].after)
 
 
 @pytest.mark.parametrize(("data", "field", "words"), [
@@ -96,6 +102,9 @@ async def test_queues_are_created_validated_and_a_duplicate_is_a_conflict(db):
     assert (before.ring_seconds, after.ring_seconds, after.enabled) == (12, 30, False)
     assert [q.name for q in await provisioning.list_queues(db, "tour")] == ["12301-tourism"]
     assert await provisioning.enabled_queue_names(db) == []
+    with pytest.raises(ProvisioningError) as linear:
+        await provisioning.update_queue(db, "12301-tourism", {"strategy": "linear"})
+    assert linear.value.field == "strategy"
 
 
 async def test_the_rendered_files_carry_the_databases_phones_and_queues(db, settings, tmp_path):
