@@ -42,8 +42,10 @@ async def test_admin_creates_phone_and_queue_and_a_new_agent_takes_a_call_in_it_
         try:
             admin = await open_as(browser, base, "admin", stack.settings.secrets["admin_password"], DESKTOP)
             await admin.goto(f"{base}/admin/extensions")
-            await admin.keyboard.press("Alt+N")  # the page's access key for 新建分机
+            await admin.focus("#new-extension")  # by keyboard: the link, Enter, the form's first field focused
+            await admin.keyboard.press("Enter")
             await admin.wait_for_url("**/admin/extensions/new")
+            await expect(admin.locator("input[name=extension]")).to_be_focused()
             await admin.fill("input[name=extension]", "80666")
             await admin.fill("input[name=label]", "新坐席 66")
             # The browser refuses the pattern itself; without it the server's own refusal is shown.
