@@ -56,15 +56,15 @@ from tickets.models import Ticket
 
 
 def _seconds(dialect: str, start: Any, end: Any) -> Any:
-    """``end - start`` in seconds, never negative (clock skew between the CTI's events)."""
+    """``end - start`` in seconds, never negative (clock skew between the CTI's events); NULL if either is."""
     if dialect == "postgresql":
         span = cast(func.extract("epoch", end - start), Float)
-    else:
-        # SQLite's own date functions keep milliseconds only; the stored text has microseconds
-        # ("YYYY-MM-DD HH:MM:SS.ffffff"): whole seconds from strftime('%s') of the text cut at the seconds
-        # (given ".9996" it rounds up to the next second), the fraction from the text.
-        span = func.round(_sqlite_epoch(end) - _sqlite_epoch(start), 6)
-    return case((span < 0, 0.0), else_=span)
+        return case((span < 0, 0.0), else_=span)
+    # SQLite's own date functions keep milliseconds only; the stored text has microseconds
+    # ("YYYY-MM-DD HH:MM:SS.ffffff"): whole seconds from strftime('%s') of the text cut at the seconds
+    # (given ".9996" it rounds up to the next second), the fraction from the text. SQLite's two-argument
+    # max() is the larger value (NULL if either is): the span is parsed once, not again for a CASE.
+    return func.max(func.round(_sqlite_epoch(end) - _sqlite_epoch(start), 6), 0.0)
 
 
 def _sqlite_epoch(moment: Any) -> Any:
@@ -133,11 +133,17 @@ def _calls_base(dialect: str, lo: datetime, hi: datetime, zone: tzinfo, hotline:
         .where(CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi))
     if hotline:
         query = query.where(CallRecord.hotline == hotline)
-    return query.subquery("calls")
+    # OFFSET 0 (SQLite: LIMIT -1 OFFSET 0) keeps the subquery from being merged into the outer query: merged,
+    # both databases evaluate each expression once for every aggregate that reads it (arrival_wait some twenty
+    # times per call), this way once per call, as the rows stream by (SQLite's co-routine, no temporary table).
+    return query.offset(0).subquery("calls")
 
 
 async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo, hotline: str,
                 s: KpiSettings) -> CallTally:
+    """The calls of the period as one :class:`~quality.kpi.CallTally`: one pass over the calls, grouped by
+    outcome, counted or not, local day and answering agent (a few thousand groups a month), summed up here
+    into the totals, the days and the agents; and the nearest-rank 90th percentile of the waits."""
     dialect = session.bind.dialect.name
     c = _calls_base(dialect, lo, hi, zone, hotline, s).c
     is_answered = c.answered.is_(True)
@@ -145,8 +151,9 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
     rated = c.satisfaction.in_(RATED)
     satisfied = c.satisfaction.in_((grades.SATISFIED, grades.BASIC))
     abandoned_queue = c.outcome == Outcome.ABANDONED_QUEUE.value
+    agent = case((is_answered, c.agent_id))
     main = select(
-        c.outcome, c.counted, func.count(),
+        c.outcome, c.counted, c.day, agent, func.count(),
         _count(is_answered), _sum(is_answered, c.arrival_wait),
         _count(c.arrival_wait <= GBT_ANSWER_SECONDS), _count(is_queued), _count(and_(is_queued, is_answered)),
         _count(and_(is_queued, c.arrival_wait <= WAIT_LIMIT_SECONDS)),
@@ -157,10 +164,12 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
         _count(and_(is_answered, rated)), _count(and_(is_answered, satisfied)),
         *(_count(and_(c.arrival_wait >= low, c.arrival_wait < high)) if math.isfinite(high)
           else _count(c.arrival_wait >= low) for low, high, _label in WAIT_BINS),
-    ).group_by(c.outcome, c.counted)
+    ).group_by(c.outcome, c.counted, c.day, agent)
     t = CallTally(s)
-    for (outcome, in_count, n, answered, wait_sum, within_15, offered, offered_answered, within_minute, level,
-         asa_sum, abandon_wait, talk_hold, surveyed, n_rated, n_satisfied, *bins) in (await session.execute(main)):
+    days: dict[date | None, DayRow] = {}
+    for (outcome, in_count, day, agent_id, n, answered, wait_sum, within_15, offered, offered_answered,
+         within_minute, level, asa_sum, abandon_wait, talk_hold, surveyed, n_rated, n_satisfied, *bins
+         ) in (await session.execute(main)):
         t.calls += n
         t.outcomes[Outcome(outcome)] += n
         t.answered += answered
@@ -168,8 +177,20 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
         t.surveyed += surveyed
         t.rated += n_rated
         t.satisfied += n_satisfied
+        if agent_id is not None:
+            row = t.agents.setdefault(agent_id, AgentRow(agent_id, ""))
+            row.calls += answered
+            row.handling_seconds += talk_hold + s.wrapup_seconds * answered
+            row.rated += n_rated
+            row.satisfied += n_satisfied
         if not in_count:
             continue
+        abandoned = n if outcome == Outcome.ABANDONED_QUEUE.value else 0
+        d = days.setdefault(_day(day), DayRow(_day(day)))
+        d.calls += n
+        d.offered += offered
+        d.answered += answered
+        d.abandoned += abandoned
         t.counted += n
         t.counted_answered += answered
         t.counted_wait_sum += wait_sum
@@ -180,23 +201,15 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
         t.within_minute += within_minute
         t.service_level += level
         t.asa_sum += asa_sum
-        if outcome == Outcome.ABANDONED_QUEUE.value:
-            t.abandoned_queue += n
-            t.abandon_wait_sum += abandon_wait
+        t.abandoned_queue += abandoned
+        t.abandon_wait_sum += abandon_wait if abandoned else 0.0
         t.histogram = [a + b for a, b in zip(t.histogram, bins, strict=True)]
-    counted = c.counted == 1
+    t.days = [days[day] for day in sorted(days)]
+    t.agents = dict(sorted(t.agents.items()))
     if t.counted_answered:
         rank = min(t.counted_answered - 1, max(0, math.ceil(0.9 * t.counted_answered) - 1))
-        t.wait_p90 = await session.scalar(select(c.arrival_wait).where(counted, is_answered)
+        t.wait_p90 = await session.scalar(select(c.arrival_wait).where(c.counted == 1, is_answered)
                                           .order_by(c.arrival_wait).limit(1).offset(rank))
-    days = select(c.day, func.count(), _count(is_queued), _count(is_answered), _count(abandoned_queue)
-                  ).where(counted).group_by(c.day).order_by(c.day)
-    t.days = [DayRow(_day(day), n, offered, answered, abandoned)
-              for day, n, offered, answered, abandoned in await session.execute(days)]
-    agents = select(c.agent_id, func.count(), func.sum(c.talk_hold), _count(rated), _count(satisfied)
-                    ).where(is_answered, c.agent_id.is_not(None)).group_by(c.agent_id)
-    for agent_id, n, talk_hold, n_rated, n_satisfied in await session.execute(agents):
-        t.agents[agent_id] = AgentRow(agent_id, "", n, talk_hold + s.wrapup_seconds * n, n_rated, n_satisfied)
     return t
 
 
