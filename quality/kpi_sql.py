@@ -207,9 +207,15 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
     t.days = [days[day] for day in sorted(days)]
     t.agents = dict(sorted(t.agents.items()))
     if t.counted_answered:
+        # Answered calls are always counted (short abandons are unanswered): the percentile reads only their
+        # two timestamps, not every call's derived facts again.
         rank = min(t.counted_answered - 1, max(0, math.ceil(0.9 * t.counted_answered) - 1))
-        t.wait_p90 = await session.scalar(select(c.arrival_wait).where(c.counted == 1, is_answered)
-                                          .order_by(c.arrival_wait).limit(1).offset(rank))
+        wait = _seconds(dialect, CallRecord.started_at, CallRecord.answered_at).label("wait")
+        query = (select(wait).where(CallRecord.direction == "inbound", CallRecord.started_at >= lo,
+                                    CallRecord.started_at < hi, CallRecord.answered_at.is_not(None)))
+        if hotline:
+            query = query.where(CallRecord.hotline == hotline)
+        t.wait_p90 = await session.scalar(query.order_by(wait).limit(1).offset(rank))
     return t
 
 
@@ -220,7 +226,6 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
     Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again.
     """
     dialect = session.bind.dialect.name
-    handed = first_handover()
 
     def day(column: Any, label: str) -> Any:
         return _local_day(dialect, column, zone, lo).label(label)
@@ -228,11 +233,11 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
     visit = (CallbackRequest.ticket_number == Ticket.number) & (CallbackRequest.source == "visit")
     base = (select(Ticket.kind, Ticket.state, Ticket.review_outcome, Ticket.complaint_object,
                    day(Ticket.created_at, "created"), day(Ticket.accepted_at, "accepted"),
-                   day(Ticket.closed_at, "closed"), day(handed.c.at, "handed"),
+                   day(Ticket.closed_at, "closed"), day(first_handover(Ticket.id), "handed"),
                    day(Ticket.transferred_at, "transferred"),
                    case((CallbackRequest.id.is_not(None), 1), else_=0).label("visit_due"),
                    Ticket.visit_satisfaction)
-            .outerjoin(handed, handed.c.ticket_id == Ticket.id).outerjoin(CallbackRequest, visit)
+            .outerjoin(CallbackRequest, visit)
             .where(Ticket.created_at >= lo, Ticket.created_at < hi))
     if hotline:
         base = base.where(Ticket.hotline == hotline)
