@@ -25,7 +25,7 @@ from core.logrotate import rotated
 CDR_COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata",
                "start", "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield")
 HOTLINE_CONTEXTS = ("from-carrier", "hotline-entry", "hotline-route", "hotline-queue", "hotline-voicemail",
-                    "hotline-callback")
+                    "hotline-callback", "hotline-survey")
 MEMBER_USERNAME = re.compile(r"\(([^()]+)\)$")
 # Agent phones: desk extensions (8001) and browser phones (web<user id>, agent_desk.webphone); never the carrier.
 PHONE_RE = re.compile(r"^PJSIP/(\d+|web\d+)(?:-|$)")
@@ -105,10 +105,46 @@ class QueueCall:
     abandoned_wait: float | None = None
     timed_out: bool = False
     transfers: list[dict[str, Any]] = field(default_factory=list)
+    # What the hotline's hang-up handler wrote for the citizen's leg (HANGUP_EVENT, hangup_facts): the cause,
+    # the hotline, the recording, the IVR's findings; every call has it, queued or not.
+    facts: dict[str, str] = field(default_factory=dict)
 
     @property
     def username(self) -> str | None:
         return member_username(self.member)
+
+    @property
+    def hangup_cause(self) -> str | None:
+        code = self.facts.get("cause")
+        return CAUSES.get(code, f"cause {code}") if code else None
+
+
+# The hang-up handler's line (dialplans/hotline.conf, hotline-hangup: QueueLog()), one per citizen leg:
+# ``epoch|<call id>|NONE|NONE|HOTLINEEND|cause=16&hotline=12301&recording=...&path=...&business=...&category=...``
+# Neither the CDR (its userfield is final before a hangup handler runs) nor queue_log's own lines say
+# these; a call the CTI did not follow (its restart, an outage) is completed from it.
+HANGUP_EVENT = "HOTLINEEND"
+HANGUP_KEYS = ("cause", "hotline", "recording", "path", "business", "category")
+# Asterisk's own names of the hang-up causes (ast_cause2str, what AMI's Hangup event says in Cause-txt),
+# so a record closed from the books reads like one the CTI closed live.
+CAUSES = {"1": "Unallocated (unassigned) number", "3": "No route to destination", "16": "Normal Clearing",
+          "17": "User busy", "18": "No user responding", "19": "User alerting, no answer",
+          "21": "Call Rejected", "22": "Number changed", "27": "Destination out of order",
+          "28": "Invalid number format", "29": "Facility rejected", "31": "Normal, unspecified",
+          "34": "Circuit/channel congestion", "38": "Network out of order", "41": "Temporary failure",
+          "42": "Switching equipment congestion", "58": "Bearer capability not available",
+          "102": "Recover on timer expiry", "111": "Protocol error, unspecified",
+          "127": "Interworking, unspecified"}
+
+
+def hangup_facts(value: str) -> dict[str, str]:
+    """``cause=16&hotline=12301&...`` -> its non-empty values."""
+    facts = {}
+    for part in value.split("&"):
+        key, _, fact = part.partition("=")
+        if key in HANGUP_KEYS and fact:
+            facts[key] = fact
+    return facts
 
 
 def _epoch(value: str) -> datetime | None:
@@ -142,7 +178,7 @@ def read_queue_log(path: Path, since: datetime, call_ids: set[str] | None = None
         if when is None or when.timestamp() < floor:
             continue
         apply_queue_log_line(calls.setdefault(fields[1], QueueCall(fields[1])), when, fields)
-    return {uid: call for uid, call in calls.items() if call.entered or call.connected or call.ended}
+    return {uid: call for uid, call in calls.items() if call.entered or call.connected or call.ended or call.facts}
 
 
 def apply_queue_log_line(call: QueueCall, when: datetime, fields: list[str]) -> None:
@@ -166,6 +202,8 @@ def apply_queue_log_line(call: QueueCall, when: datetime, fields: list[str]) -> 
         call.ended, call.abandoned_wait = when, _number(data, 2)
     elif event in ("EXITWITHTIMEOUT", "EXITEMPTY", "EXITWITHKEY"):
         call.ended, call.timed_out = when, True
+    elif event == HANGUP_EVENT:
+        call.facts = hangup_facts("|".join(data))
 
 
 # --- CDR -------------------------------------------------------------------------------------------

@@ -31,12 +31,14 @@ from cti.books import (
 from cti.models import CallbackRequest, CallRecord, CallState
 
 # CDR_COLUMNS and HOTLINE_CONTEXTS are kept importable from here (the CDR format now lives in cti.books).
-__all__ = ["CDR_COLUMNS", "HOTLINE_CONTEXTS", "apply_queue_facts", "reconcile", "talk_seconds"]
+__all__ = ["CDR_COLUMNS", "HOTLINE_CONTEXTS", "apply_call_facts", "apply_queue_facts", "reconcile", "talk_seconds"]
 
 # Asterisk's books have whole seconds; a little more than that either side of the watermark.
 MARGIN = timedelta(seconds=5)
 # How far before the gap queue_log is read for calls that were already up when it began.
 LONGEST_CALL = timedelta(hours=6)
+# A record's start later than Asterisk's by more than this came from a later event of the call.
+START_SLACK = timedelta(seconds=2)
 
 
 def _hms_seconds(value: str) -> int:
@@ -108,6 +110,42 @@ def apply_queue_facts(record: CallRecord, queue: QueueCall | None, agent_id: int
     return changed
 
 
+def apply_call_facts(record: CallRecord, cdr: CdrCall | None, queue: QueueCall | None,
+                     channel: dict[str, Any] | None) -> bool:
+    """Who called, on which hotline, since when, recorded where: what a record lacks when the CTI missed
+    the call's start (a restart, a write that failed) and a later event of the call created it. Filled
+    from the CDR, the hang-up handler's line in queue_log (``queue.facts``) or the live channel; True
+    when something changed. Values the live tracker wrote are kept."""
+    changed = False
+
+    def put(name: str, value: Any) -> None:
+        nonlocal changed
+        if value and getattr(record, name) is None:
+            setattr(record, name, value)
+            changed = True
+
+    inbound = record.direction in (None, "inbound")
+    facts = queue.facts if queue else {}
+    if inbound:
+        put("caller_number", cdr.caller if cdr else (channel or {}).get("CallerIDNum"))
+        # The CDR's dst is where the dialplan ended ("s" of the queue): the hotline is the handler's.
+        put("hotline", facts.get("hotline") or (cdr.did if cdr else None))
+        put("did", record.hotline)
+    put("recording_file", facts.get("recording"))
+    put("ivr_path", facts.get("path"))
+    put("business", facts.get("business"))
+    put("category", facts.get("category"))
+    start = cdr.start if cdr else None
+    if start is None and channel is not None:
+        start = datetime.now(UTC) - timedelta(seconds=_hms_seconds(channel.get("Duration") or "0"))
+    # A start taken from a later event (the queue join, the answer) is later than the channel's by more
+    # than the books' whole second: Asterisk's is the call's start.
+    if start is not None and record.started_at is not None and record.started_at - start > START_SLACK:
+        record.started_at = start
+        changed = True
+    return changed
+
+
 def talk_seconds(record: CallRecord) -> float:
     # Measured end to end, as the live tracker does: one figure across transfers and holds; up to the
     # survey when the agent hung up first (the citizen rating the call is not talking to anyone).
@@ -120,6 +158,8 @@ async def close_from_books(session, record: CallRecord, cdr: CdrCall | None, que
     record.ended_at = cdr.end if cdr else queue.ended if queue and queue.ended else datetime.now(UTC)
     record.state = CallState.ENDED
     record.source = "reconciled"
+    if record.hangup_cause is None and queue is not None:
+        record.hangup_cause = queue.hangup_cause
     if record.answered_at is not None:
         record.talk_seconds = talk_seconds(record)
     elif record.queued_at is not None and not record.voicemail_file:
@@ -178,7 +218,7 @@ async def reconcile(db: Database, ami, cdr_csv: Path, queue_log: Path, since: da
             if queue and queue.connected:
                 phone = bridged_phone(live, uid) or (cdr.agent_phone if cdr else None)
             agent_id = agents.get(queue.username) if queue and queue.username else None
-            if apply_queue_facts(record, queue, agent_id, phone):
+            if apply_queue_facts(record, queue, agent_id, phone) | apply_call_facts(record, cdr, queue, live.get(uid)):
                 repaired += 1
                 if record.source == "ami":
                     record.source = "reconciled"

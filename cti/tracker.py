@@ -411,6 +411,8 @@ class CallTracker:
             for key, value in self._ivr_values(event).items():
                 if value:
                     setattr(record, key, value)
+            if record.direction == "inbound" and record.did is None:
+                record.did = record.hotline  # its start unseen (a CTI restart): an inbound call's number dialled
             record.ended_at = when
             record.state = CallState.ENDED
             record.hangup_cause = event.get("Cause-txt") or event.get("Cause")

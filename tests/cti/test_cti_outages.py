@@ -37,6 +37,7 @@ from core.models import User
 from cti import control
 from cti.models import CallRecord, CallState
 from quality import kpi
+from recordings.models import Recording
 from sipdrivers.phones import agents_on_phones
 
 pytestmark = pytest.mark.stack
@@ -305,6 +306,46 @@ async def test_b_a_call_answered_while_the_cti_is_down_is_answered_not_abandoned
     assert int(after.get(answered, 0)) == int(before.get(answered, 0)) + 1, (before, after)
 
 
+def cdr_rows(stack, call_id: str) -> list[list[str]]:
+    path = stack.asterisk_path(stack.runtime.inside("log", "cdr-csv", "Master.csv"))
+    rows = csv.reader(io.StringIO(path.read_text(errors="replace"))) if path.exists() else []
+    return [row for row in rows if len(row) > 16 and row[16] == call_id]  # 16: uniqueid
+
+
+def cdr_start(stack, call_id: str) -> float | None:
+    """When Master.csv says the call began (its earliest row with the call as party A)."""
+    starts = [datetime.strptime(row[9], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+              for row in cdr_rows(stack, call_id)]  # 9: start
+    return min(starts) if starts else None
+
+
+async def assert_complete(stack, db, record: CallRecord, caller: str, hangup_causes: dict[str, str],
+                          waiter) -> None:
+    """Issue 20: everything a call record says about a call, each against Asterisk's own account: the
+    caller and hotline, its start (CDR), the cause AMI gave for the citizen's hang-up, the IVR's findings,
+    the node, and its recording filed and on disk."""
+    where = (f"record of {caller}: {_describe(record)} hotline={record.hotline} cause={record.hangup_cause} "
+             f"ivr={record.ivr_path} recording={record.recording_file}; CDR {cdr_rows(stack, record.call_id)}")
+    assert (record.caller_number, record.hotline, record.did, record.direction) == (caller, "12301", "12301",
+                                                                                    "inbound"), where
+    assert record.node == stack.settings.nodes[0].name, where
+    # Whole seconds in the CDR; a call already up when the CTI came back is dated by its channel's age.
+    started = cdr_start(stack, record.call_id)
+    assert started is not None and started - 0.01 <= record.started_at.timestamp() <= started + 2.1, (started, where)
+    assert record.hangup_cause and record.hangup_cause == hangup_causes.get(record.call_id), (hangup_causes, where)
+    assert record.business == "complaint" and record.ivr_path, where
+    assert record.recording_file and record.recording_file.endswith(f"{record.call_id}.raw"), where
+
+    async def filed():
+        async with db.session() as session:
+            row = await session.scalar(select(Recording).where(Recording.call_id == record.call_id,
+                                                                Recording.kind == "call"))
+        return row if row and row.format not in ("missing", "none") \
+            and (stack.settings.recordings_dir / row.path).exists() else None
+
+    await waiter(filed, timeout=60, what=f"the recording of {caller} filed")
+
+
 def queue_log_events(stack, call_id: str, event: str) -> list[list[str]]:
     path = stack.asterisk_path(stack.runtime.inside("log", "queue_log"))
     return [fields for fields in (line.split("|") for line in path.read_text(errors="replace").splitlines())
@@ -338,6 +379,43 @@ async def test_b_a_transfer_made_while_the_cti_is_down_is_on_the_record(stack, a
     assert record.agent_id == agent1.id and not record.abandoned, where
     assert facts.connected - 0.01 <= record.answered_at.timestamp() <= facts.connected + 1.01, where
     assert abs(record.wait_seconds - facts.holdtime) <= 1.01, where
+
+
+# --- issue 20: a CTI restart (an upgrade) leaves every record complete ----------------------------
+
+async def test_b_calls_that_begin_while_the_cti_is_down_have_complete_records(
+        stack, ami, db, redis, two_agents, waiter):
+    """The window of a CTI restart, made wide: stopped, one citizen calls, is answered and hangs up, another
+    calls and is answered; started again, the second hangs up. Both records must be as complete as one the
+    CTI followed live (before the fix the first had no hang-up cause and its recording was never filed)."""
+    causes: dict[str, str] = {}  # citizen leg -> the cause Asterisk gave in its own Hangup event
+    watcher = AmiClient(stack.settings, "tools")
+    watcher.on_event("Hangup", lambda _m, e: causes.__setitem__(e.get("Uniqueid"), e.get("Cause-txt")))
+    await watcher.connect()
+    try:
+        supervisorctl(stack.settings, "stop", "cti")
+        try:
+            inside = await originate_citizen(ami, "12301", keys=COMPLAINT_KEYS, caller="13700000331",
+                                             hold_seconds=300)
+            await _answered_in_asterisk(stack, inside.call_id, waiter)
+            across = await originate_citizen(ami, "12301", keys=COMPLAINT_KEYS, caller="13700000332",
+                                             hold_seconds=300)
+            await _answered_in_asterisk(stack, across.call_id, waiter)
+            await asyncio.sleep(2)
+            await _hang_up(ami, inside.call_id)
+            await _ended_in_asterisk(stack, inside.call_id, waiter)
+        finally:
+            supervisorctl(stack.settings, "start", "cti")
+        await _wait_healthy(stack, waiter, 30, "the CTI back")
+        await asyncio.sleep(2)
+        await _hang_up(ami, across.call_id)
+        await _ended_in_asterisk(stack, across.call_id, waiter)
+        for call in (inside, across):
+            record = await _settled(db, call.call_id, waiter)
+            await assert_matches_queue_log(stack, db, record)
+            await assert_complete(stack, db, record, call.caller, causes, waiter)
+    finally:
+        await watcher.close()
 
 
 # --- item 1: a stalled consumer is reported and its work repaired -----------------------------------

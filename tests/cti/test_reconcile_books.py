@@ -164,3 +164,48 @@ async def test_each_node_is_reconciled_from_its_own_books_only(books_db, tmp_pat
                     Log(), node="node2")
     closed = await node_of_record()
     assert closed.ended_at == started + timedelta(seconds=70) and closed.state == CallState.ENDED
+
+
+async def test_a_call_whose_start_the_cti_missed_gets_its_caller_start_cause_and_recording(books_db, tmp_path: Path):
+    """A restarted CTI (or one whose write of the call's start failed) saw only later events of two calls:
+    their records were created by the queue join (no caller, no hotline, started at the join). A third
+    call started and ended while nobody followed. Reconciliation completes all three from the CDR, the
+    hang-up handler's line in queue_log (cause, hotline, recording, IVR findings: the CDR's dst is where the
+    dialplan ended) and the live channel."""
+    tag = uuid.uuid4().hex[:8]
+    ids = {name: f"hl-{name}-{tag}" for name in ("ended", "live", "unseen")}
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+
+    def at(seconds: float) -> datetime:
+        return base + timedelta(seconds=seconds)
+
+    async with books_db.transaction() as session:
+        for name in ("ended", "live"):  # what on_QueueCallerJoin writes for a call it never saw start
+            session.add(CallRecord(call_id=ids[name], started_at=at(9.5), queued_at=at(9.5), queue="12301-complaint",
+                                   state=CallState.QUEUED, hotline="12301" if name == "live" else None))
+    fmt = "%Y-%m-%d %H:%M:%S"
+    cdr, queue_log = tmp_path / "Master.csv", tmp_path / "queue_log"
+    with cdr.open("w", newline="") as out, queue_log.open("w") as book:
+        for name, caller, end, cause in (("ended", "13900000001", 40, "16"), ("unseen", "13900000003", 30, "17")):
+            csv.writer(out).writerow(_cdr_row(
+                src=caller, dst="s", dcontext="hotline-queue", channel="PJSIP/carrier-1", lastapp="Queue",
+                start=at(0).strftime(fmt), end=at(end).strftime(fmt), disposition="NO ANSWER", uniqueid=ids[name]))
+            book.write(f"{int(at(end).timestamp())}|{ids[name]}|NONE|NONE|HOTLINEEND|cause={cause}&hotline=12301&"
+                       f"recording=2026/12/01/{ids[name]}.raw&path=main>complaint&business=complaint&category=\n")
+    channel = {"Uniqueid": ids["live"], "Channel": "PJSIP/carrier-2", "Context": "hotline-queue",
+               "CallerIDNum": "13900000002", "Duration": f"00:00:{(datetime.now(UTC) - at(1)).seconds:02d}"}
+
+    await reconcile(books_db, Ami([channel]), cdr, queue_log, at(5), Log())
+
+    async with books_db.session() as session:
+        rows = {r.call_id: r for r in (await session.scalars(
+            select(CallRecord).where(CallRecord.call_id.in_(list(ids.values()))))).all()}
+    for name, caller, cause in (("ended", "13900000001", "Normal Clearing"), ("unseen", "13900000003", "User busy")):
+        row = rows[ids[name]]
+        assert (row.caller_number, row.hotline, row.did, row.direction) == (caller, "12301", "12301", "inbound"), name
+        assert row.started_at == at(0) and row.ended_at is not None and row.hangup_cause == cause, name
+        assert row.recording_file == f"2026/12/01/{ids[name]}.raw", name
+        assert (row.ivr_path, row.business, row.category) == ("main>complaint", "complaint", None), name
+    live = rows[ids["live"]]
+    assert live.caller_number == "13900000002" and live.ended_at is None and live.hotline == "12301"
+    assert abs((live.started_at - at(1)).total_seconds()) <= 1.5
