@@ -116,7 +116,7 @@ class QueueCall:
     @property
     def hangup_cause(self) -> str | None:
         code = self.facts.get("cause")
-        return CAUSES.get(code, f"cause {code}") if code else None
+        return CAUSES.get(code, "Unknown") if code else None
 
 
 # The hang-up handler's line (dialplans/hotline.conf, hotline-hangup: QueueLog()), one per citizen leg:
@@ -125,16 +125,29 @@ class QueueCall:
 # these; a call the CTI did not follow (its restart, an outage) is completed from it.
 HANGUP_EVENT = "HOTLINEEND"
 HANGUP_KEYS = ("cause", "hotline", "recording", "path", "business", "category")
-# Asterisk's own names of the hang-up causes (ast_cause2str, what AMI's Hangup event says in Cause-txt),
-# so a record closed from the books reads like one the CTI closed live.
-CAUSES = {"1": "Unallocated (unassigned) number", "3": "No route to destination", "16": "Normal Clearing",
-          "17": "User busy", "18": "No user responding", "19": "User alerting, no answer",
-          "21": "Call Rejected", "22": "Number changed", "27": "Destination out of order",
-          "28": "Invalid number format", "29": "Facility rejected", "31": "Normal, unspecified",
-          "34": "Circuit/channel congestion", "38": "Network out of order", "41": "Temporary failure",
-          "42": "Switching equipment congestion", "58": "Bearer capability not available",
-          "102": "Recover on timer expiry", "111": "Protocol error, unspecified",
-          "127": "Interworking, unspecified"}
+# Asterisk's own names of the hang-up causes (Q.850 codes, ast_cause2str: what AMI's Hangup event says in
+# Cause-txt; "Unknown" for any other code, 0 included), so a record closed from the books reads like one
+# the CTI closed live.
+CAUSES = {
+    "1": "Unallocated (unassigned) number", "2": "No route to specified transmit network",
+    "3": "No route to destination", "5": "Misdialed trunk prefix", "6": "Channel unacceptable",
+    "7": "Call awarded and being delivered in an established channel", "8": "Pre-empted",
+    "14": "Number ported elsewhere", "16": "Normal Clearing", "17": "User busy", "18": "No user responding",
+    "19": "User alerting, no answer", "20": "Subscriber absent", "21": "Call Rejected", "22": "Number changed",
+    "23": "Redirected to new destination", "26": "Answered elsewhere", "27": "Destination out of order",
+    "28": "Invalid number format", "29": "Facility rejected", "30": "Response to STATus ENQuiry",
+    "31": "Normal, unspecified", "34": "Circuit/channel congestion", "38": "Network out of order",
+    "41": "Temporary failure", "42": "Switching equipment congestion", "43": "Access information discarded",
+    "44": "Requested channel not available", "50": "Facility not subscribed", "52": "Outgoing call barred",
+    "54": "Incoming call barred", "57": "Bearer capability not authorized",
+    "58": "Bearer capability not available", "65": "Bearer capability not implemented",
+    "66": "Channel not implemented", "69": "Facility not implemented", "81": "Invalid call reference value",
+    "88": "Incompatible destination", "95": "Invalid message unspecified",
+    "96": "Mandatory information element is missing", "97": "Message type nonexist.", "98": "Wrong message",
+    "99": "Info. element nonexist or not implemented", "100": "Invalid information element contents",
+    "101": "Message not compatible with call state", "102": "Recover on timer expiry",
+    "103": "Mandatory IE length error", "111": "Protocol error, unspecified", "127": "Interworking, unspecified",
+}
 
 
 def hangup_facts(value: str) -> dict[str, str]:
