@@ -164,6 +164,13 @@ def _queue_story(q: QueueCall | None) -> str:
 
 # --- what the harness sees for itself over AMI --------------------------------------------------------
 
+@dataclass(frozen=True)
+class AmiFacts:
+    causes: dict[str, str]  # citizen leg -> Cause-txt of its Hangup event
+    recorded: set[str]      # calls whose HotlineRecording event came (MixMonitor began)
+    node: str               # the node every scenario's call is on
+
+
 class Watcher:
     """The harness's own AMI connection: rings, answers and citizen hang-ups as they happen."""
 
@@ -457,6 +464,13 @@ class FaultRunner:
         queue_log = books.queue_calls()
         cdr = {uid: c for uid, c in books.cdr_calls().items() if c.caller in callers}
         users = {a.username: a.id for a in self.agents}
+        # Asterisk's own word over AMI, as the harness saw it: each citizen leg's hang-up cause, and the
+        # calls whose recording began (a record of one of them must name its file).
+        said = AmiFacts(
+            causes={e.get("Uniqueid"): e.get("Cause-txt") for _, e in self.watcher.events(mark, "Hangup", set(callers))},
+            recorded={e.get("CallId") for _, e in self.watcher.events(mark, "UserEvent", set(callers))
+                      if e.get("UserEvent") == "HotlineRecording"},
+            node=self.stack.settings.nodes[0].name)
 
         for number in callers:
             rows = by_number.get(number, [])
@@ -468,7 +482,7 @@ class FaultRunner:
                 outcome.wrong += len(rows) - 1
                 outcome.problem(f"{number}: {len(rows)} call records")
             record = rows[0]
-            errors = self._check(record, queue_log.get(record.call_id), cdr.get(record.call_id), users, fault)
+            errors = self._check(record, queue_log.get(record.call_id), cdr.get(record.call_id), users, fault, said)
             if errors:
                 outcome.wrong += 1
                 outcome.problem(f"{number} ({record.call_id}, {_queue_story(queue_log.get(record.call_id))}): "
@@ -491,13 +505,24 @@ class FaultRunner:
 
     @staticmethod
     def _check(record: CallRecord, q: QueueCall | None, cdr: CdrCall | None, users: dict[str, int],
-               fault: Fault) -> list[str]:
-        """The record against queue_log and the CDR, within their whole-second resolution."""
+               fault: Fault, said: AmiFacts) -> list[str]:
+        """The record against queue_log, the CDR and AMI, within their whole-second resolution."""
         if record.ended_at is None:
             return [f"still open (state {record.state})"]
         errors = []
-        if record.hotline != DID:
-            errors.append(f"hotline {record.hotline}")
+        if (record.hotline, record.did, record.direction) != (DID, DID, "inbound"):
+            errors.append(f"hotline {record.hotline}, did {record.did}, {record.direction}")
+        if record.node != said.node:
+            errors.append(f"node {record.node}, not {said.node}")
+        # Whole seconds in the CDR; a call already up when a restarted CTI came back is dated by its
+        # channel's age (whole seconds too).
+        if cdr is not None and not -0.01 <= (record.started_at - cdr.start).total_seconds() <= 2.1:
+            errors.append(f"started {record.started_at:%H:%M:%S.%f} vs CDR {cdr.start:%H:%M:%S}")
+        cause = said.causes.get(record.call_id)
+        if fault.part != "asterisk" and (not record.hangup_cause or (cause and record.hangup_cause != cause)):
+            errors.append(f"hangup cause {record.hangup_cause!r}, AMI said {cause!r}")
+        if record.call_id in said.recorded and not record.recording_file:
+            errors.append("no recording file, though Asterisk began recording the call")
         finished = q is not None and (q.calltime is not None or q.abandoned_wait is not None or q.timed_out)
         if fault.part == "asterisk" and cdr is None and not finished:
             # Cut off by the crash: no COMPLETE, no ABANDON, no CDR. Closed with its own cause.

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import defaultdict
 
 import pytest
 
@@ -130,12 +131,19 @@ async def test_upgrade_with_calls_up_drops_none(fault_runner, fault_table) -> No
     # Rings while the CTI restarts get no pop, by nature (as in the fault suite); everything else must agree.
     await runner._compare(outcome, books, callers, mark, stream_start, *cti_window)
     record(outcome)
-    # Every record there is agrees with queue_log and the CDR, nothing is stranded, every recording filed,
-    # every pop given, every agent state right. KNOWN GAP, left visible in the fault table (not asserted
-    # yet): on this loaded 2-core machine 1-5 of ~90 calls got no call record at all (outcome.missing),
-    # found by this test and reported for the CTI's repair path.
-    damage = {"stranded": outcome.stranded, "wrong": outcome.wrong, "recordings lost": outcome.recordings_lost,
-              "pops lost": outcome.pops_lost_while_up, "duplicate originates": outcome.duplicate_originates,
-              "agent states wrong": outcome.agents_wrong}
+    # Zero dropped in Asterisk's own books too: each citizen has one leg in the CDR, on the line for its
+    # whole time (the SIPp pause and the IVR before it), ended by the citizen.
+    legs = defaultdict(list)
+    for leg in books.cdr_calls().values():
+        legs[leg.caller].append(leg)
+    short = {c: [(leg.end - leg.start).total_seconds() for leg in legs[c]] for c in callers
+             if len(legs[c]) != 1 or (legs[c][0].end - legs[c][0].start).total_seconds() < HOLD_MS / 1000 - 1}
+    assert not short, f"calls not billed once for their whole time: {short}"
+    # Every call has its record, complete and agreeing with queue_log, the CDR and AMI (caller, hotline,
+    # node, start, answer and agent, wait and talk, end, hang-up cause, recording filed), nothing is
+    # stranded, every pop given, every agent state right.
+    damage = {"missing": outcome.missing, "stranded": outcome.stranded, "wrong": outcome.wrong,
+              "recordings lost": outcome.recordings_lost, "pops lost": outcome.pops_lost_while_up,
+              "duplicate originates": outcome.duplicate_originates, "agent states wrong": outcome.agents_wrong}
     assert not any(damage.values()) and outcome.health_honest, (
         f"{damage}\n" + "\n".join(outcome.problems) + f"\ncalls up at each restart: {calls_at_restart}\n" + text)
