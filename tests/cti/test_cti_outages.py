@@ -406,7 +406,7 @@ async def test_b_calls_that_begin_while_the_cti_is_down_have_complete_records(
             await _ended_in_asterisk(stack, inside.call_id, waiter)
         finally:
             supervisorctl(stack.settings, "start", "cti")
-        await _wait_healthy(stack, waiter, 30, "the CTI back")
+        await _wait_healthy(stack, waiter, 90, "the CTI back")  # a loaded machine starts it slowly
         await asyncio.sleep(2)
         await _hang_up(ami, across.call_id)
         await _ended_in_asterisk(stack, across.call_id, waiter)
