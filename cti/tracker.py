@@ -113,6 +113,7 @@ class LiveCall:
     ringing_agents: dict[str, int | None] = field(default_factory=dict)
     answered: bool = False
     hold_started: datetime | None = None
+    caller: str | None = None  # the record's caller_number, as written at the call's start
 
 
 class CallTracker:
@@ -136,7 +137,7 @@ class CallTracker:
         self.gate = Gate()
         # Every record write goes through one writer that commits what is waiting together: SQLite has one
         # writer at a time, and a transaction per event taking turns made a burst of events wait seconds.
-        self.writes = GroupWriter(db)
+        self.writes = GroupWriter(db, prefetch=_prefetch_records)
         # Every other call as it ends, in the same transaction (missed calls become callback tasks).
         self.on_call_ended: Callable[[CallRecord, Any], Awaitable[None]] | None = None
         self._agent_ids: dict[str, int] = {}
@@ -146,9 +147,9 @@ class CallTracker:
         async def work(session) -> CallRecord:
             record = await _record(session, call_id)
             if record is None:
-                record = CallRecord(call_id=call_id, started_at=values.get("started_at") or datetime.now(UTC),
-                                    node=values.get("node") or DEFAULT_NODE)
-                session.add(record)
+                record = _add_record(session, CallRecord(
+                    call_id=call_id, started_at=values.get("started_at") or datetime.now(UTC),
+                    node=values.get("node") or DEFAULT_NODE))
             for key, value in values.items():
                 if key == "agents_rung":
                     record.agents_rung = [*record.agents_rung, value]
@@ -156,10 +157,9 @@ class CallTracker:
                     record.transfers = [*record.transfers, value]
                 elif value is not None:
                     setattr(record, key, value)
-            await session.flush()
-            return record
+            return record  # flushed with the batch (the caller reads it once committed)
 
-        return await self.writes.write(work)
+        return await self.writes.write(work, call_id)
 
     def _ivr_values(self, event: Any) -> dict[str, Any]:
         return {
@@ -233,13 +233,14 @@ class CallTracker:
         call_id = call_id_of(event)
         if kind == "HotlineCallStart":
             started = event_time(event)
-            self.calls[call_id] = LiveCall(call_id, started=started)
+            caller = event.get("Caller") or event.get("CallerIDNum")
+            self.calls[call_id] = LiveCall(call_id, started=started, caller=caller)
             outbound = event.get("Direction") == "outbound"
             agent = event.get("Agent")
             await self._update(
                 call_id, node=event_node(event), started_at=started, hotline=event.get("Hotline") or None,
                 did=None if outbound else event.get("Hotline"),
-                caller_number=event.get("Caller") or event.get("CallerIDNum"),
+                caller_number=caller,
                 linkedid=event.get("Linkedid"), state=CallState.TALKING if outbound else CallState.IVR,
                 direction="outbound" if outbound else "inbound",
                 agent_id=int(agent) if agent and agent.isdigit() else None,
@@ -264,7 +265,7 @@ class CallTracker:
             record.satisfaction, record.satisfaction_at = grade, when
             await grade_linked_tickets(session, call_id, grade)
 
-        await self.writes.write(work)
+        await self.writes.write(work, call_id)
 
     async def on_QueueCallerJoin(self, event: Any) -> None:
         call_id = call_id_of(event)
@@ -284,16 +285,26 @@ class CallTracker:
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.ringing_agents[phone or "?"] = agent_id
         now = event_time(event)
-        record = await self._update(call_id, node=event_node(event), state=CallState.RINGING,
-                                    agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
-                                    **self._ivr_values(event))
+        # The caller's history (a read) is fetched while the record is written: the pop waits for one, not both.
+        early = asyncio.create_task(self.history(call.caller)) if call.caller and agent_id is not None else None
+        try:
+            record = await self._update(call_id, node=event_node(event), state=CallState.RINGING,
+                                        agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
+                                        **self._ivr_values(event))
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
         if agent_id is None:
             if lookup_failed:  # nobody to show it to, for want of Redis: said and counted, never silent
                 self.log.error("pop_lost", call_id=call_id, phone=phone, reason="agent look-up failed")
                 self.counters.add("pop_lost")
             return
         waited = (now - (record.queued_at or record.started_at)).total_seconds()
-        history = await self.history(record.caller_number)
+        if early is not None and call.caller != record.caller_number:
+            early.cancel()
+            early = None
+        history = await early if early is not None else await self.history(record.caller_number)
         await self.publish(ev.ScreenPop(
             agent_id=agent_id, call_id=call_id, caller_number=record.caller_number, hotline=record.hotline,
             queue=event.get("Queue"), ivr_path=record.ivr_path, business=record.business,
@@ -331,7 +342,7 @@ class CallTracker:
             record.state = CallState.TALKING
             record.agent_extension = phone_of(event.get("Channel")) or record.agent_extension
 
-        await self.writes.write(work)
+        await self.writes.write(work, call_id)
 
     async def on_QueueCallerLeave(self, event: Any) -> None:
         """A caller out of the queue without an agent (max wait reached, a key pressed for a voice
@@ -347,7 +358,7 @@ class CallTracker:
                     and record.state in (CallState.QUEUED, CallState.RINGING):
                 record.state = CallState.IVR
 
-        await self.writes.write(work)
+        await self.writes.write(work, call_id)
 
     async def on_QueueCallerAbandon(self, event: Any) -> None:
         call_id = call_id_of(event)
@@ -374,7 +385,7 @@ class CallTracker:
                 if record:
                     record.hold_seconds = (record.hold_seconds or 0) + held
 
-            await self.writes.write(work)
+            await self.writes.write(work, call_id)
 
     async def on_BlindTransfer(self, event: Any) -> None:
         await self._transfer(event, "blind")
@@ -405,9 +416,9 @@ class CallTracker:
         async def work(session) -> tuple[int | None, bool]:
             record = await _record(session, call_id)
             if record is None:
-                record = CallRecord(call_id=call_id, started_at=call.started if call and call.started else when,
-                                    caller_number=event.get("CallerIDNum"), node=event_node(event))
-                session.add(record)
+                record = _add_record(session, CallRecord(
+                    call_id=call_id, started_at=call.started if call and call.started else when,
+                    caller_number=event.get("CallerIDNum"), node=event_node(event)))
             for key, value in self._ivr_values(event).items():
                 if value:
                     setattr(record, key, value)
@@ -434,7 +445,7 @@ class CallTracker:
                 await self.on_call_ended(record, session)
             return record.agent_id, record.abandoned
 
-        agent_id, abandoned = await self.writes.write(work)
+        agent_id, abandoned = await self.writes.write(work, call_id)
         await self.publish(ev.CallEnded(call_id=call_id, abandoned=abandoned, agent_id=agent_id,
                                         node=event_node(event)))
 
@@ -462,5 +473,24 @@ class CallTracker:
         self.log.info("answer_from_queue_log", call_id=record.call_id, member=queue.member)
 
 
+RECORDS = "call_records"  # session.info: the batch's records by call id (None: looked up, none yet)
+
+
+async def _prefetch_records(session, call_ids: list[str]) -> None:
+    """The records of every call in a batch of writes, in one query."""
+    found = {record.call_id: record for record in (await session.scalars(
+        select(CallRecord).where(CallRecord.call_id.in_(call_ids)))).all()}
+    session.info[RECORDS] = {call_id: found.get(call_id) for call_id in call_ids}
+
+
 async def _record(session, call_id: str) -> CallRecord | None:
+    known = session.info.get(RECORDS, {})
+    if call_id in known:
+        return known[call_id]
     return await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+
+
+def _add_record(session, record: CallRecord) -> CallRecord:
+    session.add(record)
+    session.info.setdefault(RECORDS, {})[record.call_id] = record
+    return record

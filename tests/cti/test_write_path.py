@@ -19,18 +19,9 @@ from core.db import Database, GroupWriter
 from core.settings import Settings, load_settings
 from cti.models import CallRecord, CallState
 from cti.tracker import CallTracker
+from tests.cti.test_no_silent_loss import Log
 
 CALLS = 60
-
-
-class Log:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, dict]] = []
-
-    def warning(self, event: str, **kw) -> None:
-        self.lines.append((event, kw))
-
-    exception = error = info = warning
 
 
 @pytest.fixture(scope="module")
