@@ -145,7 +145,7 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
                f"p50 {percentile(lag, 50):.1f} ms, p99 {percentile(lag, 99):.1f} ms",
                f"AMI delivery alone p50 {percentile(ami_floor, 50):.1f} ms, p99 {percentile(ami_floor, 99):.1f} ms",
                f"event timestamp -> handled (record written, pop published); {len(lag)} events; "
-               "calls applied side by side (cti.consumer lanes)")
+               "one lane per call, record writes committed together (core.db.GroupWriter)")
     report.add("fastagi", f"round trip per AGI command ({label})",
                f"p50 {percentile(rtt, 50):.2f} ms, p99 {percentile(rtt, 99):.2f} ms",
                "", f"GET/SET VARIABLE, ANSWER, VERBOSE (not playback); {len(rtt)} commands")
