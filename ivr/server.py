@@ -316,14 +316,16 @@ class IvrService:
         except CallerHungUp:
             log.info("caller_hung_up")
         except Exception:  # noqa: BLE001 - whatever broke, the caller must still be routed
-            route = fallback()
-            log.exception("ivr_failed", fallback=route.route, queue=route.queue)
+            # Route first, log after: a log call that fails (a closed stdout) must not keep the caller
+            # from the queue.
+            route, routed = fallback(), True
             try:
                 if route.queue:
                     await channel.set_variable(inherited(ChanVar.TARGET_QUEUE), route.queue)
                 await channel.set_variable(ChanVar.IVR_ROUTE, route.route)
             except Exception:  # noqa: BLE001 - the dialplan's own fallback takes over
-                log.warning("ivr_fallback_not_set")
+                routed = False
+            log.exception("ivr_failed", fallback=route.route, queue=route.queue, fallback_set=routed)
         finally:
             structlog.contextvars.reset_contextvars(**call)
 
