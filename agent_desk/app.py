@@ -10,8 +10,10 @@ import jinja2
 from aiohttp import web
 
 from agent_desk import (
+    account,
     admin,
     admin_telephony,
+    admin_users,
     alerts,
     auth,
     desk,
@@ -131,7 +133,8 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     app.router.add_static("/static", HERE / "static")
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
     app.router.add_static("/vendor/echarts", REPO_ROOT / "node_modules" / "echarts" / "dist")
-    for module in (auth, live, desk, units, lead, playback, admin, admin_telephony, webphone, messages):
+    for module in (auth, account, live, desk, units, lead, playback, admin, admin_telephony, admin_users, webphone,
+                   messages):
         module.add_routes(app)
     app[auth.LOGOUT_HOOKS].append(webphone.end_session)  # the browser phone's account ends with the session
     app.router.add_routes(ticket_routes)

@@ -37,6 +37,9 @@ SESSION_PREFIX = "hotline:web:session:"
 SESSION_REFRESH_SECONDS = 60  # sliding expiry: re-sealed when older than this
 PUBLIC_PREFIXES = ("/static/", "/vendor/")  # the desk's own files and the npm libraries it serves
 PUBLIC_PATHS = frozenset({"/login", "/healthz"})
+# Where a user who must set their own password may go before they have (agent_desk/account.py).
+PASSWORD_PAGE = "/account/password"
+PASSWORD_PATHS = frozenset({PASSWORD_PAGE, "/logout"})
 MAX_NEXT_LENGTH = 2000
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Run at log-out before the session is dropped, each with (app, user): the pages above this module
@@ -118,6 +121,21 @@ async def drop_session(app: web.Application, session: Session) -> None:
     await app[REDIS_KEY].delete(SESSION_PREFIX + session.token_hash)
 
 
+async def end_sessions(app: web.Application, user_id: int) -> int:
+    """Drop every desk session of a user (disabled, or their password reset): their next request is refused.
+    A scan over the sessions: rare (an admin's action) and bounded by the number of people logged in."""
+    redis, ended = app[REDIS_KEY], 0
+    async for key in redis.scan_iter(match=SESSION_PREFIX + "*", count=500):
+        raw = await redis.get(key)
+        try:
+            owner = int(json.loads(raw)["user_id"]) if raw else None
+        except (ValueError, TypeError, KeyError):
+            owner = None
+        if owner == user_id:
+            ended += await redis.delete(key)
+    return ended
+
+
 async def load_user(app: web.Application, user_id: int | None = None, username: str | None = None) -> User | None:
     """An active user with ``.unit`` loaded (core.users.active_user)."""
     async with app[DB_KEY].session() as db:
@@ -181,6 +199,10 @@ async def auth_middleware(request: web.Request,
         return forbidden_page(request, "请求校验失败（CSRF），请刷新页面后重试")
     request[USER_KEY] = user
     request[SESSION_KEY] = session
+    if user.must_change_password and request.path not in PASSWORD_PATHS:
+        if is_api(request):
+            raise json_error(403, "请先修改初始密码")
+        raise web.HTTPFound(PASSWORD_PAGE)
     return await handler(request)
 
 
@@ -270,7 +292,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return locked(lock) if lock is not None else fail("用户名或密码错误", 401)
     await login_guard.record_success(redis, username)
     token, _session = await create_session(request.app, user.id)
-    response = web.HTTPFound(next_url or home_for(user))
+    response = web.HTTPFound(PASSWORD_PAGE if user.must_change_password else next_url or home_for(user))
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", secure=_secure(request), path="/")
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
     raise response

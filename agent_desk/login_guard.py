@@ -154,6 +154,21 @@ async def list_locks(redis: Any) -> list[Lock]:
     return sorted(locks, key=lambda lock: lock.since, reverse=True)
 
 
+async def lock_account(app: web.Application, username: str, actor: str, address: str | None) -> Lock:
+    """An admin locks an account now, for ``login_lock_minutes`` as a lock after failures would; audited."""
+    limits = Limits.of(app[SETTINGS_KEY])
+    since = datetime.now(UTC)
+    payload = json.dumps({"subject": username[:MAX_SUBJECT], "failures": 0, "since": since.isoformat()})
+    await app[REDIS_KEY].set(_key("lock", "account", username), payload, ex=limits.lock_seconds)
+    await audit(app[DB_KEY], "lock", "account", username, actor, address,
+                f"管理员锁定 {limits.lock_seconds // 60} 分钟")
+    return Lock("account", username[:MAX_SUBJECT], 0, since, limits.lock_seconds)
+
+
+async def account_lock(redis: Any, username: str) -> Lock | None:
+    return await _read_lock(redis, "account", username)
+
+
 async def unlock(redis: Any, db: Database, kind: str, subject: str, actor: str, address: str | None) -> bool:
     """Lift a lock and forget its failures; audited. False if there was no lock."""
     if kind not in KINDS:

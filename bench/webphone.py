@@ -66,17 +66,21 @@ def webphone(report: Report, quick: bool) -> None:
 
 async def _bench_agents(settings, prefix: str, count: int) -> list[str]:
     """Agents <prefix>01… with the 12301 general queue's skill (the demo has only five)."""
-    from cli.demo import DemoUser, _ensure_user
+    from core import accounts
     from core.db import Database
-    from core.models import Role
+    from core.models import User
 
     names = [f"{prefix}{i:02d}" for i in range(1, count + 1)]
+    password_hash = User.hash_password(settings.secrets["demo_password"])
     db = Database(settings.database_url)
     try:
         async with db.transaction() as session:
-            for name in names:
-                await _ensure_user(session, DemoUser(name, f"压测坐席 {name}", Role.AGENT, "12301-general"),
-                                   settings.secrets["demo_password"], None)
+            known = await accounts.catalog(session, settings)
+            for number, name in enumerate(names, start=1):  # through the user service, as an admin would
+                await accounts.ensure_user(session, known, None, {
+                    "username": name, "display_name": f"压测坐席 {name}", "role": "agent",
+                    "agent_number": f"{9 if prefix == 'sipp' else 8}{number:03d}", "skills": "12301-general"},
+                    password_hash)
     finally:
         await db.close()
     return names

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from core import provisioning
+from core import accounts, provisioning
 from core.db import Database
 from core.models import Role, Unit, UnitLevel, User
 from core.settings import Settings
@@ -19,7 +19,7 @@ class DemoUser:
     username: str
     display_name: str
     role: Role
-    skills: str = ""
+    skills: str = ""  # queues, each optionally with its penalty: "12301-general:0, 12301-complaint:2"
     agent_number: str | None = None
     unit_code: str | None = CALL_CENTRE_CODE
 
@@ -44,16 +44,10 @@ async def _ensure_call_centre(session) -> Unit:
     return unit
 
 
-async def _ensure_user(session, spec: DemoUser, password_hash: str, unit: Unit | None) -> None:
-    user = await session.scalar(select(User).where(User.username == spec.username))
-    if user is None:
-        user = User(username=spec.username, display_name=spec.display_name, role=spec.role)
-        session.add(user)
-    user.password_hash = password_hash
-    user.role = spec.role
-    user.skills = spec.skills
-    user.agent_number = spec.agent_number
-    user.unit_id = unit.id if unit else None
+def demo_values(spec: DemoUser) -> dict[str, str | None]:
+    """The fields of a demo user as the user service takes them (core.accounts.check_fields)."""
+    return {"username": spec.username, "display_name": spec.display_name, "role": spec.role.value,
+            "unit": spec.unit_code, "agent_number": spec.agent_number, "skills": spec.skills}
 
 
 async def seed_demo_data(settings: Settings) -> list[DemoUser]:
@@ -72,10 +66,9 @@ async def seed_demo_data(settings: Settings) -> list[DemoUser]:
         async with db.transaction() as session:
             await _ensure_call_centre(session)
             await seed_units(session)
-            units = {u.code: u for u in (await session.scalars(select(Unit))).all()}
-            for spec in users:
-                await _ensure_user(session, spec, hashes[spec.username], units.get(spec.unit_code or ""))
-            await _ensure_user(session, admin, hashes["admin"], None)
+            known = await accounts.catalog(session, settings)
+            for spec in [*users, admin]:  # through the user service, as an admin's form would
+                await accounts.ensure_user(session, known, None, demo_values(spec), hashes[spec.username])
         await provisioning.seed(db, settings)  # the phones of the demo agents and the eight queues
     finally:
         await db.close()

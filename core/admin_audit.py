@@ -17,7 +17,6 @@ shows (add yours there). Actions likewise (:data:`ACTION_LABELS`).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,12 +24,11 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, func, or_, select
+from sqlalchemy import ForeignKey, String, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-from core.db import Base, Database, UTCDateTime, utcnow
+from core.db import Base, Database, JSONText, UTCDateTime, utcnow
 from core.models import User
 
 REDACTED = "（已隐藏）"
@@ -64,20 +62,6 @@ ACTION_LABELS = {
     "import": "导入",
     "reload": "生效",
 }
-
-
-class JSONText(TypeDecorator):
-    """A dict stored as JSON text with its Chinese as typed (not \\u escapes), so the page's text search finds
-    it with a plain LIKE on SQLite and PostgreSQL alike."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-    def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return None if value is None else json.loads(value)
 
 
 class AdminChange(Base):

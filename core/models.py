@@ -10,7 +10,7 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import Boolean, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import Base, JSONText, UTCDateTime, utcnow
 
 _hasher = PasswordHasher()
 
@@ -69,10 +69,15 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
-    # Queues (skills) an agent serves, comma separated, e.g. "12301-complaint,12301-general".
-    skills: Mapped[str] = mapped_column(String(255), default="")
+    # Queues (skills) an agent serves, each with its penalty (Asterisk's QueueAdd Penalty: lower is offered
+    # calls first), e.g. {"12301-complaint": 0, "12301-general": 2}; the CTI joins them at log-in.
+    skills: Mapped[dict[str, int]] = mapped_column(JSONText(), default=lambda: {})
     agent_number: Mapped[str | None] = mapped_column(String(8))  # 工号, said in the greeting
+    default_extension: Mapped[str | None] = mapped_column(String(16))  # preselected at 签入
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A new user, or one whose password an admin reset, sets a password of their own before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     unit: Mapped[Unit | None] = relationship()
@@ -92,7 +97,8 @@ class User(Base):
 
     @property
     def skill_list(self) -> list[str]:
-        return [s for s in self.skills.split(",") if s]
+        """The skill queues, by penalty then name."""
+        return sorted(self.skills or {}, key=lambda queue: (self.skills[queue], queue))
 
 
 class SecurityAudit(Base):

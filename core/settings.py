@@ -179,6 +179,25 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class PasswordsSettings:
+    """Password rules (core.accounts): checked on every password a person sets; generated ones meet them."""
+
+    min_length: int
+    min_classes: int  # of lower-case letters, upper-case letters, digits, other characters
+    forbid_username: bool
+    generated_length: int
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.min_length <= 128:
+            raise ConfigError(f"[passwords] min_length = {self.min_length}：应在 8 到 128 之间")
+        if not 1 <= self.min_classes <= 4:
+            raise ConfigError(f"[passwords] min_classes = {self.min_classes}：应在 1 到 4 之间")
+        if not max(self.min_length, 12) <= self.generated_length <= 128:
+            raise ConfigError(f"[passwords] generated_length = {self.generated_length}："
+                              f"应在 {max(self.min_length, 12)} 到 128 之间（不短于 min_length）")
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """Loopback Prometheus endpoints of the Python services (core.metrics)."""
 
@@ -431,6 +450,7 @@ class Settings:
     ami = _Section(AmiSettings)
     agi = _Section(AgiSettings)
     web = _Section(WebSettings)
+    passwords = _Section(PasswordsSettings)
     metrics = _Section(MetricsSettings)
     redis = _Section(RedisSettings)
     database = _Section(DatabaseSettings)

@@ -157,6 +157,8 @@ class CommandWorker:
                                       by_system=bool(args.get("by_system")))
         elif action == "logout":
             await control.agent_logout(self.ami, self.redis, agent)
+        elif action == "skills":  # the admin changed the agent's skills (agent_desk/admin_users.py)
+            return await control.agent_skills_changed(self.ami, self.redis, agent)
         else:
             raise Refused("未知的操作", 400, "action")
         return {}

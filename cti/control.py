@@ -119,16 +119,44 @@ async def _login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str) -> d
     if not queues:
         raise AmiError("该坐席未配置技能队列，请联系管理员")
     for queue in queues:
-        reply = await client.action({
-            "Action": "QueueAdd", "Queue": queue, "Interface": interface(phone),
-            "MemberName": f"{agent.display_name}({agent.username})", "StateInterface": interface(phone),
-            "Paused": "true", "Reason": "login",
-        })
-        if not succeeded(reply) and "Already there" not in str(first_response(reply).get("Message")):
-            raise AmiError(f"加入队列 {queue} 失败：{first_response(reply).get('Message')}")
+        await _join(client, agent, phone, queue, paused=True, reason="login")
     await redis.hset(AGENT_BY_PHONE, phone, str(agent.id))
     return await set_agent_state(redis, agent.id, AgentState.PAUSED, PauseReason.LOGIN, phone=phone, queues=queues,
                                  node=client.node.name)
+
+
+async def _join(client: AmiClient, agent: User, phone: str, queue: str, paused: bool, reason: str = "") -> None:
+    """Make the agent's phone a member of ``queue`` with the skill's penalty."""
+    reply = await client.action({
+        "Action": "QueueAdd", "Queue": queue, "Interface": interface(phone),
+        "MemberName": f"{agent.display_name}({agent.username})", "StateInterface": interface(phone),
+        "Penalty": str(agent.skills.get(queue, 0)), "Paused": "true" if paused else "false", "Reason": reason,
+    })
+    if not succeeded(reply) and "Already there" not in str(first_response(reply).get("Message")):
+        raise AmiError(f"加入队列 {queue} 失败：{first_response(reply).get('Message')}")
+
+
+async def agent_skills_changed(ami: AmiClient | AmiNodes, redis, agent: User) -> dict:
+    """Apply an agent's changed skills now if they are logged in (the admin changed them): join the new
+    queues (paused as the agent is), leave the dropped ones, set the kept ones' penalties."""
+    async with _lock("login"):
+        session = await agent_session(redis, agent.id)
+        if not session or session.get("state") == AgentState.OFFLINE:
+            return {"applied": False}
+        client, phone = on_node(ami, session.get("node")), session["phone"]
+        old, new = list(session.get("queues") or []), agent.skill_list
+        paused = session.get("state") == AgentState.PAUSED
+        for queue in new:
+            if queue in old:
+                await client.action({"Action": "QueuePenalty", "Interface": interface(phone), "Queue": queue,
+                                     "Penalty": str(agent.skills[queue])})
+            else:
+                await _join(client, agent, phone, queue, paused, str(session.get("reason") or "") if paused else "")
+        for queue in old:
+            if queue not in new:
+                await client.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
+        await set_agent_state(redis, agent.id, session["state"], session.get("reason"), queues=new)
+        return {"applied": True, "queues": new}
 
 
 async def agent_logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:

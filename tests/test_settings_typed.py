@@ -39,6 +39,8 @@ def test_sections_are_typed_and_frozen(tmp_path):
     ("[backup]", "[backups]\nkeep = 3\n[backup]", "未知的配置节 [backups]"),
     ("service_level_target = 0.8", "service_level_target = 80", "[kpi] service_level_target = 80.0：超出范围"),
     ('close = "17:30"', 'close = "5:30 pm"', "[hours] close = '5:30 pm'：应为 HH:MM 格式"),
+    ("min_length = 10", "min_length = 4", "[passwords] min_length = 4：应在 8 到 128 之间"),
+    ("min_classes = 3", "min_classes = 5", "[passwords] min_classes = 5：应在 1 到 4 之间"),
 
 ])
 def test_a_wrong_setting_is_refused_at_load_with_section_key_and_reason(tmp_path, old, new, reason):

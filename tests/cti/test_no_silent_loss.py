@@ -51,7 +51,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 async def _agent(db: Database) -> User:
     async with db.transaction() as session:
         user = User(username="loss_agent", display_name="坐席甲", password_hash="x", role=Role.AGENT,
-                    skills="12301-general")
+                    skills={"12301-general": 0})
         session.add(user)
     return user
 

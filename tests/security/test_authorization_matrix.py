@@ -126,6 +126,17 @@ RULES: dict[str, Rule] = {
     "GET /admin": rule("/admin", who=("admin",)),
     "GET /admin/audit": rule("/admin/audit", who=("admin",)),
     "GET /admin/audit/export": rule("/admin/audit/export?format=csv", who=("admin",)),
+    "GET /admin/users": rule("/admin/users", who=("admin",)),
+    "POST /admin/users": rule("/admin/users", PASS, who=("admin",), form={}),
+    "GET /admin/users/new": rule("/admin/users/new", who=("admin",)),
+    "GET /admin/users/{id}": rule("/admin/users/1", who=("admin",)),
+    "POST /admin/users/{id}": rule("/admin/users/999999", 404, who=("admin",), form={}),
+    "POST /admin/users/{id}/active": rule("/admin/users/999999/active", 404, who=("admin",), form={}),
+    "POST /admin/users/{id}/password": rule("/admin/users/999999/password", 404, who=("admin",), form={}),
+    "POST /admin/users/{id}/lock": rule("/admin/users/999999/lock", 404, who=("admin",), form={}),
+    # Everyone sets their own password (a new user is sent there first).
+    "GET /account/password": rule("/account/password"),
+    "POST /account/password": rule("/account/password", PASS, form={}),
     "GET /admin/unlock": rule("/admin/unlock", who=("admin",)),
     "POST /admin/unlock": rule("/admin/unlock", PASS, who=("admin",), form={}),
     # 电话分机 and 队列 (agent_desk/admin_telephony.py): the empty forms are refused (400) before anything is
