@@ -20,7 +20,8 @@ from multidict import MultiDictProxy
 from agent_desk import login_guard
 from agent_desk.admin import admin_only
 from agent_desk.auth import end_sessions
-from core import accounts, admin_audit
+from agent_desk.common import download
+from core import accounts, admin_audit, bulk_import
 from core.inputs import record_id, text
 from core.models import ROLE_LABELS, Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY
@@ -176,7 +177,73 @@ async def lock(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/admin/users/{user.id}?notice={'已锁定' if locking else '已解锁'}")
 
 
+# --- bulk import and export (core.bulk_import) -------------------------------------------------------
+
+def _kind(request: web.Request) -> bulk_import.Kind:
+    kind = bulk_import.KINDS.get(request.match_info.get("kind", ""))
+    if kind is None:
+        raise web.HTTPNotFound(text="没有这种导入")
+    return kind
+
+
+def _import_page(request: web.Request, kind: bulk_import.Kind, report: bulk_import.Report | None = None,
+                 mode: str = "", problem: str = "", status: int = 200) -> web.Response:
+    response = aiohttp_jinja2.render_template("admin_import.html", request, {
+        "kind": kind, "report": report, "mode": mode, "problem": problem, "max_rows": bulk_import.MAX_ROWS,
+        "max_kb": request.app[SETTINGS_KEY].web.max_body_kb})
+    response.set_status(status)
+    return response
+
+
+@admin_only
+async def import_page(request: web.Request) -> web.Response:
+    return _import_page(request, _kind(request))
+
+
+@admin_only
+async def import_submit(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    form = await request.post()
+    upload, mode = form.get("file"), str(form.get("mode", "dry"))
+    if not isinstance(upload, web.FileField) or mode not in ("dry", "import"):
+        return _import_page(request, kind, problem="请选择要导入的文件（.xlsx 或 .csv）", status=400)
+    data, filename = upload.file.read(), upload.filename or ""
+    db, settings = request.app[DB_KEY], request.app[SETTINGS_KEY]
+    try:
+        if mode == "dry":
+            report = await bulk_import.dry_run(db, settings, kind, data, filename)
+        else:
+            report = await bulk_import.run_import(db, settings, kind, data, filename, request[USER_KEY],
+                                                  login_guard.source_address(request))
+    except bulk_import.FileError as exc:
+        return _import_page(request, kind, problem=str(exc), status=400)
+    return _import_page(request, kind, report, mode, status=400 if report.problems else 200)
+
+
+def _format(request: web.Request) -> str:
+    fmt = request.query.get("format", "xlsx")
+    if fmt not in ("csv", "xlsx"):
+        raise web.HTTPBadRequest(text="格式应为 csv 或 xlsx")
+    return fmt
+
+
+@admin_only
+async def import_template(request: web.Request) -> web.Response:
+    kind, fmt = _kind(request), _format(request)
+    return download(bulk_import.template(kind, fmt), fmt, f"{kind.name}-template")
+
+
+@admin_only
+async def export(request: web.Request) -> web.Response:
+    kind, fmt = _kind(request), _format(request)
+    return download(await bulk_import.export(request.app[DB_KEY], kind, fmt), fmt, f"{kind.name}-export")
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/import/{kind}", import_page)
+    app.router.add_post("/admin/import/{kind}", import_submit)
+    app.router.add_get("/admin/import/{kind}/template", import_template)
+    app.router.add_get("/admin/export/{kind}", export)
     app.router.add_get("/admin/users", list_page)
     app.router.add_post("/admin/users", create)
     app.router.add_get("/admin/users/new", new_page)

@@ -160,12 +160,18 @@ def _secure(request: web.Request) -> bool:
 
 
 async def _submitted_csrf(request: web.Request) -> str | None:
-    """The token from the header, or from the form body (never reads multipart or JSON bodies)."""
+    """The token from the header, or from the form body (never reads JSON bodies or streamed uploads)."""
     header = request.headers.get(CSRF_HEADER)
     if header:
         return header
     if request.content_type == "application/x-www-form-urlencoded":
         return (await request.post()).get(CSRF_FIELD)  # type: ignore[return-value]
+    if request.content_type == "multipart/form-data" and not getattr(request.match_info.handler, "streams_upload",
+                                                                     False):
+        # A file in an HTML form (the admin's bulk import): read whole, within the body limit that
+        # agent_desk.app's body_limits already applied. Streamed uploads send the header instead.
+        field = (await request.post()).get(CSRF_FIELD)
+        return field if isinstance(field, str) else None
     return None
 
 

@@ -85,9 +85,10 @@ def sheet_response(request: web.Request, rows: list[list[Any]], title: str, stem
     fmt = request.query.get("format", "csv")
     if fmt not in ("csv", "xlsx"):
         raise json_error(400, "导出格式应为 csv 或 xlsx", "format")
-    if fmt == "csv":
-        body, ctype = csv_bytes(rows), "text/csv"
-    else:
-        body, ctype = xlsx_bytes(title, rows), XLSX_TYPE
-    return web.Response(body=body, content_type=ctype,
+    return download(csv_bytes(rows) if fmt == "csv" else xlsx_bytes(title, rows), fmt, stem)
+
+
+def download(body: bytes, fmt: str, stem: str) -> web.Response:
+    """A CSV or XLSX file to save as ``stem.fmt``."""
+    return web.Response(body=body, content_type="text/csv" if fmt == "csv" else XLSX_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'})
