@@ -62,7 +62,7 @@ async def _form(request: web.Request, user: User | None, values: dict[str, Any],
         "units": await accounts.unit_choices(request.app[DB_KEY]),
         "queues": [(queue, queue in skills, skills.get(queue, 0)) for queue in queues],
         "extensions": extensions,
-        "locked": lock is not None, "self": user is not None and user.id == request[USER_KEY].id,
+        "locked": lock is not None, "is_self": user is not None and user.id == request[USER_KEY].id,
     })
     response.set_status(status)
     return response

@@ -84,3 +84,45 @@ class DeskClient:
     async def post_json(self, path: str, body: dict[str, Any], csrf: bool = True) -> Any:
         headers = {"X-CSRF-Token": self.csrf} if csrf else {}
         return await self.client.post(path, json=body, headers=headers)
+
+
+# --- the administration services on SQLite and PostgreSQL (tests/conftest.py db_url) ----------------
+
+SERVICE_USERS = "svc"  # the service tests' users start with this; nothing else does
+
+
+@pytest.fixture(scope="module")
+def file_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The shipped settings (password rules, extensions) on a throwaway var folder."""
+    return load_settings(var_dir=tmp_path_factory.mktemp("service-var"))
+
+
+async def _wipe_service_users(database: Any) -> None:
+    from sqlalchemy import delete
+
+    from core.admin_audit import AdminChange
+    from core.models import User
+
+    async with database.transaction() as session:
+        await session.execute(delete(AdminChange))
+        await session.execute(delete(User).where(User.username.startswith(SERVICE_USERS)))
+
+
+@pytest_asyncio.fixture
+async def service_db(db_url: str) -> AsyncIterator[Any]:
+    """A migrated database (both backends) with the call centre unit, an admin ``svc_admin``, and no audit
+    rows or service-test users left from before."""
+    from sqlalchemy import select
+
+    from core.db import Database
+    from core.models import Role, Unit, User
+
+    database = Database(db_url)
+    await _wipe_service_users(database)
+    async with database.transaction() as session:
+        if await session.scalar(select(Unit).where(Unit.code == "callcentre")) is None:
+            session.add(Unit(code="callcentre", name="热线中心", level="call_centre", path="/"))
+        session.add(User(username=f"{SERVICE_USERS}_admin", display_name="管理员", password_hash="-", role=Role.ADMIN))
+    yield database
+    await _wipe_service_users(database)
+    await database.close()

@@ -7,40 +7,15 @@ import re
 
 import aiohttp
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from core import accounts
 from core.admin_audit import REDACTED, AdminChange
 from core.db import Database
-from core.models import Role, Unit, User
-from core.settings import load_settings
+from core.models import Role, User
 from core.web import DB_KEY
 
-PREFIX = "acct"
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory):
-    return load_settings(var_dir=tmp_path_factory.mktemp("accounts-var"))
-
-
-async def _wipe(database: Database) -> None:
-    async with database.transaction() as session:
-        await session.execute(delete(AdminChange))
-        await session.execute(delete(User).where(User.username.startswith(PREFIX)))
-
-
-@pytest.fixture
-async def service_db(db_url: str):
-    database = Database(db_url)
-    await _wipe(database)
-    async with database.transaction() as session:
-        if await session.scalar(select(Unit).where(Unit.code == "callcentre")) is None:
-            session.add(Unit(code="callcentre", name="热线中心", level="call_centre", path="/"))
-        session.add(User(username=f"{PREFIX}_admin", display_name="管理员", password_hash="-", role=Role.ADMIN))
-    yield database
-    await _wipe(database)
-    await database.close()
+PREFIX = "svc"
 
 
 AGENT = {"username": f"{PREFIX}9", "display_name": "孙悦", "role": "坐席员", "unit": "callcentre",
@@ -52,27 +27,27 @@ async def _audit(database: Database) -> list[AdminChange]:
         return list((await session.scalars(select(AdminChange).order_by(AdminChange.id))).all())
 
 
-async def test_an_agent_is_created_changed_disabled_and_reset_each_audited(service_db, settings):
+async def test_an_agent_is_created_changed_disabled_and_reset_each_audited(service_db, file_settings):
     async with service_db.session() as session:
         admin = await session.scalar(select(User).where(User.username == f"{PREFIX}_admin"))
-    user, password = await accounts.create_user(service_db, settings, admin, "10.1.1.1", AGENT)
-    assert accounts.password_problems(settings.passwords, password, user.username) == []
+    user, password = await accounts.create_user(service_db, file_settings, admin, "10.1.1.1", AGENT)
+    assert accounts.password_problems(file_settings.passwords, password, user.username) == []
     assert user.check_password(password) and user.must_change_password and user.active
     assert user.skills == {"12301-general": 0, "12301-complaint": 2} and user.skill_list[0] == "12301-general"
     assert (user.role, user.agent_number, user.default_extension) == (Role.AGENT, "909", "8003")
 
     with pytest.raises(accounts.AccountError) as taken:
-        await accounts.create_user(service_db, settings, admin, None, {**AGENT, "username": f"{PREFIX}10"})
+        await accounts.create_user(service_db, file_settings, admin, None, {**AGENT, "username": f"{PREFIX}10"})
     assert taken.value.problems == [("agent_number", "工号 909 已被其他用户使用")]
 
     changed = {**AGENT, "skills": "12301-general:1; 12365-general:0"}
-    _user, before, after = await accounts.update_user(service_db, settings, admin, "10.1.1.1", user.id, changed)
+    _user, before, after = await accounts.update_user(service_db, file_settings, admin, "10.1.1.1", user.id, changed)
     assert before["skills"] == {"12301-general": 0, "12301-complaint": 2}
     assert after["skills"] == {"12301-general": 1, "12365-general": 0}
     await accounts.set_active(service_db, admin, "10.1.1.1", user.id, False)
     with pytest.raises(accounts.AccountError, match="不能停用自己的账号"):
         await accounts.set_active(service_db, admin, None, admin.id, False)
-    _user, new_password = await accounts.reset_password(service_db, settings, admin, "10.1.1.2", user.id)
+    _user, new_password = await accounts.reset_password(service_db, file_settings, admin, "10.1.1.2", user.id)
     assert new_password != password
 
     rows = await _audit(service_db)
@@ -87,16 +62,16 @@ async def test_an_agent_is_created_changed_disabled_and_reset_each_audited(servi
     assert (rows[2].before["active"], rows[2].after["active"]) == (True, False)
 
 
-async def test_a_user_sets_their_own_password_by_the_rules(service_db, settings):
-    user, password = await accounts.create_user(service_db, settings, None, None, {**AGENT, "username": f"{PREFIX}11",
+async def test_a_user_sets_their_own_password_by_the_rules(service_db, file_settings):
+    user, password = await accounts.create_user(service_db, file_settings, None, None, {**AGENT, "username": f"{PREFIX}11",
                                                                                    "agent_number": "911"})
     with pytest.raises(accounts.AccountError) as weak:
-        await accounts.change_own_password(service_db, settings, user.id, password, f"{PREFIX}11ab", None)
+        await accounts.change_own_password(service_db, file_settings, user.id, password, f"{PREFIX}11ab", None)
     assert [reason for _f, reason in weak.value.problems] == [
         "密码至少 10 位", "密码须包含小写字母、大写字母、数字、其他字符中的至少 3 类", "密码不能包含用户名"]
     with pytest.raises(accounts.AccountError, match="当前密码不正确"):
-        await accounts.change_own_password(service_db, settings, user.id, "wrong", "Good-Pass-2026", None)
-    await accounts.change_own_password(service_db, settings, user.id, password, "Good-Pass-2026", "10.2.2.2")
+        await accounts.change_own_password(service_db, file_settings, user.id, "wrong", "Good-Pass-2026", None)
+    await accounts.change_own_password(service_db, file_settings, user.id, password, "Good-Pass-2026", "10.2.2.2")
     changed = await accounts.get_user(service_db, user.id)
     assert changed.check_password("Good-Pass-2026") and not changed.must_change_password
     assert changed.password_changed_at is not None
@@ -134,7 +109,7 @@ async def _logout(desk) -> None:
 async def test_admin_creates_an_agent_who_must_set_a_password_and_is_shut_out_when_disabled(desk):
     admin_password = desk.settings.secrets["admin_password"]
     await desk.login("admin", admin_password)
-    await desk.page("/admin/users/new")
+    assert "不能修改自己的角色" not in await desk.page("/admin/users/new")  # only on the admin's own page
     form = {"_csrf": desk.csrf, "username": "newagent", "display_name": "钱多", "role": "agent", "unit": "callcentre",
             "agent_number": "", "skill": ["12301-general", "12301-consult"], "penalty_12301-general": "0",
             "penalty_12301-consult": "x", "default_extension": "8002"}

@@ -2,7 +2,7 @@
 
 One scenario: the admin creates an agent (skill 12301-general, default extension 8005); the agent logs in
 with the password shown once, must set their own, and signs in on a SIPp phone. A citizen waits in
-12301-complaint, which nobody serves; the admin gives the logged-in agent that skill (penalty 3): the CTI
+12301-complaint, whose only member (agent3) is paused; the admin gives the logged-in agent that skill (penalty 3): the CTI
 makes the phone a member at once and the waiting call is put through to it. Asterisk says so itself
 (QueueStatus: the member with penalty 3; queue_log: ADDMEMBER and CONNECT in 12301-complaint), the
 agent's desk pops the call, the call record names the agent, and the audit log shows every change.
@@ -19,6 +19,7 @@ from cli.democall import originate_citizen
 from core.models import User
 from cti.models import CallRecord
 from sipdrivers.phones import SippPhone
+from tests.desk.http_client import Desk
 
 pytestmark = pytest.mark.stack
 
@@ -36,12 +37,18 @@ async def _queue_status(ami, queue: str) -> list[dict]:
 async def test_admin_creates_an_agent_whose_new_skill_takes_a_waiting_call_at_once(stack, ami, db, waiter, no_agents):
     base, shots = stack.settings.web_url, screenshots_dir()
     queue_log = stack.runtime.host_path(stack.runtime.inside("log", "queue_log"))
-    phone = SippPhone(stack.settings, "8005")
+    phone, holder = SippPhone(stack.settings, "8005"), SippPhone(stack.settings, "8003")
+    colleague = Desk(base)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
-            with phone:
+            with phone, holder:
                 await phone.wait_registered(stack.runtime)
+                await holder.wait_registered(stack.runtime)
+                # agent3 serves 12301-complaint but stays paused: the queue is not empty (joinempty), so the
+                # citizen waits in it, and nobody takes the call until the new agent has the skill.
+                await colleague.login("agent3", stack.settings.secrets["demo_password"])
+                assert (await colleague.post("/api/desk/state", {"action": "login", "phone": "8003"}))[0] == 200
                 admin = await open_as(browser, base, "admin", stack.settings.secrets["admin_password"], DESKTOP)
                 await admin.click(".mainnav >> text=系统管理")
                 await admin.click(".admin-nav >> text=用户与坐席")
@@ -85,14 +92,16 @@ async def test_admin_creates_an_agent_whose_new_skill_takes_a_waiting_call_at_on
                     return [e for e in status if e["Event"] == "QueueEntry" and e.get("CallerIDNum") == CALLER]
 
                 await waiter(caller_waiting, timeout=40, what="the citizen waiting in 12301-complaint")
-                assert not [m for m in await _queue_status(ami, QUEUE) if m["Event"] == "QueueMember"]
+                members = [m for m in await _queue_status(ami, QUEUE) if m["Event"] == "QueueMember"]
+                assert [(m["StateInterface"], m["Paused"]) for m in members] == [("PJSIP/8003", "1")]
 
                 await admin.click("#save-user")
                 await expect(admin.locator("#user-notice")).to_contain_text("立即生效")
                 await expect(agent.locator("#pop-caller")).to_have_text(CALLER, timeout=LIVE)
 
                 members = [m for m in await _queue_status(ami, QUEUE) if m["Event"] == "QueueMember"]
-                assert [(m["StateInterface"], m["Penalty"]) for m in members] == [("PJSIP/8005", "3")]
+                assert sorted((m["StateInterface"], m["Penalty"], m["Paused"]) for m in members) == [
+                    ("PJSIP/8003", "0", "1"), ("PJSIP/8005", "3", "0")]
 
                 async def answered():
                     async with db.session() as session:
@@ -123,5 +132,7 @@ async def test_admin_creates_an_agent_whose_new_skill_takes_a_waiting_call_at_on
                 await agent.click("#btn-logout")
                 await expect(agent.locator("#state-label")).to_have_text("离线", timeout=LIVE)
         finally:
+            await colleague.post("/api/desk/state", {"action": "logout"})
+            await colleague.close()
             await browser.close()
     assert PAGE_ERRORS == []

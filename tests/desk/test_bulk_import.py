@@ -11,40 +11,16 @@ import re
 import aiohttp
 import openpyxl
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from core import bulk_import
 from core.admin_audit import AdminChange
 from core.db import Database
-from core.models import Role, Unit, User
-from core.settings import load_settings
+from core.models import Role, User
 
-PREFIX = "imp"
+PREFIX = "svc"
 BAD = {17: ("工号", "工号应为 1–8 位数字"), 88: ("技能队列", "没有队列 12399-general"),
        150: ("用户名", f"用户名 {PREFIX}0005 与第 6 行重复")}
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory):
-    return load_settings(var_dir=tmp_path_factory.mktemp("import-var"))
-
-
-async def _wipe(database: Database) -> None:
-    async with database.transaction() as session:
-        await session.execute(delete(AdminChange))
-        await session.execute(delete(User).where(User.username.startswith(PREFIX)))
-
-
-@pytest.fixture
-async def import_db(db_url: str):
-    database = Database(db_url)
-    await _wipe(database)
-    async with database.transaction() as session:
-        if await session.scalar(select(Unit).where(Unit.code == "callcentre")) is None:
-            session.add(Unit(code="callcentre", name="热线中心", level="call_centre", path="/"))
-    yield database
-    await _wipe(database)
-    await database.close()
 
 
 def staff_list(bad: bool, count: int = 200) -> bytes:
@@ -70,26 +46,26 @@ async def _count(database: Database) -> int:
         return await session.scalar(select(func.count()).select_from(User).where(User.username.startswith(PREFIX)))
 
 
-async def test_200_agents_with_3_bad_rows_are_reported_and_none_written(import_db, settings):
-    report = await bulk_import.dry_run(import_db, settings, bulk_import.AGENTS, staff_list(True), "坐席名单.xlsx")
+async def test_200_agents_with_3_bad_rows_are_reported_and_none_written(service_db, file_settings):
+    report = await bulk_import.dry_run(service_db, file_settings, bulk_import.AGENTS, staff_list(True), "坐席名单.xlsx")
     assert report.rows == 200 and report.bad_rows == sorted(BAD)
     assert {p.row: (p.column, p.reason) for p in report.problems} == BAD
-    assert await _count(import_db) == 0
+    assert await _count(service_db) == 0
 
-    refused = await bulk_import.run_import(import_db, settings, bulk_import.AGENTS, staff_list(True), "坐席名单.xlsx",
+    refused = await bulk_import.run_import(service_db, file_settings, bulk_import.AGENTS, staff_list(True), "坐席名单.xlsx",
                                            None, "10.3.3.3")
     assert refused.problems == report.problems and refused.written == 0 and refused.passwords == []
-    assert await _count(import_db) == 0
+    assert await _count(service_db) == 0
 
 
 
-async def test_a_good_list_is_imported_audited_and_exported_in_the_template_columns(import_db, settings):
+async def test_a_good_list_is_imported_audited_and_exported_in_the_template_columns(service_db, file_settings):
     # Few rows: each imported agent costs an argon2 hash of their generated password.
-    done = await bulk_import.run_import(import_db, settings, bulk_import.AGENTS, staff_list(False, 6), "坐席名单.xlsx",
+    done = await bulk_import.run_import(service_db, file_settings, bulk_import.AGENTS, staff_list(False, 6), "坐席名单.xlsx",
                                         None, "10.3.3.3")
-    assert done.problems == [] and done.written == 6 and await _count(import_db) == 6
+    assert done.problems == [] and done.written == 6 and await _count(service_db) == 6
     username, _name, password = done.passwords[4]
-    async with import_db.session() as session:
+    async with service_db.session() as session:
         user = await session.scalar(select(User).where(User.username == username))
         audit = (await session.scalars(select(AdminChange).order_by(AdminChange.id))).all()
     assert user.check_password(password) and user.must_change_password and user.role == Role.AGENT
@@ -97,10 +73,10 @@ async def test_a_good_list_is_imported_audited_and_exported_in_the_template_colu
     assert [a.action for a in audit] == ["create"] * 6 + ["import"]
     assert audit[-1].after == {"file": "坐席名单.xlsx", "rows": 6} and audit[0].address == "10.3.3.3"
 
-    again = await bulk_import.dry_run(import_db, settings, bulk_import.AGENTS, staff_list(False, 6), "坐席名单.xlsx")
+    again = await bulk_import.dry_run(service_db, file_settings, bulk_import.AGENTS, staff_list(False, 6), "坐席名单.xlsx")
     assert again.bad_rows == [2, 3, 4, 5, 6, 7]  # already there: every username and agent number is taken
 
-    exported = openpyxl.load_workbook(io.BytesIO(await bulk_import.export(import_db, bulk_import.AGENTS, "xlsx")))
+    exported = openpyxl.load_workbook(io.BytesIO(await bulk_import.export(service_db, bulk_import.AGENTS, "xlsx")))
     rows = [[c.value for c in r] for r in exported.active.iter_rows()]
     mine = [r for r in rows if str(r[0]).startswith(PREFIX)]
     assert rows[0][:2] == ["用户名*", "姓名*"] and len(mine) == 6
