@@ -96,7 +96,7 @@ async def test_admin_creates_an_agent_whose_new_skill_takes_a_waiting_call_at_on
                 assert [(m["StateInterface"], m["Paused"]) for m in members] == [("PJSIP/8003", "1")]
 
                 await admin.click("#save-user")
-                await expect(admin.locator("#user-notice")).to_contain_text("立即生效")
+                await expect(admin.locator("#user-notice")).to_contain_text("立即生效", timeout=LIVE)
                 await expect(agent.locator("#pop-caller")).to_have_text(CALLER, timeout=LIVE)
 
                 members = [m for m in await _queue_status(ami, QUEUE) if m["Event"] == "QueueMember"]
@@ -122,7 +122,7 @@ async def test_admin_creates_an_agent_whose_new_skill_takes_a_waiting_call_at_on
                 await admin.fill("#audit-filters [name=text]", USERNAME)
                 await admin.keyboard.press("Enter")
                 rows = admin.locator("#audit tbody tr")
-                await expect(rows).to_have_count(3)
+                await expect(rows).to_have_count(3, timeout=LIVE)
                 await expect(rows.nth(0)).to_contain_text("修改")
                 await expect(rows.nth(0)).to_contain_text(QUEUE)
                 await expect(rows.nth(1)).to_contain_text("修改密码")

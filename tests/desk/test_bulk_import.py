@@ -43,7 +43,8 @@ def staff_list(bad: bool, count: int = 200) -> bytes:
 
 async def _count(database: Database) -> int:
     async with database.session() as session:
-        return await session.scalar(select(func.count()).select_from(User).where(User.username.startswith(PREFIX)))
+        return await session.scalar(select(func.count()).select_from(User).where(User.username.startswith(PREFIX),
+                                                                          User.role == Role.AGENT))
 
 
 async def test_200_agents_with_3_bad_rows_are_reported_and_none_written(service_db, file_settings):
