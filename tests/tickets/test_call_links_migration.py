@@ -291,7 +291,7 @@ async def test_previous_release_database_keeps_every_row(db_url):
         await engine.dispose()
     head = ScriptDirectory.from_config(Config(str(REPO_ROOT / "alembic.ini"))).get_current_head()
     assert revision == head
-    # 0013: a user's skills, a comma string, became queue -> penalty (each 0): the same queues.
+    # 0014: a user's skills, a comma string, became queue -> penalty (each 0): the same queues.
     converted = {"users": "skills"}
     for name, old_rows in before.items():
         assert len(after[name]) == len(old_rows) == len(rows[name]), name
