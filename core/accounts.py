@@ -24,10 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from core import admin_audit
-from core.asterisk_config import queue_names
 from core.db import Database, utcnow
 from core.models import ROLE_LABELS, Role, Unit, User
-from core.provisioning import HotlineQueue, Phone, PhoneKind
+from core.provisioning import HotlineQueue, Phone, PhoneKind, seed_queues
 from core.settings import PasswordsSettings, Settings
 
 USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
@@ -103,7 +102,8 @@ async def _telephony(session: AsyncSession, settings: Settings) -> tuple[tuple[s
     phones = (await session.scalars(select(Phone.extension).where(Phone.enabled.is_(True),
                                                                   Phone.kind == PhoneKind.AGENT)
                                     .order_by(Phone.extension))).all()
-    return tuple(queues or queue_names()), tuple(phones or settings.sip.agent_extensions)
+    return (tuple(queues or (queue.name for queue in seed_queues(settings))),
+            tuple(phones or settings.sip.agent_extensions))
 
 
 async def form_choices(db: Database, settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
