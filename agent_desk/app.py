@@ -12,6 +12,7 @@ from aiohttp import web
 from agent_desk import (
     account,
     admin,
+    admin_content,
     admin_telephony,
     admin_users,
     alerts,
@@ -27,6 +28,7 @@ from agent_desk import (
 )
 from agent_desk.common import template_context
 from agent_desk.unavailable import redis_unavailable
+from core import content
 from core.db import Database
 from core.logs import setup_logging
 from core.metrics import http_metrics
@@ -82,6 +84,14 @@ def _closing(response: web.Response) -> web.Response:
 
 
 @web.middleware
+async def content_refresh(request: web.Request, handler) -> web.StreamResponse:
+    """A policy an admin saved (core.content: menus, knowledge, phrases, rules, deadlines, calendar) counts from
+    the next request on: one small file read per request drops the cached copies when the version moved."""
+    content.refresh()
+    return await handler(request)
+
+
+@web.middleware
 async def body_limits(request: web.Request, handler) -> web.StreamResponse:
     """Per-route request body limits, checked on Content-Length before anything is read.
 
@@ -114,10 +124,11 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     ``with_ami`` is accepted and ignored so that callers written before that still build it."""
     # A broken rule profile stops the start-up with the key at fault (config/rules.yaml or [tickets] rules_file).
     check_rules(settings.tickets.rules_file)
+    content.use(settings.var_dir)  # policies edited in the admin area (core.content) over config/
     return_visits.configure(settings)  # likewise a wrong [return_visits]
     app = web.Application(client_max_size=int(settings.web.max_body_kb) * 1024,
-                          middlewares=[http_metrics, security_headers, redis_unavailable, body_limits, input_errors,
-                                       auth.auth_middleware])
+                          middlewares=[http_metrics, security_headers, redis_unavailable, content_refresh, body_limits,
+                                       input_errors, auth.auth_middleware])
     app[SETTINGS_KEY] = settings
     app[ERROR_PAGE_KEY] = auth.forbidden_page
     app[DB_KEY] = Database(settings.database_url)
@@ -133,8 +144,8 @@ def build_app(settings: Settings, with_ami: bool | None = None) -> web.Applicati
     app.router.add_static("/static", HERE / "static")
     app.router.add_static("/vendor/sip.js", REPO_ROOT / "node_modules" / "sip.js" / "lib")
     app.router.add_static("/vendor/echarts", REPO_ROOT / "node_modules" / "echarts" / "dist")
-    for module in (auth, account, live, desk, units, lead, playback, admin, admin_telephony, admin_users, webphone,
-                   messages):
+    for module in (auth, account, live, desk, units, lead, playback, admin, admin_content, admin_telephony, admin_users,
+                   webphone, messages):
         module.add_routes(app)
     app[auth.LOGOUT_HOOKS].append(webphone.end_session)  # the browser phone's account ends with the session
     app.router.add_routes(ticket_routes)

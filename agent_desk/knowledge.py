@@ -11,10 +11,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from core import policy
+import yaml
+
+from core import content, policy
 from core.policy import fail
 from core.settings import CONFIG_DIR
-from ivr.menu import KNOWLEDGE_FILE, MenuError
+from ivr.menu import MenuError
 from ivr.menu import load_knowledge as load_answers
 
 PHRASES_FILE = CONFIG_DIR / "phrases.yaml"
@@ -55,8 +57,9 @@ class KnowledgeBase:
 
 
 def load_knowledge(path: Path | None = None) -> KnowledgeBase:
-    """The IVR's knowledge base (ivr.menu.load_knowledge), or an empty one that says why."""
-    path = path or KNOWLEDGE_FILE
+    """The IVR's knowledge base (ivr.menu.load_knowledge), or an empty one that says why; read at each call,
+    so an edit (core.content) shows at the next search."""
+    path = path or content.config_path("knowledge.yaml")
     if not path.exists():
         return KnowledgeBase(problem=f"知识库文件 {path.name} 尚未配置")
     try:
@@ -67,9 +70,10 @@ def load_knowledge(path: Path | None = None) -> KnowledgeBase:
     return KnowledgeBase(entries, None if entries else "知识库为空")
 
 
-def load_phrases(path: Path = PHRASES_FILE) -> list[dict[str, Any]]:
-    """The phrase groups of config/phrases.yaml, checked: errors name the line and the reason."""
-    groups = policy.read(path, top=list)
+def load_phrases(path: Path | None = None) -> list[dict[str, Any]]:
+    """The phrase groups of config/phrases.yaml (or the instance's edited copy), checked: errors name the line
+    and the reason."""
+    groups = policy.read(path or content.config_path("phrases.yaml"), top=list)
     for i, group in enumerate(groups):
         if not isinstance(group, dict) or set(group) != {"group", "phrases"}:
             raise fail(groups, f"第 {i + 1} 组应为 {{group: 组名, phrases: [用语 …]}}", i)
@@ -110,6 +114,7 @@ def phrases() -> list[dict[str, Any]]:
 
 
 policy.register("服务用语 config/phrases.yaml", lambda _settings: phrases())
+content.register("phrases.yaml", "服务用语", load_phrases, phrases.cache_clear)
 
 
 def render_phrases(groups: list[dict[str, Any]], hotlines: list[str], region: str,
@@ -126,3 +131,49 @@ def render_phrases(groups: list[dict[str, Any]], hotlines: list[str], region: st
                 lines.append(text.format(region=region, hotline=hotline or "", agent_number=agent_number))
         rendered.append({"group": group["group"], "phrases": lines})
     return rendered
+
+
+# --- who changed which entry, and when (004 §6.1.4: the knowledge base is kept up to date) ---------
+
+FIELD_LABELS = {"question": "问题", "answer": "答案", "audio": "录音"}
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    """One entry's change in one saved revision of the knowledge base (core.content)."""
+
+    version: int
+    at: Any  # datetime (UTC)
+    user: str
+    address: str
+    hotline: str
+    entry: str
+    action: str  # 新增 | 修改 | 删除
+    fields: tuple[str, ...]  # what changed, in Chinese
+    question: str
+
+
+def _entries(text: str | None) -> dict[tuple[str, str], dict[str, Any]]:
+    data = yaml.safe_load(text or "") or {}
+    return {(str(hotline), str(entry_id)): dict(entry) for hotline, entries in data.items()
+            if isinstance(entries, dict) for entry_id, entry in entries.items() if isinstance(entry, dict)}
+
+
+def knowledge_changes(revisions: list[content.Revision], shipped: str) -> list[EntryChange]:
+    """Entry by entry, what each saved revision changed against the one before (the first: the shipped
+    file); newest first."""
+    changes: list[EntryChange] = []
+    before = _entries(shipped)
+    for revision in revisions:
+        after = _entries(revision.text if revision.text is not None else shipped)
+        for key in sorted(before.keys() | after.keys()):
+            old, new = before.get(key), after.get(key)
+            if old == new:
+                continue
+            action = "新增" if old is None else "删除" if new is None else "修改"
+            fields = tuple(FIELD_LABELS.get(f, f) for f in sorted(set(old or {}) | set(new or {}))
+                           if (old or {}).get(f) != (new or {}).get(f))
+            changes.append(EntryChange(revision.version, revision.at, revision.user, revision.address, key[0],
+                                       key[1], action, fields, str((new or old or {}).get("question", ""))))
+        before = after
+    return changes[::-1]

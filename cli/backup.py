@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core import content
 from core.settings import CONFIG_DIR, Settings
 from recordings.storage import sha256_of
 
@@ -109,7 +110,9 @@ def _dump_database(settings: Settings, target_dir: Path) -> Path:
 
 
 def _area_roots(settings: Settings) -> dict[str, Path]:
-    return {"recordings": settings.recordings_dir, "evidence": settings.var_dir / "evidence"}
+    # content: the policy files edited in the admin area (core.content), with their history
+    return {"recordings": settings.recordings_dir, "evidence": settings.var_dir / "evidence",
+            "content": settings.var_dir / content.FOLDER}
 
 
 def _walk(root: Path) -> list[Path]:

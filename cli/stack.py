@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cli.supervisor import supervisorctl  # noqa: F401 - also the tests' way to it
 from cli.upgrade import preflight, record_fingerprint, rolling_restart
-from core import provisioning
+from core import content, provisioning
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.db import Database
@@ -253,6 +253,7 @@ def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
     with _timed(say, "Checking policy files (menus, deadlines, rules, units, templates, prompts, phrases)"):
         from cli.policies import check
 
+        content.use(settings.var_dir)  # the instance's edits (var/content) are checked and used like config/
         check(settings)  # a broken file stops `up` here, before anything is built or started
     with _timed(say, "Asterisk runtime"):  # built with the usual umask: its system files are for everyone
         runtime = resolve_runtime(settings, build=True, say=say)

@@ -4,6 +4,10 @@ Working days follow ``chinese_calendar`` (public holidays off, make-up working
 weekends 调休 on), decided in the centre's time zone (settings ``timezone``),
 never the host clock's zone. Years the calendar package does not cover fall
 back to Monday-Friday, and say so in the log.
+
+The centre's own changes are in ``config/calendar.yaml`` (edited in the admin area, core.content): a day
+off or a working day the national calendar does not know (holiday overrides), and the staffed hours in
+place of ``[hours] open/close``. They count before the national calendar, for the IVR and the deadlines.
 """
 
 from __future__ import annotations
@@ -11,11 +15,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
 
+from core import content, policy
+from core.policy import fail
 from core.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -33,11 +42,86 @@ class Hours:
     @classmethod
     def from_settings(cls, settings: Settings) -> Hours:
         section = settings.hours  # checked when the settings load (core.settings.HoursSettings)
-        return cls(section.opening, section.closing, section.mode, ZoneInfo(settings.timezone))
+        edits = calendar_edits()
+        return cls(edits.open or section.opening, edits.close or section.closing, section.mode,
+                   ZoneInfo(settings.timezone))
+
+
+DAY_KINDS = {"holiday": False, "workday": True}
+
+
+@dataclass(frozen=True)
+class CalendarEdits:
+    """The centre's changes to hours and calendar (config/calendar.yaml)."""
+
+    open: dt.time | None = None
+    close: dt.time | None = None
+    days: dict[dt.date, bool] = field(default_factory=dict)  # day -> is a working day
+
+
+def _day(raw: Any) -> dt.date | None:
+    if isinstance(raw, dt.date) and not isinstance(raw, dt.datetime):
+        return raw
+    try:
+        return dt.date.fromisoformat(str(raw))
+    except ValueError:
+        return None
+
+
+def load_calendar(path: Path | None = None) -> CalendarEdits:
+    """Read and check config/calendar.yaml (or the instance's copy); errors name the line and the reason."""
+    raw = policy.read(path or content.config_path("calendar.yaml"))
+    unknown = sorted(set(raw) - {"open", "close", "days"}, key=str)
+    if unknown:
+        raise fail(raw, f"未知的键 {unknown[0]!r}（可用：open、close、days）", unknown[0])
+    times: dict[str, dt.time] = {}
+    for key in ("open", "close"):
+        if raw.get(key) is None:
+            continue
+        value = raw[key]
+        if isinstance(value, int):  # YAML 1.1 reads 8:30 as a sexagesimal number (510)
+            value = f"{value // 60}:{value % 60:02d}"
+        try:
+            times[key] = dt.datetime.strptime(str(value), "%H:%M").time()
+        except ValueError:
+            raise fail(raw, f"{key} 应为时刻，例如 \"8:30\"，实际为 {raw[key]!r}", key) from None
+    if len(times) == 1:
+        raise fail(raw, "open 与 close 应同时填写（或都省略，使用 [hours] 的值班时间）", next(iter(times)))
+    if times and times["close"] <= times["open"]:
+        raise fail(raw, f"close（{times['close']:%H:%M}）必须晚于 open（{times['open']:%H:%M}）", "close")
+    days_raw = raw.get("days") or {}
+    if not isinstance(days_raw, dict):
+        raise fail(raw, "days 应为“日期: holiday 或 workday”的映射", "days")
+    days: dict[dt.date, bool] = {}
+    for key, kind in days_raw.items():
+        day = _day(key)
+        if day is None:
+            raise fail(days_raw, f"日期 {key!r} 无效：应写成 \"2026-12-31\" 这样的年-月-日", key)
+        if kind not in DAY_KINDS:
+            raise fail(days_raw, f"{day} 应为 holiday（不上班）或 workday（上班），实际为 {kind!r}", key)
+        days[day] = DAY_KINDS[kind]
+    return CalendarEdits(times.get("open"), times.get("close"), days)
+
+
+@cache
+def calendar_edits() -> CalendarEdits:
+    return load_calendar()
+
+
+policy.register("值班时间与节假日调整 config/calendar.yaml", lambda _settings: calendar_edits())
+content.register("calendar.yaml", "值班时间与节假日", load_calendar, calendar_edits.cache_clear)
+
+
+def centre_day(day: dt.date) -> bool | None:
+    """The centre's own decision for ``day`` (True working, False off), None when it follows the calendar."""
+    return calendar_edits().days.get(day)
 
 
 def is_working_day(day: dt.date) -> bool:
-    """A working day of the Chinese calendar, including make-up working weekends."""
+    """A working day of the Chinese calendar, including make-up working weekends, after the centre's changes."""
+    own = centre_day(day)
+    if own is not None:
+        return own
     try:
         return chinese_calendar.is_workday(day)
     except NotImplementedError:

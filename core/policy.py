@@ -149,6 +149,9 @@ class _Builder(yaml.constructor.SafeConstructor):
             return self.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise PolicyError(self.path, node.start_mark.line + 1, f"YAML 格式错误：{exc.problem}") from None
+        except ValueError as exc:  # a timestamp-looking scalar that is no date (2026-13-01): the constructor raises
+            raise PolicyError(self.path, node.start_mark.line + 1,
+                              f"无效的值 '{node.value}'（{exc}；文字请加引号）") from None
 
 
 def read(path: Path, top: type = dict) -> Any:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from core import content
 from core.logs import setup_logging
 from core.metrics import start_metrics_server
 from core.policy import validate_all
@@ -50,6 +51,7 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
     """Run ``main(settings, stop)`` until SIGTERM/SIGINT sets ``stop``."""
     settings = load_settings()
     log = setup_logging(name)
+    content.use(settings.var_dir)  # the instance's edited policy files (var/content) over config/
     try:  # every policy this service imported (core.policy.register): a broken file never reaches a user
         validate_all(settings)
     except ConfigError as exc:

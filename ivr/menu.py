@@ -14,7 +14,7 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from core import policy
+from core import content, policy
 from core.policy import PolicyError
 from core.satisfaction import BASIC, DISSATISFIED, SATISFIED
 from core.settings import CONFIG_DIR
@@ -177,9 +177,9 @@ class _Doc:
 
 # --- knowledge base ----------------------------------------------------------
 
-def load_knowledge(path: Path = KNOWLEDGE_FILE) -> dict[str, dict[str, Answer]]:
-    """hotline -> answer id -> Answer."""
-    doc = _Doc(path)
+def load_knowledge(path: Path | None = None) -> dict[str, dict[str, Answer]]:
+    """hotline -> answer id -> Answer (default: the instance's knowledge base, core.content)."""
+    doc = _Doc(path or content.config_path("knowledge.yaml"))
     root = doc.compose()
     result: dict[str, dict[str, Answer]] = {}
     for hotline, (_key, entries) in doc.mapping(root, "知识库").items():
@@ -329,12 +329,14 @@ def _choice(doc: _Doc, key: str, key_node: Node, node: Node, what: str, menu_nam
     return Choice(key, target, business, category, label)
 
 
-def load_all_menus(menu_dir: Path = MENU_DIR, knowledge_file: Path = KNOWLEDGE_FILE) -> dict[str, HotlineMenu]:
-    """Every hotline's menu, validated; raises :class:`MenuError` on the first problem."""
+def load_all_menus(menu_dir: Path | None = None, knowledge_file: Path | None = None) -> dict[str, HotlineMenu]:
+    """Every hotline's menu, validated; raises :class:`MenuError` on the first problem.
+
+    Default: the instance's menus and knowledge base (edited copies over config/, core.content)."""
     knowledge = load_knowledge(knowledge_file)
-    files = sorted(menu_dir.glob("*.yaml"))
+    files = sorted(menu_dir.glob("*.yaml")) if menu_dir is not None else content.config_glob("menus")
     if not files:
-        raise MenuError(menu_dir, None, "没有任何菜单文件 (<热线号码>.yaml)")
+        raise MenuError(menu_dir or MENU_DIR, None, "没有任何菜单文件 (<热线号码>.yaml)")
     return {menu.hotline: menu for menu in (load_menu(path, knowledge) for path in files)}
 
 
@@ -342,7 +344,7 @@ def check_menus(_settings: object = None) -> None:
     """Start-up check: the knowledge base, then every menu file on its own (each broken one is named)."""
     knowledge = load_knowledge()
     errors: list[PolicyError] = []
-    for path in sorted(MENU_DIR.glob("*.yaml")):
+    for path in content.config_glob("menus"):
         try:
             load_menu(path, knowledge)
         except PolicyError as exc:
@@ -353,3 +355,5 @@ def check_menus(_settings: object = None) -> None:
 
 
 policy.register("语音菜单 config/menus/*.yaml（含满意度评价）与知识库 config/knowledge.yaml", check_menus)
+content.register("menus/*.yaml", "语音导航菜单", check_menus)
+content.register("knowledge.yaml", "知识库", check_menus)

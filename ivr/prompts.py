@@ -141,7 +141,11 @@ class PromptStore:
                 _synthesize(text, cached)
             if not target.exists() or target.read_bytes() != cached.read_bytes():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cached, target)
+                # Replaced, not rewritten: a call playing the old prompt keeps its file, the next one reads
+                # the whole new file (an admin's edit reaches the IVR while calls are in the menu).
+                partial = target.with_suffix(".copy.wav")
+                shutil.copyfile(cached, partial)
+                partial.replace(target)
         if self.private:
             share_with_asterisk(target)
         else:

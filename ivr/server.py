@@ -10,6 +10,7 @@ fallback too, for when this server is down or dies mid-call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import socket
 import struct
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from panoramisk.fast_agi import Application, Request
 
+from core import content
 from core.asterisk_runtime import resolve_runtime
 from core.db import Database
 from core.hours import staffed_now
@@ -41,7 +43,7 @@ from ivr.flow import (
     TicketStatus,
 )
 from ivr.menu import HotlineMenu, load_all_menus
-from ivr.setup import asterisk_prompts
+from ivr.setup import asterisk_prompts, make_prompts, menu_prompts
 from tickets.queries import find_by_number, open_tickets_for_phone, status_readback
 
 HEADER_TIMEOUT = 10
@@ -255,6 +257,33 @@ class IvrService:
                  tickets: TicketLookup, redis=None) -> None:
         self.settings, self.menus, self.prompts, self.tickets = settings, menus, prompts, tickets
         self.redis = redis  # for the live open/closed switch (core.hours.staffed_now)
+        self.content_version = content.version()
+
+    async def follow_content(self) -> bool:
+        """Take up what an admin saved (core.content): the menus and knowledge base are loaded (validated when
+        saved, checked again here) and their prompts made before the new menus replace the old ones, so the
+        next call hears the new menu whole; a call already in the menu goes on with the menu it started in.
+        The calendar and hours count at once (their cache is dropped by ``content.refresh``)."""
+        if not content.refresh():
+            return False
+        try:
+            menus = load_all_menus()
+            store = getattr(self.prompts, "store", None)
+            if store is not None:  # the real prompt store (tests' fakes have none): synthesize off the loop
+                await asyncio.get_running_loop().run_in_executor(None, make_prompts, store, menu_prompts(menus))
+        except Exception:  # noqa: BLE001 - keep serving the menus in use; the admin page shows the version
+            log.exception("content_reload_failed", version=content.version())
+            return False
+        self.menus = menus
+        self.content_version = content.version()
+        log.info("content_reloaded", version=self.content_version, hotlines=sorted(menus))
+        return True
+
+    async def watch_content(self, stop: asyncio.Event, every: float = 1.0) -> None:
+        while not stop.is_set():
+            await self.follow_content()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     async def ivr(self, request: Request) -> None:
         """FastAGI route ``ivr``."""
@@ -352,7 +381,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("fastagi_listening", host=host, port=port, hotlines=sorted(menus))
     redis = redis_connect(settings, "ivr")
     service.redis = redis
-    tasks = [asyncio.create_task(heartbeat(redis, "ivr")), asyncio.create_task(AGI_TIMINGS.run(redis, log))]
+    tasks = [asyncio.create_task(heartbeat(redis, "ivr")), asyncio.create_task(AGI_TIMINGS.run(redis, log)),
+             asyncio.create_task(service.watch_content(stop))]
     try:
         await stop.wait()
     finally:

@@ -82,17 +82,26 @@ def _make(store: PromptStore, prompt: Prompt) -> str:
     return store.ensure(prompt.name, prompt.text)
 
 
+def make_prompts(store: PromptStore, prompts: list[Prompt]) -> dict[str, Path]:
+    """Make each prompt's file in ``store`` (cached by content: only new texts are synthesized)."""
+    made: dict[str, Path] = {}
+    for prompt in prompts:
+        _make(store, prompt)
+        made[prompt.name] = store.directory / f"{prompt.name}.wav"
+    return made
+
+
+def menu_prompts(menus: dict[str, HotlineMenu]) -> list[Prompt]:
+    return [p for menu in menus.values() for p in menu.prompts()]
+
+
 def generate_prompts(settings: Settings, runtime: AsteriskRuntime,
                      menus: dict[str, HotlineMenu] | None = None) -> dict[str, Path]:
     """(Re)generate every prompt; returns prompt name -> host path of its WAV file."""
     menus = menus if menus is not None else load_all_menus()
     store = prompt_store(runtime)
     store.directory.mkdir(parents=True, exist_ok=True)
-    made: dict[str, Path] = {}
-    prompts = platform_prompts(settings) + [p for menu in menus.values() for p in menu.prompts()]
-    for prompt in prompts:
-        _make(store, prompt)
-        made[prompt.name] = store.directory / f"{prompt.name}.wav"
+    made = make_prompts(store, platform_prompts(settings) + menu_prompts(menus))
 
     _texts, sounds = load_prompt_texts()
     zh = PromptStore(runtime.host_path(ZH_SOUNDS), ZH_SOUNDS, cache_dir=store.cache_dir, private=False)

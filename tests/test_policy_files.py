@@ -15,6 +15,7 @@ import pytest
 
 from agent_desk.knowledge import load_phrases
 from core import policy
+from core.hours import load_calendar
 from core.policy import PolicyError
 from core.settings import CONFIG_DIR, REPO_ROOT
 from ivr.menu import load_all_menus
@@ -36,6 +37,8 @@ def _menus(config: Path) -> Any:
 CASES: list[tuple[str, Callable[[Path], Any], str, str, str, str]] = [
     ("units.yaml", lambda c: load_unit_config(c / "units.yaml"),
      'code: "12301-GD-SZ"', 'code: "12301-GD-GZ"', 'code: "12301-GD-GZ",', "单位代码 '12301-GD-GZ' 重复"),
+    ("calendar.yaml", lambda c: load_calendar(c / "calendar.yaml"),
+     "days: {}", 'days: {"2026-12-14": off}', '"2026-12-14": off', "应为 holiday（不上班）或 workday（上班）"),
     ("categories.yaml", lambda c: load_categories(c / "categories.yaml"),
      "在线旅游企业: {dispatch_level: province}", "在线旅游企业: {dispatch_level: planet}", "在线旅游企业",
      "无效的级别 'planet'"),

@@ -34,7 +34,8 @@ from chinese_calendar import constants as _cc_constants
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import policy
+from core import content, policy
+from core.hours import centre_day
 from core.policy import fail, shown
 from core.settings import CONFIG_DIR, ConfigError
 from tickets.models import OPEN_STATES, Kind, Reminder, State, Ticket
@@ -72,6 +73,9 @@ class WorkCalendar:
     provisional: bool = False
 
     def is_working_day(self, day: dt.date) -> bool:
+        own = centre_day(day)  # the centre's holiday override (config/calendar.yaml) comes first
+        if own is not None:
+            return own
         first, last = calendar_coverage()
         if first <= day.year <= last:
             return chinese_calendar.is_workday(day)
@@ -210,9 +214,14 @@ def _parse_hotline(raw: Any, where: str, parent: Any, key: str) -> HotlinePolicy
 TOP_KEYS = ("name", "extends", "timezone", "uncovered_years", "hotlines")
 
 
-def _read_raw(name: str, directory: Path, seen: tuple[str, ...] = ()) -> policy.Map:
+def _policy_file(name: str, directory: Path | None) -> Path:
+    """``<directory>/<name>.yaml``; without a directory the instance's copy (core.content) or the shipped one."""
+    return directory / f"{name}.yaml" if directory is not None else content.config_path(f"deadlines/{name}.yaml")
+
+
+def _read_raw(name: str, directory: Path | None, seen: tuple[str, ...] = ()) -> policy.Map:
     """The file ``<name>.yaml`` with the one it ``extends`` merged under it (hotline by hotline)."""
-    path = directory / f"{name}.yaml"
+    path = _policy_file(name, directory)
     raw = policy.read(path)
     if name in seen:
         raise fail(raw, f"extends 形成循环 {' → '.join((*seen, name))}", "extends")
@@ -221,8 +230,8 @@ def _read_raw(name: str, directory: Path, seen: tuple[str, ...] = ()) -> policy.
         raise fail(raw, f"未知的键 {unknown[0]!r}（可用：{'、'.join(TOP_KEYS)}）", unknown[0])
     base = raw.get("extends")
     if base:
-        if not (directory / f"{base}.yaml").is_file():
-            raise fail(raw, f"extends: 时限配置 {base!r} 不存在（{directory}/{base}.yaml）", "extends")
+        if not _policy_file(str(base), directory).is_file():
+            raise fail(raw, f"extends: 时限配置 {base!r} 不存在（{directory or POLICY_DIR}/{base}.yaml）", "extends")
         parent = _read_raw(str(base), directory, (*seen, name))
         own = raw.get("hotlines", {})
         if not isinstance(own, dict):
@@ -239,7 +248,6 @@ def _read_raw(name: str, directory: Path, seen: tuple[str, ...] = ()) -> policy.
 
 def load_policy(name: str = "default", directory: Path | None = None) -> DeadlinePolicy:
     """Read and validate ``config/deadlines/<name>.yaml``; errors name the line and the key that is wrong."""
-    directory = directory or POLICY_DIR
     raw = _read_raw(name, directory)
     tz_name = _need(raw, "timezone", "")
     try:
@@ -268,23 +276,29 @@ def policy_name(settings: Any | None) -> str:
     return settings.tickets.deadline_policy
 
 
-def check_policies(settings: Any | None) -> None:
-    """Start-up check: every file of config/deadlines/ (a centre may switch to any of them) and the active one."""
+def check_policy_files() -> None:
+    """Every file of config/deadlines/ (edited copies included), each broken one named; nothing cached."""
     errors: list[ConfigError] = []
-    for path in sorted(POLICY_DIR.glob("*.yaml")):
+    for path in content.config_glob("deadlines"):
         try:
             load_policy(path.stem)
         except ConfigError as exc:
             errors.append(exc)
     if errors:
         raise policy.PolicyErrors(errors)
+
+
+def check_policies(settings: Any | None) -> None:
+    """Start-up check: every file of config/deadlines/ (a centre may switch to any of them) and the active one."""
+    check_policy_files()
     name = policy_name(settings)
-    if not (POLICY_DIR / f"{name}.yaml").is_file():
+    if not _policy_file(name, None).is_file():
         raise ConfigError(f"[tickets] deadline_policy = {name!r}：{shown(POLICY_DIR)}/ 下没有 {name}.yaml")
     active_policy(name)
 
 
 policy.register("办理时限 config/deadlines/*.yaml", check_policies)
+content.register("deadlines/*.yaml", "办理时限", check_policy_files, active_policy.cache_clear)
 
 
 # --- ticket deadlines -------------------------------------------------------

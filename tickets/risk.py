@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import policy
+from core import content, policy
 from core.events import RiskAlert, publish
 from core.policy import fail
 from core.settings import CONFIG_DIR
@@ -65,7 +65,7 @@ class RiskGrade:
 
 def load_rules(path: Path | None = None) -> RiskRules:
     """Read and validate the rule file; errors name the line, the rule and the key."""
-    path = path or RULES_FILE
+    path = path or content.config_path("risk-rules.yaml")
     raw = policy.read(path)
     levels_raw = raw.get("levels")
     if not isinstance(levels_raw, list) or not levels_raw:
@@ -129,6 +129,7 @@ def active_rules() -> RiskRules:
 
 
 policy.register("风险研判规则 config/risk-rules.yaml", lambda _settings: active_rules())
+content.register("risk-rules.yaml", "风险研判规则", load_rules, active_rules.cache_clear)
 
 
 def _match(rule: Rule, facts: RiskFacts) -> str | None:

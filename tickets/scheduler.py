@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import content
 from core.db import Database
 from core.logs import setup_logging
 from core.metrics import on_scrape
@@ -174,6 +175,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             try:
+                if content.refresh():  # an admin saved a policy (core.content): follow it from this tick on
+                    policy = active_policy(policy_name(settings))
+                    log.info("content_reloaded", version=content.version())
                 await tick(db, settings, transports, redis, policy)
             except Exception as exc:  # noqa: BLE001 - a failing pass (database or Redis away) is retried
                 log.exception("tick_failed", error=str(exc))

@@ -113,3 +113,33 @@ async def test_a_hang_up_during_a_menu_is_not_taken_for_silence(server):
     values = final_variables(received)
     assert "no-choice" not in values.get("IVR_PATH", ""), received
     assert "TARGET_QUEUE" not in values and "BUSINESS" not in values, received
+
+
+async def test_an_edited_menu_is_taken_up_between_calls_and_a_broken_one_never(tmp_path):
+    from core import content
+
+    settings = load_settings(var_dir=tmp_path, env={"HOTLINE_HOURS_MODE": "always"})
+    content.use(tmp_path)
+    try:
+        service = IvrService(settings, load_all_menus(), FakePrompts(), BrokenTickets())
+        app = FastAgiApplication()
+        app.add_route("ivr", service.ivr)
+        srv = await asyncio.start_server(app.handler, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        call = {"HOTLINE": "12301", "IVR_AHEAD": "3"}
+        assert final_variables(await asterisk_call(port, "ivr", call, {}))["TARGET_QUEUE"] == "12301-report"
+
+        text = content.text_of("menus/12301.yaml").replace('"3": {target: "queue:report"', '"3": {target: "queue:complaint"')
+        content.save("menus/12301.yaml", text, "admin")
+        assert await service.follow_content() is True
+        assert final_variables(await asterisk_call(port, "ivr", call, {}))["TARGET_QUEUE"] == "12301-complaint"
+
+        # A file broken behind the admin area's back (written by hand): the IVR keeps the menus it has.
+        (tmp_path / "content" / "menus" / "12301.yaml").write_text("hotline: [", encoding="utf-8")
+        (tmp_path / "content" / ".version").write_text("99\n")
+        assert await service.follow_content() is False
+        assert final_variables(await asterisk_call(port, "ivr", call, {}))["TARGET_QUEUE"] == "12301-complaint"
+        srv.close()
+        await srv.wait_closed()
+    finally:
+        content.use(None)

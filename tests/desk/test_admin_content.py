@@ -1,0 +1,65 @@
+"""The admin's content pages in process (aiohttp test client): a refused edit answers 400 with the file, line
+and reason and keeps what was typed; a saved knowledge-base answer is what the desk's search finds at the
+next request, with who changed which entry and when."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from core import content
+from core.settings import CONFIG_DIR
+
+
+@pytest.fixture
+async def admin(desk):
+    await desk.login("admin", desk.settings.secrets["admin_password"])
+    yield desk
+    shutil.rmtree(desk.settings.var_dir / content.FOLDER, ignore_errors=True)  # the session's other desk tests
+    content.use(None)
+
+
+async def _post(desk, file: str, text: str, action: str = "save"):
+    return await desk.client.post("/admin/content/edit", data={"_csrf": desk.csrf, "file": file, "text": text,
+                                                               "action": action}, allow_redirects=False)
+
+
+async def test_a_broken_edit_is_refused_with_line_and_reason_and_a_good_one_reaches_the_search(admin):
+    listing = await admin.page("/admin/content")
+    assert "menus/12301.yaml" in listing and "knowledge.yaml" in listing and "calendar.yaml" in listing
+    await admin.page("/admin/content/edit?file=knowledge.yaml")
+    shipped = (CONFIG_DIR / "knowledge.yaml").read_text(encoding="utf-8")
+    folder = admin.settings.var_dir / content.FOLDER
+
+    broken = shipped.replace("    question: 投诉处理时限\n", "    question: [投诉处理时限\n", 1)
+    refused = await _post(admin, "knowledge.yaml", broken)
+    page = await refused.text()
+    assert refused.status == 400
+    assert re.search(r"config/knowledge.yaml 第 \d+ 行：YAML 格式错误", page), page
+    assert "question: [投诉处理时限" in page  # the text as typed, not lost
+    assert not (folder / "knowledge.yaml").exists()
+
+    checked = await _post(admin, "menus/12301.yaml", content.text_of("menus/12301.yaml")
+                          .replace("人工服务请随时按0。", "您好，人工服务请随时按0。"), action="check")
+    assert checked.status == 200 and "检查通过" in (page := await checked.text()) and "您好，人工服务请随时按0。" in page
+    assert not (folder / "menus").exists()  # checked, not saved
+
+    edited = shipped.replace("受理后一般在六十日内作出处理决定。", "受理后一般在六十日内作出处理决定，复杂案件可延长三十日。", 1)
+    saved = await _post(admin, "knowledge.yaml", edited)
+    assert saved.status == 303, await saved.text()
+    found = await (await admin.client.get("/api/knowledge", params={"q": "复杂案件", "hotline": "12301"})).json()
+    assert [item["question"] for item in found["items"]] == ["投诉处理时限"]
+
+    history = await admin.page("/admin/content/edit?file=knowledge.yaml")
+    row = re.search(r'id="knowledge-changes".*?<tbody><tr>(.*?)</tr>', history, re.S).group(1)
+    assert "admin" in row and "投诉处理时限" in row and "修改" in row and "答案" in row and "12301" in row
+    assert (CONFIG_DIR / "knowledge.yaml").read_text(encoding="utf-8") == shipped
+
+
+async def test_only_editable_files_can_be_named(admin):
+    await admin.page("/admin/content")
+    for name in ("../hotline.toml", "hotline.toml", ".version", "rules.yaml"):
+        response = await _post(admin, name, "x: 1")
+        assert response.status in (400, 404) and "不能编辑的文件" in await response.text()
