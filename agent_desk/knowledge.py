@@ -114,7 +114,7 @@ def phrases() -> list[dict[str, Any]]:
 
 
 policy.register("服务用语 config/phrases.yaml", lambda _settings: phrases())
-content.register("phrases.yaml", "服务用语", load_phrases, phrases.cache_clear)
+content.register("phrases.yaml", "服务用语", "phrase", load_phrases, phrases.cache_clear)
 
 
 def render_phrases(groups: list[dict[str, Any]], hotlines: list[str], region: str,

@@ -33,12 +33,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.admin_audit import record_change
+from core.db import Database
+from core.models import User
 from core.policy import PolicyError, PolicyErrors
 from core.settings import CONFIG_DIR, ConfigError
 
@@ -60,17 +65,22 @@ class Editable:
 
     pattern: str
     title: str  # for people, Chinese
+    entity: str  # its entity in the admin audit log (core.admin_audit.ENTITY_LABELS)
     validate: Callable[[], object]  # loads through config_path (so it sees a candidate); raises ConfigError
     reset: Callable[[], None] | None = None  # drops this process's cached copy
+    # Brings the database in line with the candidate (e.g. units.yaml -> the units table), in the change's
+    # transaction; raises ConfigError to refuse it (publish only).
+    apply: Callable[[AsyncSession], Awaitable[None]] | None = None
 
 
 _EDITABLES: dict[str, Editable] = {}
 
 
-def register(pattern: str, title: str, validate: Callable[[], object],
-             reset: Callable[[], None] | None = None) -> None:
+def register(pattern: str, title: str, entity: str, validate: Callable[[], object],
+             reset: Callable[[], None] | None = None,
+             apply: Callable[[AsyncSession], Awaitable[None]] | None = None) -> None:
     """Declare an editable kind of file (by the module that reads it)."""
-    _EDITABLES[pattern] = Editable(pattern, title, validate, reset)
+    _EDITABLES[pattern] = Editable(pattern, title, entity, validate, reset, apply)
 
 
 def editables() -> list[Editable]:
@@ -280,6 +290,29 @@ def save(relative: str, text: str | None, user: str, address: str = "", note: st
             out.write(json.dumps({"version": number, "at": revision.at.isoformat(), "user": user, "address": address,
                                   "text": text, "note": note}, ensure_ascii=False) + "\n")
         _write_atomically(folder / VERSION_FILE, f"{number}\n")  # last: services reload only a complete change
+    return revision
+
+
+async def publish(db: Database, actor: User | None, address: str | None, relative: str,
+                  text: str | None) -> Revision:
+    """:func:`save` with its row in the admin audit log (who, from where, before/after, when).
+
+    The row is committed right after the file is in place: a refused change leaves no row, and a change
+    goes without one only if the database fails in that moment (the file's own history still has it)."""
+    checked_name(relative)
+    kind = kind_of(relative)
+    before = {"file": relative, "version": version(), "edited": is_edited(relative), "text": text_of(relative)}
+    async with db.transaction() as session:
+        if kind is not None and kind.apply is not None:
+            validate(relative, text)
+            with _candidate_folder(relative, text):
+                await kind.apply(session)  # refused: the transaction is rolled back, no file is written
+        revision = save(relative, text, actor.username if actor else "系统", address or "",
+                        note="恢复为随平台发布的版本" if text is None else "")
+        after = {"file": relative, "version": revision.version, "edited": text is not None,
+                 "text": text_of(relative)}
+        record_change(session, actor, address, kind.entity if kind else "policy", relative,
+                      "update" if text is not None else "reload", before, after)
     return revision
 
 

@@ -109,7 +109,7 @@ def calendar_edits() -> CalendarEdits:
 
 
 policy.register("值班时间与节假日调整 config/calendar.yaml", lambda _settings: calendar_edits())
-content.register("calendar.yaml", "值班时间与节假日", load_calendar, calendar_edits.cache_clear)
+content.register("calendar.yaml", "值班时间与节假日", "hours", load_calendar, calendar_edits.cache_clear)
 
 
 def centre_day(day: dt.date) -> bool | None:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from sqlalchemy import Boolean, Enum, ForeignKey, String
+from sqlalchemy import Boolean, Enum, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, JSONText, UTCDateTime, utcnow
@@ -56,6 +56,8 @@ class Unit(Base):
     province: Mapped[str | None] = mapped_column(String(32))
     city: Mapped[str | None] = mapped_column(String(32))
     county: Mapped[str | None] = mapped_column(String(32))
+    # 停用 (config/units.yaml ``disabled: true``): never deleted, since tickets and users refer to it.
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     parent: Mapped[Unit | None] = relationship(remote_side="Unit.id")
 

@@ -355,5 +355,5 @@ def check_menus(_settings: object = None) -> None:
 
 
 policy.register("语音菜单 config/menus/*.yaml（含满意度评价）与知识库 config/knowledge.yaml", check_menus)
-content.register("menus/*.yaml", "语音导航菜单", check_menus)
-content.register("knowledge.yaml", "知识库", check_menus)
+content.register("menus/*.yaml", "语音导航菜单", "menu", check_menus)
+content.register("knowledge.yaml", "知识库", "knowledge", check_menus)

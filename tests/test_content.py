@@ -6,6 +6,7 @@ changes nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,71 @@ def test_calendar_mistakes_are_refused_with_line_and_reason(instance: Path, text
     assert refused.value.line == line and reason in refused.value.reason
     assert str(refused.value).startswith(f"config/calendar.yaml 第 {line} 行：")
     assert content.version() == 0
+
+
+async def test_publish_writes_the_file_and_its_audit_row_and_a_refusal_neither(instance: Path, db_url: str) -> None:
+    from core.admin_audit import AuditQuery, search
+    from core.db import Database
+
+    db = Database(db_url)
+    try:
+        marker = f"phrases-{uuid.uuid4().hex[:8]}"
+        shipped = content.text_of("phrases.yaml")
+        edited = shipped.replace("这里是{region}{hotline}热线", f"这里是{{region}}{{hotline}}热线（{marker}）", 1)
+        assert edited != shipped
+        with pytest.raises(ConfigError):
+            await content.publish(db, None, "127.0.0.9", "phrases.yaml",
+                                  edited.replace(f"这里是{{region}}{{hotline}}热线（{marker}）",
+                                                 f"这里是{{regoin}}{{hotline}}热线（{marker}）"))
+        assert (await search(db, AuditQuery(text=marker)))[0] == 0 and content.version() == 0
+
+        await content.publish(db, None, "127.0.0.9", "phrases.yaml", edited)
+        total, [row] = await search(db, AuditQuery(entity="phrase", text=marker))
+        assert total == 1 and (row.actor, row.address, row.entity_id, row.action) == ("系统", "127.0.0.9",
+                                                                                        "phrases.yaml", "update")
+        assert row.before["text"] == shipped and row.after["text"] == edited and row.after["version"] == 1
+        assert content.text_of("phrases.yaml") == edited
+    finally:
+        await db.close()
+
+
+async def test_units_are_created_and_disabled_through_the_file_and_never_deleted(instance: Path, db_url: str) -> None:
+    from sqlalchemy import delete, select
+
+    from core.db import Database
+    from core.models import Unit
+    from tickets.dispatch import seed_units, suggest_unit
+
+    db = Database(db_url)
+    new_code = f"12301-GD-GZ-{uuid.uuid4().hex[:4].upper()}"
+    try:
+        async with db.transaction() as session:
+            await seed_units(session)
+        shipped = content.text_of("units.yaml")
+        sz = '{code: "12301-GD-SZ", name: 深圳市文化广电旅游体育局, city: 深圳市}'
+        yx = "              - {code: \"12301-GD-GZ-YX\", name: 越秀区文化广电旅游体育局, county: 越秀区}\n"
+        assert sz in shipped and yx in shipped
+        edited = shipped.replace(sz, sz.replace("}", ", disabled: true}")).replace(
+            yx, yx + f"              - {{code: \"{new_code}\", name: 海珠区文化广电旅游体育局, county: 海珠区}}\n")
+        await content.publish(db, None, None, "units.yaml", edited)
+        async with db.session() as session:
+            units = {u.code: u for u in (await session.scalars(select(Unit))).all()}
+            gz, new = units["12301-GD-GZ"], units[new_code]
+            assert new.parent_id == gz.id and new.path == f"{gz.path}{new.id}/" and new.county == "海珠区"
+            assert units["12301-GD-SZ"].disabled and not new.disabled
+            assert (await suggest_unit(session, "12301", "广东省", "深圳市", None)).code == "12301-GD"  # not to SZ
+            assert (await suggest_unit(session, "12301", "广东省", "广州市", "海珠区")).code == new_code
+
+        with pytest.raises(ConfigError) as refused:  # left out of the file: refused, the way to disable named
+            await content.publish(db, None, None, "units.yaml", shipped)
+        assert "单位不能删除" in str(refused.value) and new_code in str(refused.value) and "disabled: true" in str(
+            refused.value)
+        assert content.text_of("units.yaml") == edited
+        async with db.session() as session:
+            assert await session.scalar(select(Unit).where(Unit.code == new_code)) is not None
+    finally:
+        async with db.transaction() as session:  # the session's database is shared: leave it as it was
+            await session.execute(delete(Unit).where(Unit.code == new_code))
+            for unit in (await session.scalars(select(Unit).where(Unit.disabled.is_(True)))).all():
+                unit.disabled = False
+        await db.close()

@@ -298,7 +298,7 @@ def check_policies(settings: Any | None) -> None:
 
 
 policy.register("办理时限 config/deadlines/*.yaml", check_policies)
-content.register("deadlines/*.yaml", "办理时限", check_policy_files, active_policy.cache_clear)
+content.register("deadlines/*.yaml", "办理时限", "policy", check_policy_files, active_policy.cache_clear)
 
 
 # --- ticket deadlines -------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import policy
+from core import content, policy
 from core.models import Role, Unit, UnitLevel
 from core.policy import fail
 from core.settings import CONFIG_DIR, ConfigError
@@ -35,6 +35,7 @@ class UnitSpec:
     province: str | None
     city: str | None
     county: str | None
+    disabled: bool = False  # 停用: kept for the tickets that name it, no longer dispatched to
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ def _walk(container: Any, key: Any, level: UnitLevel, parent: UnitSpec | None, o
     if code in places:
         raise fail(node, f"{where}: 单位代码 {code!r} 重复", "code")
     places[code] = policy.mark_of(node, "code")
+    disabled = node.get("disabled", False)
+    if not isinstance(disabled, bool):
+        raise fail(node, f"{where}: disabled 应为 true（停用）或 false，实际为 {disabled!r}", "disabled")
+    unknown = sorted(set(node) - {"code", "name", "province", "city", "county", "children", "disabled"})
+    if unknown:
+        raise fail(node, f"{where}: 未知的键 {unknown[0]!r}（可用：code、name、province、city、county、children、"
+                   "disabled）", unknown[0])
     inherited = {k: getattr(parent, k) if parent else None for k in ("province", "city", "county")}
     spec = UnitSpec(
         code=code, name=str(node["name"]), level=level,
@@ -65,6 +73,7 @@ def _walk(container: Any, key: Any, level: UnitLevel, parent: UnitSpec | None, o
         province=node.get("province", inherited["province"]),
         city=node.get("city", inherited["city"]),
         county=node.get("county", inherited["county"]),
+        disabled=disabled or bool(parent and parent.disabled),  # a disabled unit's units are out of use too
     )
     out.append(spec)
     children = node.get("children") or []
@@ -77,7 +86,8 @@ def _walk(container: Any, key: Any, level: UnitLevel, parent: UnitSpec | None, o
 
 
 def load_unit_config(path: Path | None = None) -> UnitConfig:
-    path = path or UNITS_FILE
+    """config/units.yaml (or the instance's edited copy, core.content), checked."""
+    path = path or content.config_path("units.yaml")
     raw = policy.read(path)
     cc = raw.get("call_centre") or {}
     if not isinstance(cc, dict) or not cc.get("code") or not cc.get("name"):
@@ -115,6 +125,24 @@ def unit_config() -> UnitConfig:
 policy.register("单位 config/units.yaml", lambda _settings: unit_config())
 
 
+async def apply_units(session: AsyncSession) -> None:
+    """An edited units.yaml into the units table (core.content.publish, in the change's transaction).
+
+    Units are never deleted: tickets, users and the audit name them. A unit left out of the file is
+    refused with the way to do it instead (停用, ``disabled: true``)."""
+    config = load_unit_config()
+    codes = {spec.code for spec in config.units}
+    gone = (await session.scalars(select(Unit).where(Unit.code.not_in(codes)).order_by(Unit.code))).all()
+    if gone:
+        names = "、".join(f"{u.name}（{u.code}）" for u in gone)
+        raise ConfigError(f"config/units.yaml：单位不能删除（工单和账号仍引用它们）：{names}；"
+                          "不再使用的单位请写 disabled: true（停用）")
+    await seed_units(session, config)
+
+
+content.register("units.yaml", "处理单位", "unit", load_unit_config, unit_config.cache_clear, apply=apply_units)
+
+
 async def seed_units(session: AsyncSession, config: UnitConfig | None = None) -> dict[str, Unit]:
     """Create or update the configured units (idempotent, keyed by code); returns them by code."""
     config = config or unit_config()
@@ -130,6 +158,7 @@ async def seed_units(session: AsyncSession, config: UnitConfig | None = None) ->
         parent = existing[spec.parent_code] if spec.parent_code else None
         unit.name, unit.level = spec.name, spec.level
         unit.province, unit.city, unit.county = spec.province, spec.city, spec.county
+        unit.disabled = spec.disabled
         unit.parent_id = parent.id if parent else None
         await session.flush()
         unit.path = f"{parent.path if parent else '/'}{unit.id}/"
@@ -228,6 +257,8 @@ async def suggest_unit(
     wanted = (province, city, county)
     best = national
     for unit in candidates:
+        if unit.disabled:  # 停用 (and so are the units below it: seed_units)
+            continue
         level = LEVEL_ORDER.index(unit.level) if unit.level in LEVEL_ORDER else -1
         if level <= 0 or level > depth:
             continue

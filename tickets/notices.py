@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import policy
+from core import content, policy
 from core.models import Role, Unit
 from core.policy import fail
 from core.settings import CONFIG_DIR
@@ -80,7 +80,7 @@ def _positive(raw: dict, key: str, where: Any) -> int:
 
 def load_notice_config(path: Path | None = None) -> NoticeConfig:
     """Read and check the templates and unit contacts; errors name the line and the key at fault."""
-    path = path or NOTICES_FILE
+    path = path or content.config_path("notices.yaml")
     raw = policy.read(path)
     groups: dict[str, dict[str, str]] = {}
     for group, names in (("citizen", CITIZEN_TEMPLATES), ("unit", UNIT_TEMPLATES)):
@@ -94,7 +94,8 @@ def load_notice_config(path: Path | None = None) -> NoticeConfig:
         if extra:
             raise fail(section, f"{group} 未知模板 {extra[0]!r}（可用：{'、'.join(names)}）", extra[0])
         groups[group] = {n: _check_template(section, n, f"{group}.{n}") for n in names}
-    codes = {u.code for u in dispatch.unit_config().units}
+    # Uncached: an edit of units.yaml (core.content) is checked against these contacts before it is saved.
+    codes = {u.code for u in dispatch.load_unit_config().units}
     contacts: dict[str, Contact] = {}
     entries = raw.get("contacts") or {}
     if not isinstance(entries, dict):
@@ -124,6 +125,7 @@ def notice_config() -> NoticeConfig:
 
 
 policy.register("通知模板与单位联系方式 config/notices.yaml", lambda _settings: notice_config())
+content.register("notices.yaml", "通知模板与单位联系方式", "unit", load_notice_config, notice_config.cache_clear)
 
 
 # --- queueing -------------------------------------------------------------------------------

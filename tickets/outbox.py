@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from core.db import Database
 from core.logs import setup_logging
 from core.settings import Settings
-from tickets.notices import notice_config
+from tickets.notices import Contact, notice_config
 from tickets.notify_models import Notice, NoticeState
 
 BATCH = 50
@@ -154,3 +154,8 @@ async def wait_idle(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
+
+
+def unit_contacts() -> dict[str, Contact]:
+    """Unit code -> where its notices go (config/notices.yaml ``contacts``), for the admin's unit tree."""
+    return dict(notice_config().contacts)

@@ -129,7 +129,7 @@ def active_rules() -> RiskRules:
 
 
 policy.register("风险研判规则 config/risk-rules.yaml", lambda _settings: active_rules())
-content.register("risk-rules.yaml", "风险研判规则", load_rules, active_rules.cache_clear)
+content.register("risk-rules.yaml", "风险研判规则", "policy", load_rules, active_rules.cache_clear)
 
 
 def _match(rule: Rule, facts: RiskFacts) -> str | None:

@@ -21,15 +21,19 @@ async def admin(desk):
     content.use(None)
 
 
+SECTION = {"knowledge.yaml": "knowledge", "menus/12301.yaml": "menus"}
+
+
 async def _post(desk, file: str, text: str, action: str = "save"):
-    return await desk.client.post("/admin/content/edit", data={"_csrf": desk.csrf, "file": file, "text": text,
+    return await desk.client.post(f"/admin/{SECTION.get(file, 'policies')}/edit", data={"_csrf": desk.csrf, "file": file, "text": text,
                                                                "action": action}, allow_redirects=False)
 
 
 async def test_a_broken_edit_is_refused_with_line_and_reason_and_a_good_one_reaches_the_search(admin):
-    listing = await admin.page("/admin/content")
-    assert "menus/12301.yaml" in listing and "knowledge.yaml" in listing and "calendar.yaml" in listing
-    await admin.page("/admin/content/edit?file=knowledge.yaml")
+    listing = await admin.page("/admin/menus")
+    assert "menus/12301.yaml" in listing and "menus/12365.yaml" in listing and "knowledge.yaml" not in listing
+    assert "calendar.yaml" in await admin.page("/admin/hours")
+    await admin.page("/admin/knowledge/edit?file=knowledge.yaml")
     shipped = (CONFIG_DIR / "knowledge.yaml").read_text(encoding="utf-8")
     folder = admin.settings.var_dir / content.FOLDER
 
@@ -44,7 +48,7 @@ async def test_a_broken_edit_is_refused_with_line_and_reason_and_a_good_one_reac
     checked = await _post(admin, "menus/12301.yaml", content.text_of("menus/12301.yaml")
                           .replace("人工服务请随时按0。", "您好，人工服务请随时按0。"), action="check")
     assert checked.status == 200 and "检查通过" in (page := await checked.text()) and "您好，人工服务请随时按0。" in page
-    assert not (folder / "menus").exists()  # checked, not saved
+    assert not (folder / "menus" / "12301.yaml").exists()  # checked, not saved
 
     edited = shipped.replace("受理后一般在六十日内作出处理决定。", "受理后一般在六十日内作出处理决定，复杂案件可延长三十日。", 1)
     saved = await _post(admin, "knowledge.yaml", edited)
@@ -52,14 +56,29 @@ async def test_a_broken_edit_is_refused_with_line_and_reason_and_a_good_one_reac
     found = await (await admin.client.get("/api/knowledge", params={"q": "复杂案件", "hotline": "12301"})).json()
     assert [item["question"] for item in found["items"]] == ["投诉处理时限"]
 
-    history = await admin.page("/admin/content/edit?file=knowledge.yaml")
+    history = await admin.page("/admin/knowledge/edit?file=knowledge.yaml")
     row = re.search(r'id="knowledge-changes".*?<tbody><tr>(.*?)</tr>', history, re.S).group(1)
     assert "admin" in row and "投诉处理时限" in row and "修改" in row and "答案" in row and "12301" in row
     assert (CONFIG_DIR / "knowledge.yaml").read_text(encoding="utf-8") == shipped
+    audit = await admin.page("/admin/audit")  # the admin audit log: one row, for the saved change only
+    rows = re.findall(r"<tr>(?:(?!</tr>).)*knowledge\.yaml(?:(?!</tr>).)*</tr>", audit, re.S)
+    assert len(rows) == 1 and "知识库" in rows[0] and "admin" in rows[0], rows
 
 
 async def test_only_editable_files_can_be_named(admin):
-    await admin.page("/admin/content")
-    for name in ("../hotline.toml", "hotline.toml", ".version", "rules.yaml"):
-        response = await _post(admin, name, "x: 1")
+    await admin.page("/admin/policies")
+    for name in ("../hotline.toml", "hotline.toml", ".version", "rules.yaml", "menus/12301.yaml"):
+        response = await admin.client.post("/admin/policies/edit", data={"_csrf": admin.csrf, "file": name,
+                                                                          "text": "x: 1", "action": "save"})
         assert response.status in (400, 404) and "不能编辑的文件" in await response.text()
+
+
+async def test_the_unit_tree_is_listed_and_searched_with_its_contacts(admin):
+    page = await admin.page("/admin/units")
+    assert 'data-code="12301-GD-GZ-TH"' in page and 'data-code="12365-NAT"' in page
+    assert "units.yaml" in page and "notices.yaml" in page
+    found = await admin.page("/admin/units?q=" + "天河")
+    rows = re.findall(r'<tr data-code="([^"]+)"', found)
+    assert rows == ["12301-GD-GZ-TH"], rows
+    assert "广州市文化广电旅游局质监所" in found  # the units above the hit
+    assert "020-12303" in found and "13900000004" in found  # where its notices go (notices.yaml contacts)

@@ -158,9 +158,10 @@ RULES: dict[str, Rule] = {
     "GET /admin/queues/{name}": rule("/admin/queues/12301-general", who=("admin",)),
     "POST /admin/queues/{name}": rule("/admin/queues/12301-general", PASS, who=("admin",), form={}),
     "POST /admin/telephony/apply": rule("/admin/telephony/apply", who=("admin",), form={}),
-    "GET /admin/content": rule("/admin/content", who=("admin",)),
-    "GET /admin/content/edit": rule("/admin/content/edit?file=phrases.yaml", who=("admin",)),
-    "POST /admin/content/edit": rule("/admin/content/edit", PASS, who=("admin",), form={}),  # no file: 400
+    # Content and policies (agent_desk/admin_content.py): menus, knowledge, phrases, policies, hours.
+    "GET /admin/{section}": rule("/admin/knowledge", who=("admin",)),
+    "GET /admin/{section}/edit": rule("/admin/phrases/edit?file=phrases.yaml", who=("admin",)),
+    "POST /admin/{section}/edit": rule("/admin/phrases/edit", PASS, who=("admin",), form={}),  # no file: 400
     "GET /api/tickets/openapi.json": rule("/api/tickets/openapi.json"),
     "GET /api/tickets": rule("/api/tickets"),
     "GET /api/tickets/export": rule("/api/tickets/export?format=csv"),

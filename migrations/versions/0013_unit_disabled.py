@@ -1,0 +1,24 @@
+"""units.disabled: a handling unit is disabled (停用), never deleted (issue 17 item 1)
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-01 20:05:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0013'
+down_revision = '0012'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('units') as batch:
+        batch.add_column(sa.Column('disabled', sa.Boolean(), nullable=False, server_default=sa.false()))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('units') as batch:
+        batch.drop_column('disabled')
