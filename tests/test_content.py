@@ -9,13 +9,14 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 import cli.policies  # noqa: F401 - every owner registers its editable files
 from core import content, hours
 from core.policy import PolicyError, PolicyErrors
-from core.settings import CONFIG_DIR, ConfigError
+from core.settings import CONFIG_DIR, ConfigError, load_settings
 from ivr.menu import load_all_menus
 from tickets import risk
 from tickets.deadlines import WorkCalendar, active_policy
@@ -114,6 +115,14 @@ def test_holiday_and_make_up_day_overrides_count_for_hours_and_deadlines(instanc
     assert calendar.add_working_days(dt.date(2026, 12, 11), 1) == dt.date(2026, 12, 15)
     assert active_policy().calendar.working_days_between(dt.date(2026, 12, 18), saturday) == 1
     assert (hours.calendar_edits().open, hours.calendar_edits().close) == (dt.time(9), dt.time(18))
+    # What the IVR asks before its menu (after-hours routing): the centre's hours and days, not [hours].
+    settings = load_settings(var_dir=instance.parent, env={"HOTLINE_HOURS_MODE": "calendar"})
+    zone = ZoneInfo(settings.timezone)
+    tuesday = dt.date(2026, 12, 15)
+    assert hours.is_open(settings, dt.datetime.combine(tuesday, dt.time(17, 45), tzinfo=zone))
+    assert not hours.is_open(settings, dt.datetime.combine(tuesday, dt.time(8, 45), tzinfo=zone))
+    assert not hours.is_open(settings, dt.datetime.combine(monday, dt.time(10), tzinfo=zone))  # the holiday
+    assert hours.is_open(settings, dt.datetime.combine(saturday, dt.time(10), tzinfo=zone))  # the make-up day
 
 
 @pytest.mark.parametrize(("text", "line", "reason"), [
