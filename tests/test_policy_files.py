@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from agent_desk.knowledge import load_phrases
-from core import policy
+from core import content, policy
 from core.hours import load_calendar
 from core.policy import PolicyError
 from core.settings import CONFIG_DIR, REPO_ROOT
@@ -160,7 +161,14 @@ def test_a_service_refuses_to_start_on_a_broken_policy_file(config, tmp_path, mo
     async def main(settings, stop) -> None:
         started.append(settings)
 
-    with pytest.raises(SystemExit) as caught:
-        service.run_service("test-service", main)
+    # run_service configures this process's logging onto capsys's stream (closed after the test) and points it
+    # at the test's content folder: both are put back, or later tests in this process log into a closed file.
+    logging_config = structlog.get_config()
+    monkeypatch.setattr(content, "_root", content._root)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            service.run_service("test-service", main)
+    finally:
+        structlog.configure(**logging_config)
     assert caught.value.code == 2 and not started
     assert f"{path} 第 {_line_of(path.read_text(encoding='utf-8'), 'review_levels: 0')} 行：" in capsys.readouterr().err
