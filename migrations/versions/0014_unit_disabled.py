@@ -14,11 +14,10 @@ branch_labels = None
 depends_on = None
 
 
+# A plain ADD COLUMN, not a batch copy: SQLite would recreate ``units``, which users and tickets refer to.
 def upgrade() -> None:
-    with op.batch_alter_table('units') as batch:
-        batch.add_column(sa.Column('disabled', sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column('units', sa.Column('disabled', sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('units') as batch:
-        batch.drop_column('disabled')
+    op.drop_column('units', 'disabled')
