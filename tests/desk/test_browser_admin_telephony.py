@@ -26,7 +26,7 @@ CALLER = "13912346601"
 
 async def _new_agent(db, password: str) -> User:
     async with db.transaction() as session:
-        agent = User(username="agent66", display_name="周新", role=Role.AGENT, skills=QUEUE, agent_number="166")
+        agent = User(username="agent66", display_name="周新", role=Role.AGENT, skills={QUEUE: 0}, agent_number="166")
         agent.set_password(password)
         session.add(agent)
     return agent
