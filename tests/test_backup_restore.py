@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
+import agent_desk.knowledge  # noqa: F401 - registers phrases.yaml as editable content
 from cli.democall import citizen_speech, originate_citizen
+from core import content
 from cti.models import CallRecord
 from recordings.models import Recording
 
@@ -39,8 +42,29 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+PHRASES = "phrases.yaml"
+EDIT_MARK = "# 备份测试：管理员在管理区改过的服务用语"
+
+
+@pytest.fixture
+def edited_content(stack):
+    """An admin's edit of the service phrases in the running instance (core.content, as the admin area saves
+    it), put back to the shipped file afterwards so that later tests see the shipped phrases."""
+    content.use(stack.settings.var_dir)
+    content.save(PHRASES, content.text_of(PHRASES) + f"\n{EDIT_MARK}\n", user="admin", note="备份测试")
+    yield stack.settings.var_dir / content.FOLDER
+    content.use(stack.settings.var_dir)
+    content.save(PHRASES, None, user="admin", note="备份测试结束")
+    content.use(None)
+
+
+def content_files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha(p) for p in folder.rglob("*")
+            if p.is_file() and p.name != content.LOCK_FILE}
+
+
 async def test_backup_during_a_call_restores_identical_and_a_damaged_backup_is_refused(
-        stack, ami, db, waiter, no_agents, tmp_path):
+        stack, ami, db, waiter, no_agents, edited_content, tmp_path):
     settings = stack.settings
     # A citizen leaves a voice message (nobody is logged in): a call record, a ticket and a recording.
     message = await originate_citizen(ami, "12365", keys="0wwwwwwww1", caller="13655556666", hold_seconds=3,
@@ -96,6 +120,13 @@ async def test_backup_during_a_call_restores_identical_and_a_damaged_backup_is_r
     assert sha(target / "evidence" / "t" / "photo.jpg") == sha(settings.var_dir / "evidence" / "t" / "photo.jpg")
     assert (target / "secrets.toml").read_text() == (settings.var_dir / "secrets.toml").read_text()
     assert "identical to config/" in restored.stdout
+    # The admin's content edit, its history and version come back, and the restored instance serves the edit.
+    edits = content_files(edited_content)
+    assert PHRASES in edits and any(name.startswith(".history/") for name in edits), edits
+    assert content_files(target / content.FOLDER) == edits
+    content.use(target)
+    assert content.text_of(PHRASES).rstrip().endswith(EDIT_MARK) and content.is_edited(PHRASES)
+    content.use(settings.var_dir)
     assert hotline("restore", str(dest), var=target).returncode == 1  # never over an instance with data
 
     # Incremental: the second backup links the unchanged recording; keep 1 removes the first snapshot.
