@@ -30,7 +30,7 @@ from core.users import active_agents, agent_names
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, json_error, read_json
 from cti import read
 from cti.callbacks import missed_tasks_between
-from cti.calls import calls_between
+from cti.calls import calls_between, calls_queued_since
 from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
 from quality import evaluation, kpi, kpi_sql
 from tickets import return_visits
@@ -78,18 +78,25 @@ async def live_calls(app: web.Application, ask_asterisk: bool = True,
         today_calls = await calls_between(db, start, end)
     callers = await read.waiting_callers(app[REDIS_KEY]) if ask_asterisk else None
     if callers is None:  # the CTI cannot ask Asterisk now: fall back to what it wrote
-        waiting = [{"queue": c.queue, "caller": c.caller_number,
-                    "wait": (now - (c.queued_at or c.started_at)).total_seconds()}
-                   for c in today_calls if c.state in (CallState.QUEUED, CallState.RINGING) and not c.ended_at]
-        return today_calls, waiting, "database"
+        return today_calls, waiting_in_records(today_calls, now), "database"
     return today_calls, [{"queue": w.queue, "caller": w.caller, "wait": w.wait} for w in callers], "asterisk"
+
+
+def waiting_in_records(calls: list[CallRecord], now: dt.datetime) -> list[dict[str, Any]]:
+    """The callers in queue now as the call records have them (queue entry, no end), with their wait."""
+    return [{"queue": c.queue, "caller": c.caller_number, "wait": (now - (c.queued_at or c.started_at)).total_seconds()}
+            for c in calls if c.state in (CallState.QUEUED, CallState.RINGING) and not c.ended_at]
 
 
 async def alert_data(app: web.Application) -> tuple[list[CallRecord], list[float]]:
     """What the alert watcher checks: from the call records only (queue entry without an end), so that the
-    watcher's rounds add no load on the CTI and Asterisk; an open wallboard asks Asterisk itself."""
-    calls, waiting, _source = await live_calls(app, ask_asterisk=False)
-    return calls, [w["wait"] for w in waiting]
+    watcher's rounds add no load on the CTI and Asterisk; an open wallboard asks Asterisk itself. Only the
+    rolling window's calls and those still waiting are read, not the whole day, every ``check_seconds``."""
+    rules = await alerts.effective_rules(app[alerts.RULES_KEY], app[REDIS_KEY])
+    now = dt.datetime.now(dt.UTC)
+    async with app[DB_KEY].session() as db:
+        calls = await calls_queued_since(db, now - dt.timedelta(minutes=rules.window_minutes))
+    return calls, [w["wait"] for w in waiting_in_records(calls, now)]
 
 
 async def snapshot(request: web.Request) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from agent_desk.alerts import AlertRules, ThresholdError, crossing, figures
-from core.calls import CallRecord
+from core.calls import CallRecord, CallState
 from core.settings import ConfigError, Settings, load_settings
 
 NOW = dt.datetime(2025, 6, 10, 2, 0, tzinfo=dt.UTC)
@@ -125,3 +125,50 @@ async def test_one_message_per_episode_and_an_episode_ends_only_after_a_quiet_sp
         await redis.delete(ACTIVE_KEY.format(kind="longest_wait"))
         await redis.aclose()
         await db.close()
+
+
+async def test_the_watcher_reads_the_rolling_window_and_the_waiting_callers_not_the_whole_day(db_url):
+    """The alert watcher runs every 2 s at every centre: it reads the window's queued calls and the callers still
+    waiting (through the started_at index), and its figures are those of the whole day's records."""
+    from sqlalchemy import text
+
+    from core.db import Database
+    from cti.calls import calls_queued_since
+
+    now = dt.datetime.now(dt.UTC)
+    rules = AlertRules(window_minutes=30, min_calls=1)
+    since = now - dt.timedelta(minutes=rules.window_minutes)
+    tag = f"alertwin-{now.timestamp():.6f}-"
+
+    def call(name: str, started: float, queued: float | None = None, answered: float | None = None,
+             ended: float | None = None, abandoned: bool = False) -> CallRecord:
+        at = {k: None if v is None else now - dt.timedelta(minutes=v)
+              for k, v in (("started_at", started), ("queued_at", queued), ("answered_at", answered),
+                           ("ended_at", ended))}
+        state = CallState.ENDED if ended is not None else CallState.QUEUED if queued is not None else CallState.IVR
+        return CallRecord(call_id=tag + name, direction="inbound", hotline="12301", did="12301", state=state,
+                          abandoned=abandoned, **at)
+
+    day = [call("answered-in-window", 10, 9, 8.5, 5), call("abandoned-in-window", 12, 11, None, 10, True),
+           call("long-ivr-then-queued-in-window", 40, 20, 19, 15),
+           call("waiting-longer-than-the-window", 50, 49),
+           call("queued-before-the-window", 60, 59, 58, 50), call("never-queued", 5, None, None, 4),
+           call("left-open-two-days-ago", 2 * 24 * 60, 2 * 24 * 60 - 1)]
+    database = Database(db_url)
+    try:
+        async with database.transaction() as session:
+            session.add_all(day)
+        async with database.session() as session:
+            read = [c for c in await calls_queued_since(session, since) if c.call_id.startswith(tag)]
+            if database.engine.dialect.name == "sqlite":
+                plan = " ".join(str(row[-1]) for row in await session.execute(text(
+                    "EXPLAIN QUERY PLAN SELECT * FROM call_records WHERE started_at >= :lo"), {"lo": since}))
+                assert "ix_call_records_started" in plan, plan  # a range of the index, not a table scan
+    finally:
+        await database.close()
+    assert sorted(c.call_id.removeprefix(tag) for c in read) == [
+        "abandoned-in-window", "answered-in-window", "long-ivr-then-queued-in-window",
+        "waiting-longer-than-the-window"]
+    waits = [(now - c.queued_at).total_seconds() for c in day if c.state == CallState.QUEUED
+             and c.started_at > now - dt.timedelta(days=1)]
+    assert figures(rules, read, waits, now) == figures(rules, day, waits, now)
