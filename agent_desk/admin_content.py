@@ -9,8 +9,10 @@ to the admin audit log (before/after), and shown in the file's history (the know
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp_jinja2
@@ -24,8 +26,9 @@ from core import content, inputs
 from core.models import Role, UnitLevel
 from core.policy import PolicyError, PolicyErrors
 from core.settings import CONFIG_DIR, ConfigError
-from core.web import DB_KEY, USER_KEY
+from core.web import DB_KEY, SETTINGS_KEY, USER_KEY
 from ivr.menu import load_all_menus
+from ivr.prompts import PromptError, convert_to_asterisk_wav, human_recording, synthesized
 from tickets import dispatch, outbox
 
 _admin_only = require_roles(Role.ADMIN)
@@ -190,7 +193,44 @@ async def edit_submit(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/admin/{section}/edit?file={quote(relative)}&done=1")
 
 
+MAX_PROMPT_CHARS = 500  # far above any menu prompt (a caller would not sit through it)
+_voice = asyncio.Lock()  # one synthesis at a time: the TTS engine is one per process anyway
+
+
+def _listen_file(cache: Path, text: str, recording: str) -> Path:
+    if recording:
+        source = human_recording(recording)
+        if source is None:
+            raise inputs.InputError(f"录音文件不存在：{recording}", "recording", 404)
+        target = cache / f"rec-{source.stat().st_mtime_ns}-{source.name}"
+        if not target.exists():
+            convert_to_asterisk_wav(source, target)
+        return target
+    return synthesized(text, cache)
+
+
+@_admin_only
+async def listen(request: web.Request) -> web.StreamResponse:
+    """A menu prompt as the caller will hear it (issue 17 item 1: a preview of the prompts): the IVR's own
+    voice and 8 kHz conversion for a text (also one only checked, not yet saved), or the recorded file."""
+    text = inputs.text(request.query.get("text", ""), "text", "提示音文字", max_length=MAX_PROMPT_CHARS,
+                       multiline=False).strip()
+    recording = inputs.text(request.query.get("recording", ""), "recording", "录音文件", max_length=200,
+                            multiline=False).strip()
+    if not text and not recording:
+        raise inputs.InputError("请给出要试听的提示音文字", "text")
+    cache = request.app[SETTINGS_KEY].var_dir / "prompt-preview"
+    try:
+        async with _voice:
+            path = await asyncio.to_thread(_listen_file, cache, text, recording)
+    except PromptError:
+        raise inputs.InputError("语音合成失败，请稍后再试；来电中的提示音不受影响", "text", 503) from None
+    return web.Response(body=path.read_bytes(), content_type="audio/wav",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/menus/listen", listen)
     app.router.add_get(f"/admin/{{section:{SECTION_PATTERN}}}", section_page)
     app.router.add_get(f"/admin/{{section:{SECTION_PATTERN}}}/edit", edit_page)
     app.router.add_post(f"/admin/{{section:{SECTION_PATTERN}}}/edit", edit_submit)

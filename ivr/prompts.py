@@ -119,6 +119,22 @@ def share_with_asterisk(path: Path) -> None:
     path.chmod(0o640)
 
 
+def synthesized(text: str, cache_dir: Path) -> Path:
+    """``text`` spoken by the IVR's voice, as the 8 kHz WAV Asterisk plays, made once per text in ``cache_dir``."""
+    cached = cache_dir / f"{_content_key(text)}.wav"
+    if not cached.exists():
+        _synthesize(text, cached)
+    return cached
+
+
+def human_recording(name: str) -> Path | None:
+    """A menu's ``audio:`` recording under config/prompts/, or None when no such file is there."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = HUMAN_PROMPTS / name
+    return path if path.is_file() else None
+
+
 class PromptStore:
     """Prompt files in one folder that Asterisk reads (``<dir>/<name>.wav``)."""
 
@@ -136,9 +152,7 @@ class PromptStore:
         if human.exists():
             convert_to_asterisk_wav(human, target)
         else:
-            cached = self.cache_dir / f"{_content_key(text)}.wav"
-            if not cached.exists():
-                _synthesize(text, cached)
+            cached = synthesized(text, self.cache_dir)
             if not target.exists() or target.read_bytes() != cached.read_bytes():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # Replaced, not rewritten: a call playing the old prompt keeps its file, the next one reads

@@ -4,8 +4,11 @@ next request, with who changed which entry and when."""
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
+import wave
+from urllib.parse import unquote
 
 import pytest
 
@@ -82,3 +85,35 @@ async def test_the_unit_tree_is_listed_and_searched_with_its_contacts(admin):
     assert rows == ["12301-GD-GZ-TH"], rows
     assert "广州市文化广电旅游局质监所" in found  # the units above the hit
     assert "020-12303" in found and "13900000004" in found  # where its notices go (notices.yaml contacts)
+
+
+async def test_menu_prompts_are_heard_before_saving_in_the_ivrs_voice(admin):
+    """Issue 17 item 1: a preview of the prompts. The edit page's players fetch each prompt as the IVR says it
+    (its TTS voice, 8 kHz mono WAV as Asterisk plays it), also for a text only checked, not saved."""
+    page = await admin.page("/admin/menus/edit?file=menus/12301.yaml")
+    sources = dict(re.findall(r'<audio controls preload="none" data-prompt="([^"]+)" src="([^"]+)"', page))
+    assert any(name.endswith("main") for name in sources), sources
+
+    async def heard(src: str) -> float:
+        response = await admin.client.get(src.replace("&amp;", "&"))
+        assert response.status == 200 and response.content_type == "audio/wav", await response.text()
+        with wave.open(io.BytesIO(await response.read())) as audio:
+            assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (8000, 1, 2)
+            return audio.getnframes() / 8000
+
+    main = next(src for name, src in sources.items() if name.endswith("main"))
+    assert "咨询请按1" in unquote(main)
+    assert await heard(main) > 2  # several seconds of speech, not an empty file
+
+    checked = await _post(admin, "menus/12301.yaml", content.text_of("menus/12301.yaml")
+                          .replace("人工服务请随时按0。", "您好，欢迎致电，人工服务请随时按0。"), action="check")
+    page = await checked.text()
+    greeting = re.search(r'data-prompt="[^"]*greeting" src="([^"]+)"', page).group(1)
+    assert "您好，欢迎致电" in unquote(greeting) and await heard(greeting) > 1
+
+    empty = await admin.client.get("/admin/menus/listen")
+    assert empty.status == 400 and "请给出要试听的提示音文字" in await empty.text()
+    escaping = await admin.client.get("/admin/menus/listen", params={"recording": "../hotline.toml"})
+    assert escaping.status == 404 and "录音文件不存在" in await escaping.text()
+    too_long = await admin.client.get("/admin/menus/listen", params={"text": "请" * 501})
+    assert too_long.status == 400 and "不能超过 500 个字符" in await too_long.text()

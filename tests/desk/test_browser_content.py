@@ -29,6 +29,11 @@ async def test_menu_typo_is_refused_on_its_line_and_a_corrected_answer_reaches_t
             await admin.click(".admin-nav >> text=语音菜单")
             await admin.click("#content-files tr:has-text('menus/12301.yaml') >> text=编辑")
             await expect(admin.locator("#content-preview")).to_contain_text("咨询请按1")  # what callers hear
+            # ... and how it sounds: Chromium loads the main menu's prompt in the IVR's voice (8 kHz WAV).
+            seconds = await admin.locator("#content-preview audio[data-prompt$='main']").first.evaluate(
+                "a => new Promise((ok, no) => { a.onloadedmetadata = () => ok(a.duration); a.onerror = () =>"
+                " no(new Error('audio error ' + (a.error && a.error.code))); a.load(); })")
+            assert seconds > 2, seconds  # 咨询请按1，投诉请按2，… is several seconds of speech
             await admin.fill("#content-text", menu.replace('"queue:report"', '"queue:reprot"'))
             await admin.click("button[value=save]")
             error = admin.locator("#content-error")

@@ -159,6 +159,7 @@ RULES: dict[str, Rule] = {
     "POST /admin/queues/{name}": rule("/admin/queues/12301-general", PASS, who=("admin",), form={}),
     "POST /admin/telephony/apply": rule("/admin/telephony/apply", who=("admin",), form={}),
     # Content and policies (agent_desk/admin_content.py): menus, knowledge, phrases, policies, hours.
+    "GET /admin/menus/listen": rule("/admin/menus/listen?text=人工服务请按0", who=("admin",)),
     "GET /admin/{section}": rule("/admin/knowledge", who=("admin",)),
     "GET /admin/{section}/edit": rule("/admin/phrases/edit?file=phrases.yaml", who=("admin",)),
     "POST /admin/{section}/edit": rule("/admin/phrases/edit", PASS, who=("admin",), form={}),  # no file: 400
