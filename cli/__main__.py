@@ -28,7 +28,9 @@ def _print_access(settings) -> None:
     print(f"  Handling units:  {', '.join(name for name, *_ in demo_unit_users())}")
     print(f"                   password for all demo logins: {settings.secrets['demo_password']}")
     print(f"  Admin:           admin / {settings.secrets['admin_password']}")
-    print(f"  SIP server:      {sip.bind}:{sip.port} (UDP)")
+    print(f"  SIP server:      {sip.bind}:{sip.port} (UDP)" + (
+        f", Kamailio in front of {', '.join(f'{n.name} {n.address}:{n.sip_port}' for n in settings.nodes)}"
+        if settings.clustered else ""))
     for ext in settings.phone_extensions:
         print(f"    phone {ext}:      user {ext}  password {settings.sip_password(ext)}")
     print("  Demo call:       ./hotline call 12301 --keys 2w1   (complaint, travel agency)")
@@ -38,6 +40,8 @@ def _print_access(settings) -> None:
 def cmd_up(args) -> int:
     from cli.upgrade import SETTINGS_REFUSED
 
+    if args.nodes is not None:  # cluster mode for this run, as [cluster] nodes (and for the services it starts)
+        os.environ["HOTLINE_CLUSTER_NODES"] = str(args.nodes)
     try:
         settings = load_settings()
     except ConfigError as exc:  # before anything is touched: a running platform keeps taking calls
@@ -262,7 +266,10 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotline", description="12301/12365 hotline platform")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="install, configure and start everything").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="install, configure and start everything")
+    up.add_argument("--nodes", type=int, default=None,
+                    help="cluster mode: Kamailio in front of N Asterisk nodes ([cluster] nodes; needs PostgreSQL)")
+    up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything ./hotline up started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="each part and its health").set_defaults(func=cmd_status)
     call = sub.add_parser("call", help="place a demo citizen call through Asterisk")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cli.supervisor import supervisorctl  # noqa: F401 - also the tests' way to it
 from cli.upgrade import preflight, record_fingerprint, rolling_restart
-from core import content, provisioning
+from core import content, kamailio, provisioning
 from core.asterisk_config import render_asterisk_config
 from core.asterisk_runtime import AsteriskRuntime, node_runtimes, resolve_runtime
 from core.db import Database
@@ -116,6 +116,8 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
     runtimes = node_runtimes(settings, runtime)
     programs: dict[str, str] = {node.program: " ".join(runtimes[node.name].foreground_command())
                                 for node in settings.nodes}
+    if settings.clustered:  # the SIP front door; single node: none
+        programs["kamailio"] = shlex.join(kamailio.command(settings))
     if settings.runs_own_redis:
         programs["redis"] = shlex.join(redis_server_command(settings, var / "redis"))
     for service in SERVICES:
@@ -154,7 +156,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
             f"stdout_logfile={settings.log_dir / (name + '.log')}",
             f"stdout_logfile_maxbytes={settings.logs.max_mb}MB",  # rotation: [logs] in hotline.toml
             f"stdout_logfile_backups={settings.logs.backups}",
-            f"priority={10 if name.startswith('asterisk') or name == 'redis' else 50}",
+            f"priority={10 if name.startswith('asterisk') or name in ('redis', 'kamailio') else 50}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -188,6 +190,8 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
         out = runtimes[node.name].rx("core show uptime seconds") if _port_open(node.ami_host, node.ami_port) else ""
         results.append(Health(node.program, "System uptime" in out,
                               out.strip().splitlines()[0] if out else "not running"))
+    if settings.clustered:
+        results.append(Health("kamailio", *kamailio.health(settings)))
     from core.service import heartbeat_key, problem_key
 
     heartbeats: dict[str, float] = {}
@@ -202,7 +206,7 @@ def check_health(settings: Settings, runtime: AsteriskRuntime) -> list[Health]:
                 heartbeats[service] = float(value)
             problem = client.get(problem_key(service))
             if problem:  # the service says it is alive but not working (e.g. the CTI's consumer stuck)
-                problems[service] = problem.decode(errors="replace")
+                problems[service] = problem if isinstance(problem, str) else problem.decode(errors="replace")
     except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy", reported in words
         results.append(Health("redis", False, str(exc)))
     now = time.time()
@@ -255,6 +259,9 @@ def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
 
         content.use(settings.var_dir)  # the instance's edits (var/content) are checked and used like config/
         check(settings)  # a broken file stops `up` here, before anything is built or started
+    if settings.clustered and not kamailio.installed():
+        raise StackError(f"集群模式需要 Kamailio（{kamailio.KAMAILIO} 不存在）：请以 root 运行 ./hotline up，"
+                         f"它会安装 Debian 软件包 {' '.join(kamailio.DEBIAN_PACKAGES)}")
     with _timed(say, "Asterisk runtime"):  # built with the usual umask: its system files are for everyone
         runtime = resolve_runtime(settings, build=True, say=say)
     with private_umask():
@@ -275,6 +282,9 @@ def _prepare_instance(settings: Settings, runtime: AsteriskRuntime, say: Say) ->
         from ivr.setup import generate_prompts
 
         generate_prompts(settings, runtime)
+    if settings.clustered:
+        with _timed(say, f"Rendering Kamailio configuration ({len(settings.nodes)} Asterisk nodes behind it)"):
+            kamailio.render_kamailio_config(settings)
     with _timed(say, "Rendering Kannel configuration"):
         write_kannel_conf(settings)
     with _timed(say, "Seeding demo accounts"):
@@ -300,6 +310,11 @@ def _start_services(settings: Settings, runtime: AsteriskRuntime, say: Say) -> N
             # An upgrade (or a second `up`): one part at a time, never Asterisk, calls stay up.
             rolling_restart(settings, runtime, say, HEARTBEAT_SERVICES,
                             healthy=lambda: all(h.ok for h in check_health(settings, runtime)))
+            if settings.clustered:  # the re-rendered node list, taken up in place (calls stay up)
+                try:
+                    kamailio.rpc(settings, "dispatcher.reload")
+                except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    say(f"    !! Kamailio 未重新读取节点列表（{exc}）；请执行 ./hotline status 查看")
         else:
             proc = subprocess.run([PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)],
                                   capture_output=True, text=True, cwd=REPO_ROOT)

@@ -66,6 +66,7 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "sip_bind": node.address,
         "sip_port": node.sip_port,
         "carrier_address": sip.carrier_address,
+        "carrier_match": settings.cluster.proxy_address if settings.clustered else sip.carrier_address,
         "carrier_port": sip.carrier_port,
         "rtp_start": node.rtp_start,
         "carrier_rtp_timeout": sip.carrier_rtp_timeout_seconds,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
@@ -62,10 +63,20 @@ class AsteriskNode:
         return "asterisk" if self.first else f"asterisk-{self.name}"
 
 
-def _nodes(settings: Settings) -> list[AsteriskNode]:
+def _node_names(settings: Settings) -> list[str]:
     names = list(settings.asterisk.nodes or [DEFAULT_NODE])
+    wanted = settings.cluster.nodes
+    if wanted and len(names) == 1:  # cluster mode on one machine: node1 … nodeN
+        return [f"node{index + 1}" for index in range(wanted)]
+    if wanted and len(names) != wanted:
+        raise ConfigError(f"[cluster] nodes = {wanted}，但 [asterisk] nodes 列出了 {len(names)} 个节点：两者应一致")
+    return names
+
+
+def _nodes(settings: Settings) -> list[AsteriskNode]:
+    names = _node_names(settings)
     tables = settings.raw.get("nodes", {})
-    sip, ami = settings.sip, settings.ami
+    sip, ami, cluster = settings.sip, settings.ami, settings.cluster
     nodes = []
     for index, name in enumerate(names):
         if not NODE_NAME.match(str(name)):
@@ -74,7 +85,10 @@ def _nodes(settings: Settings) -> list[AsteriskNode]:
         unknown = set(table) - set(NODE_KEYS)
         if unknown:
             raise ConfigError(f"nodes.{name}: unknown key(s) {', '.join(sorted(unknown))}")
-        if index == 0:  # the single-node set-up: [sip] and [ami] describe it
+        if cluster.nodes:  # behind Kamailio: each node on its own address, the same ports ([nodes.x] for others)
+            table = {"address": str(ipaddress.ip_address(cluster.first_node_address) + index), "sip_port": sip.port,
+                     "ami_port": ami.port, "rtp_start": sip.rtp_start, "rtp_end": sip.rtp_end, **table}
+        elif index == 0:  # the single-node set-up: [sip] and [ami] describe it
             table = {"address": sip.bind, "sip_port": sip.port, "ami_host": ami.host, "ami_port": ami.port,
                      "rtp_start": sip.rtp_start, "rtp_end": sip.rtp_end, **table}
         table.setdefault("ami_host", table.get("address"))
@@ -88,6 +102,11 @@ def _nodes(settings: Settings) -> list[AsteriskNode]:
                       ("AMI address and port", lambda n: (n.ami_host, n.ami_port))):
         if len({key(node) for node in nodes}) != len(nodes):
             raise ConfigError(f"asterisk.nodes: two nodes share a {what}")
+    kamailio = {(sip.bind, sip.port), (cluster.proxy_address, sip.port)} if cluster.nodes else set()
+    for node in nodes:
+        if (node.address, node.sip_port) in kamailio:
+            raise ConfigError(f"nodes.{node.name}: {node.address}:{node.sip_port} 是 Kamailio 的监听地址（[sip] bind、"
+                              "[cluster] proxy_address），集群模式下 Asterisk 节点应使用自己的地址")
     return nodes
 
 
@@ -226,6 +245,32 @@ class AsteriskSettings:
     chroot_cache: str
     nodes: tuple[str, ...]
     bench_echo: bool
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Cluster mode (issue 19): Kamailio listens where [sip] says and sends the carrier's calls to ``nodes``
+    Asterisk nodes through its dispatcher (kamailio/kamailio.cfg). 0 is the single-node platform: no Kamailio."""
+
+    nodes: int
+    first_node_address: str   # nodes without a [nodes.<name>] table: this address, the next one, …
+    proxy_address: str        # Kamailio's side towards the nodes: they take the carrier's calls from it
+    ping_seconds: int         # dispatcher: OPTIONS to every node this often; one unanswered marks it down
+    failover_ms: int          # an INVITE a node has not answered at all in this time goes to the next node
+    carrier_calls_per_second: int  # ratelimit: new calls from the carrier above this get 503
+    pike_requests: int        # pike: requests per 2 s from one other address before it is blocked
+
+    def __post_init__(self) -> None:
+        if self.nodes < 0:
+            raise ConfigError(f"[cluster] nodes = {self.nodes}：应为 0（单节点）或节点数")
+        for key in ("first_node_address", "proxy_address"):
+            try:
+                ipaddress.ip_address(getattr(self, key))
+            except ValueError:
+                raise ConfigError(f"[cluster] {key} = {getattr(self, key)!r}：应为 IP 地址") from None
+        for key in ("ping_seconds", "failover_ms", "carrier_calls_per_second", "pike_requests"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[cluster] {key} = {getattr(self, key)}：应为正整数")
 
 
 HOURS_MODES = ("calendar", "always", "never")
@@ -455,6 +500,7 @@ class Settings:
     redis = _Section(RedisSettings)
     database = _Section(DatabaseSettings)
     asterisk = _Section(AsteriskSettings)
+    cluster = _Section(ClusterSettings)
     hours = _Section(HoursSettings)
     queues = _Section(QueuesSettings)
     callbacks = _Section(CallbacksSettings)
@@ -483,6 +529,11 @@ class Settings:
         for name in names:
             getattr(self, name)
         self.nodes  # noqa: B018 - a wrong node list is refused at start-up, not at the first call
+        if self.cluster.nodes and not self.database_url.startswith("postgresql"):
+            # Every node's CTI work, the desk and (next) the shared queue meet in one database: SQLite is a file
+            # on one machine with one writer at a time.
+            raise ConfigError("集群模式（[cluster] nodes）需要 PostgreSQL 数据库：请在 [database] url 中填写 "
+                              "postgresql+asyncpg://用户:密码@主机/库名；SQLite 只能用于单节点平台")
 
     # --- paths -----------------------------------------------------------
     @property
@@ -538,6 +589,11 @@ class Settings:
 
     def sip_password(self, extension: str) -> str:
         return self.secrets[f"sip_{extension}"]
+
+    @property
+    def clustered(self) -> bool:
+        """Kamailio in front of the Asterisk nodes ([cluster] nodes > 0)."""
+        return self.cluster.nodes > 0
 
     @property
     def phone_extensions(self) -> list[str]:

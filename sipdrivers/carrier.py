@@ -31,11 +31,12 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
                       hold_ms: int = 6000, delay_ms: int = 4000, rate: float = 1.0, limit: int | None = None,
                       timeout: float = 180, local_port: int | None = None, extra: list[str] | None = None,
                       cpus: str | None = None, scenario: Path = SCENARIO,
-                      fill: dict[str, str] | None = None) -> SippResult:
+                      fill: dict[str, str] | None = None, source: str | None = None) -> SippResult:
     """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list);
     ``scenario``: another citizen behaviour in the same template (e.g. sipdrivers/scenarios/citizen_silent.xml),
-    ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for sipdrivers/scenarios/citizen_survey.xml)."""
-    carrier = settings.sip.carrier_address
+    ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for sipdrivers/scenarios/citizen_survey.xml);
+    ``source``: call from this address instead of the carrier's (a stranger the platform must refuse)."""
+    carrier = source or settings.sip.carrier_address
     # Free ports on the carrier address by default (SIP, and media at +10 unless ``extra`` names -mp): test
     # sessions running side by side place carrier calls at the same time.
     local_port = local_port or free_udp_block(carrier)

@@ -1,0 +1,111 @@
+"""Kamailio, the SIP front door of cluster mode ([cluster] nodes > 0; kamailio/kamailio.cfg).
+
+Rendered into ``var/run/kamailio/`` with the dispatcher's list of Asterisk nodes, run by the platform's
+supervisor like every other part, asked over its control socket (``kamcmd``) for its health and for the
+dispatcher's view of each node.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from core.settings import REPO_ROOT, AsteriskNode, Settings
+
+CONF_DIR = REPO_ROOT / "kamailio"
+KAMAILIO = "/usr/sbin/kamailio"
+KAMCMD = "/usr/sbin/kamcmd"
+# Debian 12 packages the cluster mode needs (the `./hotline` wrapper installs them when it is configured).
+DEBIAN_PACKAGES = ("kamailio",)
+DISPATCHER_SET = 1
+_DESTINATION = re.compile(r"URI:\s*(\S+)\s+FLAGS:\s*(\S+)")
+
+
+def run_dir(settings: Settings) -> Path:
+    return settings.run_dir / "kamailio"
+
+
+def ctl_socket(settings: Settings) -> Path:
+    return run_dir(settings) / "ctl.sock"
+
+
+def node_uri(node: AsteriskNode) -> str:
+    """The node as the dispatcher names it (its SIP address)."""
+    return f"sip:{node.address}:{node.sip_port}"
+
+
+def dispatcher_list(settings: Settings) -> str:
+    """One line per Asterisk node: set, URI, flags, priority, attributes (the socket it is reached from)."""
+    socket = f"udp:{settings.cluster.proxy_address}:{settings.sip.port}"
+    return "".join(f"{DISPATCHER_SET} {node_uri(node)} 0 0 duid={node.name};socket={socket}\n"
+                   for node in settings.nodes)
+
+
+def render_kamailio_config(settings: Settings) -> Path:
+    """Write kamailio.cfg and the dispatcher list; returns the path of kamailio.cfg."""
+    folder = run_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    cluster, sip = settings.cluster, settings.sip
+    (folder / "dispatcher.list").write_text(dispatcher_list(settings))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(CONF_DIR), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    text = env.get_template("kamailio.cfg").render(
+        sip_bind=sip.bind, sip_port=sip.port, carrier_address=sip.carrier_address,
+        proxy_address=cluster.proxy_address, ping_seconds=cluster.ping_seconds, failover_ms=cluster.failover_ms,
+        carrier_calls_per_second=cluster.carrier_calls_per_second, pike_requests=cluster.pike_requests,
+        children=2, ctl_socket=ctl_socket(settings), dispatcher_list=folder / "dispatcher.list")
+    cfg = folder / "kamailio.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+def command(settings: Settings) -> list[str]:
+    """Kamailio in the foreground for supervisord (-DD: no daemon, -E: log to stderr, its supervisor log)."""
+    folder = run_dir(settings)
+    return [KAMAILIO, "-DD", "-E", "-f", str(folder / "kamailio.cfg"), "-P", str(folder / "kamailio.pid"),
+            "-Y", str(folder), "-m", "64", "-M", "8"]
+
+
+def installed() -> bool:
+    return Path(KAMAILIO).exists() and shutil.which(KAMCMD) is not None
+
+
+def rpc(settings: Settings, *args: str, timeout: float = 5) -> str:
+    """A Kamailio RPC command over its control socket (``kamcmd``); raises on failure."""
+    proc = subprocess.run([KAMCMD, "-s", f"unix:{ctl_socket(settings)}", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kamcmd {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class Destination:
+    uri: str
+    flags: str  # dispatcher's: A(ctive) / I(nactive) / D(isabled) / T(rying), then P(robing) or X
+
+    @property
+    def up(self) -> bool:
+        """The dispatcher sends new calls to it."""
+        return self.flags.startswith("A")
+
+
+def dispatcher_state(settings: Settings) -> dict[str, Destination]:
+    """The dispatcher's view of each node, by node name."""
+    found = {uri: Destination(uri, flags) for uri, flags in _DESTINATION.findall(rpc(settings, "dispatcher.list"))}
+    return {node.name: found[node_uri(node)] for node in settings.nodes if node_uri(node) in found}
+
+
+def health(settings: Settings) -> tuple[bool, str]:
+    """Kamailio answers on its control socket; the detail says which nodes its dispatcher sends calls to."""
+    try:
+        state = dispatcher_state(settings)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        return False, str(exc) or "not running"
+    up = [name for name, destination in state.items() if destination.up]
+    return True, f"{settings.sip.bind}:{settings.sip.port}, nodes up: {', '.join(up) or 'none'}"
