@@ -76,3 +76,19 @@ def test_the_rendered_kamailio_cfg_passes_kamailios_own_check(tmp_path):
     # kamailio -c parses the file and loads every module with its parameters, then exits.
     check = subprocess.run([kamailio.KAMAILIO, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_service_reporting_a_problem_is_shown_with_it_not_as_redis_broken(tmp_path):
+    """check_health read the problem as bytes; the Redis client gives str, so one service's problem made
+    Redis itself look broken and hid every heartbeat (seen while the cluster stack started under load)."""
+    from cli.stack import check_health
+    from core.redis import connect_sync
+    from core.service import problem_key
+    from tests.redis_server import free_port, private_redis
+
+    settings = load_settings(var_dir=tmp_path, env={"HOTLINE_REDIS_PORT": str(free_port())})
+    with private_redis(settings):
+        connect_sync(settings).set(problem_key("cti"), "事件处理停滞")
+        health = {h.name: h for h in check_health(settings, _runtime(tmp_path))}
+    assert health["redis"].ok, health["redis"].detail
+    assert (health["cti"].ok, health["cti"].detail) == (False, "事件处理停滞")
