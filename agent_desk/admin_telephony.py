@@ -26,7 +26,7 @@ from cti import protocol
 APPLY_SECONDS = 60.0  # rendering and reloading every node; a node's reloads take a second or two
 
 
-async def _apply(request: web.Request) -> str:
+async def apply_telephony(request: web.Request) -> str:
     """Have the CTI apply the database's phones and queues; '' when live, else why not (for people)."""
     try:
         await protocol.send(request.app[REDIS_KEY], "telephony_apply", {}, execution=APPLY_SECONDS)
@@ -90,7 +90,7 @@ async def extension_create(request: web.Request) -> web.Response:
                                                           source_address(request))
     except ProvisioningError as exc:
         return _render_phone_form(request, {**data, "enabled": True}, exc)
-    return await _password_page(request, phone.extension, password, await _apply(request), created=True)
+    return await _password_page(request, phone.extension, password, await apply_telephony(request), created=True)
 
 
 async def _phone(request: web.Request) -> provisioning.PhoneView:
@@ -118,7 +118,7 @@ async def extension_update(request: web.Request) -> web.Response:
     except ProvisioningError as exc:
         return _render_phone_form(request, {**phone.public(), **data}, exc, new=False)
     done = f"分机 {after.extension} 已保存" + ("" if after.enabled else "（已停用，不能再注册）")
-    raise web.HTTPSeeOther("/admin/extensions" + _notice(await _apply(request), done))
+    raise web.HTTPSeeOther("/admin/extensions" + _notice(await apply_telephony(request), done))
 
 
 @admin_only
@@ -126,7 +126,7 @@ async def extension_password(request: web.Request) -> web.Response:
     phone = await _phone(request)
     password = await provisioning.regenerate_password(request.app[DB_KEY], phone.extension, request[USER_KEY],
                                                       source_address(request))
-    return await _password_page(request, phone.extension, password, await _apply(request), created=False)
+    return await _password_page(request, phone.extension, password, await apply_telephony(request), created=False)
 
 
 # --- queues --------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ async def queue_create(request: web.Request) -> web.Response:
                                                 source_address(request))
     except ProvisioningError as exc:
         return _render_queue_form(request, {**data, "enabled": True}, exc)
-    raise web.HTTPSeeOther("/admin/queues" + _notice(await _apply(request), f"队列 {queue.name} 已新建"))
+    raise web.HTTPSeeOther("/admin/queues" + _notice(await apply_telephony(request), f"队列 {queue.name} 已新建"))
 
 
 async def _queue(request: web.Request) -> provisioning.QueueView:
@@ -199,14 +199,14 @@ async def queue_update(request: web.Request) -> web.Response:
     except ProvisioningError as exc:
         return _render_queue_form(request, {**queue.public(), **data}, exc, new=False)
     done = f"队列 {after.name} 已保存" + ("" if after.enabled else "（已停用：不再进新来电，已在排队的来电照常接听）")
-    raise web.HTTPSeeOther("/admin/queues" + _notice(await _apply(request), done))
+    raise web.HTTPSeeOther("/admin/queues" + _notice(await apply_telephony(request), done))
 
 
 @admin_only
 async def apply_now(request: web.Request) -> web.Response:
     """立即生效: apply what the database holds (after a CTI outage); audited as a 生效 of both tables."""
     back = "/admin/queues" if (await request.post()).get("back") == "queues" else "/admin/extensions"
-    problem = await _apply(request)
+    problem = await apply_telephony(request)
     if not problem:
         await record(request.app[DB_KEY], request[USER_KEY], source_address(request), "extension", "*", "reload",
                      None, {"applied": True})

@@ -4,8 +4,8 @@ The work is core.accounts' (checked fields, audit rows); this module turns forms
 its refusals into the form again with every problem. Side effects outside the database:
 * an agent's changed skills reach a logged-in agent at once: the CTI (owner of agent state and the
   queue memberships) is told over the command channel (cti.protocol, action "skills");
-* a disabled user is logged out of the queues (CTI) and every desk session of theirs ends, as it does
-  after a password reset.
+* a locked, disabled or reset user's desk sessions end at once, and an agent among them is signed out
+  of the queues by the CTI (QueueRemove on every node, state 签出/离线), audited as 签出队列.
 A generated password is shown once, in the answer to the request that made it, and stored only hashed.
 """
 
@@ -19,13 +19,15 @@ from multidict import MultiDictProxy
 
 from agent_desk import login_guard
 from agent_desk.admin import admin_only
+from agent_desk.admin_telephony import apply_telephony
 from agent_desk.auth import end_sessions
 from agent_desk.common import download
-from core import accounts, admin_audit, bulk_import
+from core import accounts, admin_audit, bulk_import, content
 from core.inputs import record_id, text
 from core.models import ROLE_LABELS, Role, User
 from core.web import DB_KEY, REDIS_KEY, SETTINGS_KEY, USER_KEY
 from cti import protocol
+from tickets.unit_import import UNITS
 
 ACTIVE_FILTERS = {"": None, "1": True, "0": False}
 
@@ -117,6 +119,23 @@ async def _tell_cti(request: web.Request, agent_id: int, action: str) -> str:
     return "已保存，并已对在线坐席立即生效" if data.get("applied") else "已保存"
 
 
+async def _sign_out(request: web.Request, user: User) -> str:
+    """A locked, disabled or reset agent leaves the queues at once (the CTI: QueueRemove on every node, state
+    签出), audited; what to tell the admin ('' when they were not signed in)."""
+    if user.role != Role.AGENT:
+        return ""
+    try:
+        data = await protocol.send(request.app[REDIS_KEY], "agent_state", {"agent_id": user.id, "action": "signout"})
+    except (protocol.Refused, protocol.CtiUnavailable) as exc:
+        return f"；电话系统未能立即签出该坐席（{exc}）"
+    if not data.get("applied"):
+        return ""
+    await admin_audit.record(request.app[DB_KEY], request[USER_KEY], login_guard.source_address(request), "user",
+                             user.username, "signout", {"phone": data.get("phone"), "queues": data.get("queues")},
+                             {"phone": None, "queues": []})
+    return f"，已从队列签出（分机 {data.get('phone')}）"
+
+
 @admin_only
 async def update(request: web.Request) -> web.StreamResponse:
     user = await _user_or_404(request)
@@ -145,8 +164,7 @@ async def set_active(request: web.Request) -> web.StreamResponse:
     notice = "已启用" if active else "已停用，其登录已全部退出"
     if not active:
         await end_sessions(request.app, user.id)
-        if user.role == Role.AGENT:
-            await _tell_cti(request, user.id, "logout")
+        notice += await _sign_out(request, user)
     raise web.HTTPSeeOther(f"/admin/users/{user.id}?notice={notice}")
 
 
@@ -156,6 +174,7 @@ async def reset_password(request: web.Request) -> web.Response:
     user, password = await accounts.reset_password(request.app[DB_KEY], request.app[SETTINGS_KEY], request[USER_KEY],
                                                    login_guard.source_address(request), user.id)
     await end_sessions(request.app, user.id)
+    await _sign_out(request, user)
     return _created_page(request, user, password, "已重置密码")
 
 
@@ -174,13 +193,20 @@ async def lock(request: web.Request) -> web.StreamResponse:
                                  actor.username, address)
     await admin_audit.record(request.app[DB_KEY], actor, address, "user", user.username,
                              "lock" if locking else "unlock", {"locked": not locking}, {"locked": locking})
-    raise web.HTTPSeeOther(f"/admin/users/{user.id}?notice={'已锁定' if locking else '已解锁'}")
+    notice = "已锁定" + await _sign_out(request, user) if locking else "已解锁"
+    raise web.HTTPSeeOther(f"/admin/users/{user.id}?notice={notice}")
 
 
 # --- bulk import and export (core.bulk_import) -------------------------------------------------------
 
+IMPORT_KINDS: dict[str, bulk_import.Kind] = {kind.name: kind for kind in (bulk_import.AGENTS, bulk_import.PHONES,
+                                                                           UNITS)}
+# Where each kind's page lives (the import page links back, and the navigation marks it).
+KIND_PAGES = {"agents": "/admin/users", "extensions": "/admin/extensions", "units": "/admin/units"}
+
+
 def _kind(request: web.Request) -> bulk_import.Kind:
-    kind = bulk_import.KINDS.get(request.match_info.get("kind", ""))
+    kind = IMPORT_KINDS.get(request.match_info.get("kind", ""))
     if kind is None:
         raise web.HTTPNotFound(text="没有这种导入")
     return kind
@@ -190,7 +216,8 @@ def _import_page(request: web.Request, kind: bulk_import.Kind, report: bulk_impo
                  mode: str = "", problem: str = "", status: int = 200) -> web.Response:
     response = aiohttp_jinja2.render_template("admin_import.html", request, {
         "kind": kind, "report": report, "mode": mode, "problem": problem, "max_rows": bulk_import.MAX_ROWS,
-        "max_kb": request.app[SETTINGS_KEY].web.max_body_kb})
+        "max_kb": request.app[SETTINGS_KEY].web.max_body_kb, "back": KIND_PAGES[kind.name],
+        "nav_path": KIND_PAGES[kind.name]})
     response.set_status(status)
     return response
 
@@ -217,7 +244,12 @@ async def import_submit(request: web.Request) -> web.Response:
                                                   login_guard.source_address(request))
     except bulk_import.FileError as exc:
         return _import_page(request, kind, problem=str(exc), status=400)
-    return _import_page(request, kind, report, mode, status=400 if report.problems else 200)
+    applied = ""
+    if report.written and kind is bulk_import.PHONES:
+        applied = await apply_telephony(request)  # the new phones can register at once, on every node
+    elif report.written and kind is UNITS:
+        content.refresh()  # this desk's own caches (dispatch); the other services follow the version file
+    return _import_page(request, kind, report, mode, problem=applied, status=400 if report.problems else 200)
 
 
 def _format(request: web.Request) -> str:

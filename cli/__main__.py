@@ -31,10 +31,39 @@ def _print_access(settings) -> None:
     print(f"  SIP server:      {sip.bind}:{sip.port} (UDP)" + (
         f", Kamailio in front of {', '.join(f'{n.name} {n.address}:{n.sip_port}' for n in settings.nodes)}"
         if settings.clustered else ""))
-    for ext in settings.phone_extensions:
-        print(f"    phone {ext}:      user {ext}  password {settings.sip_password(ext)}")
+    for line in phone_lines(settings):
+        print(f"    {line}")
     print("  Demo call:       ./hotline call 12301 --keys 2w1   (complaint, travel agency)")
     print(f"  Logs:            {settings.log_dir}/")
+
+
+def phone_lines(settings) -> list[str]:
+    """The phones as the database has them (core.provisioning): a seeded phone's password of var/secrets.toml
+    only while it still works; one an admin re-generated or created says where its password was shown."""
+    from core import provisioning
+    from core.db import Database
+
+    async def load() -> provisioning.Telephony:
+        db = Database(settings.database_url)
+        try:
+            return await provisioning.load(db)
+        finally:
+            await db.close()
+
+    try:
+        phones = list(asyncio.run(load()).phones)
+    except Exception:  # noqa: BLE001 - the database cannot be read: say what the configuration seeds
+        phones = provisioning.seed_phones(settings)
+    lines = []
+    for phone in phones:
+        seeded = settings.secrets.get(f"sip_{phone.extension}")
+        if seeded and phone.md5_cred == provisioning.md5_cred(phone.extension, seeded):
+            secret = f"password {seeded}"
+        else:
+            secret = "password changed by an admin (shown once; 系统管理 → 电话分机 → 重新生成密码)"
+        lines.append(f"phone {phone.extension}:      user {phone.extension}  {secret}"
+                     + ("" if phone.enabled else "  (disabled)"))
+    return lines
 
 
 def cmd_up(args) -> int:

@@ -61,6 +61,7 @@ ACTION_LABELS = {
     "unlock": "解锁",
     "import": "导入",
     "reload": "生效",
+    "signout": "签出队列",
 }
 
 

@@ -2,8 +2,8 @@
 
 One importer for every kind of row: a :class:`Kind` says its columns (Chinese headers), checks one row
 against what the database holds and the rows above it, writes the checked rows and exports the existing
-ones. Agents are here (:data:`AGENTS`); units and extensions plug in the same way (their owners'
-modules define a Kind and the admin page lists it).
+ones. Agents and phones are here (:data:`AGENTS`, :data:`PHONES`); units are tickets.unit_import's (their
+tree is units.yaml's); the admin page lists every kind.
 
 Every import is first a dry run: each row's problems (row number as the spreadsheet shows it, the
 column's header, the reason in Chinese) are listed before anything is written. The import itself is
@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from core import accounts, admin_audit
+from core import accounts, admin_audit, provisioning
 from core.db import Database
 from core.models import Role, User
 from core.settings import Settings
@@ -60,7 +60,8 @@ class Report:
     rows: int = 0  # data rows read
     problems: list[Problem] = field(default_factory=list)
     written: int = 0
-    passwords: list[tuple[str, str, str]] = field(default_factory=list)  # (username, name, password), shown once
+    # (username or extension, name, generated password), shown once (the kind's password_header names them)
+    passwords: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def bad_rows(self) -> list[int]:
@@ -71,6 +72,8 @@ class Kind(Protocol):
     name: str  # in URLs and audit rows
     title: str  # Chinese
     columns: tuple[Column, ...]
+    password_header: tuple[str, str, str]  # the columns of the generated passwords' table (none: unused)
+    password_note: str  # what to do with them (Chinese)
 
     async def context(self, session: AsyncSession, settings: Settings) -> Any:
         """What checking needs (the catalogue of queues, units, taken names…); rows checked add to it."""
@@ -235,6 +238,8 @@ class Agents:
 
     name = "agents"
     title = "坐席"
+    password_header = ("用户名", "姓名", "初始密码")
+    password_note = "初始密码（只显示这一次，请分发给本人；首次登录时须设置自己的密码）："
     columns = (
         Column("username", "用户名", True, "agent101", "登录名：2–32 位小写字母、数字或 _ . -，以字母开头"),
         Column("display_name", "姓名", True, "王丽"),
@@ -287,7 +292,69 @@ class Agents:
 
 
 AGENTS = Agents()
-KINDS: dict[str, Kind] = {AGENTS.name: AGENTS}
+
+
+# --- phones (extensions) ----------------------------------------------------------------------------
+
+@dataclass
+class _PhoneContext:
+    taken: set[str]
+    rows_by_extension: dict[str, int] = field(default_factory=dict)
+
+
+STATUS_LABELS = {"启用": True, "停用": False}
+
+
+def status_of(values: dict[str, str], problems: list[tuple[str, str]]) -> bool:
+    """The 状态 column: 启用 (or empty) or 停用."""
+    raw = values.get("status", "").strip() or "启用"
+    if raw not in STATUS_LABELS:
+        problems.append(("status", f"状态应为 启用 或 停用，实际为“{raw}”"))
+    return STATUS_LABELS.get(raw, True)
+
+
+class Phones:
+    """电话分机: one row per new phone (PJSIP endpoint), each with a generated password shown once; existing
+    extensions are refused (edit those on the page)."""
+
+    name = "extensions"
+    title = "电话分机"
+    password_header = ("分机号", "名称", "SIP 密码")
+    password_note = "分机密码（只显示这一次，请配置到话机上；之后只能在分机页面重新生成）："
+    columns = (
+        Column("extension", "分机号", True, "8006", "8 开头的 4 位数字，不能与现有分机重复"),
+        Column("label", "名称", True, "坐席 8006", "最多 64 个字"),
+        Column("kind", "类型", False, "坐席话机", "坐席话机 或 班长话机；不填为坐席话机"),
+        Column("status", "状态", False, "启用", "启用 或 停用；不填为启用，停用的分机不能注册"),
+    )
+
+    async def context(self, session: AsyncSession, settings: Settings) -> _PhoneContext:
+        return _PhoneContext(set((await session.scalars(select(provisioning.Phone.extension))).all()))
+
+    def check(self, values: dict[str, str], context: _PhoneContext, row: int) -> tuple[Any | None, list]:
+        fields, problems = provisioning.check_phone(values)
+        enabled = status_of(values, problems)
+        extension = values.get("extension", "").strip()
+        if extension in context.taken:
+            problems.append(("extension", f"分机 {extension} 已存在"))
+        elif extension in context.rows_by_extension:
+            problems.append(("extension", f"分机 {extension} 与第 {context.rows_by_extension[extension]} 行重复"))
+        context.rows_by_extension.setdefault(extension, row)
+        return (None if problems else {**fields, "enabled": enabled}), problems
+
+    async def write(self, session: AsyncSession, settings: Settings, actor: User | None, address: str | None,
+                    items: list[Any], report: Report) -> None:
+        for values in items:
+            phone, password = provisioning.add_phone(session, actor, address, values)
+            report.passwords.append((phone.extension, phone.label, password))
+        report.written = len(items)
+
+    async def export(self, db: Database) -> list[list[Any]]:
+        return [[phone.extension, phone.label, provisioning.KIND_LABELS[provisioning.PhoneKind(phone.kind)],
+                 "启用" if phone.enabled else "停用"] for phone in await provisioning.list_phones(db)]
+
+
+PHONES = Phones()
 
 
 async def _hash_all(passwords: list[str]) -> list[str]:

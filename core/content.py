@@ -299,20 +299,27 @@ async def publish(db: Database, actor: User | None, address: str | None, relativ
 
     The row is committed right after the file is in place: a refused change leaves no row, and a change
     goes without one only if the database fails in that moment (the file's own history still has it)."""
+    async with db.transaction() as session:
+        return await publish_in(session, actor, address, relative, text)
+
+
+async def publish_in(session: AsyncSession, actor: User | None, address: str | None, relative: str,
+                     text: str | None) -> Revision:
+    """:func:`publish` inside the caller's transaction (the bulk import of units writes its own audit rows
+    in the same one)."""
     checked_name(relative)
     kind = kind_of(relative)
     before = {"file": relative, "version": version(), "edited": is_edited(relative), "text": text_of(relative)}
-    async with db.transaction() as session:
-        if kind is not None and kind.apply is not None:
-            validate(relative, text)
-            with _candidate_folder(relative, text):
-                await kind.apply(session)  # refused: the transaction is rolled back, no file is written
-        revision = save(relative, text, actor.username if actor else "系统", address or "",
-                        note="恢复为随平台发布的版本" if text is None else "")
-        after = {"file": relative, "version": revision.version, "edited": text is not None,
-                 "text": text_of(relative)}
-        record_change(session, actor, address, kind.entity if kind else "policy", relative,
-                      "update" if text is not None else "reload", before, after)
+    if kind is not None and kind.apply is not None:
+        validate(relative, text)
+        with _candidate_folder(relative, text):
+            await kind.apply(session)  # refused: the transaction is rolled back, no file is written
+    revision = save(relative, text, actor.username if actor else "系统", address or "",
+                    note="恢复为随平台发布的版本" if text is None else "")
+    after = {"file": relative, "version": revision.version, "edited": text is not None,
+             "text": text_of(relative)}
+    record_change(session, actor, address, kind.entity if kind else "policy", relative,
+                  "update" if text is not None else "reload", before, after)
     return revision
 
 

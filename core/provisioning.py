@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, Enum, Integer, String, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.admin_audit import record_change
@@ -234,11 +235,37 @@ def _bool(data: Mapping[str, Any], name: str, default: bool) -> bool:
     return bool(value)
 
 
+KIND_BY_LABEL = {label: kind for kind, label in KIND_LABELS.items()}
+
+
 def _kind(data: Mapping[str, Any], default: str = PhoneKind.AGENT) -> PhoneKind:
+    """The key (agent, lead) or, as a spreadsheet writes it, the label (坐席话机, 班长话机)."""
+    raw = str(data.get("kind") or default).strip()
     try:
-        return PhoneKind(str(data.get("kind") or default))
+        return KIND_BY_LABEL.get(raw) or PhoneKind(raw)
     except ValueError:
         raise ProvisioningError("话机类型应为坐席话机或班长话机", "kind") from None
+
+
+def _extension(data: Mapping[str, Any]) -> str:
+    extension = str(data.get("extension") or "").strip()
+    if not EXTENSION.fullmatch(extension):
+        raise ProvisioningError("分机号应为 8 开头的 4 位数字，如 8006", "extension")
+    return extension
+
+
+def check_phone(data: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
+    """A new phone's fields (extension, label, kind, enabled), or every problem with them as (field, reason):
+    the form stops at the first, the bulk import lists them all."""
+    values: dict[str, Any] = {"enabled": _bool(data, "enabled", True)}
+    problems: list[tuple[str, str]] = []
+    for name, check in (("extension", _extension), ("label", lambda d: _text(d, "label", "名称", 64)),
+                        ("kind", _kind)):
+        try:
+            values[name] = check(data)
+        except ProvisioningError as exc:
+            problems.append((exc.field or name, exc.message))
+    return (None if problems else values), problems
 
 
 def _queue_values(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,20 +302,26 @@ def _toggle_action(before: bool, after: bool) -> str:
 async def create_phone(db: Database, data: Mapping[str, Any], actor: User | None = None,
                        address: str | None = None) -> tuple[PhoneView, str]:
     """A new phone; returns it and its generated password (shown once, stored only as md5_cred)."""
-    extension = str(data.get("extension") or "").strip()
-    if not EXTENSION.fullmatch(extension):
-        raise ProvisioningError("分机号应为 8 开头的 4 位数字，如 8006", "extension")
-    label = _text(data, "label", "名称", 64)
-    kind = _kind(data)
-    password = new_password()
+    values, problems = check_phone(data)
+    if values is None:
+        field, message = problems[0]
+        raise ProvisioningError(message, field)
     async with db.transaction() as session:
-        if await session.scalar(select(Phone.id).where(Phone.extension == extension)) is not None:
-            raise ProvisioningError(f"分机 {extension} 已存在", "extension", 409)
-        row = Phone(extension=extension, label=label, kind=kind, enabled=_bool(data, "enabled", True),
-                    md5_cred=md5_cred(extension, password))
-        session.add(row)
-        record_change(session, actor, address, "extension", extension, "create", None,
-                      {**_phone_view(row).public(), "password": "generated"})
+        if await session.scalar(select(Phone.id).where(Phone.extension == values["extension"])) is not None:
+            raise ProvisioningError(f"分机 {values['extension']} 已存在", "extension", 409)
+        return add_phone(session, actor, address, values)
+
+
+def add_phone(session: AsyncSession, actor: User | None, address: str | None,
+              values: Mapping[str, Any]) -> tuple[PhoneView, str]:
+    """Add a checked new phone (:func:`check_phone`) with its audit row to ``session``; (it, its generated
+    password). The form and the bulk import both come here."""
+    password = new_password()
+    row = Phone(extension=values["extension"], label=values["label"], kind=values["kind"],
+                enabled=values["enabled"], md5_cred=md5_cred(values["extension"], password))
+    session.add(row)
+    record_change(session, actor, address, "extension", row.extension, "create", None,
+                  {**_phone_view(row).public(), "password": "generated"})
     return _phone_view(row), password
 
 
@@ -389,7 +422,7 @@ def seed_telephony(settings: Settings) -> Telephony:
 async def seed(db: Database, settings: Settings) -> None:
     """Idempotent: adds the configured extensions and the eight queues that are not in the database yet.
     What is in the database stays as an admin left it (a re-generated password too: `./hotline up` then
-    prints the seed password of var/secrets.toml, which no longer works)."""
+    prints that the password was changed, not the seed password of var/secrets.toml)."""
     async with db.transaction() as session:
         extensions = set((await session.scalars(select(Phone.extension))).all())
         for view in seed_phones(settings):

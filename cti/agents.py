@@ -4,6 +4,11 @@ The desk sets login/pause/ready through cti.control; queue events move the
 agent through ringing -> on_call -> wrapup -> ready. After a restart or an AMI
 outage the registry is rebuilt from QueueStatus, since Asterisk is the source
 of truth for queue membership (members are named "Display(username)").
+
+Wrap-up (话后整理) lasts the wrap-up time of the queue the call came through (core.provisioning, the same
+value Asterisk's own ``wrapuptime`` of that queue is rendered from, so the desk and app_queue agree on when
+the agent is offered the next call); a call from no queue known to the database takes [queues]
+wrapup_seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sqlalchemy import select
 
 from core.db import Database
 from core.models import User
+from core.provisioning import get_queue
 from core.vocabulary import AgentState, PauseReason
 from cti.books import member_username, phone_of
 from cti.control import AGENT_BY_PHONE, AGENT_SESSIONS, agent_session, set_agent_state
@@ -48,7 +54,7 @@ class AgentTracker:
             value = await self.redis.hget(AGENT_BY_PHONE, phone) if phone else None
             session = await agent_session(self.redis, int(value)) if value else None
             if session and session.get("state") == AgentState.ON_CALL and session.get("phone") == phone:
-                await self._wrapup(int(value))
+                await self._wrapup(int(value), session.get("call_queue"))
             elif (session and session.get("state") == AgentState.RINGING and session.get("phone") == phone
                   and session.get("reason") != PauseReason.CALLBACK):
                 # The citizen hung up while this phone rang: app_queue sends no AgentRingNoAnswer then,
@@ -63,20 +69,35 @@ class AgentTracker:
         elif name == "AgentRingNoAnswer":
             await self._back_to_idle(agent_id)
         elif name == "AgentConnect":
-            await set_agent_state(self.redis, agent_id, AgentState.ON_CALL)
+            # The queue of the call: its wrap-up time applies when the call ends (by either event below).
+            await set_agent_state(self.redis, agent_id, AgentState.ON_CALL, call_queue=event.get("Queue"))
         elif name == "AgentComplete":
             session = await agent_session(self.redis, agent_id) or {}
             if session.get("state") == AgentState.WRAPUP and agent_id in self._wrapups:
                 return  # the agent's channel hung up first: wrap-up already runs
-            await self._wrapup(agent_id)
+            await self._wrapup(agent_id, event.get("Queue") or session.get("call_queue"))
 
-    async def _wrapup(self, agent_id: int) -> None:
-        await set_agent_state(self.redis, agent_id, AgentState.WRAPUP)
+    async def wrapup_seconds_of(self, queue: str | None) -> float:
+        """The wrap-up time of ``queue`` as the admin set it (read at each call's end: a change applies to
+        the next call without a restart); the global one for a call from no known queue."""
+        if queue and self.db is not None:
+            try:
+                view = await get_queue(self.db, queue)
+            except Exception:  # noqa: BLE001 - database away: the agent still gets a wrap-up
+                self.log.exception("wrapup_queue_read_failed", queue=queue)
+                view = None
+            if view is not None:
+                return float(view.wrapup_seconds)
+        return self.wrapup_seconds
+
+    async def _wrapup(self, agent_id: int, queue: str | None = None) -> None:
+        seconds = await self.wrapup_seconds_of(queue)
+        await set_agent_state(self.redis, agent_id, AgentState.WRAPUP, wrapup_seconds=seconds)
         loop = asyncio.get_running_loop()
         if agent_id in self._wrapups:
             self._wrapups[agent_id].cancel()
         self._wrapups[agent_id] = loop.call_later(
-            self.wrapup_seconds, lambda: asyncio.ensure_future(self._end_wrapup(agent_id)))
+            seconds, lambda: asyncio.ensure_future(self._end_wrapup(agent_id)))
 
     async def _end_wrapup(self, agent_id: int) -> None:
         self._wrapups.pop(agent_id, None)

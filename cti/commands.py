@@ -159,6 +159,8 @@ class CommandWorker:
             await control.agent_logout(self.ami, self.redis, agent)
         elif action == "skills":  # the admin changed the agent's skills (agent_desk/admin_users.py)
             return await control.agent_skills_changed(self.ami, self.redis, agent)
+        elif action == "signout":  # an admin locked, disabled or reset the agent (agent_desk/admin_users.py)
+            return await control.agent_sign_out(self.ami, self.redis, agent)
         else:
             raise Refused("未知的操作", 400, "action")
         return {}

@@ -175,6 +175,25 @@ async def _logout(ami: AmiClient | AmiNodes, redis, agent: User) -> None:
     await set_agent_state(redis, agent.id, AgentState.OFFLINE, None, phone=None, queues=[], node=None)
 
 
+async def agent_sign_out(ami: AmiClient | AmiNodes, redis, agent: User) -> dict:
+    """An admin locked, disabled or reset the agent: out of their queues at once (签出), on every node (a
+    membership left on a node the phone moved away from would still ring for nobody)."""
+    async with _lock("login"):
+        session = await agent_session(redis, agent.id)
+        if not session or session.get("state") == AgentState.OFFLINE:
+            return {"applied": False, "queues": []}
+        phone, queues = session["phone"], list(session.get("queues") or [])
+        await _logout(ami, redis, agent)
+        others = [c for c in ami if c.node.name != session.get("node")] if isinstance(ami, AmiNodes) else []
+        for client in others:
+            if not client.logged_in.is_set():
+                continue  # away: it lost its members with its calls, or the CTI's resync finds them
+            for queue in queues:
+                with contextlib.suppress(AmiError):  # "Not there" is the usual answer
+                    await client.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
+        return {"applied": True, "queues": queues, "phone": phone}
+
+
 async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str, by_system: bool = False) -> dict:
     if reason not in SELECTABLE_PAUSE_REASONS and not (by_system and reason in (PauseReason.LOGIN, PauseReason.PHONE)):
         raise AmiError(f"未知的暂停原因：{reason}")

@@ -134,3 +134,41 @@ async def test_the_rendered_files_carry_the_databases_phones_and_queues(db, sett
     assert "exten => 8077,hint,PJSIP/8077" in dialplan and "exten => 8003,hint" not in dialplan
     assert oct((etc / "pjsip.conf").stat().st_mode & 0o777) == "0o640"
     assert not list(etc.glob(".*.new"))
+
+
+def test_up_prints_a_phones_current_password_or_that_an_admin_changed_it(sqlite_url, tmp_path, capsys):
+    """`./hotline up` used to print every seeded phone's password of var/secrets.toml, also after an admin had
+    re-generated it (so the printed one no longer registered)."""
+    import asyncio
+
+    from cli.__main__ import _print_access
+
+    settings = load_settings(var_dir=tmp_path / "var", env={"HOTLINE_DATABASE_URL": sqlite_url})
+
+    async def clear() -> None:
+        db = Database(sqlite_url)
+        async with db.transaction() as session:
+            await session.execute(delete(Phone))
+            await session.execute(delete(HotlineQueue))
+        await db.close()
+
+    async def prepare() -> str:
+        await clear()
+        db = Database(sqlite_url)
+        try:
+            await provisioning.seed(db, settings)
+            await provisioning.update_phone(db, "8003", {"enabled": False})
+            return await provisioning.regenerate_password(db, "8002")
+        finally:
+            await db.close()
+
+    renewed = asyncio.run(prepare())
+    try:
+        _print_access(settings)
+    finally:
+        asyncio.run(clear())
+    lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines() if "phone 8" in line}
+    assert f"password {settings.sip_password('8001')}" in lines["phone 8001"]
+    assert settings.sip_password("8002") not in lines["phone 8002"] and renewed not in lines["phone 8002"]
+    assert "changed by an admin" in lines["phone 8002"]
+    assert lines["phone 8003"].endswith("(disabled)") and len(lines) == 6
