@@ -61,6 +61,55 @@ async def collect_pops(base: str, username: str, password: str, sink: list[float
                     sink.append((received - float(data["agent_called_ts"])) * 1000)
 
 
+async def bench_agents(settings, prefix: str, count: int, number_prefix: str,
+                       extensions: list[str] | None = None) -> dict[str, int]:
+    """Agents <prefix>01… (username -> id) with the 12301 general queue's skill (the demo has only five), made
+    by the user service as an admin's form or the demo seeding makes them (core.accounts.ensure_user);
+    ``extensions``: each agent's default phone, which must exist (bench_phones)."""
+    from core import accounts
+    from core.models import User
+
+    names = [f"{prefix}{i:02d}" for i in range(1, count + 1)]
+    # One hash for all: argon2 costs a second a password on a loaded machine, and these agents sign in
+    # through the CTI (as the desk does after its log-in), not through the desk's log-in form.
+    password_hash = User.hash_password(settings.secrets["demo_password"])
+    db = Database(settings.database_url)
+    try:
+        async with db.transaction() as session:
+            known = await accounts.catalog(session, settings)
+            made = {}
+            for number, name in enumerate(names, start=1):
+                user = await accounts.ensure_user(session, known, None, {
+                    "username": name, "display_name": f"压测坐席 {name}", "role": "agent",
+                    "agent_number": f"{number_prefix}{number:04d}", "skills": "12301-general",
+                    "default_extension": extensions[number - 1] if extensions else None}, password_hash)
+                await session.flush()
+                made[name] = user.id
+    finally:
+        await db.close()
+    return made
+
+
+async def bench_phones(settings, redis, extensions: list[str]) -> dict[str, str]:
+    """Agent phones (extension -> its generated password) made by the provisioning service as the admin page
+    电话分机 makes them (core.provisioning.create_phone), then applied to Asterisk by the CTI's
+    ``telephony_apply`` (render and reload, no restart), as the page asks after a change."""
+    from core import provisioning
+    from cti import protocol
+
+    db = Database(settings.database_url)
+    try:
+        made = {}
+        for extension in extensions:
+            _phone, password = await provisioning.create_phone(
+                db, {"extension": extension, "label": f"压测话机 {extension}", "kind": "agent"})
+            made[extension] = password
+    finally:
+        await db.close()
+    await protocol.send(redis, "telephony_apply", {}, execution=120)
+    return made
+
+
 @asynccontextmanager
 async def logged_in_agents(settings, runtime):
     """The AGENTS on auto-answering SIPp phones (test tooling), ready; yields the AMI client."""

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 from bench.capacity import _cpu_seconds, _pids
-from bench.live import BENCH_SETTINGS
+from bench.live import BENCH_SETTINGS, bench_agents
 from bench.report import Report
 from cli.stack import throwaway_stack
+from sipdrivers.phones import streaming_answer
 
 WINDOW_S = 10   # CPU is measured over this long with all N calls up
 HOLD_S = 60     # each citizen stays this long after the keys: set-up of all N plus the window fit in it
@@ -34,19 +35,6 @@ DEFAULT_LEVELS = "2,4,8,12,16"
 def _levels(quick: bool) -> list[int]:
     raw = os.environ.get("HOTLINE_BENCH_WEBPHONE_LEVELS") or ("2,4" if quick else DEFAULT_LEVELS)
     return [int(x) for x in raw.split(",") if x.strip()]
-
-
-def _tone_answer_scenario(folder: Path, tone_ulaw: Path) -> Path:
-    """The SIPp agent phone's answer scenario, streaming a tone once the call is up (as a browser's microphone
-    does): SIPp reads exec attributes at load time, so the file's path is filled into a copy."""
-    from sipdrivers.phones import SIPP_DIR
-
-    text = (SIPP_DIR / "agent_answer.xml").read_text()
-    marker = '<recv request="ACK"/>'
-    text = text.replace(marker, f'{marker}\n  <nop><action><exec rtp_stream="{tone_ulaw},-1,0"/></action></nop>', 1)
-    target = folder / "agent_answer_tone.xml"
-    target.write_text(text)
-    return target
 
 
 def _load() -> str:
@@ -64,38 +52,17 @@ def webphone(report: Report, quick: bool) -> None:
         asyncio.run(_run(settings, runtime, levels, Path(tmp), report))
 
 
-async def _bench_agents(settings, prefix: str, count: int) -> list[str]:
-    """Agents <prefix>01… with the 12301 general queue's skill (the demo has only five)."""
-    from core import accounts
-    from core.db import Database
-    from core.models import User
-
-    names = [f"{prefix}{i:02d}" for i in range(1, count + 1)]
-    password_hash = User.hash_password(settings.secrets["demo_password"])
-    db = Database(settings.database_url)
-    try:
-        async with db.transaction() as session:
-            known = await accounts.catalog(session, settings)
-            for number, name in enumerate(names, start=1):  # through the user service, as an admin would
-                await accounts.ensure_user(session, known, None, {
-                    "username": name, "display_name": f"压测坐席 {name}", "role": "agent",
-                    "agent_number": f"{9 if prefix == 'sipp' else 8}{number:03d}", "skills": "12301-general"},
-                    password_hash)
-    finally:
-        await db.close()
-    return names
-
-
 async def _run(settings, runtime, levels: list[int], folder: Path, report: Report) -> None:
     from playwright.async_api import async_playwright
 
     from sipdrivers.browser import BROWSER_PHONE_ARGS, chromium_in_namespace, tone_file
 
-    browser_agents = await _bench_agents(settings, "bench", max(levels))
-    sipp_agents = await _bench_agents(settings, "sipp", max(levels))
+    browser_agents = list(await bench_agents(settings, "bench", max(levels), "8"))
+    sipp_agents = list(await bench_agents(settings, "sipp", max(levels), "9"))
     citizen = tone_file(folder, "citizen.ulaw", CITIZEN_HZ, 8000, ["-t", "raw", "-e", "u-law"])
     mic = tone_file(folder, "agent.wav", AGENT_HZ, 48000, ["-b", "16"])
-    scenario = _tone_answer_scenario(folder, tone_file(folder, "agent.ulaw", AGENT_HZ, 8000, ["-t", "raw", "-e", "u-law"]))
+    scenario = streaming_answer(folder, tone_file(folder, "agent.ulaw", AGENT_HZ, 8000, ["-t", "raw", "-e", "u-law"]),
+                                "agent_answer_tone.xml")
     ast = _pids(f"-C {runtime.inside('etc', 'asterisk.conf')}")
     carried = {"browser": 0, "sipp": 0}
     async with async_playwright() as p:

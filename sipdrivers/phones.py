@@ -6,6 +6,7 @@
 
 One SIPp process registers (sipdrivers/scenarios/agent_register.xml) and answers every
 call to the phone (sipdrivers/scenarios/agent_answer.xml, SIPp's out-of-call scenario).
+For hundreds of phones (bench/capacity.py) ``PhoneBank`` is one SIPp process for all of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import random
 import socket
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -105,6 +107,76 @@ class SippPhone:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def streaming_answer(folder: Path, speech_ulaw: Path, name: str = "agent_answer_speech.xml") -> Path:
+    """agent_answer.xml that also streams ``speech_ulaw`` (headerless 8 kHz u-law, looped) once the call is
+    up, as a real agent speaks (or a browser's microphone sends): SIPp reads exec attributes when it loads
+    the scenario, so the file's path is filled into a copy in ``folder``."""
+    text = (SIPP_DIR / "agent_answer.xml").read_text()
+    marker = '<recv request="ACK"/>'
+    text = text.replace(marker, f'{marker}\n  <nop><action><exec rtp_stream="{speech_ulaw},-1,0"/></action></nop>', 1)
+    target = folder / name
+    target.write_text(text)
+    return target
+
+
+class PhoneBank:
+    """Many agent phones in one SIPp process: each extension registers with its own credentials
+    (sipdrivers/scenarios/agents_register.xml, an injection file of extension;password) and all share this
+    process's address, where the out-of-call scenario ``answer`` answers whatever Asterisk sends to any of
+    them. Cheap where one SIPp per phone is not: one socket, one process, for hundreds of phones.
+    Asterisk dials each phone by its own AOR (max_contacts = 1) and app_queue's ringinuse = no keeps a
+    talking phone from being rung again, so one shared contact address behaves as separate phones."""
+
+    def __init__(self, settings: Any, phones: dict[str, str], answer: Path, address: str = "127.0.0.1",
+                 cpus: str | None = None) -> None:
+        self.settings, self.phones, self.answer, self.address, self.cpus = settings, phones, answer, address, cpus
+        self.node = settings.nodes[0]
+        self.local_port = free_udp_block(address)
+        self.process: subprocess.Popen | None = None
+        self._folder = tempfile.TemporaryDirectory(prefix="hotline-phones-")
+
+    def start(self) -> PhoneBank:
+        injection = Path(self._folder.name) / "phones.csv"
+        injection.write_text("SEQUENTIAL\n" + "".join(f"{ext};{password};\n" for ext, password in self.phones.items()))
+        count = len(self.phones)
+        self.process = subprocess.Popen([
+            *(["taskset", "-c", self.cpus] if self.cpus else []),
+            "sipp", f"{self.node.address}:{self.node.sip_port}", "-sf", str(SIPP_DIR / "agents_register.xml"),
+            "-inf", str(injection), "-oocsf", str(self.answer), "-s", "phones",
+            "-i", self.address, "-p", str(self.local_port), "-mi", self.address, "-mp", str(self.local_port + 10),
+            # Registrations at 50 a second; open calls: every registration stays up, plus the answered calls.
+            "-m", str(count), "-r", "50", "-l", str(3 * count + 50),
+            "-ci", self.address, "-cp", str(self.local_port + 20), "-nostdin", "-nd", "-timeout", "7200s",
+        ], cwd=self.answer.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self
+
+    def registered(self, runtime: Any) -> int:
+        """How many of the phones Asterisk holds a contact for at this process's address."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"SIPp phone bank exited: {self.process.stderr.read().decode()[-800:]}")
+        contacts = runtime.rx("pjsip show contacts")
+        return sum(f"{ext}@{self.address}:{self.local_port}" in contacts for ext in self.phones)
+
+    async def wait_registered(self, runtime: Any, timeout: float = 120) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (done := await asyncio.to_thread(self.registered, runtime)) < len(self.phones):
+            if loop.time() > deadline:
+                raise AssertionError(f"{done} of {len(self.phones)} phones registered within {timeout}s")
+            await asyncio.sleep(1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self._folder.cleanup()
 
 
 @asynccontextmanager
