@@ -139,7 +139,8 @@ class PhoneBank:
 
     def start(self) -> PhoneBank:
         injection = Path(self._folder.name) / "phones.csv"
-        injection.write_text("SEQUENTIAL\n" + "".join(f"{ext};{password};\n" for ext, password in self.phones.items()))
+        injection.write_text("SEQUENTIAL\n" + "".join(f"{ext};[authentication username={ext} password={password}];\n"
+                                                      for ext, password in self.phones.items()))
         count = len(self.phones)
         self.process = subprocess.Popen([
             *(["taskset", "-c", self.cpus] if self.cpus else []),
