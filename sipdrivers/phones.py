@@ -47,6 +47,17 @@ def free_udp_block(address: str = "127.0.0.1") -> int:
     raise RuntimeError("no free block of UDP ports for a SIPp phone")
 
 
+def _end(process: subprocess.Popen | None) -> None:
+    """Stop a SIPp process (terminate, then kill if it lingers)."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class SippPhone:
     def __init__(self, settings: Any, extension: str, local_port: int | None = None,
                  address: str = "127.0.0.1", node: Any = None, answer: str = "agent_answer.xml",
@@ -93,13 +104,7 @@ class SippPhone:
             await asyncio.sleep(0.3)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _end(self.process)
         self.process = None
 
     def __enter__(self) -> SippPhone:
@@ -169,13 +174,7 @@ class PhoneBank:
             await asyncio.sleep(1)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _end(self.process)
         self.process = None
         self._folder.cleanup()
 
