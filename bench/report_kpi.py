@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bench.report import Report, percentile
 from cli.postgres import throwaway_postgresql
 from cli.stack import migrate_url
+from core.calls import call_waits
 from core.db import Database
 from cti.models import CallRecord, new_call_ref
 from quality import kpi, kpi_sql
@@ -74,6 +75,9 @@ def _call_rows(count: int, first: int = 0, total: int | None = None) -> list[dic
             row.update(ivr_path="main:no-choice")
         else:
             row.update(ivr_path="after-hours", voicemail_file=f"bench-{i}.wav")
+        # what the ORM's flush hook (core.calls.derive_waits) stores; this fill bypasses the ORM
+        row["arrival_wait"], row["answer_wait"] = call_waits(row["started_at"], row["queued_at"], row["answered_at"],
+                                                             row["wait_seconds"])
         rows.append(row)
     return rows
 

@@ -181,9 +181,15 @@ class Facts:
     staffed_seconds: dict[int, float] | None = None  # logged-in time per agent, where recorded
     call_tally: CallTally | None = None  # the calls already aggregated in SQL (kpi_sql), instead of ``calls``
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _dates: dict[datetime, date] = field(default_factory=dict, repr=False)
 
     def local_date(self, moment: datetime) -> date:
-        return moment.astimezone(self.zone).date()
+        # Remembered: the SQL loader's tickets share a few hundred moments (local noons) among thousands of
+        # rows, and a zone conversion costs more than the look-up.
+        day = self._dates.get(moment)
+        if day is None:
+            day = self._dates[moment] = moment.astimezone(self.zone).date()
+        return day
 
     def cached(self, key: Any, make: Callable[[], Any]) -> Any:
         """Computed once per report: several indicators share the same subsets of calls."""
@@ -398,19 +404,26 @@ def working_days(start: date, end: date) -> int:
 
 CASES = (Kind.COMPLAINT.value, Kind.REPORT.value)
 ACCEPTED_KINDS = (Kind.CONSULT.value, *CASES)
+# The enum values the ticket indicators compare with, read once (an enum member's .value is a descriptor
+# call: tens of thousands of them per report).
+_CONSULT, _COMPLAINT = Kind.CONSULT.value, Kind.COMPLAINT.value
+_RETURNED, _REJECTED, _PENDING_REVIEW = State.RETURNED.value, State.REJECTED.value, State.PENDING_REVIEW.value
+_NOT_IN_SCOPE = (State.REJECTED.value, State.HANDED_OVER.value)  # 不予受理, 移交: outside item 14
+CLOSED_STATE_VALUES = frozenset(s.value for s in CLOSED_STATES)
+FINISHED_STATE_VALUES = CLOSED_STATE_VALUES - {_REJECTED}
 
 
 def is_accepted(t: TicketFact) -> bool:
     """受理: a consultation is taken in by the hotline itself when registered; a complaint or report
     when a handling unit performed 受理 (a 不予受理, 移交 or 退回 ticket was never accepted)."""
-    if t.kind == Kind.CONSULT.value:
-        return t.state != State.RETURNED.value
+    if t.kind == _CONSULT:
+        return t.state != _RETURNED
     return t.kind in CASES and t.accepted_at is not None
 
 
 def is_finished(t: TicketFact) -> bool:
     """处理完毕: closed after the unit head's review (consultation: answered), never 不予受理."""
-    return t.state in CLOSED_STATE_VALUES and t.state != State.REJECTED.value
+    return t.state in FINISHED_STATE_VALUES
 
 
 def is_replied(t: TicketFact) -> bool:
@@ -418,11 +431,7 @@ def is_replied(t: TicketFact) -> bool:
     the head's review (an accepted case still being handled has not been replied to)."""
     if is_finished(t):
         return True
-    return (t.state == State.PENDING_REVIEW.value and t.review_outcome is not None
-            and t.review_outcome != State.REJECTED.value)
-
-
-CLOSED_STATE_VALUES = frozenset(s.value for s in CLOSED_STATES)
+    return t.state == _PENDING_REVIEW and t.review_outcome is not None and t.review_outcome != _REJECTED
 
 
 def _d(key: str, name: str, source: str, numerator: str, denominator: str, excluded: str, unit: str) -> Definition:
@@ -499,7 +508,7 @@ def accepted_within_5(f: Facts, s: KpiSettings) -> Figure:
     as_of = f.as_of or f.end
     hit = whole = 0
     for t in f.tickets:
-        if t.kind not in CASES or t.state in (State.REJECTED.value, State.HANDED_OVER.value):
+        if t.kind not in CASES or t.state in _NOT_IN_SCOPE:
             continue
         registered = f.local_date(t.created_at)
         if t.accepted_at is not None:
@@ -554,7 +563,7 @@ AGENT_COMPLAINTS = _d("agent_complaint_rate", "座席员受客户投诉率", "00
 
 
 def agent_complaint_rate(f: Facts, s: KpiSettings) -> Figure:
-    complaints = sum(t.count for t in f.tickets if t.kind == Kind.COMPLAINT.value
+    complaints = sum(t.count for t in f.tickets if t.kind == _COMPLAINT
                      and t.complaint_object in s.agent_complaint_objects)
     return _rate(AGENT_COMPLAINTS, complaints, tally_calls(f, s).counted_answered)
 
