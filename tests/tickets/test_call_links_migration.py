@@ -4,17 +4,18 @@ reference, and every existing link gets its maker from the tracking log, so play
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from ticket_helpers import NOW, register
 
-from core.db import Database
+from core.db import Database, UTCDateTime
 from cti.models import CallRecord
 from recordings.models import Recording
 from tests.conftest import alembic, migrate
@@ -106,6 +107,40 @@ async def test_existing_calls_and_recordings_are_on_the_first_node(db, db_url):
     finally:
         await migrated.close()
     assert (record.node, recording.node) == ("node1", "node1")
+
+
+async def test_existing_calls_get_the_waits_the_report_sums(db, db_url):
+    """0016: the rows already there get arrival_wait and answer_wait from their timestamps, microseconds
+    kept (SQLite's date functions alone would round 14.9996 s to 15.0 s, past GB/T 33358's 15 s)."""
+    await db.close()
+    alembic(db_url, "downgrade", "0015")
+    t = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
+    rows = [("mw-answered", t + dt.timedelta(seconds=0.9996), t + dt.timedelta(seconds=14.9996), 14.0),
+            ("mw-abandoned", t + dt.timedelta(seconds=6), None, 25.0),
+            ("mw-direct", None, t + dt.timedelta(seconds=3.5), None)]
+    insert = text("INSERT INTO call_records (call_id, ref, node, direction, state, started_at, queued_at, answered_at, "
+                  "wait_seconds, hold_seconds, abandoned, source, agents_rung, transfers) VALUES (:c, :c, 'node1', "
+                  "'inbound', 'ENDED', :s, :q, :a, :w, 0, false, 'ami', '[]', '[]')").bindparams(
+        *(bindparam(name, type_=UTCDateTime()) for name in ("s", "q", "a")))
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            for call_id, queued, answered, wait in rows:
+                await conn.execute(insert, {"c": call_id, "s": t, "q": queued, "a": answered, "w": wait})
+    finally:
+        await engine.dispose()
+    alembic(db_url, "upgrade", "head")
+
+    migrated = Database(db_url)
+    try:
+        async with migrated.session() as session:
+            waits = {c: (a, w) for c, a, w in await session.execute(
+                select(CallRecord.call_id, CallRecord.arrival_wait, CallRecord.answer_wait))}
+    finally:
+        await migrated.close()
+    assert waits["mw-answered"] == (pytest.approx(14.9996, abs=1e-9), pytest.approx(14.0, abs=1e-9))
+    assert waits["mw-abandoned"] == (None, 25.0)   # unanswered: the CTI's queue wait, no arrival wait
+    assert waits["mw-direct"] == (3.5, None)       # answered without a queue: no queue wait measured
 
 
 # --- the previous release's database, with data in it, upgraded by `./hotline up` (issue 20, item 3) ------
