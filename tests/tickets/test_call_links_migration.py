@@ -110,10 +110,10 @@ async def test_existing_calls_and_recordings_are_on_the_first_node(db, db_url):
 
 
 async def test_existing_calls_get_the_waits_the_report_sums(db, db_url):
-    """0016: the rows already there get arrival_wait and answer_wait from their timestamps, microseconds
+    """0017: the rows already there get arrival_wait and answer_wait from their timestamps, microseconds
     kept (SQLite's date functions alone would round 14.9996 s to 15.0 s, past GB/T 33358's 15 s)."""
     await db.close()
-    alembic(db_url, "downgrade", "0015")
+    alembic(db_url, "downgrade", "0016")
     t = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
     rows = [("mw-answered", t + dt.timedelta(seconds=0.9996), t + dt.timedelta(seconds=14.9996), 14.0),
             ("mw-abandoned", t + dt.timedelta(seconds=6), None, 25.0),

@@ -1,15 +1,15 @@
 """call_records.arrival_wait, answer_wait: the report's two waits, stored at every write (issue 16, report bench)
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-01 23:20:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0016'
-down_revision = '0015'
+revision = '0017'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 
