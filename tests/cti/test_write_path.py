@@ -9,6 +9,7 @@ then hanging up at once, as the bench's 100 background callers do when their hol
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,9 @@ from sqlalchemy import func, select
 from core import events as ev
 from core.db import Database, GroupWriter
 from core.settings import Settings, load_settings
+from cti.books import QueueCall
 from cti.models import CallRecord, CallState
+from cti.reconcile import apply_queue_facts
 from cti.tracker import CallTracker
 from tests.cti.test_no_silent_loss import Log
 
@@ -38,6 +41,17 @@ def _event(name: str, call_id: str, stamp: float, **more) -> dict:
             "Timestamp": f"{stamp:.6f}", "ChanVariable": [f"CALL_ID={call_id}"], **more}
 
 
+def _tracker(db: Database, publish) -> CallTracker:  # noqa: ANN001 (the event sink)
+    """The live tracker with no callers' history and no agents logged in."""
+    async def history(_number):
+        return {}
+
+    async def nobody(_phone):
+        return None
+
+    return CallTracker(db, publish, nobody, history, Log())
+
+
 async def test_a_burst_of_calls_is_written_in_a_few_transactions_each_pop_after_its_commit(settings):
     db = Database(settings.database_url)
     reader = Database(settings.database_url)  # another connection: what the desk would see
@@ -50,14 +64,8 @@ async def test_a_burst_of_calls_is_written_in_a_few_transactions_each_pop_after_
         ended = isinstance(event, ev.CallEnded)
         published.append((event, record is not None and (record.ended_at is not None) == ended))
 
-    async def history(_number):
-        return {}
-
-    async def nobody(_phone):
-        return None
-
     try:
-        tracker = CallTracker(db, publish, nobody, history, Log())
+        tracker = _tracker(db, publish)
         ids = [f"burst-{n}" for n in range(CALLS)]
         joined = await asyncio.gather(*(tracker.handle(_event("QueueCallerJoin", c, 1700000000.0)) for c in ids))
         assert all(joined)
@@ -106,5 +114,56 @@ async def test_one_bad_write_in_a_batch_fails_alone_and_the_others_land(settings
         again = await asyncio.gather(writer.write(add("alone-0")), writer.write(add("alone-new")),
                                      return_exceptions=True)
         assert isinstance(again[0], Exception) and again[1] == "alone-new"
+    finally:
+        await db.close()
+
+
+# The two waits the service-quality report sums (call_records.arrival_wait, answer_wait; issue 16's report
+# bench) are stored by the writers of the call record: the live tracker from Asterisk's events, and
+# reconciliation when it corrects an old call from queue_log. The report's SQL path reads these columns, its
+# row-by-row path the timestamps (tests/tickets/test_kpi.py checks both against hand computations).
+T0 = 1717257599.5  # 2024-06-01 23:59:59.5 in Shanghai: the call is answered after local midnight
+
+
+async def _waits(db: Database, call_id: str) -> tuple:
+    async with db.session() as session:
+        return (await session.execute(select(CallRecord.arrival_wait, CallRecord.answer_wait)
+                                      .where(CallRecord.call_id == call_id))).one()
+
+
+async def test_the_tracker_and_reconciliation_store_the_reports_waits(settings):
+    db = Database(settings.database_url)
+
+    async def publish(_event) -> None:
+        return None
+
+    try:
+        tracker = _tracker(db, publish)
+        start = _event("UserEvent", "w-1", T0, UserEvent="HotlineCallStart", Hotline="12301", Caller="13800000001")
+        assert await tracker.handle(start)
+        assert await _waits(db, "w-1") == (None, None)  # in the IVR: nothing waited for yet
+        assert await tracker.handle(_event("QueueCallerJoin", "w-1", T0 + 8.25))
+        assert await _waits(db, "w-1") == (None, None)
+        assert await tracker.handle(_event("AgentConnect", "w-1", T0 + 20.5, HoldTime="12"))
+        # Arrival -> answer 20.5 s (004 §3.8), queue entry -> answer 12.25 s (ASA), from the event stamps.
+        assert await _waits(db, "w-1") == (20.5, 12.25)
+        assert await tracker.handle(_event("Hangup", "w-1", T0 + 80, **{"Cause-txt": "Normal"}))
+        assert await _waits(db, "w-1") == (20.5, 12.25)
+
+        # A call the tracker saw queue and hang up (abandoned, waited 30 s there), which queue_log later
+        # shows answered 14 s after the queue entry: reconciliation's correction moves both waits with it.
+        assert await tracker.handle({**start, "Uniqueid": "w-2", "Timestamp": f"{T0 - 5:.6f}",
+                                     "ChanVariable": ["CALL_ID=w-2"]})
+        for name, stamp in (("QueueCallerJoin", T0), ("Hangup", T0 + 30)):
+            assert await tracker.handle(_event(name, "w-2", stamp, **{"Cause-txt": "Normal"}))
+        assert await _waits(db, "w-2") == (None, 30.0)  # unanswered: the CTI's queue wait, no arrival wait
+        entered = dt.datetime.fromtimestamp(T0, dt.UTC)
+        async with db.transaction() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == "w-2"))
+            queue = QueueCall("w-2", queue="12301-general", entered=entered,
+                              connected=entered + dt.timedelta(seconds=14), holdtime=14)
+            assert apply_queue_facts(record, queue, None, None)
+        # Answered 19 s after arrival (5 s in the IVR, 14 s in the queue).
+        assert await _waits(db, "w-2") == (19.0, 14.0)
     finally:
         await db.close()

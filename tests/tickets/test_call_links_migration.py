@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, select, text
@@ -81,25 +82,31 @@ async def test_existing_calls_get_references_and_links_their_makers(db, db_url, 
     assert links == {ours.id: agent.id, theirs.id: thief.id, voicemail.id: None}
 
 
-async def test_existing_calls_and_recordings_are_on_the_first_node(db, db_url):
-    await db.close()
-    alembic(db_url, "downgrade", "0005")
+async def _upgraded(db_url: str, revision: str, *writes: tuple[Any, Any]) -> Database:
+    """The database taken down to ``revision``, rows written there with plain SQL (``(statement, params)``),
+    then upgraded to the newest revision."""
+    alembic(db_url, "downgrade", revision)
     engine = create_async_engine(db_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("INSERT INTO call_records (call_id, ref, direction, state, started_at, "
-                                    "hold_seconds, abandoned, source, agents_rung, transfers) VALUES ('1764590200.1', "
-                                    "'r-before-nodes', 'inbound', 'ENDED', '2026-12-01 10:00:00', 0, false, 'ami', "
-                                    "'[]', '[]')"))
-            await conn.execute(text("INSERT INTO recordings (call_id, kind, started_at, path, format, legal_hold, "
-                                    "transcript_status, created_at) VALUES ('1764590200.1', 'call', "
-                                    "'2026-12-01 10:00:00', 'calls/x.opus', 'opus', false, 'done', "
-                                    "'2026-12-01 10:00:00')"))
+            for statement, params in writes:
+                await conn.execute(statement, params)
     finally:
         await engine.dispose()
     alembic(db_url, "upgrade", "head")
+    return Database(db_url)
 
-    migrated = Database(db_url)
+
+async def test_existing_calls_and_recordings_are_on_the_first_node(db, db_url):
+    await db.close()
+    migrated = await _upgraded(
+        db_url, "0005",
+        (text("INSERT INTO call_records (call_id, ref, direction, state, started_at, "
+              "hold_seconds, abandoned, source, agents_rung, transfers) VALUES ('1764590200.1', "
+              "'r-before-nodes', 'inbound', 'ENDED', '2026-12-01 10:00:00', 0, false, 'ami', '[]', '[]')"), {}),
+        (text("INSERT INTO recordings (call_id, kind, started_at, path, format, legal_hold, "
+              "transcript_status, created_at) VALUES ('1764590200.1', 'call', '2026-12-01 10:00:00', "
+              "'calls/x.opus', 'opus', false, 'done', '2026-12-01 10:00:00')"), {}))
     try:
         async with migrated.session() as session:
             record = await session.scalar(select(CallRecord).where(CallRecord.call_id == "1764590200.1"))
@@ -113,7 +120,6 @@ async def test_existing_calls_get_the_waits_the_report_sums(db, db_url):
     """0017: the rows already there get arrival_wait and answer_wait from their timestamps, microseconds
     kept (SQLite's date functions alone would round 14.9996 s to 15.0 s, past GB/T 33358's 15 s)."""
     await db.close()
-    alembic(db_url, "downgrade", "0016")
     t = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
     rows = [("mw-answered", t + dt.timedelta(seconds=0.9996), t + dt.timedelta(seconds=14.9996), 14.0),
             ("mw-abandoned", t + dt.timedelta(seconds=6), None, 25.0),
@@ -122,16 +128,8 @@ async def test_existing_calls_get_the_waits_the_report_sums(db, db_url):
                   "wait_seconds, hold_seconds, abandoned, source, agents_rung, transfers) VALUES (:c, :c, 'node1', "
                   "'inbound', 'ENDED', :s, :q, :a, :w, 0, false, 'ami', '[]', '[]')").bindparams(
         *(bindparam(name, type_=UTCDateTime()) for name in ("s", "q", "a")))
-    engine = create_async_engine(db_url)
-    try:
-        async with engine.begin() as conn:
-            for call_id, queued, answered, wait in rows:
-                await conn.execute(insert, {"c": call_id, "s": t, "q": queued, "a": answered, "w": wait})
-    finally:
-        await engine.dispose()
-    alembic(db_url, "upgrade", "head")
-
-    migrated = Database(db_url)
+    migrated = await _upgraded(db_url, "0016", *((insert, {"c": call_id, "s": t, "q": queued, "a": answered, "w": wait})
+                                                for call_id, queued, answered, wait in rows))
     try:
         async with migrated.session() as session:
             waits = {c: (a, w) for c, a, w in await session.execute(
