@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from sqlalchemy.engine import make_url
 
+from core.provisioning import SIP_REALM
 from core.settings import REPO_ROOT, AsteriskNode, Settings
 
 CONF_DIR = REPO_ROOT / "kamailio"
 KAMAILIO = "/usr/sbin/kamailio"
 KAMCMD = "/usr/sbin/kamcmd"
 # Debian 12 packages the cluster mode needs (the `./hotline` wrapper installs them when it is configured).
-DEBIAN_PACKAGES = ("kamailio",)
+DEBIAN_PACKAGES = ("kamailio", "kamailio-postgres-modules")
 DISPATCHER_SET = 1
 _DESTINATION = re.compile(r"URI:\s*(\S+)\s+FLAGS:\s*(\S+)")
 
@@ -46,6 +48,12 @@ def dispatcher_list(settings: Settings) -> str:
                    for node in settings.nodes)
 
 
+def kamailio_db_url(url: str) -> str:
+    """The platform's PostgreSQL URL as db_postgres reads it (postgres://user:password@host:port/db)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgres").render_as_string(hide_password=False)
+
+
 def render_kamailio_config(settings: Settings) -> Path:
     """Write kamailio.cfg and the dispatcher list; returns the path of kamailio.cfg."""
     folder = run_dir(settings)
@@ -58,9 +66,10 @@ def render_kamailio_config(settings: Settings) -> Path:
         sip_bind=sip.bind, sip_port=sip.port, carrier_address=sip.carrier_address,
         proxy_address=cluster.proxy_address, ping_seconds=cluster.ping_seconds, failover_ms=cluster.failover_ms,
         carrier_calls_per_second=cluster.carrier_calls_per_second, pike_requests=cluster.pike_requests,
-        children=2, ctl_socket=ctl_socket(settings), dispatcher_list=folder / "dispatcher.list")
+        children=2, ctl_socket=ctl_socket(settings), dispatcher_list=folder / "dispatcher.list",
+        sip_realm=SIP_REALM, db_url=kamailio_db_url(settings.database_url))
     cfg = folder / "kamailio.cfg"
-    cfg.write_text(text)
+    cfg.write_text(text)  # it holds the database password: the instance's private umask keeps it 0640
     return cfg
 
 
@@ -79,9 +88,18 @@ def rpc(settings: Settings, *args: str, timeout: float = 5) -> str:
     """A Kamailio RPC command over its control socket (``kamcmd``); raises on failure."""
     proc = subprocess.run([KAMCMD, "-s", f"unix:{ctl_socket(settings)}", *args], capture_output=True, text=True,
                           timeout=timeout)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or proc.stdout.startswith("error:"):  # kamcmd exits 0 on an RPC error
         raise RuntimeError(f"kamcmd {' '.join(args)}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
+
+
+def registered_contacts(settings: Settings, extension: str) -> list[str]:
+    """The contacts Kamailio's registrar holds for a phone (empty: not registered)."""
+    try:
+        out = rpc(settings, "ul.lookup", "location", f"s:{extension}")  # s: a string, not the number 8001
+    except RuntimeError:  # "AOR not found"
+        return []
+    return re.findall(r"Address:\s*(\S+)", out)
 
 
 @dataclass(frozen=True)

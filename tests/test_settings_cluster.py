@@ -73,6 +73,8 @@ def test_the_rendered_kamailio_cfg_passes_kamailios_own_check(tmp_path):
     text = cfg.read_text()
     assert "listen=udp:127.0.0.1:25060" in text and "listen=udp:127.0.0.10:25060" in text
     assert '$si != "127.0.0.2"' in text
+    # The registrar reads the phones' HA1 from the platform's PostgreSQL, in db_postgres's own URL form.
+    assert 'modparam("auth_db", "db_url", "postgres://hotline@127.0.0.1/hotline")' in text
     # kamailio -c parses the file and loads every module with its parameters, then exits.
     check = subprocess.run([kamailio.KAMAILIO, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr

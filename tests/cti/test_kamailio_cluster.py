@@ -4,6 +4,7 @@ One stack started as `./hotline up --nodes 2` starts it (HOTLINE_CLUSTER_NODES=2
 platform's SIP address, node1 and node2 on 127.0.0.11 and 127.0.0.12, the carrier on 127.0.0.2. One
 scenario, in order:
 
+0. a phone registers with Kamailio's registrar with its password; one with a wrong password does not;
 1. SIPp citizens from the carrier address through Kamailio reach both nodes (each node's own CDR says
    which calls it carried);
 2. a call from an address that is neither the carrier nor a node is refused (403) and reaches no node;
@@ -11,7 +12,8 @@ scenario, in order:
    then every new call succeeds, all on node2 (zero SIPp failures);
 4. node1 comes back: the dispatcher marks it up and it carries calls again.
 
-Second sources: Kamailio's own dispatcher state (kamcmd dispatcher.list) and each node's Master.csv;
+Second sources: Kamailio's own dispatcher state and registrar (kamcmd dispatcher.list, ul.lookup), its
+log, and each node's Master.csv;
 SIPp's own statistics for successes and failures.
 """
 
@@ -26,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from xmlrpc.client import Fault
 
@@ -36,6 +39,7 @@ from core import kamailio
 from core.asterisk_runtime import node_runtimes
 from cti.books import CDR_COLUMNS
 from sipdrivers.carrier import SIPP_DIR, run_citizen_calls
+from sipdrivers.phones import SippPhone
 from tests.conftest import TEST_SETTINGS
 
 pytestmark = pytest.mark.stack
@@ -111,6 +115,25 @@ async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_n
     for name in runtimes:
         await waiter(lambda name=name: node_up(name, True), timeout=30, what=f"dispatcher marking {name} up")
 
+    # 0. Phones register with Kamailio: digest auth against the phones table's own credentials (the
+    #    PostgreSQL view kamailio_subscriber); a wrong password is refused.
+    front = SimpleNamespace(address=settings.sip.bind, sip_port=settings.sip.port)
+    good = SippPhone(settings, "8001", node=front).start()
+    try:
+        contacts = await waiter(lambda: _contacts(settings, "8001"), timeout=30, what="8001 registered with Kamailio")
+        assert contacts == [f"sip:8001@{good.address}:{good.local_port}"], contacts
+    finally:
+        good.stop()
+    # The register scenario alone (no answering part): with a wrong password its REGISTER is challenged
+    # again instead of accepted; SIPp takes that challenge for a repeat of the first, so it gives up after
+    # one retransmission rather than five.
+    bad = SippPhone(settings, "8002", node=front, password="wrong-password").command()
+    del bad[bad.index("-oocsf"):bad.index("-oocsf") + 2]
+    bad += ["-max_non_invite_retrans", "1"]
+    refused = await asyncio.to_thread(subprocess.run, bad, cwd=SIPP_DIR, capture_output=True, timeout=60)
+    assert refused.returncode != 0 and not kamailio.registered_contacts(settings, "8002")
+    assert "REGISTER of 8002 from 127.0.0.1" in (settings.log_dir / "kamailio.log").read_text(errors="replace")
+
     # 1. Carrier calls through Kamailio reach both nodes (each node's own CDR).
     first = _callers(1, 10)
     result = await asyncio.to_thread(_calls, settings, speech, first)
@@ -152,6 +175,10 @@ async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_n
     assert (result.successful, result.failed) == (6, 0), result.output
     carried = await waiter(lambda: _all_answered(runtimes, back), timeout=30, what="the calls after the return")
     assert carried["node1"] and carried["node2"], carried
+
+
+async def _contacts(settings, extension: str) -> list[str]:
+    return await asyncio.to_thread(kamailio.registered_contacts, settings, extension)
 
 
 def _sent_to(settings, callers: list[str]) -> set[str]:
