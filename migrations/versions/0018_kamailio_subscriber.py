@@ -3,15 +3,15 @@
 A view, not a copy: an admin's new, disabled or re-keyed phone (core/provisioning.py) is what Kamailio
 checks at the phone's next REGISTER, with nothing to synchronise. Enabled phones only.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-01 23:30:00
 """
 
 from alembic import op
 
-revision = '0017'
-down_revision = '0016'
+revision = '0018'
+down_revision = '0017'
 branch_labels = None
 depends_on = None
 
