@@ -94,3 +94,15 @@ def test_a_service_reporting_a_problem_is_shown_with_it_not_as_redis_broken(tmp_
         health = {h.name: h for h in check_health(settings, _runtime(tmp_path))}
     assert health["redis"].ok, health["redis"].detail
     assert (health["cti"].ok, health["cti"].detail) == (False, "事件处理停滞")
+
+
+def test_up_with_nodes_on_sqlite_stops_before_touching_anything(tmp_path, monkeypatch, capsys):
+    """`./hotline up --nodes 2` is cluster mode for that run; on SQLite it stops at once with the reason."""
+    from cli.__main__ import main
+
+    monkeypatch.setenv("HOTLINE_VAR", str(tmp_path / "var"))
+    monkeypatch.setenv("HOTLINE_CLUSTER_NODES", "0")  # restored afterwards: --nodes sets it for the run
+    monkeypatch.delenv("HOTLINE_DATABASE_URL", raising=False)
+    assert main(["up", "--nodes", "2"]) == 1
+    assert "集群模式（[cluster] nodes）需要 PostgreSQL" in capsys.readouterr().err
+    assert not (tmp_path / "var" / "run").exists()  # nothing rendered, migrated or started
