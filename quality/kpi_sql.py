@@ -10,6 +10,7 @@ all the working-day indicators need. The indicators themselves are the same func
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from datetime import date, datetime, tzinfo
@@ -106,7 +107,10 @@ def _calls_base(dialect: str, lo: datetime, hi: datetime, zone: tzinfo, hotline:
     queued = CallRecord.queued_at.is_not(None)
     answered = CallRecord.answered_at.is_not(None)
     voicemail = func.coalesce(CallRecord.voicemail_file, "") != ""
-    callback = CallbackRequest.id.is_not(None)
+    # A look-up only for the calls the outcome's CASE gets that far with (unanswered, no voice message), not
+    # a join probed for every call of the month.
+    callback = (select(CallbackRequest.id)
+                .where(CallbackRequest.call_id == CallRecord.call_id, CallbackRequest.source == "queue").exists())
     duration = case((CallRecord.ended_at.is_not(None), _seconds(dialect, CallRecord.started_at, CallRecord.ended_at)))
     outcome = case(
         (answered, Outcome.ANSWERED.value),
@@ -131,8 +135,6 @@ def _calls_base(dialect: str, lo: datetime, hi: datetime, zone: tzinfo, hotline:
         (func.coalesce(CallRecord.talk_seconds, 0.0) + func.coalesce(CallRecord.hold_seconds, 0.0)).label("talk_hold"),
         CallRecord.agent_id, CallRecord.satisfaction,
         _local_day(dialect, CallRecord.started_at, zone, lo).label("day"))
-        .outerjoin(CallbackRequest, (CallbackRequest.call_id == CallRecord.call_id)
-                   & (CallbackRequest.source == "queue"))
         .where(CallRecord.direction == "inbound", CallRecord.started_at >= lo, CallRecord.started_at < hi))
     if hotline:
         query = query.where(CallRecord.hotline == hotline)
@@ -283,13 +285,23 @@ async def load_report(session: AsyncSession, start: date, end: date, zone: tzinf
     """The report of :func:`quality.kpi.compute` for [start, end] (local days), aggregated in SQL."""
     settings = settings or KpiSettings()
     lo, hi = local_bounds(start, end, zone)
-    if session.bind.dialect.name == "postgresql":
-        # PostgreSQL's JIT compiles the report's few dozen expressions when the estimated cost is high (the
-        # per-ticket first-移交 look-up makes it so): 7.5 s of compiling for queries that run in a fraction of
-        # a second (EXPLAIN ANALYZE at 1 000 000 tickets). For this transaction only.
-        await session.execute(text("SET LOCAL jit = off"))
-    facts = Facts(start, end, zone, tickets=await ticket_groups(session, lo, hi, zone, hotline),
-                  previous_calls=await previous_calls(session, start, end, zone, hotline), as_of=min(end, today) if today else end,
-                  agent_names=agent_names or {},
-                  call_tally=await tally(session, lo, hi, zone, hotline, settings))
+    await _no_jit(session)
+    # The tickets are read on a connection of their own (``session`` is one of core.db.Database's, bound to
+    # its engine) while the calls are read on this one: two independent scans on two cores (SQLite's WAL and
+    # PostgreSQL both let readers run side by side). Each statement already saw its own snapshot (autocommit
+    # reads on SQLite, READ COMMITTED on PostgreSQL), so the figures are what one connection gave.
+    async with AsyncSession(session.bind) as beside:
+        await _no_jit(beside)
+        tickets, call_tally = await asyncio.gather(ticket_groups(beside, lo, hi, zone, hotline),
+                                                   tally(session, lo, hi, zone, hotline, settings))
+    facts = Facts(start, end, zone, tickets=tickets, previous_calls=await previous_calls(session, start, end, zone, hotline),
+                  as_of=min(end, today) if today else end, agent_names=agent_names or {}, call_tally=call_tally)
     return compute(facts, settings)
+
+
+async def _no_jit(session: AsyncSession) -> None:
+    """PostgreSQL's JIT compiles the report's few dozen expressions when the estimated cost is high (the
+    per-ticket first-移交 look-up makes it so): 7.5 s of compiling for queries that run in a fraction of a
+    second (EXPLAIN ANALYZE at 1 000 000 tickets). For the session's transaction only."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL jit = off"))
