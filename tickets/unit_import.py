@@ -9,10 +9,17 @@ export can be edited and imported again; a unit is never moved or deleted (ticke
 停用 instead). The new file is published like an admin's edit of it (core.content.publish_in: checked by
 every loader, the units table brought in line in the same transaction, the file's history and the audit
 log), with one audit row per unit besides.
+
+The notice contacts (通知电话, 短信手机, 邮箱) are notices.yaml's ``contacts``: a file whose rows carry those
+columns sets them (all three empty: the unit has no contact), one without the columns leaves them as they
+are. Only that block of notices.yaml is rewritten (its templates and comments stay as written), published
+in the same transaction right after units.yaml; every contact is checked on its row first, so that second
+file is never refused once the first is in place.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +34,12 @@ from core.db import Database
 from core.models import UnitLevel, User
 from core.settings import Settings
 from tickets.dispatch import CHILD_LEVEL, load_unit_config
+from tickets.notices import MOBILE
 
 FILE = "units.yaml"
+NOTICES = "notices.yaml"
+CONTACT_FIELDS = ("phone", "sms", "email")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 LEVEL_LABELS = {UnitLevel.NATIONAL: "国家级", UnitLevel.PROVINCE: "省级", UnitLevel.CITY: "市级",
                 UnitLevel.COUNTY: "县级", UnitLevel.CALL_CENTRE: "呼叫中心"}
@@ -55,6 +66,7 @@ class _Known:
 class _Context:
     units: dict[str, _Known]
     centre: str
+    contacts: dict[str, dict[str, str]]
     rows_by_code: dict[str, int] = field(default_factory=dict)
 
     def by_name(self, name: str) -> list[_Known]:
@@ -70,6 +82,7 @@ class _Row:
     places: dict[str, str | None]
     disabled: bool
     new: bool
+    contact: dict[str, str] | None = None  # None: the file has no contact columns (leave it as it is)
 
 
 def _own_flags(raw: dict[str, Any]) -> dict[str, bool]:
@@ -97,7 +110,43 @@ def _known_units() -> _Context:
     units = {spec.code: _Known(spec.code, spec.name, spec.level, spec.parent_code,
                                {p: getattr(spec, p) for p in PLACES}, flags.get(spec.code, False))
              for spec in config.units}
-    return _Context(units, config.call_centre.code)
+    return _Context(units, config.call_centre.code, _contacts())
+
+
+def _contacts() -> dict[str, dict[str, str]]:
+    """code -> {phone, sms, email} as notices.yaml's contacts has them."""
+    raw = yaml.safe_load(content.text_of(NOTICES)) or {}
+    return {str(code): {k: str(v) for k, v in (entry or {}).items()} for code, entry in
+            (raw.get("contacts") or {}).items()}
+
+
+def _contact(values: dict[str, str], problems: list[tuple[str, str]]) -> dict[str, str] | None:
+    if not any(name in values for name in CONTACT_FIELDS):
+        return None
+    contact = {name: values.get(name, "").strip() for name in CONTACT_FIELDS}
+    if contact["sms"] and not MOBILE.fullmatch(contact["sms"]):
+        problems.append(("sms", f"短信手机应为 11 位手机号，实际为“{contact['sms']}”"))
+    if contact["email"] and (len(contact["email"]) > 100 or not EMAIL.fullmatch(contact["email"])):
+        problems.append(("email", f"邮箱格式不正确：“{contact['email']}”"))
+    if len(contact["phone"]) > 32 or any(not ch.isprintable() for ch in contact["phone"]):
+        problems.append(("phone", "通知电话最多 32 个字符，且不能含控制字符"))
+    return {k: v for k, v in contact.items() if v}
+
+
+def _contacts_block(text: str, contacts: dict[str, dict[str, str]]) -> str:
+    """notices.yaml with its ``contacts:`` block replaced by ``contacts`` (one flow mapping per unit)."""
+    lines = [f"  {json.dumps(code, ensure_ascii=False)}: {json.dumps(entry, ensure_ascii=False)}"
+             for code, entry in contacts.items()]
+    block = ["contacts:" + ("" if lines else " {}"), *lines]
+    old = text.splitlines()
+    start = next((i for i, line in enumerate(old) if line.rstrip() == "contacts:" or line.startswith("contacts: ")),
+                 None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + "\n".join(block) + "\n"
+    end = start + 1
+    while end < len(old) and old[end].startswith((" ", "\t")):
+        end += 1
+    return "\n".join([*old[:start], *block, *old[end:]]) + "\n"
 
 
 class Units:
@@ -117,6 +166,9 @@ class Units:
         Column("city", "市", False, "佛山市", "市级单位须填写本市"),
         Column("county", "区县", False, "", "区县级单位须填写本区县"),
         Column("status", "状态", False, "启用", "启用 或 停用；停用后不再派单给它及其下级（单位不能删除）"),
+        Column("phone", "通知电话", False, "0757-12301", "告知市民的承办单位电话"),
+        Column("sms", "短信手机", False, "13900000021", "接收短信通知的手机号"),
+        Column("email", "邮箱", False, "fs12301@example.cn", "接收邮件通知的地址"),
     )
 
     async def context(self, session: AsyncSession, settings: Settings) -> _Context:
@@ -145,13 +197,15 @@ class Units:
         if raw_level and level and raw_level not in (LEVEL_LABELS[level], level.value):
             problems.append(("level", f"级别应为{LEVEL_LABELS[level]}（由上级单位决定），实际为“{raw_level}”"))
         places = self._places(values, level, parent, existing, problems)
+        contact = _contact(values, problems)
         if code and CODE.fullmatch(code):
             context.rows_by_code.setdefault(code, row)
         if problems or level is None:
             return None, problems
         if existing is None:  # later rows may name it as their parent
             context.units[code] = _Known(code, name, level, parent.code if parent else None, places, disabled, row)
-        return _Row(code, name, parent.code if parent else None, level, places, disabled, existing is None), []
+        return _Row(code, name, parent.code if parent else None, level, places, disabled, existing is None,
+                    contact), []
 
     @staticmethod
     def _parent(raw: str, existing: _Known | None, context: _Context,
@@ -214,7 +268,8 @@ class Units:
 
         for node in (raw.get("hotlines") or {}).values():
             index(node)
-        before = {code: _plain(node) for code, node in nodes.items()}
+        contacts = _contacts()
+        before = {code: {**_plain(node), "contact": contacts.get(code)} for code, node in nodes.items()}
         for item in items:
             node = nodes.get(item.code)
             if node is None:
@@ -231,7 +286,12 @@ class Units:
             # Children last, as people write the file.
             if "children" in node:
                 node["children"] = node.pop("children")
-            old, after = before.get(item.code), _plain(node)
+            if item.contact is not None:
+                if item.contact:
+                    contacts[item.code] = item.contact
+                else:
+                    contacts.pop(item.code, None)
+            old, after = before.get(item.code), {**_plain(node), "contact": contacts.get(item.code)}
             if old is None:
                 record_change(session, actor, address, "unit", item.code, "create", None, after)
             elif old != after:
@@ -240,6 +300,9 @@ class Units:
                 record_change(session, actor, address, "unit", item.code, action, old, after)
         await content.publish_in(session, actor, address, FILE, _leading_comments(text) + yaml.safe_dump(
             raw, allow_unicode=True, sort_keys=False, width=120))
+        if contacts != _contacts():
+            await content.publish_in(session, actor, address, NOTICES,
+                                     _contacts_block(content.text_of(NOTICES), contacts))
         report.written = len(items)
 
     async def export(self, db: Database) -> list[list[Any]]:
@@ -248,8 +311,10 @@ class Units:
         for unit in context.units.values():
             if unit.code == context.centre:
                 continue
+            contact = context.contacts.get(unit.code, {})
             rows.append([unit.code, unit.name, unit.parent or "", LEVEL_LABELS[unit.level],
-                         *(unit.places[p] or "" for p in PLACES), "停用" if unit.disabled else "启用"])
+                         *(unit.places[p] or "" for p in PLACES), "停用" if unit.disabled else "启用",
+                         *(contact.get(name, "") for name in CONTACT_FIELDS)])
         return rows
 
 

@@ -217,7 +217,7 @@ async def units_db(service_db, tmp_path):
             await seed_units(session, load_unit_config())  # the shipped names and flags again
 
 
-UNIT_HEADER = ["单位编码", "单位名称", "上级单位", "级别", "省", "市", "区县", "状态"]
+UNIT_HEADER = ["单位编码", "单位名称", "上级单位", "级别", "省", "市", "区县", "状态", "通知电话", "短信手机", "邮箱"]
 
 
 async def test_units_keep_the_tree_checked_row_by_row_and_are_published_audited_and_exported(units_db,
@@ -237,6 +237,7 @@ async def test_units_keep_the_tree_checked_row_by_row_and_are_published_audited_
         ["svc-FS", "重复", "12301-GD", "", "", "中山市", "", ""],
         ["12301-GD-SZ", "深圳市文化广电旅游体育局", "12301-SC", "", "", "", "", "停用"],
         ["svc-X5", "不存在的上级", "某某局", "", "", "", "", ""],
+        ["svc-X6", "联系方式有误", "12301-GD", "", "", "珠海市", "", "", "0756-1", "12345", "x@y"],
     ]
     report = await bulk_import.dry_run(units_db, file_settings, UNITS, _sheet(UNITS, bad), "单位.xlsx")
     assert [(p.row, p.column, p.reason) for p in report.problems] == [
@@ -246,14 +247,16 @@ async def test_units_keep_the_tree_checked_row_by_row_and_are_published_audited_
         (7, "级别", "级别应为市级（由上级单位决定），实际为“县级”"), (7, "市", "市级单位须填写市"),
         (8, "单位编码", "单位编码 svc-FS 与第 2 行重复"),
         (9, "上级单位", "单位不能调整上级（现为广东省文化和旅游厅质监所）；如需调整请停用此单位并新建"),
-        (10, "上级单位", "没有编码或名称为“某某局”的单位")]
+        (10, "上级单位", "没有编码或名称为“某某局”的单位"),
+        (11, "短信手机", "短信手机应为 11 位手机号，实际为“12345”"), (11, "邮箱", "邮箱格式不正确：“x@y”")]
     refused = await bulk_import.run_import(units_db, file_settings, UNITS, _sheet(UNITS, bad), "单位.xlsx", None, None)
     assert refused.problems == report.problems and content.version() == 0  # nothing written
 
-    good = [bad[0], bad[1], ["12301-GD-SZ", "深圳市文化广电旅游体育局（新名）", "", "", "", "", "", "停用"]]
+    good = [[*bad[0], "0757-12301", "13900000021", ""], bad[1],
+            ["12301-GD-SZ", "深圳市文化广电旅游体育局（新名）", "", "", "", "", "", "停用"]]
     done = await bulk_import.run_import(units_db, file_settings, UNITS, _sheet(UNITS, good), "单位.xlsx", None,
                                         "10.3.3.5")
-    assert done.problems == [] and done.written == 3 and content.version() == 1
+    assert done.problems == [] and done.written == 3 and content.version() == 2  # units.yaml, notices.yaml
     async with units_db.session() as session:
         units = {u.code: u for u in (await session.scalars(select(Unit))).all()}
         audit = (await session.scalars(select(AdminChange).order_by(AdminChange.id))).all()
@@ -266,16 +269,26 @@ async def test_units_keep_the_tree_checked_row_by_row_and_are_published_audited_
     assert units["12301-GD-SZ"].disabled and units["12301-GD-SZ"].name == "深圳市文化广电旅游体育局（新名）"
     assert [(a.entity, a.entity_id, a.action) for a in audit] == [
         ("unit", "svc-FS", "create"), ("unit", "svc-FS-NH", "create"), ("unit", "12301-GD-SZ", "disable"),
-        ("unit", "units.yaml", "update"), ("import", "units", "import")]
-    assert audit[2].before == {"code": "12301-GD-SZ", "name": "深圳市文化广电旅游体育局", "city": "深圳市"}
+        ("unit", "units.yaml", "update"), ("unit", "notices.yaml", "update"), ("import", "units", "import")]
+    assert audit[2].before == {"code": "12301-GD-SZ", "name": "深圳市文化广电旅游体育局", "city": "深圳市",
+                               "contact": None}
     assert audit[2].after["disabled"] is True and audit[0].address == "10.3.3.5"
+    assert audit[0].after["contact"] == {"phone": "0757-12301", "sms": "13900000021"}
     assert content.text_of("units.yaml").startswith("# Demo handling units")  # the file's own header kept
+    notices = content.text_of("notices.yaml")  # only the contacts block rewritten: templates, comments kept
+    assert notices.startswith("# Notices to citizens") and "expiring_days: 10" in notices
+    assert '"svc-FS": {"phone": "0757-12301", "sms": "13900000021"}' in notices
+    assert '"12301-GD-GZ": {"phone": "020-12302", "sms": "13900000003"}' in notices
+    from tickets.notices import load_notice_config
+    assert load_notice_config().contacts["svc-FS"].sms == "13900000021"
 
     exported = openpyxl.load_workbook(io.BytesIO(await bulk_import.export(units_db, UNITS, "xlsx")))
     rows = {r[0]: r for r in ([c.value for c in row] for row in exported.active.iter_rows())}
     assert [label.rstrip("*") for label in rows["单位编码*"]] == UNIT_HEADER
-    assert rows["svc-FS-NH"] == ["svc-FS-NH", "南海区文化广电旅游体育局", "svc-FS", "县级", "广东省", "佛山市", "南海区", "启用"]
-    assert rows["12301-GD-SZ"][-1] == "停用" and "callcentre" not in rows
+    assert rows["svc-FS-NH"] == ["svc-FS-NH", "南海区文化广电旅游体育局", "svc-FS", "县级", "广东省", "佛山市", "南海区", "启用",
+                                 None, None, None]
+    assert rows["svc-FS"][-3:] == ["0757-12301", "13900000021", None]
+    assert rows["12301-GD-SZ"][7] == "停用" and "callcentre" not in rows
     again = await bulk_import.dry_run(units_db, file_settings, UNITS,
                                       await bulk_import.export(units_db, UNITS, "csv"), "units.csv")
     assert again.problems == [] and again.rows == len(rows) - 1  # an export imports again unchanged
