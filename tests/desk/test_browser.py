@@ -51,6 +51,38 @@ async def open_as(browser: Browser, base: str, username: str, password: str, vie
     return page
 
 
+async def create_agent_by_form(admin: Page, username: str, display_name: str, agent_number: str, skill: str,
+                               extension: str) -> str:
+    """An agent made on the admin's form (用户与坐席 → 新建用户), submitted from the keyboard; returns the
+    password shown once."""
+    await admin.click(".admin-nav >> text=用户与坐席")
+    await admin.click("#new-user")
+    form = admin.locator("#user-form")
+    await form.locator("[name=username]").fill(username)
+    await form.locator("[name=display_name]").fill(display_name)
+    await form.locator("[name=role]").select_option("agent")
+    await form.locator("[name=unit]").select_option("callcentre")
+    await form.locator("[name=agent_number]").fill(agent_number)
+    await form.locator(f'[name=skill][value="{skill}"]').check()
+    await form.locator("[name=default_extension]").select_option(extension)
+    await admin.keyboard.press("Enter")  # keyboard: the form submits from any field
+    return (await admin.locator("#one-time-password").text_content() or "").strip()
+
+
+async def first_log_in(browser: Browser, base: str, username: str, password: str, new_password: str,
+                       viewport: dict) -> Page:
+    """A new user's first log-in: the password shown once, then their own before anything else."""
+    page = await open_as(browser, base, username, password, viewport)
+    assert page.url.endswith("/account/password")
+    await expect(page.locator("#must-change")).to_be_visible()
+    await page.fill("[name=current]", password)
+    await page.fill("[name=new]", new_password)
+    await page.fill("[name=again]", new_password)
+    await page.click("#password-form button")
+    await page.wait_for_url(f"{base}/desk")
+    return page
+
+
 async def act(page: Page, action: str, inputs: dict[str, str], refused_with: str) -> None:
     """Open an action's dialog, submit it empty (refused), then with the inputs."""
     await page.click(f'[data-action="{action}"]')

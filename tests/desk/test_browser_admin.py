@@ -13,7 +13,16 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import async_playwright, expect
 from sqlalchemy import select
-from test_browser import CHROMIUM_ARGS, DESKTOP, LIVE, PAGE_ERRORS, open_as, screenshots_dir
+from test_browser import (
+    CHROMIUM_ARGS,
+    DESKTOP,
+    LIVE,
+    PAGE_ERRORS,
+    create_agent_by_form,
+    first_log_in,
+    open_as,
+    screenshots_dir,
+)
 
 from cli.democall import originate_citizen
 from core.models import User
@@ -51,29 +60,11 @@ async def test_admin_creates_an_agent_whose_new_skill_takes_a_waiting_call_at_on
                 assert (await colleague.post("/api/desk/state", {"action": "login", "phone": "8003"}))[0] == 200
                 admin = await open_as(browser, base, "admin", stack.settings.secrets["admin_password"], DESKTOP)
                 await admin.click(".mainnav >> text=系统管理")
-                await admin.click(".admin-nav >> text=用户与坐席")
-                await admin.click("#new-user")
-                form = admin.locator("#user-form")
-                await form.locator("[name=username]").fill(USERNAME)
-                await form.locator("[name=display_name]").fill("冯坐席")
-                await form.locator("[name=role]").select_option("agent")
-                await form.locator("[name=unit]").select_option("callcentre")
-                await form.locator("[name=agent_number]").fill("707")
-                await form.locator('[name=skill][value="12301-general"]').check()
-                await form.locator("[name=default_extension]").select_option("8005")
-                await admin.keyboard.press("Enter")  # keyboard: the form submits from any field
-                password = (await admin.locator("#one-time-password").text_content() or "").strip()
+                password = await create_agent_by_form(admin, USERNAME, "冯坐席", "707", "12301-general", "8005")
                 assert len(password) == stack.settings.passwords.generated_length
                 await admin.screenshot(path=shots / "admin-user-created.png")
 
-                agent = await open_as(browser, base, USERNAME, password, DESKTOP)
-                assert agent.url.endswith("/account/password")
-                await expect(agent.locator("#must-change")).to_be_visible()
-                await agent.fill("[name=current]", password)
-                await agent.fill("[name=new]", NEW_PASSWORD)
-                await agent.fill("[name=again]", NEW_PASSWORD)
-                await agent.click("#password-form button")
-                await agent.wait_for_url(f"{base}/desk")
+                agent = await first_log_in(browser, base, USERNAME, password, NEW_PASSWORD, DESKTOP)
                 assert await agent.locator("#phone").input_value() == "8005"  # the default extension
                 await agent.click("#btn-login")
                 await expect(agent.locator("#state-label")).to_have_text("暂停", timeout=LIVE)

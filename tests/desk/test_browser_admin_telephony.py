@@ -25,7 +25,15 @@ from cti.models import CallRecord
 from cti.read import AGENT_SESSIONS
 from sipdrivers.browser import CHROMIUM_ARGS
 from sipdrivers.phones import SippPhone
-from tests.desk.test_browser import DESKTOP, LIVE, PAGE_ERRORS, open_as, screenshots_dir
+from tests.desk.test_browser import (
+    DESKTOP,
+    LIVE,
+    PAGE_ERRORS,
+    create_agent_by_form,
+    first_log_in,
+    open_as,
+    screenshots_dir,
+)
 
 EXTENSION, BUSINESS = "8066", "newline"
 QUEUE = f"12301-{BUSINESS}"
@@ -88,30 +96,14 @@ async def test_admin_creates_phone_queue_and_agent_who_takes_a_call_in_it_withou
                                               if k.startswith("Line-")], config
 
             # The agent, through the agent form as a centre's admin makes one.
-            await admin.click(".admin-nav >> text=用户与坐席")
-            await admin.click("#new-user")
-            form = admin.locator("#user-form")
-            await form.locator("[name=username]").fill(USERNAME)
-            await form.locator("[name=display_name]").fill("周新")
-            await form.locator("[name=role]").select_option("agent")
-            await form.locator("[name=unit]").select_option("callcentre")
-            await form.locator("[name=agent_number]").fill("166")
-            await form.locator(f'[name=skill][value="{QUEUE}"]').check()  # the queue made a moment ago
-            await form.locator("[name=default_extension]").select_option(EXTENSION)  # and the phone
-            await admin.click("#save-user")
-            first_password = (await admin.locator("#one-time-password").text_content() or "").strip()
+            # (its skill the queue made a moment ago, its default extension the new phone)
+            first_password = await create_agent_by_form(admin, USERNAME, "周新", "166", QUEUE, EXTENSION)
             assert len(first_password) == stack.settings.passwords.generated_length
             await admin.screenshot(path=shots / "admin-03-agent-created.png")
 
             with SippPhone(stack.settings, EXTENSION, password=password) as phone:
                 await phone.wait_registered(stack.runtime)
-                agent = await open_as(browser, base, USERNAME, first_password, DESKTOP)
-                assert agent.url.endswith("/account/password")  # a new user sets their own password first
-                await agent.fill("[name=current]", first_password)
-                await agent.fill("[name=new]", NEW_PASSWORD)
-                await agent.fill("[name=again]", NEW_PASSWORD)
-                await agent.click("#password-form button")
-                await agent.wait_for_url(f"{base}/desk")
+                agent = await first_log_in(browser, base, USERNAME, first_password, NEW_PASSWORD, DESKTOP)
                 assert await agent.locator("#phone").input_value() == EXTENSION  # the default extension
                 await agent.click("#btn-login")
                 await expect(agent.locator("#state-label")).to_have_text("暂停", timeout=LIVE)
