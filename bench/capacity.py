@@ -65,12 +65,16 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def _pids(pattern: str) -> list[int]:
+def _pids(pattern: str, var: str | None = None) -> list[int]:
+    """Processes whose command line holds ``pattern``; with ``var``, only those of the stack whose HOTLINE_VAR
+    it is (other sessions' stacks on the machine run the same services and SIPp scenarios)."""
     found = []
+    mark = f"HOTLINE_VAR={var}\0".encode() if var else None
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if pattern in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                if pattern in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") and (
+                        mark is None or mark in (entry / "environ").read_bytes()):
                     found.append(int(entry.name))
             except OSError:
                 pass
@@ -113,8 +117,9 @@ class Rig:
 
     def process_groups(self) -> dict[str, list[int]]:
         groups = {"asterisk": _pids(f"-C {self.runtime.inside('etc', 'asterisk.conf')}")}
-        groups |= {name: _pids(f"-m {name}") for name in ("ivr", "cti", "recordings", "agent_desk")}
-        groups |= {"sipp citizens": _pids("citizen_call.xml"), "sipp agents": _pids("agents_register.xml")}
+        var = os.environ.get("HOTLINE_VAR")  # set by throwaway_stack for this stack, inherited by its processes
+        groups |= {name: _pids(f"-m {name}", var) for name in ("ivr", "cti", "recordings", "agent_desk")}
+        groups |= {"sipp citizens": _pids("citizen_call.xml", var), "sipp agents": _pids("agents_register.xml", var)}
         return groups
 
 
@@ -376,7 +381,9 @@ async def _capacity(settings, runtime, report: Report, levels: list[tuple[int, i
     speech = ulaw_from_wav(runtime.host_path(runtime.inside("sounds", "demo-complaint.wav")), folder / "citizen.ulaw")
     count = max(talking for talking, _w in levels)
     extensions = [str(FIRST_EXTENSION + i) for i in range(min(count, 9999 - FIRST_EXTENSION))]
-    ami, redis = AmiClient(settings, "tools"), redis_connect(settings, "tools")
+    # No events: this client only asks (QueueSummary, CoreStatus, channels); all of a level's events would
+    # keep it too busy to answer AMI's pings on the loaded core.
+    ami, redis = AmiClient(settings, "tools", events="off"), redis_connect(settings, "tools")
     await ami.connect()
     began = time.monotonic()
     passwords = await bench_phones(settings, redis, extensions)
