@@ -72,6 +72,8 @@ class SippPhone:
         # SIP port; media (+10, +11, +12) and control (+20) ports follow it. Free ones by default,
         # so test sessions running side by side do not collide.
         self.local_port = local_port or free_udp_block(address)
+        self._own_port = local_port is None
+        self._rebinds = 0
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -92,7 +94,15 @@ class SippPhone:
     def registered(self, runtime: Any) -> bool:
         """Asterisk holds a contact for the extension at this phone's address."""
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"SIPp for {self.extension} exited: {self.process.stderr.read().decode()[-800:]}")
+            error = self.process.stderr.read().decode()[-800:]
+            if self._own_port and "errno = 98" in error and self._rebinds < 3:
+                # The block was free when chosen, then taken (another session's phone, an ephemeral UDP port)
+                # before SIPp bound it: choose another block and start again.
+                self._rebinds += 1
+                self.local_port = free_udp_block(self.address)
+                self.start()
+                return False
+            raise RuntimeError(f"SIPp for {self.extension} exited: {error}")
         return f"{self.address}:{self.local_port}" in runtime.rx(f"pjsip show aor {self.extension}")
 
     async def wait_registered(self, runtime: Any, timeout: float = 20) -> None:
