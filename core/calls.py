@@ -94,7 +94,7 @@ class CallRecord(Base):
     answer_wait: Mapped[float | None] = mapped_column(Float)   # queue entry -> answered, else wait_seconds
 
 
-def _span(start: datetime | None, end: datetime | None) -> float | None:
+def span(start: datetime | None, end: datetime | None) -> float | None:
     """``end - start`` in seconds, never negative (clock skew between the CTI's events); None if either is."""
     return None if start is None or end is None else max(0.0, (end - start).total_seconds())
 
@@ -103,8 +103,8 @@ def call_waits(started_at: datetime | None, queued_at: datetime | None, answered
                wait_seconds: float | None) -> tuple[float | None, float | None]:
     """(arrival -> answer, queue entry -> answer or else the CTI's measured wait): the report's two waits,
     exactly as ``quality.kpi.CallFact`` derives them from the same timestamps."""
-    answer_wait = _span(queued_at, answered_at)
-    return _span(started_at, answered_at), wait_seconds if answer_wait is None else answer_wait
+    answer_wait = span(queued_at, answered_at)
+    return span(started_at, answered_at), wait_seconds if answer_wait is None else answer_wait
 
 
 @event.listens_for(CallRecord, "before_insert")

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import satisfaction as grades
-from core.calls import CallbackRequest, CallRecord
+from core.calls import CallbackRequest, CallRecord, call_waits, span
 from core.metrics import percentile as nearest_rank
 from tickets.deadlines import WorkCalendar
 from tickets.models import CLOSED_STATES, Kind, State, Ticket, TicketAction
@@ -122,13 +122,11 @@ class CallFact:
     outcome: Outcome = field(init=False)
 
     def __post_init__(self) -> None:
-        def since(start: datetime | None, end: datetime | None) -> float | None:
-            return None if start is None or end is None else max(0.0, (end - start).total_seconds())
-
-        object.__setattr__(self, "arrival_wait", since(self.started_at, self.answered_at))
-        answer_wait = since(self.queued_at, self.answered_at)
-        object.__setattr__(self, "answer_wait", self.queue_wait if answer_wait is None else answer_wait)
-        object.__setattr__(self, "duration", since(self.started_at, self.ended_at))
+        # The same derivation the call records store for the SQL report (core.calls.call_waits).
+        arrival_wait, answer_wait = call_waits(self.started_at, self.queued_at, self.answered_at, self.queue_wait)
+        object.__setattr__(self, "arrival_wait", arrival_wait)
+        object.__setattr__(self, "answer_wait", answer_wait)
+        object.__setattr__(self, "duration", span(self.started_at, self.ended_at))
         object.__setattr__(self, "outcome", self._outcome())
 
     def _outcome(self) -> Outcome:
