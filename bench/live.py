@@ -170,7 +170,7 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
     (a bare client subscribed to the CTI's classes) every event's: the floor of the CTI's lag, same events."""
     latencies: list[float] = []
     ami_floor.clear()
-    for service, metric in (("cti", "event_lag"), ("ivr", "agi_rtt")):
+    for service, metric in (("cti", "event_lag"), ("cti", "event_own"), ("ivr", "agi_rtt")):
         await clear_samples(redis, service, metric)
     for counter in {id(c): c for c in [same_classes, *(counters or [])]}.values():
         counter.reset()
@@ -194,6 +194,7 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
                f"AMI delivery alone p50 {percentile(ami_floor, 50):.1f} ms, p99 {percentile(ami_floor, 99):.1f} ms",
                f"{len(AGENTS)} agents on SIPp phones, real desk login and SSE, {elapsed:.0f} s")
     lag = await read_samples(redis, "cti", "event_lag")
+    own = await read_samples(redis, "cti", "event_own")
     rtt = await read_samples(redis, "ivr", "agi_rtt")
     floor = same_classes.delays
     report.add("cti", f"CTI lag behind Asterisk ({label})",
@@ -202,6 +203,10 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
                f"p50 {percentile(floor, 50):.1f} ms, p99 {percentile(floor, 99):.1f} ms ({len(floor)} events)",
                f"event timestamp -> handled (record written, pop published); {len(lag)} events; "
                "one lane per call, record writes committed together (core.db.GroupWriter)")
+    report.add("cti", f"CTI's own share of the lag ({label})",
+               f"p50 {percentile(own, 50):.1f} ms, p99 {percentile(own, 99):.1f} ms",
+               f"Asterisk's delivery of the same classes' events, as above: p99 {percentile(floor, 99):.1f} ms",
+               f"event read off the AMI socket -> handled (record written, pop published); {len(own)} events")
     report.add("fastagi", f"round trip per AGI command ({label})",
                f"p50 {percentile(rtt, 50):.2f} ms, p99 {percentile(rtt, 99):.2f} ms",
                "", f"GET/SET VARIABLE, ANSWER, VERBOSE (not playback); {len(rtt)} commands")

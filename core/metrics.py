@@ -140,7 +140,8 @@ async def live_summary(redis: Any) -> list[str]:
     """One line per live latency figure, for `./hotline status`."""
     lines = []
     for service, metric, label in (("ivr", "agi_rtt", "FastAGI round trip per command"),
-                                   ("cti", "event_lag", "CTI lag behind Asterisk")):
+                                   ("cti", "event_lag", "CTI lag behind Asterisk"),
+                                   ("cti", "event_own", "CTI's own share (AMI receipt -> handled)")):
         samples = await read_samples(redis, service, metric)
         if samples:
             lines.append(f"{label}: p50 {percentile(samples, 50):.1f} ms, p99 {percentile(samples, 99):.1f} ms "
@@ -167,6 +168,9 @@ AGI_ROUNDTRIP = Histogram("hotline_fastagi_roundtrip_seconds",
                           "FastAGI round trip of one quick AGI command (GET/SET VARIABLE, ANSWER ...)",
                           buckets=MS_BUCKETS, registry=None)
 CTI_LAG = Histogram("hotline_cti_lag_seconds", "AMI event timestamp to the end of the CTI's handling of it",
+                    buckets=MS_BUCKETS, registry=None)
+CTI_OWN = Histogram("hotline_cti_own_seconds",
+                    "The CTI's own share of its lag: the event read off the AMI socket to the end of its handling",
                     buckets=MS_BUCKETS, registry=None)
 RING_TO_POP = Histogram("hotline_ring_to_pop_seconds",
                         "AgentCalled (the agent's phone starts ringing) to the screen pop published",
@@ -216,14 +220,14 @@ DISK_LOW = Gauge("hotline_disk_low", "1 when free space is below [disk] min_free
 AMI_METRICS = (AMI_RECONNECTS, AMI_HALF_OPEN, AMI_CONNECTED)
 SERVICE_METRICS: dict[str, tuple[Any, ...]] = {
     "ivr": (AGI_ROUNDTRIP,),
-    "cti": (CTI_LAG, RING_TO_POP, CTI_FAILED_STEPS, CALLS, CALLS_ENDED, SCREEN_POPS, CALLS_IN_PROGRESS,
+    "cti": (CTI_LAG, CTI_OWN, RING_TO_POP, CTI_FAILED_STEPS, CALLS, CALLS_ENDED, SCREEN_POPS, CALLS_IN_PROGRESS,
             QUEUE_CALLERS, QUEUE_LONGEST_WAIT, AGENTS, *AMI_METRICS),
     "agent_desk": (HTTP_REQUESTS, HTTP_DURATION),
     "recordings": (SPOOL_FILES, RECORDINGS_MISSING, FILING_FAILURES, RECORDINGS_RETRYING, TRANSCRIPTIONS),
     "scheduler": (NOTICES, TICKET_ACTIONS, DISK_FREE, DISK_TOTAL, DISK_LOW),
 }
 # Where LatencySamples and Counters also go: one place records, Redis (status, bench) and Prometheus read.
-HISTOGRAMS = {("ivr", "agi_rtt"): AGI_ROUNDTRIP, ("cti", "event_lag"): CTI_LAG}
+HISTOGRAMS = {("ivr", "agi_rtt"): AGI_ROUNDTRIP, ("cti", "event_lag"): CTI_LAG, ("cti", "event_own"): CTI_OWN}
 COUNTERS = {"cti": CTI_FAILED_STEPS}
 
 Scrape = Callable[[], Awaitable[None]]

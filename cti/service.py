@@ -32,7 +32,7 @@ from cti.crash import CrashRecovery
 from cti.figures import agents_by_state, calls_in_progress, count_event, pop_delivered, queue_callers
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
-from cti.tracker import NODE_KEY, CallTracker, LookupUnavailable, call_key
+from cti.tracker import NODE_KEY, RECEIVED_KEY, CallTracker, LookupUnavailable, call_key
 from tickets import return_visits
 
 UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order when it is back
@@ -84,9 +84,15 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     agents = AgentTracker(redis, db, settings.queues.wrapup_seconds, log)
 
     async def lag(event) -> None:
+        now = time.time()
         stamp = event.get("Timestamp")
         if stamp:  # how far the books trail Asterisk (timestampevents = yes)
-            timings.record("event_lag", (time.time() - float(stamp)) * 1000)
+            timings.record("event_lag", (now - float(stamp)) * 1000)
+        # The CTI's own share: from the event's arrival on the AMI socket to the end of its handling. Under
+        # load Asterisk itself delivers late; this is the part a faster CTI can still take away.
+        received = event.get(RECEIVED_KEY)
+        if received:
+            timings.record("event_own", (now - received) * 1000)
 
     async def agent_states(event) -> bool:
         if event.get("Event") not in agents.EVENTS:
@@ -258,6 +264,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
 
 def _tagged(event, node: str):
     event[NODE_KEY] = node
+    event[RECEIVED_KEY] = time.time()
     return event
 
 

@@ -48,6 +48,7 @@ def event_time(event: Any) -> datetime:
 # The CTI tags every AMI event with the node whose connection delivered it (cti.service): the node of
 # the call it is about, whatever the call id looks like (test and desk calls set their own ids).
 NODE_KEY = "HotlineNode"
+RECEIVED_KEY = "HotlineReceived"  # when the CTI read the event off the AMI socket (time.time())
 
 
 def event_node(event: Any) -> str:

@@ -95,6 +95,9 @@ async def test_each_endpoint_counts_a_real_call_and_status_reads_the_same_figure
     assert grew(cti, b, "hotline_screen_pops_total") >= 1
     assert grew(cti, b, "hotline_ring_to_pop_seconds_count") == grew(cti, b, "hotline_screen_pops_total")
     assert grew(cti, b, "hotline_cti_lag_seconds_count") > 10  # every AMI event of the call
+    # The CTI's own share is measured for the same events and is part of the lag behind Asterisk.
+    assert grew(cti, b, "hotline_cti_own_seconds_count") == grew(cti, b, "hotline_cti_lag_seconds_count")
+    assert 0 < grew(cti, b, "hotline_cti_own_seconds_sum") <= grew(cti, b, "hotline_cti_lag_seconds_sum")
     assert total(cti, "hotline_ami_connected", node="node1") == 1
     assert "hotline_ami_reconnects_total" in cti and "hotline_ami_half_open_total" in cti
     assert grew(after["ivr"], before["ivr"], "hotline_fastagi_roundtrip_seconds_count") > 0
