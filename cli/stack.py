@@ -262,6 +262,11 @@ def prepare(settings: Settings, say: Say = print) -> AsteriskRuntime:
     if settings.clustered and not kamailio.installed():
         raise StackError(f"集群模式需要 Kamailio（{kamailio.KAMAILIO} 不存在）：请以 root 运行 ./hotline up，"
                          f"它会安装 Debian 软件包 {' '.join(kamailio.DEBIAN_PACKAGES)}")
+    if settings.clustered:
+        try:
+            kamailio.account()  # it runs as the package's kamailio user, never as root
+        except RuntimeError as exc:
+            raise StackError(str(exc)) from None
     with _timed(say, "Asterisk runtime"):  # built with the usual umask: its system files are for everyone
         runtime = resolve_runtime(settings, build=True, say=say)
     with private_umask():
@@ -357,6 +362,8 @@ def purge_instance(settings: Settings, runtime: AsteriskRuntime) -> None:
     """Remove an instance's files inside the Asterisk runtime, every node's (used by the test harness)."""
     for node in node_runtimes(settings, runtime).values():
         shutil.rmtree(node.host_instance_dir, ignore_errors=True)
+    if settings.clustered:
+        kamailio.remove_run_dir(settings)  # outside var/ (core.kamailio): Kamailio's own, per instance
 
 
 

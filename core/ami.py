@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -74,6 +75,9 @@ class AmiClient:
         self._reconnect_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._watchdog: asyncio.Task | None = None
         self.connections = 0
+        # Since when (epoch) this node's AMI has been away: from the start until the first login, and from
+        # each lost connection until the next; None while logged in. A node away for long is lost (cti.service).
+        self.down_since: float | None = time.time()
         for metric in (AMI_RECONNECTS, AMI_HALF_OPEN, AMI_CONNECTED):
             metric.labels(self.node.name)  # shown at 0 from the start, so a rate is defined
 
@@ -97,6 +101,7 @@ class AmiClient:
     def _on_login(self, _manager: Manager) -> None:
         self.connections += 1
         self.logged_in.set()
+        self.down_since = None
         AMI_CONNECTED.labels(self.node.name).set(1)
         if self.connections > 1:
             AMI_RECONNECTS.labels(self.node.name).inc()
@@ -106,6 +111,8 @@ class AmiClient:
 
     def _on_disconnect(self, _manager: Manager, exc: Exception | None) -> None:
         self.logged_in.clear()
+        if self.down_since is None:
+            self.down_since = time.time()
         AMI_CONNECTED.labels(self.node.name).set(0)
         log.warning("AMI connection to %s lost: %s", self.node.name, exc)
 

@@ -1,12 +1,22 @@
 """Kamailio, the SIP front door of cluster mode ([cluster] nodes > 0; kamailio/kamailio.cfg).
 
-Rendered into ``var/run/kamailio/`` with the dispatcher's list of Asterisk nodes, run by the platform's
-supervisor like every other part, asked over its control socket (``kamcmd``) for its health and for the
-dispatcher's view of each node.
+Rendered into its own run folder with the dispatcher's list of Asterisk nodes, run by the platform's
+supervisor like every other part but as the ``kamailio`` user of Debian's package (``-u``/``-g``: a SIP server
+facing the carrier and the phones holds no root), asked over its control socket (``kamcmd``, as root) for
+its health and for the dispatcher's view of each node.
+
+The run folder is ``/run/kamailio/hotline-<instance>`` (Debian's own run folder of Kamailio, one per
+platform instance), owned by ``kamailio``: the instance's ``var/`` is for root only, and Kamailio, once it has
+dropped root, still writes its control socket and pid file and reads the dispatcher list again on
+``dispatcher.reload``. The rendered kamailio.cfg holds the database password: the folder is 0750, the
+files 0640, for root and the kamailio group only.
 """
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -25,11 +35,26 @@ KAMCMD = "/usr/sbin/kamcmd"
 # Debian 12 packages the cluster mode needs (the `./hotline` wrapper installs them when it is configured).
 DEBIAN_PACKAGES = ("kamailio", "kamailio-postgres-modules")
 DISPATCHER_SET = 1
+USER = "kamailio"  # Debian's package creates it (and /run/kamailio)
+RUN_ROOT = Path("/run/kamailio")
 _DESTINATION = re.compile(r"URI:\s*(\S+)\s+FLAGS:\s*(\S+)")
 
 
 def run_dir(settings: Settings) -> Path:
-    return settings.run_dir / "kamailio"
+    return RUN_ROOT / f"hotline-{settings.instance_id}"
+
+
+def account() -> tuple[int, int]:
+    """uid and gid Kamailio runs as; a clear message when the package's user is missing."""
+    try:
+        return pwd.getpwnam(USER).pw_uid, grp.getgrnam(USER).gr_gid
+    except KeyError:
+        raise RuntimeError(f"系统用户 {USER} 不存在：请以 root 重新安装 Debian 软件包 kamailio") from None
+
+
+def _owned(path: Path, mode: int, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
 
 
 def ctl_socket(settings: Settings) -> Path:
@@ -56,10 +81,16 @@ def kamailio_db_url(url: str) -> str:
 
 def render_kamailio_config(settings: Settings) -> Path:
     """Write kamailio.cfg and the dispatcher list; returns the path of kamailio.cfg."""
+    uid, gid = account()
     folder = run_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not RUN_ROOT.exists():  # /run is emptied at boot; the package's tmpfiles entry may not have run
+        RUN_ROOT.mkdir(mode=0o755)
+        _owned(RUN_ROOT, 0o755, uid, gid)
+    folder.mkdir(exist_ok=True)
+    _owned(folder, 0o750, uid, gid)  # its socket and pid file, written after it dropped root
     cluster, sip = settings.cluster, settings.sip
     (folder / "dispatcher.list").write_text(dispatcher_list(settings))
+    _owned(folder / "dispatcher.list", 0o640, 0, gid)  # read again as kamailio on dispatcher.reload
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(CONF_DIR), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     text = env.get_template("kamailio.cfg").render(
@@ -69,15 +100,21 @@ def render_kamailio_config(settings: Settings) -> Path:
         children=2, ctl_socket=ctl_socket(settings), dispatcher_list=folder / "dispatcher.list",
         sip_realm=SIP_REALM, db_url=kamailio_db_url(settings.database_url))
     cfg = folder / "kamailio.cfg"
-    cfg.write_text(text)  # it holds the database password: the instance's private umask keeps it 0640
+    cfg.write_text(text)
+    _owned(cfg, 0o640, 0, gid)  # it holds the database password: root and the kamailio group only
     return cfg
+
+
+def remove_run_dir(settings: Settings) -> None:
+    """The instance's run folder (a throwaway stack's, when it is removed)."""
+    shutil.rmtree(run_dir(settings), ignore_errors=True)
 
 
 def command(settings: Settings) -> list[str]:
     """Kamailio in the foreground for supervisord (-DD: no daemon, -E: log to stderr, its supervisor log)."""
     folder = run_dir(settings)
     return [KAMAILIO, "-DD", "-E", "-f", str(folder / "kamailio.cfg"), "-P", str(folder / "kamailio.pid"),
-            "-Y", str(folder), "-m", "64", "-M", "8"]
+            "-Y", str(folder), "-u", USER, "-g", USER, "-m", "64", "-M", "8"]
 
 
 def installed() -> bool:

@@ -14,6 +14,7 @@ wrapup_seconds.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from sqlalchemy import select
@@ -115,6 +116,26 @@ class AgentTracker:
             return
         await set_agent_state(self.redis, agent_id, AgentState.READY)
 
+    async def node_lost(self, node: str, agent_ids: set[int]) -> list[int]:
+        """An Asterisk node was lost (cti.service): its calls are gone, so the agents ringing or talking
+        there (``agent_ids``: the agents of its closed calls, and whoever's session is on that node) come
+        back: from a call to wrap-up (the call's queue's), from ringing to ready. Returns who was moved."""
+        sessions = await self.redis.hgetall(AGENT_SESSIONS)
+        moved = []
+        for key, raw in sessions.items():
+            agent_id, session = int(key), json.loads(raw)
+            if agent_id not in agent_ids and session.get("node") != node:
+                continue
+            if session.get("state") == AgentState.ON_CALL:
+                await self._wrapup(agent_id, session.get("call_queue"))
+            elif session.get("state") == AgentState.RINGING:
+                await self._back_to_idle(agent_id)
+            else:
+                continue
+            moved.append(agent_id)
+        self.log.warning("agents_freed_from_lost_node", node=node, agents=moved)
+        return moved
+
     async def resync(self, ami) -> int:
         """Rebuild agent sessions from one node's QueueStatus (``ami``: that node's AmiClient); returns how
         many agents were found there."""
@@ -149,11 +170,14 @@ class AgentTracker:
             await set_agent_state(self.redis, user.id, state, member["reason"] if member["paused"] else None,
                                   since=member["since"] or None, phone=phone, queues=member["queues"],
                                   node=ami.node.name)  # the node whose QueueStatus has the member
-        # Sessions Asterisk no longer knows (e.g. Asterisk restarted without persistent members).
+        # Sessions this node's Asterisk no longer knows (e.g. it restarted without persistent members); an
+        # agent whose session is on another node is that node's to tell.
         known = {str(users[m["username"]].id) for m in members.values() if m["username"] in users}
         for agent_id in await self.redis.hkeys(AGENT_SESSIONS):
             if agent_id not in known:
                 stale = await agent_session(self.redis, int(agent_id))
+                if stale and stale.get("node") not in (None, ami.node.name):
+                    continue
                 if stale and stale.get("state") != AgentState.OFFLINE:
                     await set_agent_state(self.redis, int(agent_id), AgentState.OFFLINE, None, phone=None, queues=[])
         self.log.info("agents_resynced", agents=len(members))

@@ -64,14 +64,38 @@ def missed(record: CallRecord, min_seconds: float) -> bool:
     return (record.ended_at - record.started_at).total_seconds() >= min_seconds
 
 
+def _local_day(record: CallRecord, zone: ZoneInfo) -> str:
+    return record.started_at.astimezone(zone).date().isoformat()
+
+
+async def _day_task(session, record: CallRecord, day: str) -> CallbackRequest | None:
+    """The number's callback task of that local day (漏接回拨 or 节点故障: one per number and day)."""
+    return await session.scalar(select(CallbackRequest).where(
+        CallbackRequest.number == record.caller_number, CallbackRequest.missed_day == day))
+
+
+async def _add_day_task(session, record: CallRecord, *, source: str, day: str, max_attempts: int,
+                        note: str) -> None:
+    try:
+        # Calls of one number may end side by side (the tracker applies different calls concurrently): the
+        # unique index keeps one task, and the loser's savepoint goes, not the call record's transaction.
+        async with session.begin_nested():
+            session.add(CallbackRequest(
+                call_id=record.call_id, number=record.caller_number, hotline=record.hotline,
+                queue=record.queue or (f"{record.hotline}-general" if record.hotline else None),
+                source=source, position_at=record.started_at, missed_day=day, max_attempts=max_attempts,
+                note=note))
+    except IntegrityError:
+        pass
+
+
 async def missed_call_task(record: CallRecord, session, *, min_seconds: float, max_attempts: int,
                            zone: ZoneInfo) -> None:
     """Called by the tracker as a call ends: a missed call becomes a callback task for the desk, one per
     number and local day (a second missed call that day adds to the first task's note); an answered
     call ends that day's open task of the number, since the citizen got through."""
-    day = record.started_at.astimezone(zone).date().isoformat()
-    task = await session.scalar(select(CallbackRequest).where(
-        CallbackRequest.number == record.caller_number, CallbackRequest.missed_day == day))
+    day = _local_day(record, zone)
+    task = await _day_task(session, record, day)
     if record.answered_at is not None and record.direction == "inbound":
         if task is not None and task.status == CallbackStatus.PENDING:
             task.status = CallbackStatus.DONE
@@ -84,17 +108,30 @@ async def missed_call_task(record: CallRecord, session, *, min_seconds: float, m
             task.note = f"{task.note or ''} 再次漏接".strip()[:255]
         return
     where = "排队中放弃" if record.queued_at is not None else "语音导航中挂机"
-    try:
-        # Calls of one number may end side by side (the tracker applies different calls concurrently): the
-        # unique index keeps one task, and the loser's savepoint goes, not the call record's transaction.
-        async with session.begin_nested():
-            session.add(CallbackRequest(
-                call_id=record.call_id, number=record.caller_number, hotline=record.hotline,
-                queue=record.queue or (f"{record.hotline}-general" if record.hotline else None),
-                source="missed", position_at=record.started_at, missed_day=day, max_attempts=max_attempts,
-                note=f"{MISSED_NOTE}（{where}）"))
-    except IntegrityError:
-        pass
+    await _add_day_task(session, record, source="missed", day=day, max_attempts=max_attempts,
+                        note=f"{MISSED_NOTE}（{where}）")
+
+
+LOST_SOURCE = "node_lost"  # the desk shows it as 节点故障
+LOST_NOTE = "节点故障，通话中断，请回拨"
+
+
+async def lost_call_task(record: CallRecord, session, *, max_attempts: int, zone: ZoneInfo) -> None:
+    """A citizen's call cut off by the loss of its Asterisk node (cti.crash.close_lost_calls), answered or
+    not: the number's one callback task of the day (the missed-call tasks' rule), made now or, if the
+    number already has one, noted on it and reopened if it was closed (the citizen got through earlier
+    and was then cut off)."""
+    if record.direction != "inbound" or record.voicemail_file or not callable_number(record.caller_number):
+        return
+    day = _local_day(record, zone)
+    task = await _day_task(session, record, day)
+    if task is None:
+        await _add_day_task(session, record, source=LOST_SOURCE, day=day, max_attempts=max_attempts,
+                            note=LOST_NOTE)
+        return
+    if task.status in (CallbackStatus.DONE, CallbackStatus.EXPIRED):
+        task.status, task.next_attempt_at = CallbackStatus.PENDING, None
+    task.note = f"{task.note or ''} {LOST_NOTE}".strip()[:255]
 
 
 async def oldest_waiting(ami) -> dict[str, float]:

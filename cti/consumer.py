@@ -212,6 +212,11 @@ class Consumer:
         except OSError as exc:
             self.log.warning("watermark_not_written", error=str(exc))
 
+    @property
+    def drained(self) -> bool:
+        """Every event received so far has been applied (none queued, none in a call's lane)."""
+        return self.queue.empty() and not self._unhandled and not self.busy
+
     def records_repaired(self) -> None:
         """Reconciliation covered every failed event. Called with the tracker's gate closed: record work
         only fails inside it, so none can have failed meanwhile."""

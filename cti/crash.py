@@ -12,6 +12,12 @@ callback dispatcher hands to the next free agent of the call's queue.
 
 Run before :func:`cti.reconcile.reconcile`, which would otherwise close these
 records as ordinary hang-ups.
+
+A node that does not come back (several nodes, one of them lost: killed, its machine gone) cannot be asked
+anything. Once its AMI has been away for ``cti.service.NODE_LOST_SECONDS`` the CTI closes that node's open
+records with the cause ``node_lost`` (:func:`close_lost_calls`), each citizen gets the number's callback
+task of the day (cti.callbacks.lost_call_task), and its agents are freed (cti.agents). When the node comes
+back, the closed records stay closed: the restart check above and reconciliation only touch open ones.
 """
 
 from __future__ import annotations
@@ -19,19 +25,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from core.db import Database
 from core.settings import DEFAULT_NODE
 from cti.books import read_cdr_calls
-from cti.callbacks import request_from_call
-from cti.models import CallRecord, CallState
+from cti.callbacks import finish_attempt, lost_call_task, request_from_call
+from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
 from cti.reconcile import live_call_ids, talk_seconds
 
 ASTERISK_STARTED = "hotline:cti:asterisk_started"  # Redis: Asterisk's start moment at the last connection
 RESTART_CAUSE = "asterisk_restart"
 CALLBACK_NOTE = "Asterisk 重启，通话中断，请回拨"
+LOST_CAUSE = "node_lost"
 
 
 async def asterisk_started(ami) -> tuple[str, datetime | None]:
@@ -109,16 +117,43 @@ async def close_cut_calls(db: Database, ami, cdr_csv: Path, restarted: datetime,
             if record.call_id in live or record.call_id in ended_normally:
                 continue  # still up, or it ended before the crash: reconciliation's job
             # The crash moment is not in Asterisk's books; its restart is the latest it can have been.
-            record.ended_at = max(record.started_at, min(restarted, now))
-            record.state = CallState.ENDED
-            record.hangup_cause = RESTART_CAUSE
-            record.abandoned = False  # the citizen did not give up: the platform dropped the call
-            record.source = "reconciled"
-            if record.answered_at is not None:
-                record.talk_seconds = talk_seconds(record)
-            elif record.queued_at is not None:
-                record.wait_seconds = max(0.0, (record.ended_at - record.queued_at).total_seconds())
+            _cut_off(record, min(restarted, now), RESTART_CAUSE)
             if record.direction == "inbound" and not record.voicemail_file:
                 await request_from_call(record, session, note=CALLBACK_NOTE)
             closed += 1
+    return closed
+
+
+def _cut_off(record: CallRecord, when: datetime, cause: str) -> None:
+    """The platform dropped the call at ``when`` (the citizen did not give up)."""
+    record.ended_at = max(record.started_at, when)
+    record.state = CallState.ENDED
+    record.hangup_cause = cause
+    record.abandoned = False
+    record.source = "reconciled"
+    if record.answered_at is not None:
+        record.talk_seconds = talk_seconds(record)
+    elif record.queued_at is not None:
+        record.wait_seconds = max(0.0, (record.ended_at - record.queued_at).total_seconds())
+
+
+async def close_lost_calls(db: Database, node: str, lost_at: datetime, *, max_attempts: int,
+                           zone: ZoneInfo, settings=None) -> list[CallRecord]:
+    """Close every open record of a call on ``node``, lost at ``lost_at`` (its AMI went away then and did
+    not come back); returns the records closed. Nothing can be asked of a lost node: whatever was still open
+    when its connection went was cut off with it (the events before the loss were applied first)."""
+    closed: list[CallRecord] = []
+    async with db.transaction() as session:
+        query = select(CallRecord).where(CallRecord.ended_at.is_(None), CallRecord.node == node)
+        for record in (await session.scalars(query)).all():
+            _cut_off(record, lost_at, LOST_CAUSE)
+            await lost_call_task(record, session, max_attempts=max_attempts, zone=zone)
+            closed.append(record)
+        # A callback being dialled from the lost node: put back for another attempt, not left "dialling".
+        dialling = {r.call_id for r in closed if r.direction == "outbound"}
+        attempts = (await session.scalars(select(CallbackRequest.id).where(
+            CallbackRequest.outbound_call_id.in_(dialling), CallbackRequest.status == CallbackStatus.DIALING))).all() \
+            if dialling else []
+    for request_id in attempts:
+        await finish_attempt(db, str(request_id), LOST_CAUSE, settings)
     return closed

@@ -28,7 +28,7 @@ from cti.callbacks import CallbackDispatcher, missed_call_task, request_from_cal
 from cti.commands import CommandWorker
 from cti.consumer import Breaker, Consumer, Handler, Watermark
 from cti.control import AGENT_BY_PHONE
-from cti.crash import CrashRecovery
+from cti.crash import CrashRecovery, close_lost_calls
 from cti.figures import agents_by_state, calls_in_progress, count_event, pop_delivered, queue_callers
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
@@ -39,6 +39,11 @@ UNSENT_LIMIT = 10_000  # live events kept while Redis is away, re-sent in order 
 REPAIR_EVERY = 2.0
 CLOSE_SECONDS = 5.0
 LOOKUP_RETRY_PAUSES = (0.05, 0.2)  # an agent look-up that failed is tried twice more
+# With several nodes, one whose AMI stays away this long is lost (killed, its machine gone), not restarting:
+# its open calls are closed as node_lost (cti.crash.close_lost_calls). A restart is back within a few seconds
+# (the supervisor starts it again at once) and is handled by the restart check at reconnect instead.
+NODE_LOST_SECONDS = 10.0
+DRAIN_SECONDS = 5.0  # at most this long for the events the node sent before it went to be applied first
 
 
 @dataclass
@@ -51,6 +56,7 @@ class NodeLink:
     queue_log: Path
     crash: CrashRecovery
     consumer: Consumer
+    lost_since: float | None = None  # the outage (AmiClient.down_since) whose calls were closed as lost
 
 
 def watermark_path(settings: Settings, node: AsteriskNode) -> Path:
@@ -164,6 +170,42 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         except Exception:  # noqa: BLE001 - the repair loop retries
             log.exception("agent_resync_failed", node=link.node.name)
 
+    async def node_lost(link: NodeLink, since: float) -> None:
+        """The node's AMI has been away for NODE_LOST_SECONDS: its calls are closed as node_lost, each citizen
+        is put on the callback list, its agents come back on the desk."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while not link.consumer.drained and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        async with tracker.gate.exclusive():
+            closed = await close_lost_calls(db, link.node.name, datetime.fromtimestamp(since, UTC),
+                                            max_attempts=missed_rules["max_attempts"], zone=missed_rules["zone"],
+                                            settings=settings)
+        log.warning("node_lost", node=link.node.name, away_seconds=round(time.time() - since, 1),
+                    closed=len(closed), calls=[r.call_id for r in closed])
+        for record in closed:
+            tracker.calls.pop(record.call_id, None)
+            await publish(ev.CallEnded(call_id=record.call_id, abandoned=False, agent_id=record.agent_id,
+                                       node=link.node.name))
+        try:
+            await agents.node_lost(link.node.name, {r.agent_id for r in closed if r.agent_id is not None})
+        except Exception:  # noqa: BLE001 - the calls are closed; the agents' states are put right by hand
+            log.exception("agent_state_not_written", node=link.node.name, reason="node lost")
+            counters.add("agent_state_write_failed")
+
+    async def watch_nodes() -> None:
+        """With several nodes: a node away for NODE_LOST_SECONDS is lost (its calls are gone with it)."""
+        while True:
+            await asyncio.sleep(1)
+            for link in links.values():
+                since = link.ami.down_since
+                if since is None or since == link.lost_since or time.time() - since < NODE_LOST_SECONDS:
+                    continue
+                try:
+                    await node_lost(link, since)
+                    link.lost_since = since
+                except Exception:  # noqa: BLE001 - the database is away: next round
+                    log.exception("node_lost_failed", node=link.node.name)
+
     async def repair() -> None:
         """Whatever failed while a part was away is put right once it answers again."""
         while True:
@@ -242,6 +284,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         asyncio.create_task(timings.run(redis, log)),
         asyncio.create_task(counters.run(redis, log)),
     ]
+    if len(links) > 1:  # a single node has no survivor: its restart is the crash check's (cti.crash)
+        tasks.append(asyncio.create_task(watch_nodes()))
     stopping = asyncio.create_task(stop.wait())
     guard = asyncio.create_task(watchdog())
     await asyncio.wait([stopping, guard], return_when=asyncio.FIRST_COMPLETED)

@@ -8,18 +8,27 @@ scenario, in order:
 1. SIPp citizens from the carrier address through Kamailio reach both nodes (each node's own CDR says
    which calls it carried);
 2. a call from an address that is neither the carrier nor a node is refused (403) and reaches no node;
-3. node1 is SIGKILLed while calls are coming in (and kept down): Kamailio's dispatcher marks it down,
-   then every new call succeeds, all on node2 (zero SIPp failures);
-4. node1 comes back: the dispatcher marks it up and it carries calls again.
+3. on node1 an agent (phone registered on node1, logged in through the desk) answers a hotline call that
+   ends (its recording is in node1's spool), then talks to a second citizen while a third waits in the
+   queue; node1 is SIGKILLed while calls are coming in (and kept down): Kamailio's dispatcher marks it
+   down, then every new call succeeds, all on node2 (zero SIPp failures). The CTI gives node1 up once
+   its AMI has been away for cti.service.NODE_LOST_SECONDS: the talking and the waiting call are closed
+   with the cause node_lost (not abandoned, not left open) within 30 s of the kill, both citizens are on
+   the desk's callback list (节点故障), the agent is back (wrap-up, then ready) on the desk, and the ended
+   call's recording is filed;
+4. node1 comes back: the dispatcher marks it up and it carries calls again; the CTI follows it again (a
+   new hotline call on node1 gets its record) and the calls closed as lost stay closed, their callbacks
+   not made twice.
 
 Second sources: Kamailio's own dispatcher state and registrar (kamcmd dispatcher.list, ul.lookup), its
-log, and each node's Master.csv;
+log, and each node's Master.csv (the lost calls are not in node1's: Asterisk never ended them);
 SIPp's own statistics for successes and failures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import re
@@ -33,19 +42,29 @@ from typing import Any
 from xmlrpc.client import Fault
 
 import pytest
+from sqlalchemy import func, select
 
+from cli.democall import PlacedCall, originate_citizen
 from cli.supervisor import program_pid, supervisor_rpc
 from core import kamailio
+from core.ami import AmiNodes
 from core.asterisk_runtime import node_runtimes
+from core.db import Database
+from core.models import User
+from cti import control
 from cti.books import CDR_COLUMNS
+from cti.models import CallbackRequest, CallRecord
+from recordings.models import Recording
 from sipdrivers.carrier import SIPP_DIR, run_citizen_calls
 from sipdrivers.phones import SippPhone
 from tests.conftest import TEST_SETTINGS
+from tests.desk.http_client import Desk
 
 pytestmark = pytest.mark.stack
 
 PROXIED = SIPP_DIR / "citizen_proxied.xml"
 STRANGER = "127.0.0.5"  # not the carrier (127.0.0.2), not a node, not Kamailio
+AGENT, AGENT_PHONE = "agent5", "8005"  # 12301-general among its skills; the phone registers on node1
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +167,82 @@ async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_n
     assert (refused.successful, refused.failed) == (1, 0), refused.output
     assert not any(_answered_by_node(runtimes, stranger).values())
 
-    # 3. node1 killed while calls come in: the dispatcher marks it down, then new calls all succeed on node2.
+    async with contextlib.AsyncExitStack() as cleanup:
+        await _lose_node1_and_take_it_back(settings, runtimes, speech, waiter, node_up, cleanup)
+
+
+async def _lose_node1_and_take_it_back(settings, runtimes, speech: Path, waiter, node_up, cleanup) -> None:
+    tools = AmiNodes.for_settings(settings, "tools")
+    cleanup.push_async_callback(tools.close)
+    db = Database(settings.database_url)
+    cleanup.push_async_callback(db.close)
+    phone = SippPhone(settings, AGENT_PHONE, node=settings.node("node1")).start()
+    cleanup.callback(phone.stop)
+    desk = Desk(settings.web_url)
+    cleanup.push_async_callback(desk.close)
+    await tools.connect()
+    node1 = tools["node1"]
+
+    # 3. Before the kill, on node1: the agent answers call A, which ends; then talks to B while C waits.
+    await phone.wait_registered(runtimes["node1"])
+    await desk.login(AGENT, settings.secrets["demo_password"])
+    assert (await desk.post("/api/desk/state", {"action": "login", "phone": AGENT_PHONE}))[0] == 200
+    assert (await desk.post("/api/desk/state", {"action": "ready"}))[0] == 200
+    async with db.session() as session:
+        agent_id = await session.scalar(select(User.id).where(User.username == AGENT))
+    ended = await originate_citizen(node1, "12301", keys="0", caller="13906000001", hold_seconds=12)
+    await waiter(lambda: _bridged(node1, AGENT_PHONE), timeout=60, what="the agent answering call A on node1")
+    record_a = await waiter(lambda: _closed(db, ended.call_id), timeout=60, what="call A's record closed")
+    assert record_a.answered_at is not None and record_a.recording_file and record_a.node == "node1"
+    await waiter(lambda: _desk_state(desk, "ready"), timeout=30, what="the agent ready again after call A")
+    talking = await originate_citizen(node1, "12301", keys="0", caller="13906000002", hold_seconds=300)
+    await waiter(lambda: _bridged(node1, AGENT_PHONE), timeout=60, what="the agent talking to B on node1")
+    waiting = await originate_citizen(node1, "12301", keys="0", caller="13906000003", hold_seconds=300)
+    await waiter(lambda: _queued(db, waiting.call_id), timeout=60, what="C waiting in the queue on node1")
+    assert (await _desk_state(desk, "on_call")), "the agent is not talking on the desk before the kill"
+    lost = (talking, waiting)
+
+    # node1 killed while calls come in: the dispatcher marks it down, then new calls all succeed on node2.
     during = _callers(3, 30)
     load = asyncio.create_task(asyncio.to_thread(_calls, settings, speech, during, 5, 3000))
     await waiter(lambda: _answered_on(runtimes, during, "node1", 2), timeout=60, what="load calls on node1")
     killed_at = time.monotonic()
     await asyncio.to_thread(_kill_and_keep_down, settings, settings.node("node1").program)
-    await waiter(lambda: node_up("node1", False), timeout=30, interval=0.1, what="dispatcher marking node1 down")
-    print(f"node1 marked down {time.monotonic() - killed_at:.1f} s after SIGKILL")
+
+    async def marked_down() -> float:
+        await waiter(lambda: node_up("node1", False), timeout=30, interval=0.1, what="dispatcher marking node1 down")
+        return time.monotonic() - killed_at
+
+    async def closed_as_lost() -> dict[str, CallRecord]:
+        # Generous: the CTI gives a node up NODE_LOST_SECONDS (10 s) after its AMI went away.
+        found = await waiter(lambda: _lost_records(db, lost), timeout=30, what="node1's calls closed as node_lost")
+        print(f"node1's open calls closed as node_lost {time.monotonic() - killed_at:.1f} s after SIGKILL")
+        return found
+
+    down_after, records = await asyncio.gather(marked_down(), closed_as_lost())
+    print(f"node1 marked down {down_after:.1f} s after SIGKILL")
+    # Their own cause, not abandoned; B was answered (its talk time counted up to the loss), C was waiting.
+    b, c = records[talking.call_id], records[waiting.call_id]
+    assert (b.abandoned, c.abandoned) == (False, False)
+    assert b.answered_at is not None and b.agent_id == agent_id and b.talk_seconds > 0
+    assert c.queued_at is not None and c.answered_at is None and c.wait_seconds > 0
+    # Both citizens on the callback list: one task each (the day's task of the number), shown as 节点故障.
+    tasks = await _callback_tasks(db, lost)
+    assert {n: (t.source, t.status.value) for n, t in tasks.items()} == \
+        {call.caller: ("node_lost", "pending") for call in lost}, tasks
+    page = await _desk_page(desk)
+    assert all(f"<b>{call.caller}</b>" in page for call in lost) and "节点故障" in page
+    # The agent who was talking on node1 is back on the desk: wrap-up (12301-general's), then ready.
+    state = (await desk.get_json("/api/desk/state"))[1]
+    assert state["state"] in ("wrapup", "ready"), state
+    await waiter(lambda: _desk_state(desk, "ready"), timeout=30, what="the agent ready after node1's loss")
+    # The call that ended before the kill keeps its recording (filed from node1's spool).
+    recording = await waiter(lambda: _filed(db, ended.call_id), timeout=60, what="call A's recording filed")
+    assert recording.node == "node1" and recording.format not in ("missing", "none")
+    assert (settings.recordings_dir / recording.path).stat().st_size > 0
+    # node1's own CDR: A ended there; B and C never did (Asterisk died with them).
+    cdr1 = _cdr_text(runtimes["node1"])
+    assert ended.call_id in cdr1 and not any(call.call_id in cdr1 for call in lost)
     load_result = await load
     print(f"calls during the kill: {load_result.successful} succeeded, {load_result.failed} failed "
           "(those on node1 when it died)")
@@ -175,6 +262,16 @@ async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_n
     assert (result.successful, result.failed) == (6, 0), result.output
     carried = await waiter(lambda: _all_answered(runtimes, back), timeout=30, what="the calls after the return")
     assert carried["node1"] and carried["node2"], carried
+    # The CTI follows node1 again (its AMI reconnected, node1's books reconciled): a new hotline call there
+    # gets its record; the calls closed as lost stay as they were, their callbacks not made twice.
+    await waiter(lambda: _logged_in(node1), timeout=60, what="AMI of node1 back")
+    again = await originate_citizen(node1, "12301", caller="13906000004", hold_seconds=1)
+    record_d = await waiter(lambda: _closed(db, again.call_id), timeout=60, what="a new call on node1 recorded")
+    assert record_d.node == "node1" and record_d.hangup_cause != "node_lost"
+    still = await _lost_records(db, lost)
+    assert still and {k: (r.ended_at, r.hangup_cause, r.source) for k, r in still.items()} == \
+        {k: (r.ended_at, r.hangup_cause, r.source) for k, r in records.items()}
+    assert await _callback_count(db, [call.caller for call in lost]) == 2
 
 
 async def _contacts(settings, extension: str) -> list[str]:
@@ -195,3 +292,70 @@ async def _all_answered(runtimes, callers: list[str]) -> dict[str, set[str]] | N
 
 async def _answered_on(runtimes, callers: list[str], node: str, at_least: int) -> bool:
     return len(_answered_by_node(runtimes, callers)[node]) >= at_least
+
+
+async def _bridged(ami, phone: str) -> bool:
+    """The phone's channel on this node shares a bridge with another channel (it is talking)."""
+    channels = await control.live_channels(ami)
+    mine = next((c for c in channels if c["Channel"].startswith(f"PJSIP/{phone}-") and c.get("BridgeId")), None)
+    return bool(mine) and any(c.get("BridgeId") == mine["BridgeId"] and c is not mine for c in channels)
+
+
+async def _logged_in(ami) -> bool:
+    return ami.logged_in.is_set()
+
+
+async def _record(db, call_id: str) -> CallRecord | None:
+    async with db.session() as session:
+        return await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+
+
+async def _closed(db, call_id: str) -> CallRecord | None:
+    record = await _record(db, call_id)
+    return record if record and record.ended_at else None
+
+
+async def _queued(db, call_id: str) -> bool:
+    record = await _record(db, call_id)
+    return bool(record and record.queued_at and not record.ended_at)
+
+
+async def _lost_records(db, calls: tuple[PlacedCall, ...]) -> dict[str, CallRecord] | None:
+    records = {call.call_id: await _record(db, call.call_id) for call in calls}
+    if all(r is not None and r.ended_at is not None and r.hangup_cause == "node_lost" for r in records.values()):
+        return records
+    return None
+
+
+async def _callback_tasks(db, calls: tuple[PlacedCall, ...]) -> dict[str, CallbackRequest]:
+    async with db.session() as session:
+        rows = (await session.scalars(select(CallbackRequest).where(
+            CallbackRequest.number.in_([call.caller for call in calls])))).all()
+    return {row.number: row for row in rows}
+
+
+async def _callback_count(db, numbers: list[str]) -> int:
+    async with db.session() as session:
+        return await session.scalar(select(func.count()).select_from(CallbackRequest).where(
+            CallbackRequest.number.in_(numbers)))
+
+
+async def _filed(db, call_id: str) -> Recording | None:
+    async with db.session() as session:
+        return await session.scalar(select(Recording).where(Recording.call_id == call_id, Recording.kind == "call"))
+
+
+async def _desk_state(desk: Desk, state: str) -> bool:
+    status, body = await desk.get_json("/api/desk/state")
+    return status == 200 and body.get("state") == state
+
+
+async def _desk_page(desk: Desk) -> str:
+    async with desk.http.get(f"{desk.base}/desk") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def _cdr_text(runtime) -> str:
+    path = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
+    return path.read_text(errors="replace") if path.exists() else ""

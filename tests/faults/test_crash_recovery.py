@@ -12,13 +12,22 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import delete, select
 
 from core.db import Database
-from cti.crash import ASTERISK_STARTED, CALLBACK_NOTE, RESTART_CAUSE, CrashRecovery
-from cti.models import CallbackRequest, CallRecord, CallState
+from cti.callbacks import LOST_NOTE, LOST_SOURCE
+from cti.crash import (
+    ASTERISK_STARTED,
+    CALLBACK_NOTE,
+    LOST_CAUSE,
+    RESTART_CAUSE,
+    CrashRecovery,
+    close_lost_calls,
+)
+from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
 
 
 class FakeAmi:
@@ -144,3 +153,54 @@ async def test_a_restart_is_noticed_with_redis_down_and_without_a_remembered_sta
     async with db.session() as session:
         causes = dict((await session.execute(select(CallRecord.call_id, CallRecord.hangup_cause))).all())
     assert causes == {"old": RESTART_CAUSE, "new": RESTART_CAUSE}
+
+
+async def test_a_lost_node_s_open_calls_are_closed_as_node_lost_with_one_callback_task_per_number(db):
+    """cti.crash.close_lost_calls (the node that stays down; the real kill is tests/cti/test_kamailio_cluster.py):
+    only that node's open records, each with its own cause; the callback task is the number's one of the day,
+    shared with the missed-call tasks; a callback being dialled from the node is put back."""
+    zone = ZoneInfo("Asia/Shanghai")
+    now = datetime.now(UTC).replace(microsecond=0)
+    lost_at, before = now - timedelta(seconds=10), now - timedelta(minutes=2)
+    day = before.astimezone(zone).date().isoformat()
+
+    def call(call_id: str, number: str, node: str = "node1", **extra: Any) -> CallRecord:
+        return CallRecord(call_id=call_id, caller_number=number, hotline="12301", started_at=before, node=node,
+                          direction="inbound", **extra)
+
+    async with db.transaction() as session:
+        session.add_all([
+            call("talking", "13800000021", answered_at=before + timedelta(seconds=30), queued_at=before,
+                 agent_id=7, state=CallState.TALKING),
+            call("waiting", "13800000022", queued_at=before + timedelta(seconds=5), state=CallState.QUEUED),
+            call("elsewhere", "13800000023", node="node2", state=CallState.IVR),
+            call("ended", "13800000024", ended_at=before + timedelta(seconds=9), state=CallState.ENDED,
+                 hangup_cause="Normal Clearing"),
+            CallRecord(call_id="dialling", caller_number="13800000025", started_at=before, node="node1",
+                       direction="outbound", state=CallState.TALKING),
+            # The number of "waiting" already has today's task: answered since (done), it is opened again.
+            CallbackRequest(call_id="earlier", number="13800000022", source="missed", missed_day=day,
+                            position_at=before - timedelta(hours=1), status=CallbackStatus.DONE, note="漏接回拨"),
+            CallbackRequest(call_id="queued-cb", number="13800000025", source="queue", position_at=before,
+                            status=CallbackStatus.DIALING, attempts=1, outbound_call_id="dialling"),
+        ])
+    closed = await close_lost_calls(db, "node1", lost_at, max_attempts=3, zone=zone)
+    assert {r.call_id for r in closed} == {"talking", "waiting", "dialling"}
+    async with db.session() as session:
+        records = {r.call_id: r for r in (await session.scalars(select(CallRecord))).all()}
+        tasks = {r.number: r for r in (await session.scalars(select(CallbackRequest))).all()}
+    for call_id in ("talking", "waiting", "dialling"):
+        record = records[call_id]
+        assert (record.hangup_cause, record.state, record.ended_at, record.abandoned) == \
+            (LOST_CAUSE, CallState.ENDED, lost_at, False)
+    assert records["talking"].talk_seconds == (lost_at - records["talking"].answered_at).total_seconds()
+    assert records["waiting"].wait_seconds == (lost_at - records["waiting"].queued_at).total_seconds()
+    assert records["elsewhere"].ended_at is None and records["ended"].hangup_cause == "Normal Clearing"
+    assert (tasks["13800000021"].source, tasks["13800000021"].missed_day, tasks["13800000021"].note) == \
+        (LOST_SOURCE, day, LOST_NOTE)
+    again = tasks["13800000022"]  # still one task for the number that day
+    assert (again.call_id, again.status, again.note) == ("earlier", CallbackStatus.PENDING, f"漏接回拨 {LOST_NOTE}")
+    assert "13800000023" not in tasks and "13800000024" not in tasks
+    assert tasks["13800000025"].status == CallbackStatus.PENDING  # to be dialled again, from a live node
+    # Closed ones stay closed: the same loss seen again (or the node's return) closes nothing more.
+    assert await close_lost_calls(db, "node1", now, max_attempts=3, zone=zone) == []
