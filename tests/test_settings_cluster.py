@@ -69,7 +69,13 @@ def test_a_node_on_kamailios_address_is_refused(tmp_path):
 def test_the_rendered_kamailio_cfg_passes_kamailios_own_check(tmp_path):
     settings = _settings(tmp_path, HOTLINE_CLUSTER_NODES="2", HOTLINE_DATABASE_URL=POSTGRES,
                          HOTLINE_SIP_PORT="25060")
-    cfg = kamailio.render_kamailio_config(settings)
+    try:
+        _check_rendered(kamailio.render_kamailio_config(settings))
+    finally:
+        kamailio.remove_run_dir(settings)  # /run/kamailio/hotline-<instance>, outside tmp_path
+
+
+def _check_rendered(cfg) -> None:
     text = cfg.read_text()
     assert "listen=udp:127.0.0.1:25060" in text and "listen=udp:127.0.0.10:25060" in text
     assert '$si != "127.0.0.2"' in text
@@ -78,6 +84,28 @@ def test_the_rendered_kamailio_cfg_passes_kamailios_own_check(tmp_path):
     # kamailio -c parses the file and loads every module with its parameters, then exits.
     check = subprocess.run([kamailio.KAMAILIO, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_kamailio_runs_as_its_own_user_from_a_run_folder_of_its_own(tmp_path):
+    """Not as root: `-u/-g kamailio`, and a run folder the kamailio user owns (its control socket and pid
+    file are written after it dropped root) outside the instance's root-only var/; the rendered files,
+    with the database password, for root and the kamailio group only."""
+    settings = _settings(tmp_path, HOTLINE_CLUSTER_NODES="2", HOTLINE_DATABASE_URL=POSTGRES)
+    try:
+        cfg = kamailio.render_kamailio_config(settings)
+        folder = kamailio.run_dir(settings)
+        uid, gid = kamailio.account()
+        assert uid != 0 and cfg.parent == folder and not folder.is_relative_to(settings.var_dir)
+        assert (folder.stat().st_uid, folder.stat().st_gid, folder.stat().st_mode & 0o777) == (uid, gid, 0o750)
+        for name in ("kamailio.cfg", "dispatcher.list"):
+            st = (folder / name).stat()
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, gid, 0o640), name
+        command = kamailio.command(settings)
+        assert command[command.index("-u") + 1] == command[command.index("-g") + 1] == "kamailio"
+        assert kamailio.ctl_socket(settings).parent == folder
+    finally:
+        kamailio.remove_run_dir(settings)
+    assert not kamailio.run_dir(settings).exists()
 
 
 def test_a_service_reporting_a_problem_is_shown_with_it_not_as_redis_broken(tmp_path):

@@ -133,6 +133,9 @@ async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_n
 
     for name in runtimes:
         await waiter(lambda name=name: node_up(name, True), timeout=30, what=f"dispatcher marking {name} up")
+    # Kamailio does not run as root: the kamailio user of Debian's package (its control socket still answers
+    # root's kamcmd, as `./hotline status` uses it).
+    assert _uid(program_pid(settings, "kamailio")) == kamailio.account()[0] != 0
 
     # 0. Phones register with Kamailio: digest auth against the phones table's own credentials (the
     #    PostgreSQL view kamailio_subscriber); a wrong password is refused.
@@ -359,3 +362,9 @@ async def _desk_page(desk: Desk) -> str:
 def _cdr_text(runtime) -> str:
     path = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _uid(pid: int) -> int:
+    """The process's real user id (/proc/<pid>/status "Uid:" real, effective, saved, file system)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+    return int(line.split()[1])
