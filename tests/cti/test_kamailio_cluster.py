@@ -30,22 +30,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from xmlrpc.client import Fault
 
 import pytest
 from sqlalchemy import func, select
 
 from cli.democall import PlacedCall, originate_citizen
-from cli.supervisor import program_pid, supervisor_rpc
+from cli.supervisor import kill_and_keep_down, program_pid, supervisor_rpc
 from core import kamailio
 from core.ami import AmiNodes
 from core.asterisk_runtime import node_runtimes
@@ -107,20 +104,6 @@ def _answered_by_node(runtimes: dict[str, Any], callers: list[str]) -> dict[str,
 def _calls(settings, speech: Path, callers: list[str], rate: float = 5, hold_ms: int = 1000):
     return run_citizen_calls(settings, "10000", "", callers, speech, hold_ms=hold_ms, rate=rate, timeout=120,
                              scenario=PROXIED)
-
-
-def _kill_and_keep_down(settings, program: str) -> None:
-    """SIGKILL the node's Asterisk, then keep the supervisor from bringing it back (it restarts at once)."""
-    os.kill(program_pid(settings, program), signal.SIGKILL)
-    rpc = supervisor_rpc(settings)
-    deadline = time.monotonic() + 60
-    # EXITED is not down: the supervisor starts it again on its next turn.
-    while rpc.getProcessInfo(program)["statename"] != "STOPPED":
-        assert time.monotonic() < deadline, f"{program} would not stay down"
-        try:
-            rpc.stopProcess(program, True)
-        except Fault:  # not running at this instant (between the crash and the restart)
-            time.sleep(0.05)
 
 
 async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_node_killed(cluster, speech, waiter):
@@ -210,7 +193,7 @@ async def _lose_node1_and_take_it_back(settings, runtimes, speech: Path, waiter,
     load = asyncio.create_task(asyncio.to_thread(_calls, settings, speech, during, 5, 3000))
     await waiter(lambda: _answered_on(runtimes, during, "node1", 2), timeout=60, what="load calls on node1")
     killed_at = time.monotonic()
-    await asyncio.to_thread(_kill_and_keep_down, settings, settings.node("node1").program)
+    await asyncio.to_thread(kill_and_keep_down, settings, settings.node("node1").program)
 
     async def marked_down() -> float:
         await waiter(lambda: node_up("node1", False), timeout=30, interval=0.1, what="dispatcher marking node1 down")
