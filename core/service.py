@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
@@ -47,6 +49,21 @@ async def heartbeat(redis: aioredis.Redis, service: str, healthy: Callable[[], b
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
+def _take_priority(nice: int, log) -> None:
+    """Run at ``nice`` ([priority]). On Linux a nice value belongs to each thread: set it on every thread the
+    imports already started, and threads and children started later (aiosqlite's connection threads, the
+    recordings worker's encoders) inherit it from the main thread."""
+    try:
+        threads = [int(task.name) for task in Path("/proc/self/task").iterdir()]
+    except OSError:
+        threads = [0]  # no /proc: the calling thread
+    try:
+        for thread in threads:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+    except PermissionError:  # raising priority needs root (CAP_SYS_NICE): run as it is, and say so
+        log.warning("priority_not_taken", nice=nice, running_at=os.getpriority(os.PRIO_PROCESS, 0))
+
+
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Run ``main(settings, stop)`` until SIGTERM/SIGINT sets ``stop``."""
     settings = load_settings()
@@ -58,6 +75,8 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         log.error("policy_invalid", error=str(exc))
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
+
+    _take_priority(settings.priority.of(name), log)
 
     async def _runner() -> None:
         stop = asyncio.Event()

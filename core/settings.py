@@ -380,6 +380,27 @@ class DiskSettings:
 
 
 @dataclass(frozen=True)
+class PrioritySettings:
+    """CPU priority (nice) of each Python service, by its service name."""
+
+    cti: int
+    ivr: int
+    agent_desk: int
+    recordings: int
+    scheduler: int
+    logrotate: int
+
+    def __post_init__(self) -> None:
+        for service, nice in vars(self).items():
+            if not -20 <= nice <= 19:
+                raise ConfigError(f"[priority] {service} = {nice}：nice 值应在 -20 到 19 之间")
+
+    def of(self, service: str) -> int:
+        """The nice value of ``service``; 0 for one this section does not name (a test's own service)."""
+        return getattr(self, service, 0)
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     keep: int
 
@@ -510,6 +531,7 @@ class Settings:
     recordings = _Section(RecordingsSettings)
     logs = _Section(LogsSettings)
     disk = _Section(DiskSettings)
+    priority = _Section(PrioritySettings)
     backup = _Section(BackupSettings)
     voicemail = _Section(VoicemailSettings)
     transcription = _Section(TranscriptionSettings)
