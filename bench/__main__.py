@@ -7,7 +7,7 @@ import sys
 import time
 import traceback
 
-from bench import capacity, live, login, offline, report_kpi, webphone
+from bench import capacity, cluster, live, login, offline, report_kpi, webphone
 from bench import tickets as ticket_queries
 from bench.report import Report
 
@@ -21,6 +21,7 @@ SECTIONS = {
     "login": login.login,
     "report": report_kpi.report,
     "webphone": webphone.webphone,
+    "cluster": cluster.cluster,
 }
 
 
