@@ -258,7 +258,10 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     def problem() -> str | None:
         for link in links.values():
             if not link.ami.logged_in.is_set():
-                return "AMI 未连接" if len(links) == 1 else f"AMI 未连接（节点 {link.node.name}）"
+                if len(links) == 1:
+                    return "AMI 未连接"
+                lost = link.lost_since is not None and link.lost_since == link.ami.down_since
+                return f"AMI 未连接（节点 {link.node.name}" + ("已失联，其通话已按节点故障结束并列入回拨）" if lost else "）")
         return next((p for p in (link.consumer.problem() for link in links.values()) if p), None) \
             or commands.problem()
 

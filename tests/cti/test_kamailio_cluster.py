@@ -42,6 +42,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cli.democall import PlacedCall, originate_citizen
+from cli.stack import check_health
 from cli.supervisor import kill_and_keep_down, program_pid, supervisor_rpc
 from core import kamailio
 from core.ami import AmiNodes
@@ -154,10 +155,11 @@ async def test_kamailio_spreads_carrier_calls_refuses_strangers_and_survives_a_n
     assert not any(_answered_by_node(runtimes, stranger).values())
 
     async with contextlib.AsyncExitStack() as cleanup:
-        await _lose_node1_and_take_it_back(settings, runtimes, speech, waiter, node_up, cleanup)
+        await _lose_node1_and_take_it_back(settings, runtime, speech, waiter, node_up, cleanup)
 
 
-async def _lose_node1_and_take_it_back(settings, runtimes, speech: Path, waiter, node_up, cleanup) -> None:
+async def _lose_node1_and_take_it_back(settings, runtime, speech: Path, waiter, node_up, cleanup) -> None:
+    runtimes = node_runtimes(settings, runtime)
     tools = AmiNodes.for_settings(settings, "tools")
     cleanup.push_async_callback(tools.close)
     db = Database(settings.database_url)
@@ -229,6 +231,9 @@ async def _lose_node1_and_take_it_back(settings, runtimes, speech: Path, waiter,
     # node1's own CDR: A ended there; B and C never did (Asterisk died with them).
     cdr1 = _cdr_text(runtimes["node1"])
     assert ended.call_id in cdr1 and not any(call.call_id in cdr1 for call in lost)
+    # `./hotline status` says so: node1 not running, the CTI's AMI to it away and the node given up.
+    status = await waiter(lambda: _status_of_loss(settings, runtime), timeout=20, what="./hotline status on node1")
+    print(f"./hotline status: {status}")
     load_result = await load
     print(f"calls during the kill: {load_result.successful} succeeded, {load_result.failed} failed "
           "(those on node1 when it died)")
@@ -345,6 +350,12 @@ async def _desk_page(desk: Desk) -> str:
 def _cdr_text(runtime) -> str:
     path = runtime.host_path(runtime.inside("log", "cdr-csv", "Master.csv"))
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+async def _status_of_loss(settings, runtime) -> str | None:
+    health = {h.name: h for h in await asyncio.to_thread(check_health, settings, runtime)}
+    node1, cti = health[settings.node("node1").program], health["cti"]
+    return cti.detail if not node1.ok and not cti.ok and "node1已失联" in cti.detail else None
 
 
 def _uid(pid: int) -> int:
