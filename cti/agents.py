@@ -180,7 +180,7 @@ class AgentTracker:
                     continue
                 if stale and stale.get("state") != AgentState.OFFLINE:
                     await set_agent_state(self.redis, int(agent_id), AgentState.OFFLINE, None, phone=None, queues=[])
-        self.log.info("agents_resynced", agents=len(members))
+        self.log.info("agents_resynced", node=ami.node.name, agents=len(members))
         return len(members)
 
 

@@ -17,8 +17,9 @@ scenario, in order:
    the desk's callback list (节点故障), the agent is back (wrap-up, then ready) on the desk, and the ended
    call's recording is filed;
 4. node1 comes back: the dispatcher marks it up and it carries calls again; the CTI follows it again (a
-   new hotline call on node1 gets its record) and the calls closed as lost stay closed, their callbacks
-   not made twice.
+   new hotline call on node1 gets its record, its agent states are read again from its QueueStatus) and
+   the calls closed as lost stay closed, their callbacks not made twice; an agent signed in on node2
+   throughout stays ready (one node's resync used to sign out every other node's agents).
 
 Second sources: Kamailio's own dispatcher state and registrar (kamcmd dispatcher.list, ul.lookup), its
 log, and each node's Master.csv (the lost calls are not in node1's: Asterisk never ended them);
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import re
 import subprocess
 import time
@@ -63,6 +65,7 @@ pytestmark = pytest.mark.stack
 PROXIED = SIPP_DIR / "citizen_proxied.xml"
 STRANGER = "127.0.0.5"  # not the carrier (127.0.0.2), not a node, not Kamailio
 AGENT, AGENT_PHONE = "agent5", "8005"  # 12301-general among its skills; the phone registers on node1
+OTHER, OTHER_PHONE = "agent2", "8002"  # 12365's queues only; the phone registers on node2
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +171,21 @@ async def _lose_node1_and_take_it_back(settings, runtime, speech: Path, waiter, 
     cleanup.callback(phone.stop)
     desk = Desk(settings.web_url)
     cleanup.push_async_callback(desk.close)
+    other_phone = SippPhone(settings, OTHER_PHONE, node=settings.node("node2")).start()
+    cleanup.callback(other_phone.stop)
+    other = Desk(settings.web_url)
+    cleanup.push_async_callback(other.close)
     await tools.connect()
     node1 = tools["node1"]
 
     # 3. Before the kill, on node1: the agent answers call A, which ends; then talks to B while C waits.
-    await phone.wait_registered(runtimes["node1"])
-    await desk.login(AGENT, settings.secrets["demo_password"])
-    assert (await desk.post("/api/desk/state", {"action": "login", "phone": AGENT_PHONE}))[0] == 200
-    assert (await desk.post("/api/desk/state", {"action": "ready"}))[0] == 200
+    # An agent on node2 too: node1's loss and return must leave them as they are.
+    for agent_desk, username, extension, agent_phone, node in ((desk, AGENT, AGENT_PHONE, phone, "node1"),
+                                                               (other, OTHER, OTHER_PHONE, other_phone, "node2")):
+        await agent_phone.wait_registered(runtimes[node])
+        await agent_desk.login(username, settings.secrets["demo_password"])
+        assert (await agent_desk.post("/api/desk/state", {"action": "login", "phone": extension}))[0] == 200
+        assert (await agent_desk.post("/api/desk/state", {"action": "ready"}))[0] == 200
     async with db.session() as session:
         agent_id = await session.scalar(select(User.id).where(User.username == AGENT))
     ended = await originate_citizen(node1, "12301", keys="0", caller="13906000001", hold_seconds=12)
@@ -245,7 +255,10 @@ async def _lose_node1_and_take_it_back(settings, runtime, speech: Path, waiter, 
     # Kamailio's own log: none of them was even tried on node1 (no failover needed: it was known down).
     assert _sent_to(settings, after) == {kamailio.node_uri(settings.node("node2"))}, _sent_to(settings, after)
 
+    assert await _desk_state(other, "ready"), "node1's loss moved the agent on node2"
+
     # 4. node1 back: the dispatcher sends it calls again.
+    resyncs = _agent_resyncs(settings, "node1")
     supervisor_rpc(settings).startProcess(settings.node("node1").program, True)
     await waiter(lambda: node_up("node1", True), timeout=90, what="dispatcher marking node1 up again")
     back = _callers(5, 6)
@@ -263,6 +276,10 @@ async def _lose_node1_and_take_it_back(settings, runtime, speech: Path, waiter, 
     assert still and {k: (r.ended_at, r.hangup_cause, r.source) for k, r in still.items()} == \
         {k: (r.ended_at, r.hangup_cause, r.source) for k, r in records.items()}
     assert await _callback_count(db, [call.caller for call in lost]) == 2
+    # node1's agent states were read again from its QueueStatus (the CTI's log), and that left the agent on
+    # node2 signed in and ready: one node's resync is not the other nodes' say.
+    await waiter(lambda: _more_resyncs(settings, "node1", resyncs), timeout=60, what="node1's agents resynced")
+    assert await _desk_state(other, "ready"), (await other.get_json("/api/desk/state"))[1]
 
 
 async def _contacts(settings, extension: str) -> list[str]:
@@ -356,6 +373,20 @@ async def _status_of_loss(settings, runtime) -> str | None:
     health = {h.name: h for h in await asyncio.to_thread(check_health, settings, runtime)}
     node1, cti = health[settings.node("node1").program], health["cti"]
     return cti.detail if not node1.ok and not cti.ok and "node1已失联" in cti.detail else None
+
+
+def _agent_resyncs(settings, node: str) -> int:
+    """How many times the CTI has rebuilt agent states from ``node``'s QueueStatus (its log)."""
+    count = 0
+    for line in (settings.log_dir / "cti.log").read_text(errors="replace").splitlines():
+        if '"agents_resynced"' in line:
+            with contextlib.suppress(ValueError):
+                count += json.loads(line).get("node") == node
+    return count
+
+
+async def _more_resyncs(settings, node: str, before: int) -> bool:
+    return _agent_resyncs(settings, node) > before
 
 
 def _uid(pid: int) -> int:
