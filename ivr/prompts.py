@@ -184,6 +184,18 @@ class AsteriskPrompts:
     def path(self, name: str) -> str:
         return f"{self.store.asterisk_directory}/{name}"
 
+    def seconds(self, path: str) -> float | None:
+        """How long the prompt at Asterisk ``path`` (from :meth:`path` or :meth:`dynamic`) plays: the store
+        writes 8 kHz 16-bit mono WAV, 16 000 bytes a second after the 44-byte header. None if not found."""
+        prefix = f"{self.store.asterisk_directory}/"
+        if not path.startswith(prefix):
+            return None
+        try:
+            size = (self.store.directory / f"{path[len(prefix):]}.wav").stat().st_size
+        except OSError:
+            return None
+        return max(0, size - 44) / 16000
+
     async def dynamic(self, text: str) -> str:
         """Synthesize ``text`` in a worker thread (cached on disk); concurrent callers share one job."""
         if text not in self._pending:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import socket
 import struct
 import time
@@ -47,6 +48,11 @@ from ivr.setup import asterisk_prompts, make_prompts, menu_prompts
 from tickets.queries import find_by_number, open_tickets_for_phone, status_readback
 
 HEADER_TIMEOUT = 10
+# The deadman (dialplans/hotline.conf): Asterisk puts a caller the IVR does not keep up with into the general
+# queue. Before each wait for the caller the IVR pushes it back past that wait's end (prompt + input time) plus
+# this grace, in which the next command must come; a prompt whose length is unknown counts as the longest.
+DEADMAN_GRACE_SECONDS = 15
+UNKNOWN_PROMPT_SECONDS = 120
 log = structlog.get_logger(service="ivr")
 
 
@@ -73,9 +79,18 @@ class AgiCommands:
 
     caller: str = ""
     env: dict[str, str]
+    # The ivr script's deadman: how long a prompt plays (None: unknown). Unset for scripts without one.
+    deadman: Callable[[str], float | None] | None = None
 
     async def command(self, line: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def _push_deadman(self, path: str, waits_ms: int = 0) -> None:
+        """Move the channel's absolute timeout (the dialplan's deadman) past the end of this wait for the caller."""
+        if self.deadman is not None:
+            plays = self.deadman(path)
+            seconds = (UNKNOWN_PROMPT_SECONDS if plays is None else plays) + waits_ms / 1000 + DEADMAN_GRACE_SECONDS
+            await self.command(f"SET AUTOHANGUP {math.ceil(seconds)}")
 
     async def get_variable(self, name: str) -> str:
         result = await self.command(f"GET VARIABLE {name}")
@@ -97,12 +112,15 @@ class AgiCommands:
         return _digit(result)
 
     async def stream_file(self, path: str, escape_digits: str) -> str:
+        await self._push_deadman(path)
         return await self._play(f"STREAM FILE {path} {_quote(escape_digits)}")
 
     async def get_option(self, path: str, escape_digits: str, timeout_ms: int) -> str:
+        await self._push_deadman(path, timeout_ms)
         return await self._play(f"GET OPTION {path} {_quote(escape_digits)} {timeout_ms}")
 
     async def get_data(self, path: str, timeout_ms: int, max_digits: int) -> str:
+        await self._push_deadman(path, timeout_ms * max(1, max_digits))  # the time limit counts per digit
         result = await self.command(f"GET DATA {path} {timeout_ms} {max_digits}")
         if result.get("error") == "AGIAppError":
             return ""
@@ -314,9 +332,15 @@ class IvrService:
         finally:
             structlog.contextvars.reset_contextvars(**call)
 
+    def prompt_seconds(self, path: str) -> float | None:
+        """How long the prompt at Asterisk ``path`` plays, if it is one of the prompt store's files."""
+        seconds = getattr(self.prompts, "seconds", None)
+        return seconds(path) if seconds is not None else None
+
     async def run_ivr(self, channel: AgiCommands) -> None:
         """The main flow on any transport; the caller is routed whatever happens."""
         fallback = Route("queue", f"{channel.env.get('agi_extension', '')}-general")
+        channel.deadman = self.prompt_seconds
 
         async def run() -> Route:
             nonlocal fallback
@@ -332,6 +356,7 @@ class IvrService:
         await self._guard("ivr", channel, run(), lambda: fallback)
 
     async def run_queue_timeout(self, channel: AgiCommands) -> None:
+        channel.deadman = self.prompt_seconds
         flow = QueueTimeoutFlow(channel, self.prompts)
         await self._guard("queue-timeout", channel, flow.run(), lambda: Route("voicemail"))
 

@@ -172,3 +172,34 @@ async def test_callers_in_the_menu_reach_the_general_queue_when_the_ivr_crashes(
     after = await originate_citizen(ami, "12365", keys="3", caller="13900007779", hold_seconds=10, delay_seconds=7)
     record = await finished_call(db, after.call_id, waiter)
     assert record.business == "report", record.ivr_path
+
+
+async def test_callers_are_routed_on_when_the_ivr_stalls(stack, ami, db, waiter, no_agents):
+    """An IVR that took the calls but does not answer them (SIGSTOP: how an overloaded or hung IVR looks to
+    Asterisk, which has no time limit on a FastAGI script) must not keep its callers in silence: the
+    dialplan's deadman sends each to the general queue, and (nobody logged in) the queue's own IVR script,
+    stalled too, on to a voice message. Asterisk's queue_log (the hang-up handler's HOTLINEEND) says so too;
+    once the IVR runs again it serves the next caller as before."""
+    import os
+    import signal
+
+    from cli.stack import supervisorctl
+
+    pid = int(supervisorctl(stack.settings, "pid", "ivr").stdout.strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        calls = [await originate_citizen(ami, "12301", keys="", caller=f"1390000666{i}", hold_seconds=35,
+                                         delay_seconds=1) for i in range(3)]
+        records = await asyncio.gather(*(finished_call(db, call.call_id, waiter) for call in calls))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    queue_log = stack.runtime.host_path(stack.runtime.inside("log", "queue_log")).read_text(errors="replace")
+    for call, record in zip(calls, records, strict=True):
+        assert record.ivr_path.startswith("ivr-unavailable"), record.ivr_path
+        assert record.ivr_path.endswith("voicemail"), record.ivr_path
+        ended = [line for line in queue_log.splitlines() if f"|{call.call_id}|" in line and "|HOTLINEEND|" in line]
+        assert ended and "path=ivr-unavailable" in ended[-1], ended
+
+    after = await originate_citizen(ami, "12301", keys="3", caller="13900006669", hold_seconds=10, delay_seconds=7)
+    record = await finished_call(db, after.call_id, waiter)
+    assert record.business == "report", record.ivr_path

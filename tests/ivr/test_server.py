@@ -143,3 +143,27 @@ async def test_an_edited_menu_is_taken_up_between_calls_and_a_broken_one_never(t
         await srv.wait_closed()
     finally:
         content.use(None)
+
+
+async def test_the_ivr_pushes_the_dialplans_deadman_back_before_each_wait_for_the_caller(server, tmp_path):
+    """dialplans/hotline.conf arms a deadman (the channel's absolute timeout) that sends a caller the IVR
+    does not keep up with to the general queue: before each prompt the IVR moves it past that prompt's end."""
+    from ivr.prompts import AsteriskPrompts, PromptStore
+
+    commands = await asterisk_call(server, "ivr", {"HOTLINE": "12365"}, {"main": "3"})
+    waits = [i for i, line in enumerate(commands) if line.startswith(("STREAM FILE", "GET OPTION", "GET DATA"))]
+    assert len(waits) >= 2, commands
+    # FakePrompts knows no lengths: the longest prompt is assumed, plus the time for the key, plus the grace.
+    assert all(commands[i - 1].startswith("SET AUTOHANGUP ") for i in waits), commands
+    option = next(i for i in waits if commands[i].startswith("GET OPTION"))
+    timeout_ms = int(commands[option].split()[-1])
+    assert commands[option - 1] == f"SET AUTOHANGUP {120 + timeout_ms // 1000 + 15}", commands
+    timeout = await asterisk_call(server, "queue-timeout", {"IVR_PATH": "main:0"}, {"queue-timeout": "1"})
+    assert timeout[0].startswith("SET AUTOHANGUP "), timeout
+
+    # The real prompt store's files: 8 kHz 16-bit mono, 16 000 bytes a second after the header.
+    store = PromptStore(tmp_path, "/inside/sounds", private=False)
+    (tmp_path / "greeting.wav").write_bytes(b"\0" * (44 + 16000 * 3))
+    prompts = AsteriskPrompts(store)
+    assert prompts.seconds(prompts.path("greeting")) == 3
+    assert prompts.seconds(prompts.path("missing")) is None and prompts.seconds("/elsewhere/greeting") is None
