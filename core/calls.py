@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import enum
 import secrets
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Enum, Float, Index, String, event
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, Date, Enum, Float, Index, String, delete, event, inspect, or_, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.db import Base, UTCDateTime, utcnow
 from core.settings import DEFAULT_NODE
@@ -116,6 +116,58 @@ def derive_waits(_mapper: Any, _connection: Any, record: CallRecord) -> None:
         record.started_at = utcnow()
     record.arrival_wait, record.answer_wait = call_waits(record.started_at, record.queued_at, record.answered_at,
                                                          record.wait_seconds)
+
+
+class CallDaySummary(Base):
+    """A finished local day's call tally for the service-quality report (quality.kpi_sql), per hotline
+    ('' = all) and per variant (the settings the tally depends on): the report's GROUP BY rows for that day.
+
+    One writer, the report itself (quality.kpi_sql.tally): it stores the days that ended at least
+    SUMMARY_GRACE ago, computed under a lock that waits for in-flight changes. Every change of a call that
+    started before now - SUMMARY_GRACE, and every queue callback (it changes its call's outcome), deletes the
+    summaries whose day holds that call's start, in the same transaction (:func:`forget_call_days`, run by the
+    ORM's flush for any writer, as derive_waits): a reconciled old call or a late survey digit is in the next
+    report. Calls of the last SUMMARY_GRACE (the CTI's live writes) cannot be in a summary: no statement."""
+
+    __tablename__ = "report_call_days"
+    __table_args__ = (Index("uq_report_call_days_key", "hotline", "variant", "lo", "hi", unique=True),
+                      Index("ix_report_call_days_lo", "lo"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hotline: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    lo: Mapped[datetime] = mapped_column(UTCDateTime)  # the local day's bounds as UTC instants (the zone's)
+    hi: Mapped[datetime] = mapped_column(UTCDateTime)
+    groups: Mapped[list] = mapped_column(JSON)
+
+
+# A day is summarised only once it ended this long ago, so the CTI's writes of live calls never touch the
+# summaries (and clocks of several nodes may differ by less than this).
+SUMMARY_GRACE = timedelta(hours=1)
+
+
+@event.listens_for(Session, "after_flush")
+def forget_call_days(session: Session, _context: Any) -> None:
+    """Deletes the call-day summaries a flush's changes of old calls (or queue callbacks) make stale."""
+    horizon = utcnow() - SUMMARY_GRACE
+    moments: set[datetime] = set()
+    callbacks: set[str] = set()
+    for record in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(record, CallRecord):
+            history = inspect(record).attrs.started_at.history  # the old start too, if corrected
+            moments.update(m for m in (*history.added, *history.unchanged, *history.deleted)
+                           if m is not None and m < horizon)
+        elif (isinstance(record, CallbackRequest) and record not in session.dirty and record.source in ("queue", None)
+              and record.call_id):  # made or removed; a status change leaves the call's outcome as it was
+            callbacks.add(record.call_id)
+    if not moments and not callbacks:
+        return
+    covers = [(CallDaySummary.lo <= m) & (CallDaySummary.hi > m) for m in moments]
+    if callbacks:
+        covers.append(select(1).where(CallRecord.call_id.in_(callbacks), CallDaySummary.lo <= CallRecord.started_at,
+                                      CallDaySummary.hi > CallRecord.started_at).exists())
+    session.connection().execute(delete(CallDaySummary).where(or_(*covers)))
 
 
 class CallbackStatus(enum.StrEnum):

@@ -10,7 +10,9 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import func, select
 
+from core.calls import CallDaySummary
 from core.db import Database
 from cti.models import CallbackRequest, CallRecord
 from quality import kpi, kpi_sql
@@ -209,6 +211,60 @@ async def test_waits_keep_the_stored_microseconds_near_a_whole_second(db: Databa
         assert (report["answered_within_15"].numerator, report["answered_within_15"].denominator) == (1, 1)
         assert report["waiting_time"].value == pytest.approx(14.9996, abs=1e-6)
         assert report["asa"].value == pytest.approx(14.0, abs=1e-6)
+
+
+async def test_a_late_fact_on_an_already_summarised_day_is_in_the_next_report(db: Database):
+    """The report stores finished days' call tallies (report_call_days); a late change of one of their calls,
+    written through the ORM as the CTI and the reconciliation write it, is in the next report, exactly as the
+    row-by-row reference computes it."""
+    async with db.transaction() as session:
+        session.add_all([call(1, queued_at=s(8), answered_at=s(12), wait_seconds=4, talk_seconds=100, agent_id=1),
+                         call(2, queued_at=s(10), ended_at=s(35), abandoned=True, wait_seconds=25),
+                         call(3, started_at=local("2025-03-05"), queued_at=local("2025-03-05") + dt.timedelta(seconds=9),
+                              ended_at=local("2025-03-05", 11), abandoned=True, wait_seconds=30)])
+
+    async def both() -> tuple[kpi.Report, kpi.Report]:
+        async with db.session() as session:
+            by_sql = await kpi_sql.load_report(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1))
+            rows = kpi.compute(await kpi.load_facts(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1)))
+        for sql, row in zip(by_sql.figures, rows.figures, strict=True):
+            assert (sql.numerator, sql.denominator, sql.value) == (row.numerator, row.denominator, row.value), sql
+        assert (by_sql.outcomes, by_sql.days) == (rows.outcomes, rows.days)
+        return by_sql, rows
+
+    def figure(report: kpi.Report, key: str) -> tuple:
+        return report[key].numerator, report[key].denominator
+
+    first, _ = await both()
+    async with db.session() as session:  # every day of the fortnight is finished: all 14 stored
+        assert await session.scalar(select(func.count()).select_from(CallDaySummary)) == 14
+    assert figure(first, "answering_rate") == (1, 3) and figure(first, "abandon_rate") == (2, 3)
+    again, _ = await both()  # from the summary: the same figures
+    assert [f.value for f in again.figures] == [f.value for f in first.figures]
+
+    # Late facts on the 3rd and the 5th: the reconciliation finds from queue_log that call 2 was answered
+    # after all (60 s from arrival), call 1's survey digit is stored, call 3's start is corrected into the 6th,
+    # and a queue callback is recorded for a call of the 4th that arrives only now (the CTI's resync).
+    async with db.transaction() as session:
+        c1, c2, c3 = [await session.scalar(select(CallRecord).where(CallRecord.call_id == f"c{n}")) for n in (1, 2, 3)]
+        c2.answered_at, c2.abandoned, c2.agent_id, c2.talk_seconds = s(60), False, 2, 90
+        c1.satisfaction = "dissatisfied"
+        c3.started_at = local("2025-03-06")
+    async with db.transaction() as session:
+        session.add(call(4, started_at=local("2025-03-04"), queued_at=local("2025-03-04") + dt.timedelta(seconds=5),
+                         ended_at=local("2025-03-04") + dt.timedelta(seconds=50), wait_seconds=45))
+    async with db.transaction() as session:
+        session.add(CallbackRequest(call_id="c4", number="13800000004", hotline="12301", source="queue"))
+    late, rows = await both()
+    # answered 1 and 2 of 4 calls; abandoned in the queue only 3 now (4 asked for a callback); §3.8 wait
+    # (12 + 60) / 2; satisfaction: 1 rated, not satisfied; the days as they are now.
+    assert figure(late, "answering_rate") == (2, 4) and figure(late, "abandon_rate") == (1, 4)
+    assert late["waiting_time"].value == 36.0 and figure(late, "satisfaction_rate") == (0, 1)
+    assert late.outcomes[Outcome.CALLBACK] == 1
+    assert [(d.day.isoformat(), d.calls, d.answered) for d in late.days] == [
+        ("2025-03-03", 2, 2), ("2025-03-04", 1, 0), ("2025-03-06", 1, 0)]
+    async with db.session() as session:  # the three changed days were computed again and stored
+        assert await session.scalar(select(func.count()).select_from(CallDaySummary)) == 14
 
 
 def test_occupancy_counts_handling_against_logged_in_time():
