@@ -329,15 +329,16 @@ async def _wait_p90(session: AsyncSession, lo: datetime, hi: datetime, hotline: 
 
 
 async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
-                        hotline: str) -> list[TicketFact]:
-    """Tickets registered in the period, one row per distinct set of facts and local days, with its count.
+                        hotline: str, offset_at: datetime | None = None) -> list[TicketFact]:
+    """Tickets registered in [lo, hi), one row per distinct set of facts and local days, with its count.
 
-    Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again.
+    Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again. ``offset_at``:
+    the moment whose UTC offset SQLite's local days use (default ``lo``; see _local_day).
     """
     dialect = session.bind.dialect.name
 
     def day(column: Any, label: str) -> Any:
-        return type_coerce(_local_day(dialect, column, zone, lo), String).label(label)
+        return type_coerce(_local_day(dialect, column, zone, offset_at or lo), String).label(label)
 
     visit = (CallbackRequest.ticket_number == Ticket.number) & (CallbackRequest.source == "visit")
     # The stored strings as they are (type_coerce: no Enum member made per row only to be turned back into its
@@ -379,14 +380,20 @@ async def load_report(session: AsyncSession, start: date, end: date, zone: tzinf
     settings = settings or KpiSettings()
     lo, hi = local_bounds(start, end, zone)
     await _no_jit(session)
-    # The tickets are read on a connection of their own (``session`` is one of core.db.Database's, bound to
-    # its engine) while the calls are read on this one: two independent scans on two cores (SQLite's WAL and
-    # PostgreSQL both let readers run side by side). Each statement already saw its own snapshot (autocommit
-    # reads on SQLite, READ COMMITTED on PostgreSQL), so the figures are what one connection gave.
-    async with AsyncSession(session.bind) as beside:
-        await _no_jit(beside)
-        tickets, call_tally = await asyncio.gather(ticket_groups(beside, lo, hi, zone, hotline),
-                                                   tally(session, lo, hi, zone, hotline, settings))
+    # The tickets are read in two halves of the period on two connections of their own (``session`` is one of
+    # core.db.Database's, bound to its engine) while the calls are read on this one: the ticket grouping is
+    # the longest part (the calls' finished days come from report_call_days), so it is what the two cores
+    # share (SQLite's WAL and PostgreSQL both let readers run side by side; the halves' groups add up, a
+    # group in both halves is two rows with their counts). Each statement already saw its own snapshot
+    # (autocommit reads on SQLite, READ COMMITTED on PostgreSQL), so the figures are what one connection gave.
+    middle = lo + (hi - lo) / 2
+    async with AsyncSession(session.bind) as early, AsyncSession(session.bind) as late:
+        await _no_jit(early)
+        await _no_jit(late)
+        first, second, call_tally = await asyncio.gather(
+            ticket_groups(early, lo, middle, zone, hotline), ticket_groups(late, middle, hi, zone, hotline, lo),
+            tally(session, lo, hi, zone, hotline, settings))
+    tickets = first + second
     facts = Facts(start, end, zone, tickets=tickets, previous_calls=await previous_calls(session, start, end, zone, hotline),
                   as_of=min(end, today) if today else end, agent_names=agent_names or {}, call_tally=call_tally)
     return compute(facts, settings)
