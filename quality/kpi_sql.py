@@ -228,27 +228,44 @@ async def _call_groups(session: AsyncSession, lo: datetime, hi: datetime, zone: 
         return groups
     horizon = utcnow() - SUMMARY_GRACE
     finished = [d for d in missing if d[2] <= horizon and d[1:] == local_bounds(d[0], d[0], zone)]
-    if not finished:
-        return groups + await _live_groups(session, missing, zone, hotline, s)
-    # Stored under a lock that waits for every transaction that changed an old call and has not committed
-    # yet, and holds off new ones until these days are in (their forget_call_days then deletes them again):
-    # a change is either in the rows computed here or deletes what is stored. PostgreSQL: a table lock
-    # against forget_call_days' DELETE; SQLite: the database's write lock, taken by the first DELETE.
+    unfinished = [d for d in missing if d not in finished]
+    if unfinished:
+        groups += await _live_groups(session, unfinished, zone, hotline, s)
+    for first in range(0, len(finished), STORE_DAYS):
+        groups += await _store_days(session, finished[first:first + STORE_DAYS], zone, hotline, s, variant)
+    return groups
+
+
+# Finished days are computed and stored a few at a time: the lock below holds off writers of old calls (on
+# SQLite: every writer) for one such batch only, some 10 000 calls at a busy hotline.
+STORE_DAYS = 3
+
+
+async def _store_days(session: AsyncSession, days: list[tuple[date, datetime, datetime]], zone: tzinfo,
+                      hotline: str, s: KpiSettings, variant: str) -> list[list[Any]]:
+    """The call groups of ``days`` (finished), computed now and stored.
+
+    Under a lock that waits for every transaction that changed an old call and has not committed yet, and
+    holds off new ones until these days are in (their forget_call_days then deletes them again): a change is
+    either in the rows computed here or deletes what is stored. PostgreSQL: a table lock against
+    forget_call_days' DELETE; SQLite: the database's write lock, taken by the first DELETE."""
     async with AsyncSession(session.bind) as writer, writer.begin():
         if writer.bind.dialect.name == "postgresql":
             await writer.execute(text("LOCK TABLE report_call_days IN SHARE ROW EXCLUSIVE MODE"))
         await writer.execute(delete(CallDaySummary).where(
             CallDaySummary.hotline == hotline, CallDaySummary.variant == variant,
-            or_(*(and_(CallDaySummary.lo == a, CallDaySummary.hi == b) for _day_, a, b in finished))))
+            or_(*(and_(CallDaySummary.lo == a, CallDaySummary.hi == b) for _day, a, b in days))))
         await _no_jit(writer)
-        computed = await _live_groups(writer, missing, zone, hotline, s)
-        by_day: dict[date, list[list[Any]]] = {d: [] for d, _a, _b in finished}
+        computed = await _live_groups(writer, days, zone, hotline, s)
+        by_day: dict[date, list[list[Any]]] = {d: [] for d, _a, _b in days}  # a day without calls: []
+        if any(g[2] not in by_day for g in computed):
+            # SQLite's fixed offset put a call into a neighbouring day (a zone with summer time): not stored
+            return computed
         for g in computed:
-            if g[2] in by_day:
-                by_day[g[2]].append([*g[:2], g[2].isoformat(), *g[3:]])
+            by_day[g[2]].append([*g[:2], g[2].isoformat(), *g[3:]])
         writer.add_all(CallDaySummary(hotline=hotline, variant=variant, day=d, lo=a, hi=b, groups=by_day[d])
-                       for d, a, b in finished)
-    return groups + computed
+                       for d, a, b in days)
+    return computed
 
 
 async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo, hotline: str,

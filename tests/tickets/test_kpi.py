@@ -6,6 +6,7 @@ that come back are compared with the arithmetic written out beside each assertio
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from zoneinfo import ZoneInfo
 
@@ -265,6 +266,28 @@ async def test_a_late_fact_on_an_already_summarised_day_is_in_the_next_report(db
         ("2025-03-03", 2, 2), ("2025-03-04", 1, 0), ("2025-03-06", 1, 0)]
     async with db.session() as session:  # the three changed days were computed again and stored
         assert await session.scalar(select(func.count()).select_from(CallDaySummary)) == 14
+
+
+async def test_a_day_is_stored_only_after_an_uncommitted_change_of_its_calls_committed(db: Database):
+    """The report's summary write waits for a transaction that changed an old call and is still open: stored
+    before that commit, the day would keep the old figures (the change's DELETE found nothing to delete)."""
+    async with db.transaction() as session:
+        session.add(call(1, queued_at=s(10), ended_at=s(35), abandoned=True, wait_seconds=25))
+    async with db.transaction() as changer:
+        record = await changer.scalar(select(CallRecord).where(CallRecord.call_id == "c1"))
+        record.answered_at, record.abandoned, record.agent_id, record.talk_seconds = s(30), False, 1, 60
+        await changer.flush()  # written and forget_call_days run, not committed
+
+        async def report() -> kpi.Report:
+            async with db.session() as session:
+                return await kpi_sql.load_report(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1))
+        pending = asyncio.create_task(report())
+        done, _ = await asyncio.wait({pending}, timeout=1.0)
+        assert not done, "the report stored its days without waiting for the open change"
+    first = await pending
+    again = await report()  # from the stored days
+    for r in (first, again):
+        assert (r["answering_rate"].numerator, r["answering_rate"].denominator) == (1, 1)
 
 
 def test_occupancy_counts_handling_against_logged_in_time():
