@@ -164,6 +164,7 @@ class AmiNodes:
     def __init__(self, clients: dict[str, AmiClient]) -> None:
         self.clients = clients
         self.first = next(iter(clients.values()))
+        self.acd: Any = None  # cluster mode: the CTI's one ACD across these nodes (cti.routing.ClusterRouter)
 
     @classmethod
     def for_settings(cls, settings: Settings, account: str, events: str = "on") -> AmiNodes:

@@ -68,6 +68,10 @@ def template_values(settings: Settings, runtime: AsteriskRuntime, node: Asterisk
         "carrier_address": sip.carrier_address,
         "carrier_match": settings.cluster.proxy_address if settings.clustered else sip.carrier_address,
         "carrier_port": sip.carrier_port,
+        "clustered": settings.clustered,
+        # Cluster mode: the phones are reached through Kamailio's phone side (pjsip.conf); "" for one node.
+        "phone_proxy": settings.cluster.phone_proxy_address if settings.clustered else "",
+        "phone_proxy_port": sip.port,
         "rtp_start": node.rtp_start,
         "carrier_rtp_timeout": sip.carrier_rtp_timeout_seconds,
         "carrier_rtp_timeout_hold": sip.carrier_rtp_timeout_hold_seconds,

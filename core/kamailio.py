@@ -95,7 +95,8 @@ def render_kamailio_config(settings: Settings) -> Path:
                              keep_trailing_newline=True, autoescape=False)
     text = env.get_template("kamailio.cfg").render(
         sip_bind=sip.bind, sip_port=sip.port, carrier_address=sip.carrier_address,
-        proxy_address=cluster.proxy_address, ping_seconds=cluster.ping_seconds, failover_ms=cluster.failover_ms,
+        proxy_address=cluster.proxy_address, phone_proxy_address=cluster.phone_proxy_address,
+        ping_seconds=cluster.ping_seconds, failover_ms=cluster.failover_ms,
         carrier_calls_per_second=cluster.carrier_calls_per_second, pike_requests=cluster.pike_requests,
         children=2, ctl_socket=ctl_socket(settings), dispatcher_list=folder / "dispatcher.list",
         sip_realm=SIP_REALM, db_url=kamailio_db_url(settings.database_url))

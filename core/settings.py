@@ -102,11 +102,12 @@ def _nodes(settings: Settings) -> list[AsteriskNode]:
                       ("AMI address and port", lambda n: (n.ami_host, n.ami_port))):
         if len({key(node) for node in nodes}) != len(nodes):
             raise ConfigError(f"asterisk.nodes: two nodes share a {what}")
-    kamailio = {(sip.bind, sip.port), (cluster.proxy_address, sip.port)} if cluster.nodes else set()
+    kamailio = ({(sip.bind, sip.port), (cluster.proxy_address, sip.port), (cluster.phone_proxy_address, sip.port)}
+                if cluster.nodes else set())
     for node in nodes:
         if (node.address, node.sip_port) in kamailio:
             raise ConfigError(f"nodes.{node.name}: {node.address}:{node.sip_port} 是 Kamailio 的监听地址（[sip] bind、"
-                              "[cluster] proxy_address），集群模式下 Asterisk 节点应使用自己的地址")
+                              "[cluster] proxy_address、phone_proxy_address），集群模式下 Asterisk 节点应使用自己的地址")
     return nodes
 
 
@@ -255,6 +256,7 @@ class ClusterSettings:
     nodes: int
     first_node_address: str   # nodes without a [nodes.<name>] table: this address, the next one, …
     proxy_address: str        # Kamailio's side towards the nodes: they take the carrier's calls from it
+    phone_proxy_address: str  # Kamailio's side for phone traffic: the nodes reach every phone here
     ping_seconds: int         # dispatcher: OPTIONS to every node this often; one unanswered marks it down
     failover_ms: int          # an INVITE a node has not answered at all in this time goes to the next node
     carrier_calls_per_second: int  # ratelimit: new calls from the carrier above this get 503
@@ -263,7 +265,7 @@ class ClusterSettings:
     def __post_init__(self) -> None:
         if self.nodes < 0:
             raise ConfigError(f"[cluster] nodes = {self.nodes}：应为 0（单节点）或节点数")
-        for key in ("first_node_address", "proxy_address"):
+        for key in ("first_node_address", "proxy_address", "phone_proxy_address"):
             try:
                 ipaddress.ip_address(getattr(self, key))
             except ValueError:

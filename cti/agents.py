@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +27,9 @@ from core.vocabulary import AgentState, PauseReason
 from cti.books import member_username, phone_of
 from cti.control import AGENT_BY_PHONE, AGENT_SESSIONS, agent_session, set_agent_state
 
+# cti.routing's pause reason between calls in cluster mode (here to keep agents free of the router).
+ACD_HOLD = "acd"
+
 
 class AgentTracker:
     def __init__(self, redis, db: Database, wrapup_seconds: float, log) -> None:
@@ -35,6 +39,7 @@ class AgentTracker:
         self.log = log
         self._wrapups: dict[int, asyncio.TimerHandle] = {}
         self.needs_resync = False  # a state change was lost (Redis away): resync from QueueStatus
+        self.on_ready: Callable[[], None] | None = None  # cluster mode: the ACD places the agent (cti.routing)
 
     async def _agent(self, event: Any) -> int | None:
         phone = phone_of(event.get("Interface") or event.get("StateInterface") or event.get("DestChannel"))
@@ -115,6 +120,8 @@ class AgentTracker:
         if session.get("state") in (AgentState.PAUSED, AgentState.OFFLINE):
             return
         await set_agent_state(self.redis, agent_id, AgentState.READY)
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def node_lost(self, node: str, agent_ids: set[int]) -> list[int]:
         """An Asterisk node was lost (cti.service): its calls are gone, so the agents ringing or talking
@@ -165,9 +172,10 @@ class AgentTracker:
             if user is None:
                 continue
             await self.redis.hset(AGENT_BY_PHONE, phone, str(user.id))
-            state = (AgentState.ON_CALL if member["in_call"] else AgentState.PAUSED if member["paused"]
-                     else AgentState.READY)
-            await set_agent_state(self.redis, user.id, state, member["reason"] if member["paused"] else None,
+            # Paused by the cluster's ACD between calls (cti.routing.ACD_HOLD): ready, for the router to place.
+            paused = member["paused"] and member["reason"] != ACD_HOLD
+            state = AgentState.ON_CALL if member["in_call"] else AgentState.PAUSED if paused else AgentState.READY
+            await set_agent_state(self.redis, user.id, state, member["reason"] if paused else None,
                                   since=member["since"] or None, phone=phone, queues=member["queues"],
                                   node=ami.node.name)  # the node whose QueueStatus has the member
         # Sessions this node's Asterisk no longer knows (e.g. it restarted without persistent members); an

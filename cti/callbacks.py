@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.ami import AmiError
+from core.ami import AmiError, AmiNodes, on_node
 from core.db import Database
 from core.vocabulary import AgentState, PauseReason
-from cti.control import AGENT_SESSIONS, agent_session, call_citizen, set_agent_state
+from cti.control import AGENT_SESSIONS, agent_commands, agent_session, call_citizen, set_agent_state
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 from cti.protocol import Refused
 from tickets import clock, return_visits
@@ -135,11 +135,12 @@ async def lost_call_task(record: CallRecord, session, *, max_attempts: int, zone
 
 
 async def oldest_waiting(ami) -> dict[str, float]:
-    """Per queue, when its longest-waiting caller joined (epoch seconds)."""
-    reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
+    """Per queue, when its longest-waiting caller joined (epoch seconds); on every node for a pool."""
+    replies = [await node.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
+               for node in (ami if isinstance(ami, AmiNodes) else [ami])]
     now = datetime.now(UTC).timestamp()
     oldest: dict[str, float] = {}
-    for message in reply if isinstance(reply, list) else []:
+    for message in (m for reply in replies if isinstance(reply, list) for m in reply):
         if message.get("Event") == "QueueEntry":
             joined = now - float(message.get("Wait") or 0)
             queue = message.get("Queue")
@@ -195,9 +196,12 @@ class CallbackDispatcher:
             if not await claim(self.db, request.id, agent["agent_id"]):
                 continue  # another dispatcher (or a previous round) took it: never dial twice
             agents.remove(agent)
-            await set_agent_state(self.redis, agent["agent_id"], AgentState.RINGING, PauseReason.CALLBACK)
             try:
-                await dial_claimed(self.db, self.ami, request, agent["agent_id"], agent["phone"])
+                # Under the agent's command lock: the cluster's router never moves an agent being rung here.
+                async with agent_commands(agent["agent_id"]):
+                    await set_agent_state(self.redis, agent["agent_id"], AgentState.RINGING, PauseReason.CALLBACK)
+                    await dial_claimed(self.db, on_node(self.ami, agent.get("node")), request, agent["agent_id"],
+                                       agent["phone"])
             except AmiError as exc:
                 self.log.warning("callback_originate_failed", request_id=request.id, error=str(exc))
                 await set_agent_state(self.redis, agent["agent_id"], AgentState.READY)

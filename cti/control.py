@@ -106,12 +106,24 @@ async def agent_login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str)
         return await _login(ami, redis, agent, phone)
 
 
+def cluster_router(ami: AmiClient | AmiNodes) -> Any:
+    """The CTI's one ACD across the nodes (cti.routing.ClusterRouter) in cluster mode, else None."""
+    return getattr(ami, "acd", None)
+
+
 async def _login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str) -> dict:
-    client = on_node(ami, await phone_node(ami, phone))
+    router = cluster_router(ami)
+    current = await agent_session(redis, agent.id)
+    if router is not None and phone.isdigit():
+        # Every node reaches the phone through Kamailio: the agent starts on their home node (or stays on
+        # the node they are a member on), and the router moves them to where callers wait.
+        signed_in = current and current.get("state") != AgentState.OFFLINE and current.get("node")
+        client = on_node(ami, current["node"] if signed_in else router.home(agent.id))
+    else:
+        client = on_node(ami, await phone_node(ami, phone))
     owner = await redis.hget(AGENT_BY_PHONE, phone)
     if owner and int(owner) != agent.id:
         raise AmiError(f"分机 {phone} 已被其他坐席登录")
-    current = await agent_session(redis, agent.id)
     if current and current.get("state") != AgentState.OFFLINE and current.get("phone") not in (None, phone):
         # Logging in again elsewhere would leave the first phone in the queues, ringing for nobody.
         raise AmiError(f"您已在分机 {current['phone']} 登录，请先退出")
@@ -119,13 +131,13 @@ async def _login(ami: AmiClient | AmiNodes, redis, agent: User, phone: str) -> d
     if not queues:
         raise AmiError("该坐席未配置技能队列，请联系管理员")
     for queue in queues:
-        await _join(client, agent, phone, queue, paused=True, reason="login")
+        await join_queue(client, agent, phone, queue, paused=True, reason="login")
     await redis.hset(AGENT_BY_PHONE, phone, str(agent.id))
     return await set_agent_state(redis, agent.id, AgentState.PAUSED, PauseReason.LOGIN, phone=phone, queues=queues,
                                  node=client.node.name)
 
 
-async def _join(client: AmiClient, agent: User, phone: str, queue: str, paused: bool, reason: str = "") -> None:
+async def join_queue(client: AmiClient, agent: User, phone: str, queue: str, paused: bool, reason: str = "") -> None:
     """Make the agent's phone a member of ``queue`` with the skill's penalty."""
     reply = await client.action({
         "Action": "QueueAdd", "Queue": queue, "Interface": interface(phone),
@@ -151,7 +163,7 @@ async def agent_skills_changed(ami: AmiClient | AmiNodes, redis, agent: User) ->
                 await client.action({"Action": "QueuePenalty", "Interface": interface(phone), "Queue": queue,
                                      "Penalty": str(agent.skills[queue])})
             else:
-                await _join(client, agent, phone, queue, paused, str(session.get("reason") or "") if paused else "")
+                await join_queue(client, agent, phone, queue, paused, str(session.get("reason") or "") if paused else "")
         for queue in old:
             if queue not in new:
                 await client.action({"Action": "QueueRemove", "Queue": queue, "Interface": interface(phone)})
@@ -205,6 +217,13 @@ async def agent_pause(ami: AmiClient | AmiNodes, redis, agent: User, reason: str
 
 async def agent_ready(ami: AmiClient | AmiNodes, redis, agent: User) -> dict:
     session = await _require_session(redis, agent.id)
+    router = cluster_router(ami)
+    if router is not None and str(session.get("phone") or "").isdigit():
+        # Cluster mode: the router unpauses the agent on the node of the longest-waiting caller for
+        # their skills (or where they are), not necessarily here (cti.routing).
+        state = await set_agent_state(redis, agent.id, AgentState.READY, None)
+        router.kick()
+        return state
     await on_node(ami, session.get("node")).action({"Action": "QueuePause", "Interface": interface(session["phone"]), "Paused": "false"})
     return await set_agent_state(redis, agent.id, AgentState.READY, None)
 

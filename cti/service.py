@@ -32,6 +32,7 @@ from cti.crash import CrashRecovery, close_lost_calls
 from cti.figures import agents_by_state, calls_in_progress, count_event, pop_delivered, queue_callers
 from cti.history import caller_history
 from cti.reconcile import MARGIN, reconcile
+from cti.routing import ClusterRouter
 from cti.tracker import NODE_KEY, RECEIVED_KEY, CallTracker, LookupUnavailable, call_key
 from tickets import return_visits
 
@@ -88,6 +89,13 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     tracker = CallTracker(db, publish, agent_for_phone, lambda phone: caller_history(db, phone), log,
                           queue_books=queue_books, counters=counters)
     agents = AgentTracker(redis, db, settings.queues.wrapup_seconds, log)
+    nodes = AmiNodes(amis)
+    # Cluster mode: every node reaches every phone through Kamailio, and one ACD spans the nodes (agents
+    # follow the oldest caller, cti.routing). Several nodes without Kamailio keep each phone on its node.
+    router = ClusterRouter(nodes, redis, db, log) if settings.clustered and len(amis) > 1 else None
+    if router is not None:
+        nodes.acd = router
+        agents.on_ready = router.kick
 
     async def lag(event) -> None:
         now = time.time()
@@ -127,9 +135,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         ami.on_event("*", lambda _m, event, name=node.name, queue=events: queue.put_nowait(_tagged(event, name)))
         # Agent states follow the connection's order (an agent's calls follow each other); call records
         # and pops go by call, calls side by side. The lag sample is taken once the call's work is done.
-        consumer = Consumer(events, [Handler("calls", tracker.handle, "records"),
-                                     Handler("agents", agent_states, "agents", order="arrival"),
-                                     Handler("lag", lag, "none")],
+        handlers = [Handler("calls", tracker.handle, "records"),
+                    Handler("agents", agent_states, "agents", order="arrival"),
+                    *([Handler("acd", router.handle, "agents", order="arrival")] if router else []),
+                    Handler("lag", lag, "none")]
+        consumer = Consumer(events, handlers,
                             Watermark(watermark_path(settings, node)), log, key=call_key)
         links[node.name] = NodeLink(node, ami, cdr_csv, runtime.host_path(runtime.inside("log", "queue_log")),
                                     CrashRecovery(db, redis, cdr_csv, log, node=node.name), consumer)
@@ -169,6 +179,11 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
             await resync_agents(link)
         except Exception:  # noqa: BLE001 - the repair loop retries
             log.exception("agent_resync_failed", node=link.node.name)
+        if router is not None:
+            try:
+                await router.resync(link.ami)
+            except Exception:  # noqa: BLE001 - the node's next events and reconnect put it right
+                log.exception("acd_resync_failed", node=link.node.name)
 
     async def node_lost(link: NodeLink, since: float) -> None:
         """The node's AMI has been away for NODE_LOST_SECONDS: its calls are closed as node_lost, each citizen
@@ -237,8 +252,9 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     # The queue's callbacks are dialled from the first node (its phones); the desk's commands act on the
     # node of the agent's session (cti.control).
     first = links[settings.nodes[0].name]
-    callbacks = CallbackDispatcher(db, redis, first.ami, log, settings)
-    commands = CommandWorker(redis, AmiNodes({name: link.ami for name, link in links.items()}), db, settings, log)
+    # Cluster mode: a callback rings its agent from the node the agent is a member on (cti.routing).
+    callbacks = CallbackDispatcher(db, redis, nodes if router else first.ami, log, settings)
+    commands = CommandWorker(redis, nodes, db, settings, log)
     tracker.on_callback_result = callbacks.finish_attempt
     tracker.on_callback_request = request_from_call
     missed_rules = {"min_seconds": float(settings.callbacks.missed_min_seconds),
@@ -280,6 +296,8 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         await link.ami.connect(timeout=None)
         link.consumer.start()
     commands.start()
+    if router is not None:
+        router.start()
     tasks = [
         asyncio.create_task(repair()),
         asyncio.create_task(dispatch_callbacks()),
@@ -292,7 +310,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     stopping = asyncio.create_task(stop.wait())
     guard = asyncio.create_task(watchdog())
     await asyncio.wait([stopping, guard], return_when=asyncio.FIRST_COMPLETED)
-    for task in [*tasks, stopping, guard, commands.task, *(link.consumer.task for link in links.values())]:
+    for task in [*tasks, stopping, guard, commands.task, *([router.task] if router else []), *(link.consumer.task for link in links.values())]:
         task.cancel()
     for link in links.values():
         link.consumer.persist(force=True)
