@@ -3,8 +3,8 @@ only are reached by every node through it, and agents follow the oldest caller a
 
 One stack as `./hotline up --nodes 2` on PostgreSQL (Kamailio, node1 on 127.0.0.11, node2 on 127.0.0.12).
 Two agent phones (8001 for agent1, 8003 for agent3, both with the 12301-general skill) register with
-Kamailio only; agent1's phone ends its calls after 2 s, agent3's after 5 s, so the two agents come free at
-different rates and the oldest caller is on either node in turn. Eight SIPp citizens from the carrier
+Kamailio only; agent1's phone ends its calls after 1.5 s, agent3's after 4 s, so the two agents come free at
+different rates and the oldest caller is on either node in turn. Six SIPp citizens from the carrier
 address call the queue's own number through Kamailio, which spreads them over both nodes: more callers
 than agents, so callers wait on both nodes at once.
 
@@ -49,8 +49,8 @@ from tests.desk.http_client import Desk
 pytestmark = pytest.mark.stack
 
 QUEUE = "12301-general"
-AGENTS = {"agent1": ("8001", 2000), "agent3": ("8003", 5000)}  # phone, how long it talks before hanging up
-CALLERS = [f"1390000{index:04d}" for index in range(8)]
+AGENTS = {"agent1": ("8001", 1500), "agent3": ("8003", 4000)}  # phone, how long it talks before hanging up
+CALLERS = [f"1390000{index:04d}" for index in range(6)]
 WRAPUP = float(TEST_SETTINGS["HOTLINE_QUEUES_WRAPUP_SECONDS"])
 
 
@@ -60,7 +60,7 @@ def cluster() -> Iterator[tuple[Any, Any]]:
     from cli.stack import throwaway_stack
 
     with throwaway_postgresql(prefix="hotline-acd-pg-") as url:
-        # Callers may wait a while here (two agents for eight callers): no voicemail offer meanwhile.
+        # Callers may wait a while here (two agents for six callers): no voicemail offer meanwhile.
         overrides = {**TEST_SETTINGS, "HOTLINE_CLUSTER_NODES": "2", "HOTLINE_DATABASE_URL": url,
                      "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "90"}
         with throwaway_stack(overrides, "hotline-acd-", say=lambda line: print(line, flush=True)) as stack:
@@ -76,11 +76,13 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _answer_then_hang_up(folder: Path, talk_ms: int) -> Path:
-    """agent_answer_hangup.xml ending the call ``talk_ms`` after the answer."""
+    """agent_answer_hangup.xml ending the call ``talk_ms`` after the answer, its BYE along the route set
+    Kamailio recorded (as a phone behind a proxy sends it)."""
     text = (SIPP_DIR / "agent_answer_hangup.xml").read_text()
-    assert 'timeout="12000"' in text
+    bye = "      From: [$callee];tag="
+    assert 'timeout="12000"' in text and text.count(bye) == 1
     target = folder / f"agent_answer_hangup_{talk_ms}.xml"
-    target.write_text(text.replace('timeout="12000"', f'timeout="{talk_ms}"'))
+    target.write_text(text.replace('timeout="12000"', f'timeout="{talk_ms}"').replace(bye, f"      [routes]\n{bye}"))
     return target
 
 
@@ -188,8 +190,8 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
             assert (await desk.post("/api/desk/state", {"action": "login", "phone": AGENTS[user][0]}))[0] == 200
             assert (await desk.post("/api/desk/state", {"action": "ready"}))[0] == 200
 
-        # Eight citizens, two a second, each staying on the line 24 s after the platform answered.
-        result = await asyncio.to_thread(run_citizen_calls, settings, QUEUE, "", CALLERS, speech, hold_ms=24000,
+        # Six citizens, two a second, each on the line until the survey after their call ends (or 45 s).
+        result = await asyncio.to_thread(run_citizen_calls, settings, QUEUE, "", CALLERS, speech, hold_ms=45000,
                                          rate=2, timeout=120, scenario=SIPP_DIR / "citizen_proxied.xml")
         print(f"citizens: {result.successful} ended as scripted, {result.failed} otherwise (the survey may "
               "end a call before the citizen does)")
