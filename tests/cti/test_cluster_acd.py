@@ -90,7 +90,7 @@ class NodeEvents:
     """Every queue event of both nodes, from the test's own AMI connections (not the CTI's records)."""
 
     NAMES = {"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled", "AgentConnect",
-             "AgentComplete", "AgentRingNoAnswer"}
+             "AgentComplete", "AgentRingNoAnswer", "QueueMemberAdded", "QueueMemberRemoved"}
 
     def __init__(self, nodes: AmiNodes) -> None:
         self.events: list[dict[str, Any]] = []
@@ -107,6 +107,17 @@ class NodeEvents:
     def connected(self, callers: set[str]) -> dict[str, dict[str, Any]]:
         """The callers (by caller id) an agent answered, with their AgentConnect."""
         return {e["CallerIDNum"]: e for e in self.of("AgentConnect") if e.get("CallerIDNum") in callers}
+
+    def moves(self) -> list[tuple[str, str, str]]:
+        """(phone, from node, to node): a phone leaving a queue on one node and joining it on the other."""
+        found, left = [], {}
+        for e in self.of("QueueMemberRemoved", "QueueMemberAdded"):
+            key = (phone_of(e.get("Interface") or e.get("StateInterface")), e.get("Queue"))
+            if e["Event"] == "QueueMemberRemoved":
+                left[key] = e["node"]
+            elif key in left and left[key] != e["node"]:
+                found.append((key[0], left.pop(key), e["node"]))
+        return found
 
     def double_rings(self) -> list[tuple[str, str, float]]:
         """(phone, node, when) of every AgentCalled while the phone rang, talked or was in wrap-up through the
@@ -211,7 +222,14 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
         rung_on = {phone_of(e["Interface"]): sorted({x["node"] for x in seen.of("AgentCalled")
                                                     if x["Interface"] == e["Interface"]})
                    for e in seen.of("AgentCalled")}
-        print(f"double rings {len(doubles)}, order inversions {len(inversions)}, phones rung on {rung_on}")
+        moves = seen.moves()
+        print(f"double rings {len(doubles)}, order inversions {len(inversions)}, phones rung on {rung_on}, "
+              f"moves {moves}")
+        # Both agents start on one home node (cti.routing.home_node: node2 for agent ids 1 and 3), so the
+        # first caller on node1 moves one of them there: the nodes' own events show a phone leaving one
+        # node's queue for the other's.
+        assert ids["agent1"] % 2 == ids["agent3"] % 2, ids
+        assert moves, "no agent followed a caller to the other node"
         assert doubles == [], doubles
         assert inversions == [], inversions
 
