@@ -21,8 +21,6 @@ and call record carrying node2 and the agent whose phone is on Kamailio.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +30,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core import events as ev
 from core import kamailio
 from core.ami import AmiNodes
 from core.asterisk_runtime import node_runtimes
@@ -40,10 +37,11 @@ from core.db import Database
 from core.models import User
 from core.redis import connect as redis_connect
 from cti.books import phone_of
-from cti.models import CallRecord
 from sipdrivers.carrier import SIPP_DIR, run_citizen_calls
 from sipdrivers.phones import SippPhone
 from tests.conftest import TEST_SETTINGS
+from tests.cti.test_kamailio_cluster import _closed, _contacts, speech  # noqa: F401 - speech: the fixture
+from tests.cti.test_two_nodes import _pops
 from tests.desk.http_client import Desk
 
 pytestmark = pytest.mark.stack
@@ -65,14 +63,6 @@ def cluster() -> Iterator[tuple[Any, Any]]:
                      "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "90"}
         with throwaway_stack(overrides, "hotline-acd-", say=lambda line: print(line, flush=True)) as stack:
             yield stack
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("acd-speech") / "tone.ulaw"
-    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-t", "raw", "-e", "u-law", str(path),
-                    "synth", "5", "sine", "440"], check=True, capture_output=True)
-    return path
 
 
 def _answer_then_hang_up(folder: Path, talk_ms: int) -> Path:
@@ -167,7 +157,7 @@ class NodeEvents:
         return inversions
 
 
-async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(cluster, speech, waiter, tmp_path):
+async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(cluster, speech, waiter, tmp_path):  # noqa: F811
     settings, runtime = cluster
     runtimes = node_runtimes(settings, runtime)
     assert [n.name for n in settings.nodes] == ["node1", "node2"]
@@ -242,7 +232,8 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
         assert f"node {settings.node('node2').address} calls phone {phone}" in log
         record = await waiter(lambda: _closed(db, call_id), timeout=60, what="the node2 call record closed")
         assert (record.node, record.agent_id, record.queue) == ("node2", ids[agent], QUEUE)
-        pop = await waiter(lambda: _pop(redis, call_id), timeout=20, what="the node2 call's screen pop")
+        pops = await waiter(lambda: _pops_with(redis, call_id), timeout=20, what="the node2 call's screen pop")
+        pop = pops[call_id]
         assert (pop["node"], pop["agent_id"]) == ("node2", ids[agent])
     finally:
         for desk in desks.values():
@@ -259,25 +250,11 @@ async def _node_up(settings, name: str) -> bool:
     return (await asyncio.to_thread(kamailio.dispatcher_state, settings))[name].up
 
 
-async def _contacts(settings, extension: str) -> list[str]:
-    return await asyncio.to_thread(kamailio.registered_contacts, settings, extension)
-
-
 async def _all_answered(seen: NodeEvents, callers: set[str]) -> dict[str, dict[str, Any]] | None:
     connected = seen.connected(callers)
     return connected if set(connected) == callers else None
 
 
-async def _closed(db, call_id: str) -> CallRecord | None:
-    async with db.session() as session:
-        row = await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
-    return row if row and row.ended_at else None
-
-
-async def _pop(redis, call_id: str) -> dict | None:
-    for _id, fields in await redis.xrange(ev.STREAM):
-        if fields.get("name") == "screen_pop":
-            data = json.loads(fields["data"])
-            if data["call_id"] == call_id:
-                return data
-    return None
+async def _pops_with(redis, call_id: str) -> dict[str, dict] | None:
+    pops = await _pops(redis)
+    return pops if call_id in pops else None
