@@ -159,7 +159,9 @@ class ClusterRouter:
             self.log.warning("acd_hold_failed", node=node, phone=phone, reason=first_response(reply).get("Message"))
 
     async def resync(self, ami) -> None:
-        """The callers waiting on one node now (QueueStatus), after a (re)connect: Asterisk is the truth."""
+        """After a (re)connect, before the agent states are read from the node: the callers waiting there
+        now (QueueStatus: Asterisk is the truth), and the members it brought back (persistent members) of
+        agents who moved to another node meanwhile leave it, so no agent is a member on two nodes."""
         node = ami.node.name
         reply = await ami.action({"Action": "QueueStatus"}, as_list=True, timeout=10)
         now = time.time()
@@ -169,9 +171,22 @@ class ClusterRouter:
             if message.get("Event") == "QueueEntry":
                 self.waiting[f"{node}/{message.get('Uniqueid')}"] = Waiting(
                     message.get("Queue") or "", node, now - float(message.get("Wait") or 0))
+            elif message.get("Event") == "QueueMember":
+                await self._drop_stale_member(ami, message)
         # Unknown after a restart: every ready agent is unpaused (or moved) again by the next pass.
         self.placed = {a: p for a, p in self.placed.items() if p[0] != node}
         self.kick()
+
+    async def _drop_stale_member(self, ami, member: Any) -> None:
+        phone = phone_of(member.get("StateInterface") or member.get("Location"))
+        agent_id = await self.redis.hget(AGENT_BY_PHONE, phone) if phone else None
+        session = await agent_session(self.redis, int(agent_id)) if agent_id else None
+        elsewhere = (session or {}).get("node")
+        if (session and session.get("state") != AgentState.OFFLINE and elsewhere not in (None, ami.node.name)
+                and elsewhere in self.names and self.nodes[elsewhere].logged_in.is_set()):
+            await ami.action({"Action": "QueueRemove", "Queue": member.get("Queue"), "Interface": interface(phone)})
+            self.log.info("acd_stale_member_removed", node=ami.node.name, phone=phone, queue=member.get("Queue"),
+                          agent_node=elsewhere)
 
     # -- deciding ---------------------------------------------------------------------------------------
     async def run(self) -> None:

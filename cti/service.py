@@ -175,15 +175,15 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         except Exception:  # noqa: BLE001 - the repair loop retries from the same moment
             log.exception("reconcile_failed", node=link.node.name)
             consumer.records_failed_from = min(since.timestamp(), consumer.records_failed_from or since.timestamp())
-        try:
-            await resync_agents(link)
-        except Exception:  # noqa: BLE001 - the repair loop retries
-            log.exception("agent_resync_failed", node=link.node.name)
-        if router is not None:
+        if router is not None:  # first: it takes back members of agents who moved away meanwhile
             try:
                 await router.resync(link.ami)
             except Exception:  # noqa: BLE001 - the node's next events and reconnect put it right
                 log.exception("acd_resync_failed", node=link.node.name)
+        try:
+            await resync_agents(link)
+        except Exception:  # noqa: BLE001 - the repair loop retries
+            log.exception("agent_resync_failed", node=link.node.name)
 
     async def node_lost(link: NodeLink, since: float) -> None:
         """The node's AMI has been away for NODE_LOST_SECONDS: its calls are closed as node_lost, each citizen
