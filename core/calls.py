@@ -142,6 +142,13 @@ class CallDaySummary(Base):
     groups: Mapped[list] = mapped_column(JSON)
 
 
+# Hang-up causes of a call the platform cut off, not the citizen: written by the CTI's crash handling
+# (cti.crash), read by the report, which counts such a call as 系统故障中断 rather than as an abandon.
+RESTART_CAUSE = "asterisk_restart"  # Asterisk restarted under the call
+LOST_CAUSE = "node_lost"            # the call's node was lost (cluster mode)
+CUT_OFF_CAUSES = (RESTART_CAUSE, LOST_CAUSE)
+
+
 # A day is summarised only once it ended this long ago, so the CTI's writes of live calls never touch the
 # summaries (and clocks of several nodes may differ by less than this).
 SUMMARY_GRACE = timedelta(hours=1)

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from core.calls import LOST_CAUSE, RESTART_CAUSE  # re-exported: the CTI writes them
 from core.db import Database
 from core.settings import DEFAULT_NODE
 from cti.books import read_cdr_calls
@@ -37,9 +38,7 @@ from cti.models import CallbackRequest, CallbackStatus, CallRecord, CallState
 from cti.reconcile import live_call_ids, talk_seconds
 
 ASTERISK_STARTED = "hotline:cti:asterisk_started"  # Redis: Asterisk's start moment at the last connection
-RESTART_CAUSE = "asterisk_restart"
 CALLBACK_NOTE = "Asterisk 重启，通话中断，请回拨"
-LOST_CAUSE = "node_lost"
 
 
 async def asterisk_started(ami) -> tuple[str, datetime | None]:

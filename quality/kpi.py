@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import satisfaction as grades
-from core.calls import CallbackRequest, CallRecord, call_waits, span
+from core.calls import CUT_OFF_CAUSES, CallbackRequest, CallRecord, call_waits, span
 from core.metrics import percentile as nearest_rank
 from tickets.deadlines import WorkCalendar
 from tickets.models import CLOSED_STATES, Kind, State, Ticket, TicketAction
@@ -84,6 +84,7 @@ class Outcome(enum.StrEnum):
     SELF_SERVICE = "self_service"        # heard a ticket's status read back by the IVR, then hung up
     VOICEMAIL = "voicemail"              # left a voice message (after hours, or from the queue)
     CALLBACK = "callback"                # asked to be called back, keeping their place in line
+    CUT_OFF = "cut_off"                  # cut off by the platform (Asterisk restarted, its node was lost)
     AFTER_HOURS = "after_hours"          # after hours, hung up before leaving a message
     IN_PROGRESS = "in_progress"          # still in the IVR or the queue as the report is made
 
@@ -91,6 +92,7 @@ class Outcome(enum.StrEnum):
 OUTCOME_LABELS = {
     Outcome.ANSWERED: "人工接通", Outcome.ABANDONED_QUEUE: "排队中放弃", Outcome.ABANDONED_IVR: "语音导航中挂机",
     Outcome.SELF_SERVICE: "自助查询", Outcome.VOICEMAIL: "录音留言", Outcome.CALLBACK: "预约回拨",
+    Outcome.CUT_OFF: "系统故障中断",
     Outcome.AFTER_HOURS: "非工作时间未留言", Outcome.IN_PROGRESS: "进行中",
 }
 
@@ -114,6 +116,7 @@ class CallFact:
     callback: bool = False
     lookup_ticket: str | None = None
     satisfaction: str | None = None   # 一次一评 grade (core.satisfaction); None when no agent answered
+    hangup_cause: str | None = None
 
     # Derived once per call (the report reads them for every indicator).
     arrival_wait: float | None = field(init=False)  # §3.8 热线等待时间: arrival -> an agent answered
@@ -136,6 +139,8 @@ class CallFact:
             return Outcome.VOICEMAIL
         if self.callback:
             return Outcome.CALLBACK
+        if self.hangup_cause in CUT_OFF_CAUSES:  # not the citizen's choice: never an abandon
+            return Outcome.CUT_OFF
         if self.ended_at is None and not self.abandoned:
             return Outcome.IN_PROGRESS
         if self.queued_at is not None:
@@ -828,7 +833,7 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
     call_cols = (CallRecord.started_at, CallRecord.queued_at, CallRecord.answered_at, CallRecord.ended_at,
                  CallRecord.abandoned, CallRecord.wait_seconds, CallRecord.talk_seconds, CallRecord.hold_seconds,
                  CallRecord.agent_id, CallRecord.hotline, CallRecord.ivr_path, CallRecord.voicemail_file,
-                 CallbackRequest.id, CallRecord.lookup_ticket, CallRecord.satisfaction)
+                 CallbackRequest.id, CallRecord.lookup_ticket, CallRecord.satisfaction, CallRecord.hangup_cause)
     calls_q = (select(*call_cols)
                .outerjoin(CallbackRequest, (CallbackRequest.call_id == CallRecord.call_id)
                           & (CallbackRequest.source == "queue"))
@@ -842,8 +847,9 @@ async def load_facts(session: AsyncSession, start: date, end: date, zone: tzinfo
     if hotline:
         calls_q = calls_q.where(CallRecord.hotline == hotline)
         tickets_q = tickets_q.where(Ticket.hotline == hotline)
-    calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look, sat)
-             for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look, sat in (await session.execute(calls_q)).all()]
+    calls = [CallFact(s, q, a, e, bool(ab), w, t, h or 0.0, ag, hl, path, bool(vm), cb is not None, look, sat, cause)
+             for s, q, a, e, ab, w, t, h, ag, hl, path, vm, cb, look, sat, cause
+             in (await session.execute(calls_q)).all()]
     tickets = [TicketFact(str(k), str(st), c, acc, cl, ho, tr, None if ro is None else str(ro), obj, hl,
                           visit is not None, grade)
                for k, st, c, acc, cl, ho, tr, ro, obj, hl, visit, grade in (await session.execute(tickets_q)).all()]

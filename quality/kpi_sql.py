@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import satisfaction as grades
-from core.calls import SUMMARY_GRACE, CallbackRequest, CallDaySummary, CallRecord
+from core.calls import CUT_OFF_CAUSES, SUMMARY_GRACE, CallbackRequest, CallDaySummary, CallRecord
 from core.db import utcnow
 from quality.kpi import (
     GBT_ANSWER_SECONDS,
@@ -120,6 +120,7 @@ def _calls_base(dialect: str, runs: list[tuple[datetime, datetime]], zone: tzinf
         (answered, Outcome.ANSWERED.value),
         (voicemail, Outcome.VOICEMAIL.value),
         (callback, Outcome.CALLBACK.value),
+        (CallRecord.hangup_cause.in_(CUT_OFF_CAUSES), Outcome.CUT_OFF.value),
         (and_(CallRecord.ended_at.is_(None), func.coalesce(CallRecord.abandoned, false()).is_(False)),
          Outcome.IN_PROGRESS.value),
         (queued, Outcome.ABANDONED_QUEUE.value),
@@ -174,10 +175,15 @@ def _call_groups_query(dialect: str, runs: list[tuple[datetime, datetime]], zone
     ).group_by(c.outcome, c.counted, c.day, agent)
 
 
+# The grouping's version, part of every stored day's key: a day stored by a grouping that counted differently
+# (before CUT_OFF, an abandon) is not read, and is stored again the new way at the next report.
+GROUPING = "g2"
+
+
 def _variant(s: KpiSettings) -> str:
     """The settings the call groups depend on (short abandons, the service level's Y); the rest is applied
     afterwards."""
-    return f"{s.short_abandon_seconds!r}/{s.service_level_seconds!r}"
+    return f"{GROUPING}/{s.short_abandon_seconds!r}/{s.service_level_seconds!r}"
 
 
 def _runs(days: list[tuple[date, datetime, datetime]]) -> list[tuple[datetime, datetime]]:

@@ -119,7 +119,7 @@ async def test_scripted_calls_move_the_report_export_and_wallboard_by_exactly_th
     assert denominator == 2 and numerator == pytest.approx(sum(waits), abs=1e-3)
     assert {k: after["outcomes"][k] - before["outcomes"][k] for k in after["outcomes"]} == {
         "answered": 2, "abandoned_queue": 1, "abandoned_ivr": 1, "voicemail": 1, "self_service": 0,
-        "callback": 0, "after_hours": 0, "in_progress": 0}
+        "callback": 0, "cut_off": 0, "after_hours": 0, "in_progress": 0}
     # The wallboard's 12365-report row: 3 offered, 2 answered, 1 abandoned today.
     assert tuple(a - b for a, b in zip(after["wallboard"], before["wallboard"], strict=True)) == (3, 2, 1)
     await _evaluation_shows_the_reports_figures(stack)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from core.calls import CallDaySummary
+from core.calls import LOST_CAUSE, RESTART_CAUSE, CallDaySummary
 from core.db import Database
 from cti.models import CallbackRequest, CallRecord
 from quality import kpi, kpi_sql
@@ -140,7 +140,8 @@ async def test_every_indicator_matches_the_hand_computation(db: Database, units,
     # Outcomes from arrival: every call into the DID has one.
     assert report.outcomes == {
         Outcome.ANSWERED: 4, Outcome.ABANDONED_QUEUE: 2, Outcome.ABANDONED_IVR: 1, Outcome.SELF_SERVICE: 1,
-        Outcome.VOICEMAIL: 2, Outcome.CALLBACK: 1, Outcome.AFTER_HOURS: 1, Outcome.IN_PROGRESS: 0}
+        Outcome.VOICEMAIL: 2, Outcome.CALLBACK: 1, Outcome.CUT_OFF: 0, Outcome.AFTER_HOURS: 1,
+        Outcome.IN_PROGRESS: 0}
     # §3.7 接线率: answered 1, 2, 3, 12 of all 12 calls into the hotline.
     assert figure("answering_rate") == (4, 12, 4 / 12)
     # §3.8 热线等待时间 from arrival: (12 + 70 + 40 + 14) / 4; p90 by nearest rank of [12, 14, 40, 70].
@@ -195,6 +196,29 @@ async def test_every_indicator_matches_the_hand_computation(db: Database, units,
     assert (short["answering_rate"].numerator, short["answering_rate"].denominator) == (4, 9)
     assert (short["abandon_rate"].numerator, short["abandon_rate"].denominator) == (1, 7)
     assert (short["wait_within_minute"].numerator, short["wait_within_minute"].denominator) == (3, 7)
+
+
+@pytest.mark.parametrize("path", ["rows", "sql"])
+async def test_a_call_the_platform_cut_off_is_not_the_citizens_abandon(db: Database, path: str):
+    """cti.crash closes a lost node's and a restarted Asterisk's open calls with their own cause: such a
+    call was not answered (接线率 counts it in, unanswered), but the citizen did not give up (no abandon)."""
+    async with db.transaction() as session:
+        session.add_all([
+            call(1, queued_at=s(8), answered_at=s(12), wait_seconds=4, talk_seconds=100, agent_id=1),
+            call(2, queued_at=s(8), ended_at=s(30), abandoned=True, wait_seconds=22),
+            # waiting in the queue when its node was lost; in the IVR when Asterisk restarted
+            call(3, queued_at=s(8), ended_at=s(40), wait_seconds=32, hangup_cause=LOST_CAUSE),
+            call(4, ended_at=s(6), ivr_path="main", hangup_cause=RESTART_CAUSE),
+        ])
+    async with db.session() as session:
+        facts = await kpi.load_facts(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1))
+    report = await _report(db, facts, KpiSettings(), path)
+    assert {o: n for o, n in report.outcomes.items() if n} == {
+        Outcome.ANSWERED: 1, Outcome.ABANDONED_QUEUE: 1, Outcome.CUT_OFF: 2}
+    assert (report["answering_rate"].numerator, report["answering_rate"].denominator) == (1, 4)  # 1 of 4 in
+    assert (report["abandon_rate"].numerator, report["abandon_rate"].denominator) == (1, 3)      # 2 of 3 queued: no
+    assert report["ivr_abandon_rate"].numerator == 0
+    assert report["time_to_abandon"].value == 22  # call 2's wait only
 
 
 async def test_waits_keep_the_stored_microseconds_near_a_whole_second(db: Database):
