@@ -106,6 +106,7 @@ def test_holiday_and_make_up_day_overrides_count_for_hours_and_deadlines(instanc
     assert hours.is_working_day(monday) and not hours.is_working_day(saturday)
     calendar = WorkCalendar()
     assert calendar.add_working_days(dt.date(2026, 12, 11), 1) == monday  # Friday + 1 working day
+    assert active_policy().calendar.working_days_between(dt.date(2026, 12, 18), saturday) == 0  # counted before
 
     content.save("calendar.yaml", 'open: "9:00"\nclose: "18:00"\ndays:\n'
                  '  "2026-12-14": holiday\n  2026-12-19: workday\n', "admin")

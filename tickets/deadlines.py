@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import content, policy
-from core.hours import centre_day
+from core.hours import calendar_edits, centre_day
 from core.policy import fail, shown
 from core.settings import CONFIG_DIR, ConfigError
 from tickets.models import OPEN_STATES, Kind, Reminder, State, Ticket
@@ -60,6 +60,7 @@ class CalendarNotCovered(RuntimeError):
         self.year = year
 
 
+@cache  # the installed package's tables do not change while the process runs
 def calendar_coverage() -> tuple[int, int]:
     """First and last year the installed chinese-calendar covers."""
     years = [d.year for d in _cc_constants.holidays] + [d.year for d in _cc_constants.workdays]
@@ -101,8 +102,33 @@ class WorkCalendar:
         """Working days after ``start`` up to and including ``end`` (negative if end < start)."""
         if end < start:
             return -self.working_days_between(end, start)
-        return sum(1 for n in range(1, (end - start).days + 1)
-                   if self.is_working_day(start + dt.timedelta(days=n)))
+        # From each year's running count (a report asks this for tens of thousands of ticket date pairs).
+        total = self._year(end.year)[end.timetuple().tm_yday - 1] - self._year(start.year)[start.timetuple().tm_yday - 1]
+        for year in range(start.year, end.year):
+            total += self._year(year)[-1]
+        return total
+
+    def _year(self, year: int) -> list[int]:
+        """Working days from 1 January of ``year`` up to and including each of its days (index: day - 1)."""
+        global _running_edits
+        edits = calendar_edits()
+        if edits is not _running_edits:  # the centre changed its calendar: counts made before are wrong
+            _running_counts.clear()
+            _running_edits = edits
+        key = (year, self.provisional)
+        if key not in _running_counts:
+            counts, day, n = [], dt.date(year, 1, 1), 0
+            while day.year == year:
+                n += self.is_working_day(day)
+                counts.append(n)
+                day += dt.timedelta(days=1)
+            _running_counts[key] = counts
+        return _running_counts[key]
+
+
+# WorkCalendar._year's counts, made for the calendar edits they were made with.
+_running_counts: dict[tuple[int, bool], list[int]] = {}
+_running_edits: object = None
 
 
 # --- policy ---------------------------------------------------------------

@@ -52,6 +52,17 @@ def test_working_days_follow_holidays_and_make_up_days(start, days, due):
     assert STRICT.working_days_between(start, due) == days
 
 
+def test_working_days_between_counts_what_a_day_by_day_walk_counts():
+    """The running per-year counts against the plain walk, across year ends and Spring Festivals, both ways."""
+    calendar = WorkCalendar(provisional=True)
+    for start in (D(2023, 12, 20), D(2024, 2, 1), D(2025, 1, 24), D(2025, 12, 31), D(2026, 2, 13)):
+        for span in (0, 1, 7, 30, 45, 100, 400, 800):
+            end = start + dt.timedelta(days=span)
+            walked = sum(calendar.is_working_day(start + dt.timedelta(days=n)) for n in range(1, span + 1))
+            assert calendar.working_days_between(start, end) == walked, (start, end)
+            assert calendar.working_days_between(end, start) == -walked
+
+
 async def test_complaint_accept_within_5_working_days_across_national_day(db, users):
     t = await register(db, users["agent"], now=dt.datetime(2025, 9, 26, 16, 0, tzinfo=SHANGHAI))
     assert t.number.startswith("20250926")
