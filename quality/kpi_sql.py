@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import weakref
 from datetime import date, datetime, tzinfo
 from typing import Any
 
@@ -396,10 +397,26 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
             in rows]
 
 
+# A report holds up to four of the pool's connections at once (``session``'s, the two ticket halves', the
+# day store's writer). Reports started side by side each holding some and waiting for the rest emptied the
+# pool (core.db: 5 + 10 overflow) and every one of them failed after the pool's 30 s: at most this many are
+# computed at once in a process, the others wait their turn without holding any.
+REPORTS_AT_ONCE = 2
+_report_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
 async def load_report(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str = "",
                       today: date | None = None, settings: KpiSettings | None = None,
                       agent_names: dict[int, str] | None = None) -> Report:
     """The report of :func:`quality.kpi.compute` for [start, end] (local days), aggregated in SQL."""
+    loop = asyncio.get_running_loop()
+    turns = _report_turns.setdefault(loop, asyncio.Semaphore(REPORTS_AT_ONCE))
+    async with turns:
+        return await _load_report(session, start, end, zone, hotline, today, settings, agent_names)
+
+
+async def _load_report(session: AsyncSession, start: date, end: date, zone: tzinfo, hotline: str,
+                       today: date | None, settings: KpiSettings | None, agent_names: dict[int, str] | None) -> Report:
     settings = settings or KpiSettings()
     lo, hi = local_bounds(start, end, zone)
     await _no_jit(session)

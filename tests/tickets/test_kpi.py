@@ -221,6 +221,21 @@ async def test_a_call_the_platform_cut_off_is_not_the_citizens_abandon(db: Datab
     assert report["time_to_abandon"].value == 22  # call 2's wait only
 
 
+async def test_reports_asked_for_side_by_side_all_answer(db: Database, units):
+    """A year's report holds several connections (the calls, two ticket halves, the day store): six asked
+    at once emptied the pool, each waiting for one more, and all failed after the pool's timeout (a 500 for
+    every lead who opened /evaluation meanwhile)."""
+    await _load(db, units)
+
+    async def one():
+        async with db.session() as session:
+            return await kpi_sql.load_report(session, dt.date(2025, 1, 1), dt.date(2025, 12, 31), ZONE, "12301",
+                                             today=dt.date(2026, 1, 1))
+
+    reports = await asyncio.gather(*(one() for _ in range(6)))
+    assert {(r["answering_rate"].numerator, r["answering_rate"].denominator) for r in reports} == {(4, 15)}
+
+
 async def test_waits_keep_the_stored_microseconds_near_a_whole_second(db: Database):
     """SQLite's date functions round to milliseconds: "…:14.999600" read as 15 s made a 14.9996 s wait 15.9996 s
     (found at 100 000 calls by the report bench, where the SQL and row-by-row service levels differed by one)."""
