@@ -38,6 +38,27 @@ AMI_CHANNELVARS: tuple[str, ...] = (
 )
 
 
+# The ActionID of a callback's Originate. An Originate Asterisk cannot carry out (the agent's phone not
+# registered, not answering within its timeout) runs no dialplan, so no hangup handler reports it: only its
+# OriginateResponse does, by this ActionID, possibly before the originating side has stored anything.
+CALLBACK_ACTION_PREFIX = "callback-"
+# The dial status a callback attempt ends with when the agent's phone was not reached (the citizen was not dialled).
+AGENT_NOT_REACHED = "AGENT_NOT_REACHED"
+
+
+def originate_action_id(call_id: str, callback_id: int | None) -> str:
+    """The ActionID of the Originate of outbound call ``call_id`` (a callback's carries the request's id)."""
+    return f"{CALLBACK_ACTION_PREFIX}{callback_id}-{call_id}" if callback_id else call_id
+
+
+def callback_of_action(action_id: str | None) -> str | None:
+    """The callback request id an Originate's ActionID carries (see :func:`originate_action_id`), if any."""
+    if not action_id or not action_id.startswith(CALLBACK_ACTION_PREFIX):
+        return None
+    request, _, _ = action_id[len(CALLBACK_ACTION_PREFIX):].partition("-")
+    return request if request.isdigit() else None
+
+
 def inherited(name: str) -> str:
     """The name that makes Asterisk copy a variable to every channel the call creates (``__NAME``)."""
     return f"__{name}"

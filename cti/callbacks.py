@@ -20,14 +20,27 @@ from sqlalchemy.exc import IntegrityError
 
 from core.ami import AmiError, AmiNodes, on_node
 from core.db import Database
+from core.telephony import AGENT_NOT_REACHED
 from core.vocabulary import AgentState, PauseReason
-from cti.control import AGENT_SESSIONS, agent_commands, agent_session, call_citizen, set_agent_state
+from cti.control import (
+    AGENT_SESSIONS,
+    agent_commands,
+    agent_session,
+    call_citizen,
+    live_channels,
+    set_agent_state,
+)
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 from cti.protocol import Refused
 from tickets import clock, return_visits
 
 QUEUE_CALLBACK_EXPIRY = timedelta(hours=2)
 RETRY_AFTER = timedelta(minutes=2)
+# The agent's phone did not take a callback: the citizen was not dialled, so another free agent may try soon.
+AGENT_RETRY_AFTER = timedelta(seconds=10)
+# A "dialling" request whose outbound call never started, or ended, this long ago without its result reaching the
+# CTI (it was away when the attempt ended): settled from the call's record.
+RESULT_MISSED_AFTER = timedelta(seconds=90)
 
 
 async def request_from_call(record: CallRecord, session, note: str = "排队回拨") -> None:
@@ -176,6 +189,7 @@ class CallbackDispatcher:
     async def run_once(self) -> int:
         now = datetime.now(UTC)
         await self.expire(now)
+        await settle_missed_results(self.db, self.ami, now, self.settings)
         async with self.db.session() as session:
             due = list((await session.scalars(
                 select(CallbackRequest).where(
@@ -211,7 +225,10 @@ class CallbackDispatcher:
         return started
 
     async def finish_attempt(self, callback_id: str | None, dial_status: str | None, call_id: str | None) -> None:
-        await finish_attempt(self.db, callback_id, dial_status, self.settings)
+        if dial_status == AGENT_NOT_REACHED:
+            await agent_not_reached(self.db, callback_id, "坐席话机未接通")
+        else:
+            await finish_attempt(self.db, callback_id, dial_status, self.settings)
         self.log.info("callback_attempt", request_id=callback_id, dial_status=dial_status, call_id=call_id)
         if callback_id and callback_id.isdigit():
             # The agent was marked ringing for the callback; no queue event will move them on.
@@ -261,7 +278,7 @@ async def dial_claimed(db: Database, ami, request: CallbackRequest, agent_id: in
         outbound = await call_citizen(ami, agent_id, phone, request.number, callback_id=request.id,
                                       hotline=request.hotline or "")
     except AmiError as exc:
-        await finish_attempt(db, str(request.id), f"originate: {exc}")
+        await agent_not_reached(db, str(request.id), str(exc))
         raise
     async with db.transaction() as session:
         row = await session.get(CallbackRequest, request.id)
@@ -291,6 +308,55 @@ async def finish_attempt(db: Database, callback_id: str | None, dial_status: str
             row.status = CallbackStatus.PENDING
             row.next_attempt_at = return_visits.next_try(settings, now) if visit else now + RETRY_AFTER
         row.note = f"{row.note or ''} 第{row.attempts}次：{dial_status}".strip()[:255]
+
+
+async def agent_not_reached(db: Database, callback_id: str | None, why: str) -> None:
+    """The attempt never reached the citizen (Asterisk refused the call, or the agent's phone did not take it):
+    it is given back, not counted against the citizen's attempts, and the request waits a moment for a free
+    agent (the agent may be the same one, whose phone may be back by then)."""
+    if not callback_id or not callback_id.isdigit():
+        return
+    async with db.transaction() as session:
+        row = await session.get(CallbackRequest, int(callback_id))
+        if row is None or row.status != CallbackStatus.DIALING:
+            return
+        row.status = CallbackStatus.PENDING
+        row.attempts = max(0, row.attempts - 1)
+        row.next_attempt_at = datetime.now(UTC) + AGENT_RETRY_AFTER
+        row.note = f"{row.note or ''} {why}".strip()[:255]
+
+
+async def settle_missed_results(db: Database, ami, now: datetime, settings=None) -> None:
+    """Requests left "dialling" because the CTI missed how their attempt ended: a call no node has and no
+    record knows is given back (it never started), one that ended is settled by whether the citizen answered.
+    A request with no outbound call id is left alone: its Originate may have been sent, and a citizen is
+    never dialled twice."""
+    stale = now - RESULT_MISSED_AFTER
+    async with db.session() as session:
+        rows = (await session.execute(
+            select(CallbackRequest.id, CallbackRequest.outbound_call_id, CallRecord.call_id, CallRecord.ended_at,
+                   CallRecord.answered_at)
+            .outerjoin(CallRecord, CallRecord.call_id == CallbackRequest.outbound_call_id)
+            .where(CallbackRequest.status == CallbackStatus.DIALING, CallbackRequest.updated_at < stale,
+                   CallbackRequest.outbound_call_id.is_not(None)))).all()
+    for request_id, call_id, recorded, ended_at, answered_at in rows:
+        if recorded is None:
+            if await _live_anywhere(ami, call_id):
+                continue  # up, but its start was not seen: its hangup handler or the record will tell
+            await agent_not_reached(db, str(request_id), "未收到拨号结果")
+        elif ended_at is not None and ended_at < stale:
+            await finish_attempt(db, str(request_id), "ANSWER" if answered_at else "NOANSWER", settings)
+
+
+async def _live_anywhere(ami, call_id: str) -> bool:
+    """Whether any node has a channel of ``call_id`` up; True when a node cannot be asked (never guess gone)."""
+    for client in (ami if isinstance(ami, AmiNodes) else [ami]):
+        try:
+            if any(c.get("Uniqueid") == call_id for c in await live_channels(client)):
+                return True
+        except AmiError:
+            return True
+    return False
 
 
 _OPEN_REQUEST = (CallbackRequest.status.in_((CallbackStatus.PENDING, CallbackStatus.FAILED)),

@@ -23,7 +23,7 @@ from typing import Any
 from core import events as ev
 from core.ami import AmiClient, AmiError, AmiNodes, first_response, on_node, succeeded
 from core.models import User
-from core.telephony import ChanVar
+from core.telephony import ChanVar, originate_action_id
 from core.vocabulary import SELECTABLE_PAUSE_REASONS, AgentState, PauseReason
 from cti.protocol import PHONE_NUMBER, Refused
 from cti.read import AGENT_BY_PHONE, AGENT_SESSIONS
@@ -334,7 +334,8 @@ async def call_citizen(ami: AmiClient, agent_id: int, phone: str, number: str,
     variables = {ChanVar.AGENT_ID: agent_id, ChanVar.CALL_ID: call_id, ChanVar.CALLBACK_ID: callback_id or "",
                  ChanVar.HOTLINE: hotline}
     reply = await ami.action({
-        "Action": "Originate", "Channel": interface(phone), "ChannelId": call_id,
+        "Action": "Originate", "ActionID": originate_action_id(call_id, callback_id),
+        "Channel": interface(phone), "ChannelId": call_id,
         "Context": "from-desk", "Exten": number,
         "Priority": 1, "CallerID": f'"回拨 {number}" <{number}>', "Timeout": 30000, "Async": "true",
         "Variable": ",".join(f"{k}={v}" for k, v in variables.items()),

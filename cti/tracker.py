@@ -25,7 +25,7 @@ from core.db import Database, GroupWriter
 from core.metrics import Counters
 from core.satisfaction import GRADES, UNRATED
 from core.settings import DEFAULT_NODE
-from core.telephony import ChanVar, call_id_of, chan_var
+from core.telephony import AGENT_NOT_REACHED, ChanVar, call_id_of, callback_of_action, chan_var
 from cti.books import QueueCall, member_username, phone_of
 from cti.models import CallRecord, CallState
 from cti.reconcile import apply_queue_facts, talk_seconds, user_ids
@@ -256,6 +256,13 @@ class CallTracker:
             await self._update(call_id, survey_started_at=event_time(event))
         elif kind == "HotlineSurvey" and event.get("Result") in GRADES:
             await self._grade(call_id, event.get("Result"), event_time(event))
+
+    async def on_OriginateResponse(self, event: Any) -> None:
+        """A callback Asterisk could not start: the agent's phone was not reached, no dialplan ran, and so no
+        hangup handler will say how the attempt ended (the request would stay "dialling" for ever)."""
+        callback_id = callback_of_action(event.get("ActionID"))
+        if event.get("Response") == "Failure" and callback_id and self.on_callback_result is not None:
+            await self.on_callback_result(callback_id, AGENT_NOT_REACHED, None)
 
     async def _grade(self, call_id: str, grade: str, when: datetime) -> None:
         """一次一评 on the call record and on every ticket the call is linked to that has no grade yet."""

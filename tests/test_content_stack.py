@@ -19,6 +19,7 @@ from cli.democall import originate_citizen
 from core import content
 from core.calls import CallRecord
 from core.settings import CONFIG_DIR
+from tests.channels import running
 
 pytestmark = pytest.mark.stack
 
@@ -82,11 +83,8 @@ async def test_a_menu_edit_reaches_the_next_call_and_spares_the_call_in_the_menu
         before = await originate_citizen(ami, "12301", keys=f"{WAIT * 10}3", caller="13766610301",
                                          hold_seconds=40, delay_seconds=1)
 
-        async def in_the_ivr() -> bool:
-            reply = await ami.action({"Action": "CoreShowChannels"}, as_list=True, timeout=10)
-            return any(m.get("Uniqueid") == before.call_id and m.get("Application") == "AGI" for m in reply)
-
-        await waiter(in_the_ivr, timeout=30, what="the first citizen to be in the IVR's menu")
+        await waiter(lambda: running(ami, before.call_id, "AGI"), timeout=30,
+                     what="the first citizen to be in the IVR's menu")
         seen = reloads()
         saved = await post(shipped.replace(REPORT_KEY, '"3": {target: "queue:consult", business: consult}')
                            .replace("举报请按3", "咨询也可按3"))

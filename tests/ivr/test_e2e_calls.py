@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from cli.democall import originate_citizen
 from cti.models import CallRecord
+from tests.channels import running
 
 pytestmark = pytest.mark.stack
 
@@ -154,9 +155,11 @@ async def test_callers_in_the_menu_reach_the_general_queue_when_the_ivr_crashes(
 
     from cli.stack import supervisorctl
 
-    calls = [await originate_citizen(ami, "12365", keys="", caller=f"1390000777{i}", hold_seconds=25,
+    calls = [await originate_citizen(ami, "12365", keys="", caller=f"1390000777{i}", hold_seconds=35,
                                      delay_seconds=1) for i in range(2)]
-    await asyncio.sleep(9)  # past the notice, both callers are listening to the main menu
+    for call in calls:  # past the notice, both callers are in the IVR's main menu (however loaded the host)
+        await waiter(lambda call=call: running(ami, call.call_id, "AGI"), timeout=60,
+                     what="the citizen to be in the IVR's menu")
     status = supervisorctl(stack.settings, "pid", "ivr").stdout.strip()
     os.kill(int(status), signal.SIGKILL)
     for call in calls:
