@@ -39,6 +39,7 @@ from core.db import Database
 from core.models import User
 from core.vocabulary import AgentState
 from cti.agents import ACD_HOLD
+from cti.announce import QueueAnnouncer
 from cti.books import phone_of
 from cti.control import (
     AGENT_BY_PHONE,
@@ -63,6 +64,8 @@ class Waiting:
     node: str
     joined: float        # Asterisk's time of QueueCallerJoin (epoch)
     offered: bool = False  # an agent's phone rings for this caller now (AgentCalled)
+    channel: str = ""    # the caller's channel on its node (announcements are played into it)
+    seen: float = 0.0    # when the router learned of the caller (local clock)
 
 
 @dataclass
@@ -112,6 +115,8 @@ class ClusterRouter:
         # wrap-up since then changes the state's since, and the next pass unpauses or moves them again)
         self.placed: dict[int, tuple[str, float]] = {}
         self.moves = 0
+        # Position and expected-wait announcements over every node's callers (app_queue's are off).
+        self.announcer = QueueAnnouncer(nodes, db, log)
         self._kick = asyncio.Event()
         self.task: asyncio.Task | None = None
 
@@ -129,11 +134,17 @@ class ClusterRouter:
         node = event_node(event)
         key = f"{node}/{event.get('Uniqueid')}"
         if name == "QueueCallerJoin":
-            self.waiting[key] = Waiting(event.get("Queue") or "", node, float(event.get("Timestamp") or time.time()))
+            self.waiting[key] = Waiting(event.get("Queue") or "", node, float(event.get("Timestamp") or time.time()),
+                                        channel=event.get("Channel") or "", seen=time.time())
         elif name in ("QueueCallerLeave", "QueueCallerAbandon", "AgentConnect"):
             self.waiting.pop(key, None)
+            await self.announcer.offered(key)
+            self.announcer.forget(key)
+            if name == "AgentConnect":
+                self.announcer.answered(event.get("Queue") or "", float(event.get("HoldTime") or 0))
         elif name == "AgentCalled" and key in self.waiting:
             self.waiting[key].offered = True
+            await self.announcer.offered(key)
         elif name == "AgentRingNoAnswer" and key in self.waiting:
             self.waiting[key].offered = False
         elif name == "AgentComplete":
@@ -170,7 +181,8 @@ class ClusterRouter:
         for message in reply if isinstance(reply, list) else []:
             if message.get("Event") == "QueueEntry":
                 self.waiting[f"{node}/{message.get('Uniqueid')}"] = Waiting(
-                    message.get("Queue") or "", node, now - float(message.get("Wait") or 0))
+                    message.get("Queue") or "", node, now - float(message.get("Wait") or 0),
+                    channel=message.get("Channel") or "", seen=now)
             elif message.get("Event") == "QueueMember":
                 await self._drop_stale_member(ami, message)
         # Unknown after a restart: every ready agent is unpaused (or moved) again by the next pass.
@@ -200,6 +212,11 @@ class ClusterRouter:
                 await self.route_once()
             except Exception:  # noqa: BLE001 - next pass retries (a node or Redis away)
                 self.log.exception("acd_route_failed")
+            try:
+                up = [name for name in self.names if self.nodes[name].logged_in.is_set()]
+                await self.announcer.run_once(self.waiting, up)
+            except Exception:  # noqa: BLE001 - next pass retries
+                self.log.exception("acd_announce_failed")
 
     def start(self) -> asyncio.Task:
         self.task = asyncio.create_task(self.run())

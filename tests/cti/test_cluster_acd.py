@@ -21,7 +21,6 @@ and call record carrying node2 and the agent whose phone is on Kamailio.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,12 +35,14 @@ from core.asterisk_runtime import node_runtimes
 from core.db import Database
 from core.models import User
 from core.redis import connect as redis_connect
+from cti.announce import expected_wait, next_holdtime
 from cti.books import phone_of
+from sipdrivers.acd_events import NodeEvents
 from sipdrivers.carrier import SIPP_DIR, run_citizen_calls
 from sipdrivers.phones import SippPhone
 from tests.conftest import TEST_SETTINGS
 from tests.cti.test_kamailio_cluster import _closed, _contacts, speech  # noqa: F401 - speech: the fixture
-from tests.cti.test_two_nodes import _pops
+from tests.cti.test_two_nodes import _pops, sign_out_and_close
 from tests.desk.http_client import Desk
 
 pytestmark = pytest.mark.stack
@@ -59,8 +60,9 @@ def cluster() -> Iterator[tuple[Any, Any]]:
 
     with throwaway_postgresql(prefix="hotline-acd-pg-") as url:
         # Callers may wait a while here (two agents for six callers): no voicemail offer meanwhile.
+        # Announcements every 5 s, so callers still waiting once agents answer hear an expected wait.
         overrides = {**TEST_SETTINGS, "HOTLINE_CLUSTER_NODES": "2", "HOTLINE_DATABASE_URL": url,
-                     "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "90"}
+                     "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "90", "HOTLINE_QUEUES_ANNOUNCE_EVERY_SECONDS": "5"}
         with throwaway_stack(overrides, "hotline-acd-", say=lambda line: print(line, flush=True)) as stack:
             yield stack
 
@@ -74,87 +76,6 @@ def _answer_then_hang_up(folder: Path, talk_ms: int) -> Path:
     target = folder / f"agent_answer_hangup_{talk_ms}.xml"
     target.write_text(text.replace('timeout="12000"', f'timeout="{talk_ms}"').replace(bye, f"      [routes]\n{bye}"))
     return target
-
-
-class NodeEvents:
-    """Every queue event of both nodes, from the test's own AMI connections (not the CTI's records)."""
-
-    NAMES = {"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled", "AgentConnect",
-             "AgentComplete", "AgentRingNoAnswer", "QueueMemberAdded", "QueueMemberRemoved"}
-
-    def __init__(self, nodes: AmiNodes) -> None:
-        self.events: list[dict[str, Any]] = []
-        for client in nodes:
-            client.on_event("*", lambda _m, event, node=client.node.name: self._keep(node, event))
-
-    def _keep(self, node: str, event: Any) -> None:
-        if event.get("Event") in self.NAMES:
-            self.events.append({**dict(event), "node": node, "at": float(event.get("Timestamp"))})
-
-    def of(self, *names: str) -> list[dict[str, Any]]:
-        return sorted((e for e in self.events if e["Event"] in names), key=lambda e: e["at"])
-
-    def connected(self, callers: set[str]) -> dict[str, dict[str, Any]]:
-        """The callers (by caller id) an agent answered, with their AgentConnect."""
-        return {e["CallerIDNum"]: e for e in self.of("AgentConnect") if e.get("CallerIDNum") in callers}
-
-    def moves(self) -> list[tuple[str, str, str]]:
-        """(phone, from node, to node): a phone leaving a queue on one node and joining it on the other."""
-        found, left = [], {}
-        for e in self.of("QueueMemberRemoved", "QueueMemberAdded"):
-            key = (phone_of(e.get("Interface") or e.get("StateInterface")), e.get("Queue"))
-            if e["Event"] == "QueueMemberRemoved":
-                left[key] = e["node"]
-            elif key in left and left[key] != e["node"]:
-                found.append((key[0], left.pop(key), e["node"]))
-        return found
-
-    def double_rings(self) -> list[tuple[str, str, float]]:
-        """(phone, node, when) of every AgentCalled while the phone rang, talked or was in wrap-up through the
-        other node."""
-        busy: dict[str, list[tuple[str, float, float]]] = defaultdict(list)  # phone -> (node, from, to)
-        open_at: dict[tuple[str, str, str], float] = {}  # (phone, node, caller uniqueid) -> ringing since
-        talking: dict[tuple[str, str], float] = {}
-        end = max((e["at"] for e in self.events), default=0) + 3600
-        for e in self.of(*self.NAMES):
-            phone = phone_of(e.get("Interface") or e.get("DestChannel"))
-            key = (phone, e["node"], e.get("Uniqueid"))
-            if e["Event"] == "AgentCalled":
-                open_at[key] = e["at"]
-            elif e["Event"] in ("AgentRingNoAnswer", "AgentConnect") and key in open_at:
-                busy[phone].append((e["node"], open_at.pop(key), e["at"]))
-                if e["Event"] == "AgentConnect":
-                    talking[(phone, e["node"])] = e["at"]
-            elif e["Event"] == "AgentComplete" and (phone, e["node"]) in talking:
-                busy[phone].append((e["node"], talking.pop((phone, e["node"])), e["at"] + WRAPUP))
-            elif e["Event"] == "QueueCallerAbandon":  # the caller hung up while a phone rang for them
-                for ring in [k for k in open_at if k[1:] == (e["node"], e.get("Uniqueid"))]:
-                    busy[ring[0]].append((e["node"], open_at.pop(ring), e["at"]))
-        for (phone, node, _caller), since in open_at.items():
-            busy[phone].append((node, since, end))
-        for (phone, node), since in talking.items():
-            busy[phone].append((node, since, end))
-        return [(phone_of(e["Interface"]), e["node"], e["at"]) for e in self.of("AgentCalled")
-                if any(node != e["node"] and start <= e["at"] <= stop
-                       for node, start, stop in busy[phone_of(e["Interface"])])]
-
-    def order_inversions(self) -> list[tuple[str, str]]:
-        """(earlier caller, later caller) of one queue where the later one was offered to an agent while the
-        earlier one was still waiting, not yet offered to anyone (callers of both nodes in one order)."""
-        joined = {(e["node"], e["Uniqueid"]): e for e in self.of("QueueCallerJoin")}
-        first_offer: dict[tuple[str, str], float] = {}
-        for e in self.of("AgentCalled"):
-            first_offer.setdefault((e["node"], e["Uniqueid"]), e["at"])
-        left = {(e["node"], e["Uniqueid"]): e["at"] for e in self.of("QueueCallerLeave", "QueueCallerAbandon")}
-        inversions = []
-        for later, offered_at in first_offer.items():
-            for earlier, join in joined.items():
-                if (earlier != later and join["Queue"] == joined[later]["Queue"]
-                        and join["at"] < joined[later]["at"]
-                        and first_offer.get(earlier, float("inf")) > offered_at
-                        and left.get(earlier, float("inf")) > offered_at):
-                    inversions.append((join["CallerIDNum"], joined[later]["CallerIDNum"]))
-        return inversions
 
 
 async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(cluster, speech, waiter, tmp_path):  # noqa: F811
@@ -172,7 +93,7 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
     desks = {user: Desk(settings.web_url) for user in AGENTS}
     try:
         await tools.connect()
-        seen = NodeEvents(tools)
+        seen = NodeEvents(tools, WRAPUP)
         for phone in phones.values():
             phone.start()
             await waiter(lambda phone=phone: _contacts(settings, phone.extension), timeout=30,
@@ -186,20 +107,58 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
         async with db.session() as session:
             ids = dict((await session.execute(select(User.username, User.id).where(
                 User.username.in_(list(AGENTS))))).all())
-        for user, desk in desks.items():
+        for user, desk in desks.items():  # signed in, not ready yet: the callers wait first
             await desk.login(user, password)
             assert (await desk.post("/api/desk/state", {"action": "login", "phone": AGENTS[user][0]}))[0] == 200
-            assert (await desk.post("/api/desk/state", {"action": "ready"}))[0] == 200
 
-        # Six citizens, two a second, each on the line until the survey after their call ends (or 45 s).
-        result = await asyncio.to_thread(run_citizen_calls, settings, QUEUE, "", CALLERS, speech, hold_ms=45000,
-                                         rate=2, timeout=120, scenario=SIPP_DIR / "citizen_proxied.xml")
+        # Six citizens, two a second, each on the line until the survey after their call ends (or 60 s).
+        citizens = asyncio.create_task(asyncio.to_thread(
+            run_citizen_calls, settings, QUEUE, "", CALLERS, speech, hold_ms=60000, rate=2, timeout=150,
+            scenario=SIPP_DIR / "citizen_proxied.xml"))
+        # Nobody ready: all six wait, over both nodes, and each is told its place among the callers of BOTH
+        # nodes (app_queue would count its own node's only).
+        first = await waiter(lambda: _first_announcements(seen, set(CALLERS)), timeout=60,
+                             what="every caller told its place in the queue")
+        joins = [e for e in seen.of("QueueCallerJoin") if e.get("CallerIDNum") in CALLERS]
+        print("told at first:", {c: (e["node"], e["Position"], e["Wait"]) for c, e in sorted(first.items())})
+        behind_the_other_node = 0
+        for caller, told in first.items():
+            join = told["join"]
+            earlier = [e for e in joins if e["at"] < join["at"]]
+            assert int(told["Position"]) == 1 + len(earlier), (caller, told["Position"], earlier)
+            assert told["whispered"], f"nothing was whispered into {caller}'s channel"
+            assert told["Wait"] == "0"  # nobody answered yet: no hold time to go by
+            behind_the_other_node += int(told["Position"]) > 1 + sum(1 for e in earlier if e["node"] == join["node"])
+        assert behind_the_other_node, "no caller was counted behind callers of the other node"
+        for desk in desks.values():
+            assert (await desk.post("/api/desk/state", {"action": "ready"}))[0] == 200
+        result = await citizens
         print(f"citizens: {result.successful} ended as scripted, {result.failed} otherwise (the survey may "
               "end a call before the citizen does)")
         answered = await waiter(lambda: _all_answered(seen, set(CALLERS)), timeout=60,
                                 what="every caller answered by an agent")
 
         joins = seen.of("QueueCallerJoin")
+        # Callers still waiting once agents answered were told an expected wait: the average hold time of the
+        # callers answered on both nodes (app_queue's weights), computed here from both nodes' AgentConnect.
+        connects = [e for e in seen.of("AgentConnect") if e.get("Queue") == QUEUE]
+        averages, average = [], None  # (at, the nodes answered so far, the average then)
+        for index, connect in enumerate(connects):
+            average = next_holdtime(average, float(connect["HoldTime"]))
+            averages.append((connect["at"], {c["node"] for c in connects[:index + 1]}, round(average, 3)))
+        later = [a for a in seen.announcements() if a.get("Holdtime")]
+        assert later, "no caller was told an expected wait"
+        counted_nodes = set()
+        for told in later:
+            # The router had counted the answers up to this one, or all but the last (events cross on the way).
+            known = [a for a in averages if a[0] <= told["at"]][-2:]
+            match = [a for a in known if a[2] == float(told["Holdtime"])]
+            assert match, (told, averages)
+            counted_nodes |= match[-1][1]
+            waited = float(told["Waited"])
+            assert int(told["Wait"]) == expected_wait(float(told["Holdtime"]), waited), told
+            assert 0 <= told["at"] - told["join"]["at"] - waited + 0.05, told  # counted from its own join
+        assert counted_nodes == {"node1", "node2"}, "no expected wait counted the answers of both nodes"
         nodes_of_callers = {e["node"] for e in joins if e.get("CallerIDNum") in CALLERS}
         assert nodes_of_callers == {"node1", "node2"}, nodes_of_callers
         waits = {e["CallerIDNum"]: (e["node"], answered[e["CallerIDNum"]]["at"] - e["at"]) for e in joins
@@ -236,14 +195,7 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
         pop = pops[call_id]
         assert (pop["node"], pop["agent_id"]) == ("node2", ids[agent])
     finally:
-        for desk in desks.values():
-            await desk.post("/api/desk/state", {"action": "logout"})
-            await desk.close()
-        for phone in phones.values():
-            phone.stop()
-        await tools.close()
-        await redis.aclose()
-        await db.close()
+        await sign_out_and_close(desks, phones, tools, redis, db)
 
 
 async def _node_up(settings, name: str) -> bool:
@@ -253,6 +205,15 @@ async def _node_up(settings, name: str) -> bool:
 async def _all_answered(seen: NodeEvents, callers: set[str]) -> dict[str, dict[str, Any]] | None:
     connected = seen.connected(callers)
     return connected if set(connected) == callers else None
+
+
+async def _first_announcements(seen: NodeEvents, callers: set[str]) -> dict[str, dict[str, Any]] | None:
+    first: dict[str, dict[str, Any]] = {}
+    for told in seen.announcements():
+        caller = (told["join"] or {}).get("CallerIDNum")
+        if caller in callers:
+            first.setdefault(caller, told)
+    return first if set(first) == callers and all(t["whispered"] for t in first.values()) else None
 
 
 async def _pops_with(redis, call_id: str) -> dict[str, dict] | None:

@@ -165,14 +165,20 @@ async def test_calls_on_each_node_get_their_node_on_records_pops_recordings_and_
         cdr1, cdr2 = await waiter(lambda: _both_cdrs(runtimes, calls), timeout=20, what="both nodes' CDR rows")
         assert calls["node2"].call_id not in cdr1 and calls["node1"].call_id not in cdr2
     finally:
-        for desk in desks.values():
-            await desk.post("/api/desk/state", {"action": "logout"})
-            await desk.close()
-        for phone in phones.values():
-            phone.stop()
-        await tools.close()
-        await redis.aclose()
-        await db.close()
+        await sign_out_and_close(desks, phones, tools, redis, db)
+
+
+async def sign_out_and_close(desks: dict[str, Desk], phones: dict[str, SippPhone], tools: AmiNodes, redis,
+                             db: Database) -> None:
+    """The end of a multi-node scenario, whatever happened: agents signed out, phones, connections closed."""
+    for desk in desks.values():
+        await desk.post("/api/desk/state", {"action": "logout"})
+        await desk.close()
+    for phone in phones.values():
+        phone.stop()
+    await tools.close()
+    await redis.aclose()
+    await db.close()
 
 
 async def _pops_for(redis, calls) -> dict | None:
