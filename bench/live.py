@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -170,7 +170,8 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
     (a bare client subscribed to the CTI's classes) every event's: the floor of the CTI's lag, same events."""
     latencies: list[float] = []
     ami_floor.clear()
-    for service, metric in (("cti", "event_lag"), ("cti", "event_own"), ("ivr", "agi_rtt")):
+    for service, metric in (("cti", "event_lag"), ("cti", "event_own"), ("ivr", "agi_rtt"), ("cti", "gc_pause"),
+                            ("cti", "loop_delay")):
         await clear_samples(redis, service, metric)
     for counter in {id(c): c for c in [same_classes, *(counters or [])]}.values():
         counter.reset()
@@ -207,6 +208,12 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
                f"p50 {percentile(own, 50):.1f} ms, p99 {percentile(own, 99):.1f} ms",
                f"Asterisk's delivery of the same classes' events, as above: p99 {percentile(floor, 99):.1f} ms",
                f"event read off the AMI socket -> handled (record written, pop published); {len(own)} events")
+    pauses = await read_samples(redis, "cti", "gc_pause")
+    late = await read_samples(redis, "cti", "loop_delay")
+    report.add("cti", f"CTI's event loop: timer wake-up delay and garbage-collection pauses ({label})",
+               f"wake-up p50 {percentile(late, 50):.1f} ms, p99 {percentile(late, 99):.1f} ms; "
+               f"GC {len(pauses)} pauses, p99 {percentile(pauses, 99):.1f} ms, longest {max(pauses, default=0):.1f} ms",
+               "", "a 50 ms timer's lateness: the wait a ready event has before the CTI runs it")
     report.add("fastagi", f"round trip per AGI command ({label})",
                f"p50 {percentile(rtt, 50):.2f} ms, p99 {percentile(rtt, 99):.2f} ms",
                "", f"GET/SET VARIABLE, ANSWER, VERBOSE (not playback); {len(rtt)} commands")
@@ -254,6 +261,25 @@ async def _cel_cost(settings, runtime, ami, counters: list[EventCounter], calls:
                f"{cel / calls:.0f} CEL events per call into the CTI's subscription "
                f"({subscribed.events / calls:.0f} events, {subscribed.bytes / calls / 1024:.1f} KiB per call with it)",
                "CEL off: the CTI's figures in the row above", f"{calls} calls with cel.conf enable = yes, apps = all")
+
+
+@contextmanager
+def scheduled_as_cti(settings):
+    """This process's main thread (its AMI comparison clients and desk connections) scheduled as the CTI is
+    ([priority] realtime): the comparison is then Asterisk's own delivery, not this process's wait for a core.
+    SCHED_RESET_ON_FORK: the SIPp drivers it starts (from worker threads, which reset too) stay ordinary."""
+    if "cti" not in settings.priority.realtime:
+        yield
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(settings.priority.realtime_priority))
+    except PermissionError:
+        pass  # the CTI could not take it either (core.service): both ordinary
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 async def _ring_to_pop(settings, runtime, calls: int, background: int, report: Report) -> None:
@@ -316,4 +342,5 @@ def ring_to_pop(report: Report, quick: bool) -> None:
     with throwaway_stack({**BENCH_SETTINGS, "HOTLINE_SIP_RTP_START": "40000", "HOTLINE_SIP_RTP_END": "44999",
                           "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "3600"},
                          "hotline-bench-", say=lambda _line: None) as (settings, runtime):
-        asyncio.run(_ring_to_pop(settings, runtime, calls, background, report))
+        with scheduled_as_cti(settings):
+            asyncio.run(_ring_to_pop(settings, runtime, calls, background, report))

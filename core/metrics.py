@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
 from collections import Counter, deque
@@ -63,6 +64,26 @@ class LatencySamples:
                     pipe.ltrim(key, 0, KEEP - 1)
                 await pipe.execute()
         return sum(len(v) for v in batch.values())
+
+    def watch_gc(self) -> None:
+        """Every garbage collection's pause as ``gc_pause`` (ms): the loop does nothing else meanwhile."""
+        began: list[float] = []
+
+        def on_gc(phase: str, _info: dict) -> None:
+            if phase == "start":
+                began[:] = [time.perf_counter()]
+            elif began:
+                self.record("gc_pause", (time.perf_counter() - began.pop()) * 1000)
+
+        gc.callbacks.append(on_gc)
+
+    async def watch_loop(self, every: float = 0.05) -> None:
+        """How late the event loop wakes a timer (``loop_delay``, ms): the wait any ready event has before
+        it runs, from the process's scheduling and from callbacks that run long. A service task."""
+        while True:
+            due = time.perf_counter() + every
+            await asyncio.sleep(every)
+            self.record("loop_delay", (time.perf_counter() - due) * 1000)
 
     async def run(self, redis: Any, log: Any = None) -> None:
         """Flush forever (a service task); a Redis outage costs samples, never calls."""

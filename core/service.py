@@ -16,7 +16,7 @@ from core import content
 from core.logs import setup_logging
 from core.metrics import start_metrics_server
 from core.policy import validate_all
-from core.settings import ConfigError, Settings, load_settings
+from core.settings import ConfigError, PrioritySettings, Settings, load_settings
 
 HEARTBEAT_SECONDS = 2
 
@@ -49,19 +49,30 @@ async def heartbeat(redis: aioredis.Redis, service: str, healthy: Callable[[], b
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
-def _take_priority(nice: int, log) -> None:
-    """Run at ``nice`` ([priority]). On Linux a nice value belongs to each thread: set it on every thread the
-    imports already started, and threads and children started later (aiosqlite's connection threads, the
-    recordings worker's encoders) inherit it from the main thread."""
+def _take_priority(priority: PrioritySettings, service: str, log) -> None:
+    """Run at the service's nice value ([priority]), or real-time (SCHED_RR) when ``realtime`` names it. On
+    Linux both belong to each thread: set them on every thread the imports already started; threads and
+    children started later (aiosqlite's connection threads, the recordings worker's encoders) inherit them
+    from the main thread."""
     try:
         threads = [int(task.name) for task in Path("/proc/self/task").iterdir()]
     except OSError:
         threads = [0]  # no /proc: the calling thread
+    nice = priority.of(service)
     try:
         for thread in threads:
             os.setpriority(os.PRIO_PROCESS, thread, nice)
     except PermissionError:  # raising priority needs root (CAP_SYS_NICE): run as it is, and say so
         log.warning("priority_not_taken", nice=nice, running_at=os.getpriority(os.PRIO_PROCESS, 0))
+    if service not in priority.realtime:
+        return
+    try:
+        # Round robin, not FIFO: the service's own threads (event loop, database threads) take turns.
+        param = os.sched_param(priority.realtime_priority)
+        for thread in threads:
+            os.sched_setscheduler(thread, os.SCHED_RR, param)
+    except (PermissionError, AttributeError) as exc:  # not root (CAP_SYS_NICE), or not Linux: stays at its nice
+        log.warning("realtime_not_taken", priority=priority.realtime_priority, nice=nice, error=str(exc))
 
 
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
@@ -76,7 +87,7 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
 
-    _take_priority(settings.priority.of(name), log)
+    _take_priority(settings.priority, name, log)
 
     async def _runner() -> None:
         stop = asyncio.Event()

@@ -383,7 +383,8 @@ class DiskSettings:
 
 @dataclass(frozen=True)
 class PrioritySettings:
-    """CPU priority (nice) of each Python service, by its service name."""
+    """CPU priority (nice) of each Python service, by its service name; the services in ``realtime`` run
+    under the kernel's round-robin real-time policy (SCHED_RR) at ``realtime_priority`` instead."""
 
     cti: int
     ivr: int
@@ -391,11 +392,21 @@ class PrioritySettings:
     recordings: int
     scheduler: int
     logrotate: int
+    realtime: tuple[str, ...]
+    realtime_priority: int
 
     def __post_init__(self) -> None:
-        for service, nice in vars(self).items():
+        services = [name for name in vars(self) if not name.startswith("realtime")]
+        for service in services:
+            nice = getattr(self, service)
             if not -20 <= nice <= 19:
                 raise ConfigError(f"[priority] {service} = {nice}：nice 值应在 -20 到 19 之间")
+        unknown = [name for name in self.realtime if name not in services]
+        if unknown:
+            raise ConfigError(f"[priority] realtime 中有未知的服务 {', '.join(unknown)}（可用：{', '.join(services)}）")
+        # 1 … 99 is the kernel's range; a low value keeps these services below the kernel's own RT threads.
+        if not 1 <= self.realtime_priority <= 99:
+            raise ConfigError(f"[priority] realtime_priority = {self.realtime_priority}：实时优先级应在 1 到 99 之间")
 
     def of(self, service: str) -> int:
         """The nice value of ``service``; 0 for one this section does not name (a test's own service)."""

@@ -72,6 +72,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     redis = redis_connect(settings, "cti")
     amis = ami_clients(settings, "cti", events=settings.ami.cti_events)
     timings = LatencySamples("cti")
+    timings.watch_gc()
     counters = Counters("cti")
     redis_away = Breaker()
     live = LiveEvents(redis, redis_away, counters, log)
@@ -303,6 +304,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
         asyncio.create_task(dispatch_callbacks()),
         asyncio.create_task(heartbeat(redis, "cti", problem=problem)),
         asyncio.create_task(timings.run(redis, log)),
+        asyncio.create_task(timings.watch_loop()),
         asyncio.create_task(counters.run(redis, log)),
     ]
     if len(links) > 1:  # a single node has no survivor: its restart is the crash check's (cti.crash)

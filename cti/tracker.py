@@ -5,7 +5,9 @@ dialplan puts on every channel of the call (manager.conf channelvars). Each
 milestone is written to the database at once, so a CTI crash mid-call leaves a
 partial record that :mod:`cti.reconcile` completes from Asterisk's own CDRs.
 The writes of calls handled side by side are committed together (core.db.GroupWriter):
-a handler publishes its live events only after its own write is committed.
+a handler publishes its live events only after its own write is committed, except the
+screen pop, which leaves while its ring is being written (built from the call's record as
+last committed and the event itself): the agent's phone is ringing already.
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class LiveCall:
     answered: bool = False
     hold_started: datetime | None = None
     caller: str | None = None  # the record's caller_number, as written at the call's start
+    # The call's record as last committed by this CTI (its pop fields: caller, hotline, IVR choices, ref):
+    # a screen pop is built from it and leaves before the ring's own write is committed.
+    record: CallRecord | None = None
+    # The caller's history, asked for when the call joins the queue: ready when an agent's phone rings.
+    history: asyncio.Task | None = None
 
 
 class CallTracker:
@@ -160,7 +167,11 @@ class CallTracker:
                     setattr(record, key, value)
             return record  # flushed with the batch (the caller reads it once committed)
 
-        return await self.writes.write(work, call_id)
+        record = await self.writes.write(work, call_id)
+        call = self.calls.get(call_id)
+        if call is not None:
+            call.record = record
+        return record
 
     def _ivr_values(self, event: Any) -> dict[str, Any]:
         return {
@@ -280,6 +291,8 @@ class CallTracker:
         when = event_time(event)
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.queued = when
+        if call.caller and call.history is None:  # a read, side by side with the write below
+            call.history = asyncio.create_task(self.history(call.caller))
         await self._update(call_id, node=event_node(event), queued_at=when, queue=event.get("Queue"), state=CallState.QUEUED,
                            **self._ivr_values(event))
         await self.publish(ev.CallQueued(call_id=call_id, queue=event.get("Queue"),
@@ -293,28 +306,43 @@ class CallTracker:
         call = self.calls.setdefault(call_id, LiveCall(call_id))
         call.ringing_agents[phone or "?"] = agent_id
         now = event_time(event)
-        # The caller's history (a read) is fetched while the record is written: the pop waits for one, not both.
-        early = asyncio.create_task(self.history(call.caller)) if call.caller and agent_id is not None else None
+        values = {"node": event_node(event), **self._ivr_values(event)}
+        write = asyncio.ensure_future(self._update(
+            call_id, state=CallState.RINGING, agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
+            **values))
         try:
-            record = await self._update(call_id, node=event_node(event), state=CallState.RINGING,
-                                        agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
-                                        **self._ivr_values(event))
+            if agent_id is None:
+                if lookup_failed:  # nobody to show it to, for want of Redis: said and counted, never silent
+                    self.log.error("pop_lost", call_id=call_id, phone=phone, reason="agent look-up failed")
+                    self.counters.add("pop_lost")
+                await write
+                return
+            history, call.history = call.history, None  # a later ring asks afresh
+            if call.record is None or call.record.caller_number != call.caller:
+                # Its start unseen (a CTI restart) or its caller changed: the pop shows what the write stored.
+                if history is not None:
+                    history.cancel()
+                record = await write
+                history = None
+            else:
+                # The pop leaves now, built from the record as committed and this event's IVR variables (the
+                # values the write is storing): the agent's phone is ringing and the commit can follow.
+                record = _pop_view(call.record, values)
+            if history is None:
+                history = asyncio.ensure_future(self.history(record.caller_number))
+            await self._pop(event, agent_id, record, now, await history)
+            await write
         except BaseException:
-            if early is not None:
-                early.cancel()
+            for task in (write, call.history):
+                if task is not None and not task.done():
+                    task.cancel()
             raise
-        if agent_id is None:
-            if lookup_failed:  # nobody to show it to, for want of Redis: said and counted, never silent
-                self.log.error("pop_lost", call_id=call_id, phone=phone, reason="agent look-up failed")
-                self.counters.add("pop_lost")
-            return
+
+    async def _pop(self, event: Any, agent_id: int, record: CallRecord, now: datetime,
+                   history: dict[str, Any]) -> None:
         waited = (now - (record.queued_at or record.started_at)).total_seconds()
-        if early is not None and call.caller != record.caller_number:
-            early.cancel()
-            early = None
-        history = await early if early is not None else await self.history(record.caller_number)
         await self.publish(ev.ScreenPop(
-            agent_id=agent_id, call_id=call_id, caller_number=record.caller_number, hotline=record.hotline,
+            agent_id=agent_id, call_id=record.call_id, caller_number=record.caller_number, hotline=record.hotline,
             queue=event.get("Queue"), ivr_path=record.ivr_path, business=record.business,
             category=record.category, lookup_ticket=record.lookup_ticket,
             waited_seconds=round(waited, 1), history=history, draft=draft_from_call(record),
@@ -420,6 +448,8 @@ class CallTracker:
         # queue_log is read before the write, not in it: a file read in the batch would hold up every call's.
         books = await self._books_before_hangup(call_id, event_node(event))
         call = self.calls.pop(call_id, None)
+        if call is not None and call.history is not None:
+            call.history.cancel()  # never rung: nobody shows it
 
         async def work(session) -> tuple[int | None, bool]:
             record = await _record(session, call_id)
@@ -496,6 +526,20 @@ async def _record(session, call_id: str) -> CallRecord | None:
     if call_id in known:
         return known[call_id]
     return await session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+
+
+_POP_FIELDS = ("call_id", "ref", "node", "caller_number", "hotline", "ivr_path", "business", "category",
+               "lookup_ticket", "started_at", "queued_at")
+
+
+def _pop_view(record: CallRecord, values: dict[str, Any]) -> CallRecord:
+    """A copy (never added to a session) of ``record``'s pop fields with ``values`` written over them as
+    _update writes them: a value None leaves the stored one."""
+    view = CallRecord(**{name: getattr(record, name) for name in _POP_FIELDS})
+    for key, value in values.items():
+        if value is not None:
+            setattr(view, key, value)
+    return view
 
 
 def _add_record(session, record: CallRecord) -> CallRecord:

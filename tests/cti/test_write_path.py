@@ -167,3 +167,68 @@ async def test_the_tracker_and_reconciliation_store_the_reports_waits(settings):
         assert await _waits(db, "w-2") == (19.0, 14.0)
     finally:
         await db.close()
+
+
+async def test_the_screen_pop_leaves_before_its_ring_is_committed_and_shows_the_stored_call(settings):
+    """The pop does not wait for the ring's own write: built from the call's record as last committed and the
+    event's IVR variables, with the caller's history asked for when the call joined the queue."""
+    db = Database(settings.database_url)
+    reader = Database(settings.database_url)
+    pops: list[ev.ScreenPop] = []
+    histories: list[str | None] = []
+
+    async def publish(event: ev.Event) -> None:
+        if isinstance(event, ev.ScreenPop):
+            pops.append(event)
+
+    async def history(number):
+        histories.append(number)
+        return {"calls": [], "tickets": [{"number": "T-earlier"}]}
+
+    async def agent_on(phone):
+        return 7 if phone == "8001" else None
+
+    call = "pop-first-1"
+    ivr = [f"CALL_ID={call}", "HOTLINE=12301", "IVR_PATH=1>2", "BUSINESS=complaint", "CATEGORY=景区"]
+    try:
+        tracker = CallTracker(db, publish, agent_on, history, Log())
+        assert await tracker.handle({"Event": "UserEvent", "UserEvent": "HotlineCallStart", "Uniqueid": call,
+                                     "Caller": "13900000077", "Hotline": "12301", "Timestamp": "1700000000.0",
+                                     "ChanVariable": [f"CALL_ID={call}"]})
+        assert await tracker.handle(_event("QueueCallerJoin", call, 1700000010.0, ChanVariable=ivr))
+        # Every record write of the CTI now waits behind a batch that does not commit until released.
+        release = asyncio.Event()
+
+        async def stalled(_session) -> None:
+            await release.wait()
+
+        stall = asyncio.create_task(tracker.writes.write(stalled))
+        await asyncio.sleep(0)
+        ring = asyncio.create_task(tracker.handle(_event("AgentCalled", call, 1700000013.5, ChanVariable=ivr,
+                                                         Interface="PJSIP/8001", MemberName="Agent 8001")))
+        await asyncio.wait_for(_until(lambda: pops), 10)
+        assert not ring.done()  # its write is still waiting: the pop did not
+        async with reader.session() as session:
+            state = await session.scalar(select(CallRecord.state).where(CallRecord.call_id == call))
+        assert state == CallState.QUEUED
+        release.set()
+        assert await ring
+        await stall
+        async with reader.session() as session:
+            record = await session.scalar(select(CallRecord).where(CallRecord.call_id == call))
+        assert record.state == CallState.RINGING
+        (pop,) = pops
+        assert (pop.agent_id, pop.call_ref, pop.caller_number, pop.hotline, pop.ivr_path, pop.business,
+                pop.category, pop.waited_seconds) == (7, record.ref, "13900000077", "12301", "1>2", "complaint",
+                                                      "景区", 3.5)
+        assert pop.draft["call_ref"] == record.ref and pop.draft["complainant_phone"] == "13900000077"
+        assert pop.history == {"calls": [], "tickets": [{"number": "T-earlier"}]}
+        assert histories == ["13900000077"]  # asked once, at the queue join
+    finally:
+        await db.close()
+        await reader.close()
+
+
+async def _until(check) -> None:  # noqa: ANN001 (a condition)
+    while not check():
+        await asyncio.sleep(0.01)
