@@ -169,11 +169,11 @@ async def test_the_tracker_and_reconciliation_store_the_reports_waits(settings):
         await db.close()
 
 
-async def test_the_screen_pop_leaves_before_its_ring_is_committed_and_shows_the_stored_call(settings):
+async def test_the_screen_pop_leaves_before_its_ring_is_committed_and_shows_the_stored_call(db_url):
     """The pop does not wait for the ring's own write: built from the call's record as last committed and the
     event's IVR variables, with the caller's history asked for when the call joined the queue."""
-    db = Database(settings.database_url)
-    reader = Database(settings.database_url)
+    db = Database(db_url)
+    reader = Database(db_url)
     pops: list[ev.ScreenPop] = []
     histories: list[str | None] = []
 
