@@ -213,8 +213,15 @@ class CallbackDispatcher:
             try:
                 # Under the agent's command lock: the cluster's router never moves an agent being rung here.
                 async with agent_commands(agent["agent_id"]):
+                    # Read again under the lock: the cluster's router may have moved the agent to another node
+                    # (rung from the old one, they would also be rung by the new one's queue) or a queue call
+                    # may have reached them meanwhile.
+                    current = await agent_session(self.redis, agent["agent_id"])
+                    if (current or {}).get("state") != AgentState.READY:
+                        await agent_not_reached(self.db, str(request.id), "坐席已接其他来电")
+                        continue
                     await set_agent_state(self.redis, agent["agent_id"], AgentState.RINGING, PauseReason.CALLBACK)
-                    await dial_claimed(self.db, on_node(self.ami, agent.get("node")), request, agent["agent_id"],
+                    await dial_claimed(self.db, on_node(self.ami, current.get("node")), request, agent["agent_id"],
                                        agent["phone"])
             except AmiError as exc:
                 self.log.warning("callback_originate_failed", request_id=request.id, error=str(exc))
