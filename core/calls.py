@@ -118,7 +118,22 @@ def derive_waits(_mapper: Any, _connection: Any, record: CallRecord) -> None:
                                                          record.wait_seconds)
 
 
-class CallDaySummary(Base):
+class DaySummary(Base):
+    """A finished local day's rows of the service-quality report's GROUP BY (quality.kpi_sql), per hotline
+    ('' = all) and per variant (the grouping's version and the settings the rows depend on)."""
+
+    __abstract__ = True
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hotline: Mapped[str] = mapped_column(String(16))
+    variant: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    lo: Mapped[datetime] = mapped_column(UTCDateTime)  # the local day's bounds as UTC instants (the zone's)
+    hi: Mapped[datetime] = mapped_column(UTCDateTime)
+    groups: Mapped[list] = mapped_column(JSON)
+
+
+class CallDaySummary(DaySummary):
     """A finished local day's call tally for the service-quality report (quality.kpi_sql), per hotline
     ('' = all) and per variant (the settings the tally depends on): the report's GROUP BY rows for that day.
 
@@ -132,14 +147,6 @@ class CallDaySummary(Base):
     __tablename__ = "report_call_days"
     __table_args__ = (Index("uq_report_call_days_key", "hotline", "variant", "lo", "hi", unique=True),
                       Index("ix_report_call_days_lo", "lo"))
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    hotline: Mapped[str] = mapped_column(String(16))
-    variant: Mapped[str] = mapped_column(String(64))
-    day: Mapped[date] = mapped_column(Date)
-    lo: Mapped[datetime] = mapped_column(UTCDateTime)  # the local day's bounds as UTC instants (the zone's)
-    hi: Mapped[datetime] = mapped_column(UTCDateTime)
-    groups: Mapped[list] = mapped_column(JSON)
 
 
 # Hang-up causes of a call the platform cut off, not the citizen: written by the CTI's crash handling

@@ -29,7 +29,7 @@ from core import satisfaction as grades
 from core.calls import CUT_OFF_CAUSES, CallbackRequest, CallRecord, call_waits, span
 from core.metrics import percentile as nearest_rank
 from tickets.deadlines import WorkCalendar
-from tickets.models import CLOSED_STATES, Kind, State, Ticket, TicketAction
+from tickets.models import CLOSED_STATES, HANDOVER_ACTION, Kind, State, Ticket, TicketAction
 
 # 004 Table 1 item 9: 「来电者空等时间宜不超过1分钟」.
 WAIT_LIMIT_SECONDS = 60.0
@@ -811,7 +811,7 @@ def first_handover(ticket_id: Any) -> Any:
     """The ticket's first 移交 (Table 1 item 15), or NULL: a look-up per ticket of the period through
     ix_ticket_actions_ticket_at (a subquery grouping every 移交 of the tracking log read the whole log: 0.9 s
     at 1 000 000 tickets, more with every year kept)."""
-    return (select(func.min(TicketAction.at)).where(TicketAction.ticket_id == ticket_id, TicketAction.action == "移交")
+    return (select(func.min(TicketAction.at)).where(TicketAction.ticket_id == ticket_id, TicketAction.action == HANDOVER_ACTION)
             .scalar_subquery())
 
 

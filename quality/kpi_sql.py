@@ -4,7 +4,8 @@
 busy hotline's month (100 000 calls, tens of thousands of tickets) that took seconds. Here the calls become
 one :class:`~quality.kpi.CallTally` from a few aggregate queries, and the tickets become one row per
 distinct (kind, state, outcome, 投诉对象, local days of registration, 受理, closing, 移交, arrival), which is
-all the working-day indicators need. The indicators themselves are the same functions of ``quality.kpi``;
+all the working-day indicators need. Finished days' rows of both are stored (report_call_days,
+report_ticket_days) and read back; a change of a call or ticket deletes its day's. The indicators themselves are the same functions of ``quality.kpi``;
 ``tests/tickets/test_kpi.py`` checks this path and the row-by-row one against the same hand computation.
 """
 
@@ -14,6 +15,8 @@ import asyncio
 import datetime as dt
 import math
 import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from typing import Any
 
@@ -38,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import satisfaction as grades
-from core.calls import CUT_OFF_CAUSES, SUMMARY_GRACE, CallbackRequest, CallDaySummary, CallRecord
+from core.calls import CUT_OFF_CAUSES, SUMMARY_GRACE, CallbackRequest, CallDaySummary, CallRecord, DaySummary
 from core.db import utcnow
 from quality.kpi import (
     GBT_ANSWER_SECONDS,
@@ -58,7 +61,7 @@ from quality.kpi import (
     local_bounds,
     previous_calls,
 )
-from tickets.models import Ticket
+from tickets.models import Ticket, TicketDaySummary
 
 
 def _seconds(dialect: str, start: Any, end: Any) -> Any:
@@ -204,75 +207,102 @@ async def _live_groups(session: AsyncSession, days: list[tuple[date, datetime, d
     return [[*row[:2], _day(row[2]), *row[3:]] for row in await session.execute(query)]
 
 
-async def _call_groups(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo, hotline: str,
-                       s: KpiSettings) -> list[list[Any]]:
-    """The call groups of [lo, hi): finished days from ``report_call_days``, the others (today, and days a
-    late change made stale) computed now; finished days computed now are stored for the next report.
-
-    Why a summary for the calls only: the calls' GROUP BY with its twenty aggregates was the longest of the
-    report's parts at 100 000 calls a month (SQLite's sort of every call, then every FILTER per call), and a
-    call is final once it ended, but for rare late facts (reconciliation, a survey digit, a queue callback)
-    which core.calls.forget_call_days turns into a recomputation of that day. The tickets stay live: their
-    state, 受理, 移交 and 回访 change for weeks after the day they were registered on.
-    """
-    variant = _variant(s)
+def _local_days(lo: datetime, hi: datetime, zone: tzinfo) -> list[tuple[date, datetime, datetime]]:
+    """The local days of [lo, hi), each with its bounds as UTC instants (cut to [lo, hi))."""
     days = []
     day = lo.astimezone(zone).date()
     while True:
         day_lo, day_hi = local_bounds(day, day, zone)
         if day_lo >= hi:
-            break
+            return days
         days.append((day, max(day_lo, lo), min(day_hi, hi)))
         day += dt.timedelta(days=1)
+
+
+Days = list[tuple[date, datetime, datetime]]
+Rows = list[list[Any]]
+
+
+@dataclass(frozen=True)
+class _DayRows:
+    """How one kind of the report's GROUP BY rows is kept per finished day: the table, the rows' version and
+    settings (``variant``), how the rows of some days are computed now, which day a row belongs to, and the
+    row as stored (JSON) and as read back."""
+
+    model: type[DaySummary]
+    variant: str
+    compute: Callable[[AsyncSession, Days], Awaitable[Rows]]
+    day_of: Callable[[list[Any]], date | None]
+    encode: Callable[[list[Any]], list[Any]]
+    decode: Callable[[list[Any]], list[Any]]
+
+
+async def _day_rows(session: AsyncSession, kind: _DayRows, lo: datetime, hi: datetime, zone: tzinfo,
+                    hotline: str) -> Rows:
+    """The rows of [lo, hi): finished days from ``kind.model``, the others (today, and days a late change made
+    stale) computed now; finished days computed now are stored for the next report."""
+    days = _local_days(lo, hi, zone)
+    model = kind.model
     stored = {(a, b): rows for a, b, rows in await session.execute(
-        select(CallDaySummary.lo, CallDaySummary.hi, CallDaySummary.groups).where(
-            CallDaySummary.hotline == hotline, CallDaySummary.variant == variant,
-            CallDaySummary.lo >= lo, CallDaySummary.hi <= hi))}
-    groups = [[*g[:2], date.fromisoformat(g[2]), *g[3:]]
-              for _day_, a, b in days if (a, b) in stored for g in stored[(a, b)]]
+        select(model.lo, model.hi, model.groups).where(
+            model.hotline == hotline, model.variant == kind.variant, model.lo >= lo, model.hi <= hi))}
+    rows = [kind.decode(g) for _day_, a, b in days if (a, b) in stored for g in stored[(a, b)]]
     missing = [d for d in days if (d[1], d[2]) not in stored]
     if not missing:
-        return groups
+        return rows
     horizon = utcnow() - SUMMARY_GRACE
     finished = [d for d in missing if d[2] <= horizon and d[1:] == local_bounds(d[0], d[0], zone)]
     unfinished = [d for d in missing if d not in finished]
     if unfinished:
-        groups += await _live_groups(session, unfinished, zone, hotline, s)
+        rows += await kind.compute(session, unfinished)
     for first in range(0, len(finished), STORE_DAYS):
-        groups += await _store_days(session, finished[first:first + STORE_DAYS], zone, hotline, s, variant)
-    return groups
+        rows += await _store_days(session, kind, finished[first:first + STORE_DAYS], hotline)
+    return rows
 
 
-# Finished days are computed and stored a few at a time: the lock below holds off writers of old calls (on
-# SQLite: every writer) for one such batch only, some 10 000 calls at a busy hotline.
+# Finished days are computed and stored a few at a time: the lock below holds off writers of old calls or
+# tickets (on SQLite: every writer) for one such batch only, some 10 000 calls at a busy hotline.
 STORE_DAYS = 3
 
 
-async def _store_days(session: AsyncSession, days: list[tuple[date, datetime, datetime]], zone: tzinfo,
-                      hotline: str, s: KpiSettings, variant: str) -> list[list[Any]]:
-    """The call groups of ``days`` (finished), computed now and stored.
+async def _store_days(session: AsyncSession, kind: _DayRows, days: Days, hotline: str) -> Rows:
+    """The rows of ``days`` (finished), computed now and stored.
 
-    Under a lock that waits for every transaction that changed an old call and has not committed yet, and
-    holds off new ones until these days are in (their forget_call_days then deletes them again): a change is
-    either in the rows computed here or deletes what is stored. PostgreSQL: a table lock against
-    forget_call_days' DELETE; SQLite: the database's write lock, taken by the first DELETE."""
+    Under a lock that waits for every transaction that changed an old call (ticket) and has not committed
+    yet, and holds off new ones until these days are in (their forget_call_days / forget_ticket_days then
+    deletes them again): a change is either in the rows computed here or deletes what is stored. PostgreSQL:
+    a table lock against the forgetting DELETE; SQLite: the database's write lock, taken by the first DELETE."""
+    model = kind.model
     async with AsyncSession(session.bind) as writer, writer.begin():
         if writer.bind.dialect.name == "postgresql":
-            await writer.execute(text("LOCK TABLE report_call_days IN SHARE ROW EXCLUSIVE MODE"))
-        await writer.execute(delete(CallDaySummary).where(
-            CallDaySummary.hotline == hotline, CallDaySummary.variant == variant,
-            or_(*(and_(CallDaySummary.lo == a, CallDaySummary.hi == b) for _day, a, b in days))))
+            await writer.execute(text(f"LOCK TABLE {model.__tablename__} IN SHARE ROW EXCLUSIVE MODE"))
+        await writer.execute(delete(model).where(
+            model.hotline == hotline, model.variant == kind.variant,
+            or_(*(and_(model.lo == a, model.hi == b) for _day, a, b in days))))
         await _no_jit(writer)
-        computed = await _live_groups(writer, days, zone, hotline, s)
-        by_day: dict[date, list[list[Any]]] = {d: [] for d, _a, _b in days}  # a day without calls: []
-        if any(g[2] not in by_day for g in computed):
-            # SQLite's fixed offset put a call into a neighbouring day (a zone with summer time): not stored
+        computed = await kind.compute(writer, days)
+        by_day: dict[date, Rows] = {d: [] for d, _a, _b in days}  # a day without rows: []
+        placed = [(kind.day_of(g), g) for g in computed]
+        if any(day not in by_day for day, _g in placed):
+            # SQLite's fixed offset put a row into a neighbouring day (a zone with summer time): not stored
             return computed
-        for g in computed:
-            by_day[g[2]].append([*g[:2], g[2].isoformat(), *g[3:]])
-        writer.add_all(CallDaySummary(hotline=hotline, variant=variant, day=d, lo=a, hi=b, groups=by_day[d])
+        for day, g in placed:
+            by_day[day].append(kind.encode(g))
+        writer.add_all(model(hotline=hotline, variant=kind.variant, day=d, lo=a, hi=b, groups=by_day[d])
                        for d, a, b in days)
     return computed
+
+
+def _call_rows(zone: tzinfo, hotline: str, s: KpiSettings) -> _DayRows:
+    """The call groups, per finished day in ``report_call_days``.
+
+    Why the calls were stored first: their GROUP BY with its twenty aggregates was the longest of the
+    report's parts at 100 000 calls a month (SQLite's sort of every call, then every FILTER per call), and a
+    call is final once it ended, but for rare late facts (reconciliation, a survey digit, a queue callback)
+    which core.calls.forget_call_days turns into a recomputation of that day."""
+    return _DayRows(CallDaySummary, _variant(s), lambda session, days: _live_groups(session, days, zone, hotline, s),
+                    lambda g: g[2], lambda g: [*g[:2], g[2].isoformat(), *g[3:]],
+                    lambda g: [*g[:2], date.fromisoformat(g[2]), *g[3:]])
 
 
 async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo, hotline: str,
@@ -281,7 +311,7 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
     or not, local day and answering agent (a few thousand groups a month), from the stored summaries of
     finished days and one pass over the calls of the other days, summed up here into the totals, the days
     and the agents; and the nearest-rank 90th percentile of the waits."""
-    groups = await _call_groups(session, lo, hi, zone, hotline, s)
+    groups = await _day_rows(session, _call_rows(zone, hotline, s), lo, hi, zone, hotline)
     # One order whichever day came from where (and whatever order PostgreSQL's hash grouping gave): the
     # float sums below are added in the same order every time.
     groups.sort(key=lambda g: (g[0], g[1], g[2], g[3] is not None, g[3] or 0))
@@ -352,21 +382,49 @@ async def _wait_p90(session: AsyncSession, lo: datetime, hi: datetime, hotline: 
     return await session.scalar(query.order_by(wait).limit(1).offset(rank))
 
 
-async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
-                        hotline: str, offset_at: datetime | None = None) -> list[TicketFact]:
-    """Tickets registered in [lo, hi), one row per distinct set of facts and local days, with its count.
+# The ticket rows' version, part of every stored day's key (as GROUPING for the calls).
+TICKET_GROUPING = "t1"
 
-    Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again. ``offset_at``:
-    the moment whose UTC offset SQLite's local days use (default ``lo``; see _local_day).
+
+async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
+                        hotline: str) -> list[TicketFact]:
+    """Tickets registered in [lo, hi), one row per distinct set of facts and local days, with its count:
+    finished days' rows from ``report_ticket_days`` (tickets.models.TicketDaySummary), the other days'
+    grouped now (and stored, if finished).
+
+    Each day is given as local noon, so :meth:`Facts.local_date` of it is that day again.
     """
+    kind = _DayRows(TicketDaySummary, TICKET_GROUPING,
+                    lambda session, days: _live_ticket_rows(session, _runs(days), zone, hotline),
+                    lambda row: _day(row[4]), _stored_ticket_row, list)
+    rows = await _day_rows(session, kind, lo, hi, zone, hotline)
+    # A few hundred distinct days among the rows (as the database gives them, or as stored: ISO text):
+    # each becomes its local noon once, then a dict look-up.
+    noon = dt.time(12)
+    at: dict[Any, datetime | None] = {value: None if value is None else datetime.combine(_day(value), noon, zone)
+                                      for value in {value for row in rows for value in row[4:9]}}
+    return [TicketFact(kind, state, at[created], at[accepted], at[closed], at[handed_at], at[transferred],
+                       review, obj, hotline or None, bool(visit_due), grade, count=n)
+            for kind, state, review, obj, created, accepted, closed, handed_at, transferred, visit_due, grade, n
+            in rows]
+
+
+def _stored_ticket_row(row: list[Any]) -> list[Any]:
+    """A ticket row as JSON: its five days as ISO text (PostgreSQL gives dates, SQLite text already)."""
+    return [*row[:4], *(None if value is None else str(value) for value in row[4:9]), *row[9:]]
+
+
+async def _live_ticket_rows(session: AsyncSession, runs: list[tuple[datetime, datetime]], zone: tzinfo,
+                            hotline: str) -> Rows:
+    """The GROUP BY over the tickets registered in ``runs`` (UTC ranges); the days as the database gives them."""
     dialect = session.bind.dialect.name
 
     def day(column: Any, label: str) -> Any:
-        return type_coerce(_local_day(dialect, column, zone, offset_at or lo), String).label(label)
+        return type_coerce(_local_day(dialect, column, zone, runs[0][0]), String).label(label)
 
     visit = (CallbackRequest.ticket_number == Ticket.number) & (CallbackRequest.source == "visit")
     # The stored strings as they are (type_coerce: no Enum member made per row only to be turned back into its
-    # value), and the days as the database gives them (_day below, once per distinct value).
+    # value), and the days as the database gives them (_day in ticket_groups, once per distinct value).
     base = (select(type_coerce(Ticket.kind, String), type_coerce(Ticket.state, String),
                    type_coerce(Ticket.review_outcome, String), Ticket.complaint_object,
                    day(Ticket.created_at, "created"), day(Ticket.accepted_at, "accepted"),
@@ -375,7 +433,7 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
                    case((CallbackRequest.id.is_not(None), 1), else_=0).label("visit_due"),
                    Ticket.visit_satisfaction)
             .outerjoin(CallbackRequest, visit)
-            .where(Ticket.created_at >= lo, Ticket.created_at < hi))
+            .where(or_(*(and_(Ticket.created_at >= lo, Ticket.created_at < hi) for lo, hi in runs))))
     if hotline:
         base = base.where(Ticket.hotline == hotline)
     # OFFSET 0 as in _calls_base: merged into the GROUP BY, each day (and the first-移交 look-up) was
@@ -386,19 +444,11 @@ async def ticket_groups(session: AsyncSession, lo: datetime, hi: datetime, zone:
     # Core rows from the session's connection: the ORM's result loading cost more than the query's grouping
     # (some 18 000 groups a month at 1 000 000 tickets).
     connection = await session.connection()
-    rows = (await connection.execute(select(*columns, func.count()).group_by(*columns))).all()
-    # A few hundred distinct days among the rows: each becomes its local noon once, then a dict look-up.
-    noon = dt.time(12)
-    at: dict[Any, datetime | None] = {value: None if value is None else datetime.combine(_day(value), noon, zone)
-                                      for value in {value for row in rows for value in row[4:9]}}
-    return [TicketFact(kind, state, at[created], at[accepted], at[closed], at[handed_at], at[transferred],
-                       review, obj, hotline or None, bool(visit_due), grade, count=n)
-            for kind, state, review, obj, created, accepted, closed, handed_at, transferred, visit_due, grade, n
-            in rows]
+    return [list(row) for row in await connection.execute(select(*columns, func.count()).group_by(*columns))]
 
 
-# A report holds up to four of the pool's connections at once (``session``'s, the two ticket halves', the
-# day store's writer). Reports started side by side each holding some and waiting for the rest emptied the
+# A report holds up to four of the pool's connections at once (``session``'s, the tickets', a day store's
+# writer for each). Reports started side by side each holding some and waiting for the rest emptied the
 # pool (core.db: 5 + 10 overflow) and every one of them failed after the pool's 30 s: at most this many are
 # computed at once in a process, the others wait their turn without holding any.
 REPORTS_AT_ONCE = 2
@@ -420,20 +470,15 @@ async def _load_report(session: AsyncSession, start: date, end: date, zone: tzin
     settings = settings or KpiSettings()
     lo, hi = local_bounds(start, end, zone)
     await _no_jit(session)
-    # The tickets are read in two halves of the period on two connections of their own (``session`` is one of
-    # core.db.Database's, bound to its engine) while the calls are read on this one: the ticket grouping is
-    # the longest part (the calls' finished days come from report_call_days), so it is what the two cores
-    # share (SQLite's WAL and PostgreSQL both let readers run side by side; the halves' groups add up, a
-    # group in both halves is two rows with their counts). Each statement already saw its own snapshot
-    # (autocommit reads on SQLite, READ COMMITTED on PostgreSQL), so the figures are what one connection gave.
-    middle = lo + (hi - lo) / 2
-    async with AsyncSession(session.bind) as early, AsyncSession(session.bind) as late:
-        await _no_jit(early)
-        await _no_jit(late)
-        first, second, call_tally = await asyncio.gather(
-            ticket_groups(early, lo, middle, zone, hotline), ticket_groups(late, middle, hi, zone, hotline, lo),
-            tally(session, lo, hi, zone, hotline, settings))
-    tickets = first + second
+    # The tickets are read on a connection of their own (``session`` is one of core.db.Database's, bound to
+    # its engine) while the calls are read on this one: both are mostly stored finished days, but today's
+    # (and a day a change made stale) are grouped now, and that is what the two cores share (SQLite's WAL and
+    # PostgreSQL both let readers run side by side). Each statement already saw its own snapshot (autocommit
+    # reads on SQLite, READ COMMITTED on PostgreSQL), so the figures are what one connection gave.
+    async with AsyncSession(session.bind) as other:
+        await _no_jit(other)
+        tickets, call_tally = await asyncio.gather(ticket_groups(other, lo, hi, zone, hotline),
+                                                   tally(session, lo, hi, zone, hotline, settings))
     facts = Facts(start, end, zone, tickets=tickets, previous_calls=await previous_calls(session, start, end, zone, hotline),
                   as_of=min(end, today) if today else end, agent_names=agent_names or {}, call_tally=call_tally)
     return compute(facts, settings)

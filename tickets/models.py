@@ -24,10 +24,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    delete,
+    event,
+    inspect,
+    or_,
+    select,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from core.calls import SUMMARY_GRACE, CallbackRequest, DaySummary
 from core.db import Base, UTCDateTime, utcnow
 from core.models import Unit
 from tickets.vocabulary import (
@@ -227,6 +233,53 @@ class TicketAction(Base):
     @property
     def state_label(self) -> str:
         return STATE_LABELS[self.state]
+
+
+# The tracking log's action the report's 2-working-day handover figure (004 Table 1 item 15) reads.
+HANDOVER_ACTION = "移交"
+
+
+class TicketDaySummary(DaySummary):
+    """A finished local day's ticket rows for the service-quality report (quality.kpi_sql.ticket_groups: the
+    tickets registered that day, one row per distinct set of facts and days, with its count).
+
+    One writer, the report, as for the calls (core.calls.CallDaySummary): the days that ended at least
+    SUMMARY_GRACE ago, under a lock that waits for in-flight changes. A ticket goes on changing for weeks
+    (受理, 移交, closing, 回访), so every change of a ticket registered before now - SUMMARY_GRACE, every 移交
+    step and every 回访 task made or removed deletes the summaries of the day the ticket was registered on,
+    in the same transaction (:func:`forget_ticket_days`, the ORM's flush for any writer): that day is
+    computed again by the next report, the others are read. Today's tickets are never in a summary."""
+
+    __tablename__ = "report_ticket_days"
+    __table_args__ = (Index("uq_report_ticket_days_key", "hotline", "variant", "lo", "hi", unique=True),
+                      Index("ix_report_ticket_days_lo", "lo"))
+
+
+@event.listens_for(Session, "after_flush")
+def forget_ticket_days(session: Session, _context: object) -> None:
+    """Deletes the ticket-day summaries a flush's changes make stale (see TicketDaySummary)."""
+    horizon = utcnow() - SUMMARY_GRACE
+    moments: set[datetime] = set()
+    ticket_ids: set[int] = set()
+    numbers: set[str] = set()
+    for record in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(record, Ticket):
+            history = inspect(record).attrs.created_at.history  # the old day too, were it corrected
+            moments.update(m for m in (*history.added, *history.unchanged, *history.deleted)
+                           if m is not None and m < horizon)
+        elif isinstance(record, TicketAction) and record.action == HANDOVER_ACTION:
+            ticket_ids.add(record.ticket_id)
+        elif (isinstance(record, CallbackRequest) and record not in session.dirty and record.source == "visit"
+              and record.ticket_number):  # a 回访 task made or removed (its status is not in the report)
+            numbers.add(record.ticket_number)
+    if not (moments or ticket_ids or numbers):
+        return
+    covers = [(TicketDaySummary.lo <= m) & (TicketDaySummary.hi > m) for m in moments]
+    if ticket_ids or numbers:
+        covers.append(select(1).where(or_(Ticket.id.in_(ticket_ids), Ticket.number.in_(numbers)),
+                                      Ticket.created_at < horizon, TicketDaySummary.lo <= Ticket.created_at,
+                                      TicketDaySummary.hi > Ticket.created_at).exists())
+    session.connection().execute(delete(TicketDaySummary).where(or_(*covers)))
 
 
 class Evidence(Base):

@@ -20,7 +20,15 @@ from core.db import Database
 from core.models import Role, Unit, User
 from cti.models import CallbackRequest, CallRecord
 from tickets import dispatch, rules
-from tickets.models import Evidence, Reminder, Ticket, TicketAction, TicketCall, TicketCounter
+from tickets.models import (
+    Evidence,
+    Reminder,
+    Ticket,
+    TicketAction,
+    TicketCall,
+    TicketCounter,
+    TicketDaySummary,
+)
 from tickets.notify_models import Firing, Message, MessageRead, Notice
 
 
@@ -32,8 +40,8 @@ def shipped_rules():
     rules.check_rules(None)
     yield
 
-# CallDaySummary: the wipe's DELETEs bypass the ORM flush that forgets a changed day's call summary.
-TABLES = (CallDaySummary, AdminChange, MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
+# The day summaries: the wipe's DELETEs bypass the ORM flushes that forget a changed day's summaries.
+TABLES = (CallDaySummary, TicketDaySummary, AdminChange, MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
           CallbackRequest, CallRecord, User, Unit)
 
 

@@ -18,7 +18,7 @@ from core.db import Database
 from cti.models import CallbackRequest, CallRecord
 from quality import kpi, kpi_sql
 from quality.kpi import CallFact, Facts, KpiSettings, Outcome
-from tickets.models import Kind, State, Ticket, TicketAction
+from tickets.models import Kind, State, Ticket, TicketAction, TicketDaySummary
 
 ZONE = ZoneInfo("Asia/Shanghai")
 START, END = dt.date(2025, 3, 3), dt.date(2025, 3, 16)   # Monday 3 to Sunday 16 March 2025
@@ -327,6 +327,101 @@ async def test_a_day_is_stored_only_after_an_uncommitted_change_of_its_calls_com
     again = await report()  # from the stored days
     for r in (first, again):
         assert (r["answering_rate"].numerator, r["answering_rate"].denominator) == (1, 1)
+
+
+async def test_a_ticket_changed_after_its_day_was_stored_moves_the_next_report_by_exactly_its_change(
+        db: Database, units):
+    """The report stores finished days' ticket rows (report_ticket_days); each later change of a ticket of
+    such a day, written through the ORM as the workflow writes it (a closing, a 移交 step alone, a 回访 task,
+    a corrected registration time), moves the next report by exactly that change, as the row-by-row reference
+    computes it; and a day is not stored from under a change that has not committed yet."""
+    centre = units["callcentre"]
+
+    def ticket(n: int, kind: Kind, state: State, created: str, accepted: str | None = None,
+               closed: str | None = None) -> Ticket:
+        return Ticket(number=f"2025030{n}10001", kind=kind, state=state, hotline="12301", unit_id=centre.id,
+                      unit_path=centre.path, centre_unit_id=centre.id, created_at=local(created),
+                      accepted_at=accepted and local(accepted), closed_at=closed and local(closed))
+
+    async with db.transaction() as session:  # 1 and 2 registered on the 3rd, 3 on the 5th
+        session.add_all([ticket(1, Kind.COMPLAINT, State.ACCEPTED, "2025-03-03", "2025-03-04"),
+                         ticket(2, Kind.COMPLAINT, State.PENDING, "2025-03-03"),
+                         ticket(3, Kind.REPORT, State.SETTLED, "2025-03-05", "2025-03-06", "2025-03-10")])
+
+    async def both() -> kpi.Report:
+        async with db.session() as session:
+            by_sql = await kpi_sql.load_report(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1))
+            rows = kpi.compute(await kpi.load_facts(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1)))
+        for sql, row in zip(by_sql.figures, rows.figures, strict=True):
+            assert (sql.numerator, sql.denominator, sql.value) == (row.numerator, row.denominator, row.value), sql
+        return by_sql
+
+    def figure(report: kpi.Report, key: str) -> tuple:
+        return report[key].numerator, report[key].denominator
+
+    async def stored() -> int:
+        async with db.session() as session:
+            return await session.scalar(select(func.count()).select_from(TicketDaySummary))
+
+    async def one(number: str, session) -> Ticket:
+        return await session.scalar(select(Ticket).where(Ticket.number == number))
+
+    first = await both()
+    assert await stored() == 14  # every day of the fortnight is finished: all stored
+    # 答复率/办结率: 1 and 3 accepted, 3 settled; item 14: 1 and 3 in time, 2 pending for months; item 17: 3
+    # finished 2 working days after 受理; item 15: nothing handed over; no 回访 due.
+    assert figure(first, "ending_rate") == (1, 2) and figure(first, "accepted_within_5") == (2, 3)
+    assert figure(first, "finished_within_60") == (1, 1) and figure(first, "handed_over_within_2") == (0, 0)
+    assert figure(first, "return_visit_rate") == (0, 0)
+    assert (await both())["ending_rate"].numerator == 1  # read back from the stored days: the same
+
+    async with db.transaction() as session:  # ticket 1 is closed (调解) on the 12th
+        t1 = await one("2025030110001", session)
+        t1.state, t1.closed_at = State.MEDIATED, local("2025-03-12")
+    closed = await both()
+    assert figure(closed, "ending_rate") == (2, 2)  # exactly the one closing more
+    assert figure(closed, "finished_within_60") == (2, 2)  # 6 working days after 受理 (the 4th)
+    assert figure(closed, "handed_over_within_2") == (0, 0)
+
+    async with db.transaction() as session:  # a 移交 step for ticket 2, the ticket row itself left alone
+        t2 = await one("2025030210001", session)
+        session.add(TicketAction(ticket_id=t2.id, action="移交", operator_name="处理单位", at=local("2025-03-04"),
+                                 state=State.HANDED_OVER))
+    handed = await both()
+    assert figure(handed, "handed_over_within_2") == (1, 1)  # the 4th, 1 working day after the 3rd
+    assert figure(handed, "ending_rate") == (2, 2)
+
+    async with db.transaction() as session:  # closing ticket 3 made a 回访 task (tickets.return_visits)
+        session.add(CallbackRequest(call_id="visit-2025030310001", number="13800000003", hotline="12301", source="visit",
+                                    ticket_number="2025030310001"))
+    visit = await both()
+    assert figure(visit, "return_visit_rate") == (0, 1)
+
+    async with db.transaction() as session:  # ticket 3's registration corrected into the period's end
+        (await one("2025030310001", session)).created_at = local("2025-03-16")
+    moved = await both()
+    assert figure(moved, "return_visit_rate") == (0, 1) and figure(moved, "ending_rate") == (2, 2)
+    async with db.session() as session:
+        facts = await kpi.load_facts(session, START, END, ZONE, "12301")
+    assert sorted(f.created_at.astimezone(ZONE).date().day for f in facts.tickets) == [3, 3, 16]
+    assert await stored() == 14  # the changed days computed again and stored
+
+    async with db.transaction() as session:  # ticket 2 accepted on the 5th: its day is to be computed again
+        t2 = await one("2025030210001", session)
+        t2.state, t2.accepted_at = State.ACCEPTED, local("2025-03-05")
+    async with db.transaction() as changer:  # and closed by a change not committed yet when the report runs
+        t2 = await one("2025030210001", changer)
+        t2.state, t2.closed_at = State.MEDIATED, local("2025-03-07")
+        await changer.flush()  # written and forget_ticket_days run, not committed
+
+        async def report() -> kpi.Report:
+            async with db.session() as session:
+                return await kpi_sql.load_report(session, START, END, ZONE, "12301", today=dt.date(2026, 1, 1))
+        pending = asyncio.create_task(report())
+        done, _ = await asyncio.wait({pending}, timeout=1.0)
+        assert not done, "the report stored its days without waiting for the open change"
+    for r in (await pending, await both()):  # computed after the commit, then from the stored days
+        assert figure(r, "ending_rate") == (3, 3) and figure(r, "accepted_within_5") == (3, 3)
 
 
 def test_occupancy_counts_handling_against_logged_in_time():
