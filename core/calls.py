@@ -131,6 +131,9 @@ class DaySummary(Base):
     lo: Mapped[datetime] = mapped_column(UTCDateTime)  # the local day's bounds as UTC instants (the zone's)
     hi: Mapped[datetime] = mapped_column(UTCDateTime)
     groups: Mapped[list] = mapped_column(JSON)
+    # Unique per stored row (never reused as SQLite may reuse a deleted row's id): a process keeps the rows it
+    # read by stamp (quality.kpi_sql).
+    stamp: Mapped[str] = mapped_column(String(32), index=True, unique=True)
 
 
 class CallDaySummary(DaySummary):

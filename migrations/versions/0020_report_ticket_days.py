@@ -1,4 +1,5 @@
-"""report_ticket_days: finished days' ticket rows for the service-quality report (issue 16, report bench)
+"""report_ticket_days: finished days' ticket rows for the service-quality report (issue 16, report bench);
+a stamp per stored day (both tables), by which a process keeps the days it has read
 
 Written by the report (quality.kpi_sql.ticket_groups), deleted by any change of a ticket registered that day,
 a 移交 step or a 回访 task made or removed (the ORM flush hook tickets.models.forget_ticket_days). Starts
@@ -30,10 +31,19 @@ def upgrade() -> None:
         sa.Column('lo', UTCDateTime(), nullable=False),
         sa.Column('hi', UTCDateTime(), nullable=False),
         sa.Column('groups', sa.JSON(), nullable=False),
+        sa.Column('stamp', sa.String(32), nullable=False),
     )
     op.create_index('uq_report_ticket_days_key', 'report_ticket_days', ['hotline', 'variant', 'lo', 'hi'], unique=True)
     op.create_index('ix_report_ticket_days_lo', 'report_ticket_days', ['lo'])
+    op.create_index('ix_report_ticket_days_stamp', 'report_ticket_days', ['stamp'], unique=True)
+    # The stored call days are a cache the next report makes again: emptied rather than given made-up stamps.
+    op.execute("DELETE FROM report_call_days")
+    op.add_column('report_call_days', sa.Column('stamp', sa.String(32), nullable=False, server_default=''))
+    op.create_index('ix_report_call_days_stamp', 'report_call_days', ['stamp'], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_report_call_days_stamp', 'report_call_days')
+    with op.batch_alter_table('report_call_days') as batch:
+        batch.drop_column('stamp')
     op.drop_table('report_ticket_days')
