@@ -152,6 +152,16 @@ class CallDaySummary(DaySummary):
                       Index("ix_report_call_days_lo", "lo"))
 
 
+class CallWaitSummary(DaySummary):
+    """A finished local day's arrival waits of its answered calls (``groups``: [[day, [waits]]]), from which
+    the report finds its 90th percentile without sorting the month's calls; stored and forgotten exactly as
+    CallDaySummary (its own table: the two are read and counted apart)."""
+
+    __tablename__ = "report_call_waits"
+    __table_args__ = (Index("uq_report_call_waits_key", "hotline", "variant", "lo", "hi", unique=True),
+                      Index("ix_report_call_waits_lo", "lo"))
+
+
 # Hang-up causes of a call the platform cut off, not the citizen: written by the CTI's crash handling
 # (cti.crash), read by the report, which counts such a call as 系统故障中断 rather than as an abandon.
 RESTART_CAUSE = "asterisk_restart"  # Asterisk restarted under the call
@@ -180,11 +190,12 @@ def forget_call_days(session: Session, _context: Any) -> None:
             callbacks.add(record.call_id)
     if not moments and not callbacks:
         return
-    covers = [(CallDaySummary.lo <= m) & (CallDaySummary.hi > m) for m in moments]
-    if callbacks:
-        covers.append(select(1).where(CallRecord.call_id.in_(callbacks), CallDaySummary.lo <= CallRecord.started_at,
-                                      CallDaySummary.hi > CallRecord.started_at).exists())
-    session.connection().execute(delete(CallDaySummary).where(or_(*covers)))
+    for model in (CallDaySummary, CallWaitSummary):
+        covers = [(model.lo <= m) & (model.hi > m) for m in moments]
+        if callbacks:
+            covers.append(select(1).where(CallRecord.call_id.in_(callbacks), model.lo <= CallRecord.started_at,
+                                          model.hi > CallRecord.started_at).exists())
+        session.connection().execute(delete(model).where(or_(*covers)))
 
 
 class CallbackStatus(enum.StrEnum):

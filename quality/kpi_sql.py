@@ -12,6 +12,7 @@ report_ticket_days) and read back; a change of a call or ticket deletes its day'
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import math
 import secrets
@@ -43,7 +44,15 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import satisfaction as grades
-from core.calls import CUT_OFF_CAUSES, SUMMARY_GRACE, CallbackRequest, CallDaySummary, CallRecord, DaySummary
+from core.calls import (
+    CUT_OFF_CAUSES,
+    SUMMARY_GRACE,
+    CallbackRequest,
+    CallDaySummary,
+    CallRecord,
+    CallWaitSummary,
+    DaySummary,
+)
 from core.db import utcnow
 from quality.kpi import (
     GBT_ANSWER_SECONDS,
@@ -398,14 +407,43 @@ async def tally(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo,
     t.days = [days[day] for day in sorted(days)]
     t.agents = dict(sorted(t.agents.items()))
     if t.counted_answered:
-        t.wait_p90 = await _wait_p90(session, lo, hi, hotline, t)
+        t.wait_p90 = await _wait_p90(session, lo, hi, zone, hotline, t)
     return t
 
 
-async def _wait_p90(session: AsyncSession, lo: datetime, hi: datetime, hotline: str, t: CallTally) -> float | None:
+# The answered calls' arrival waits, per finished day, sorted (report_call_waits, forgotten with the day's
+# call groups): the 90th percentile's place is then found here.
+WAITS = "w1"
+
+
+def _wait_rows(zone: tzinfo, hotline: str) -> _DayRows:
+    """[day, the waits of its answered calls] per day; read back as each day's waits, sorted."""
+
+    async def compute(session: AsyncSession, days: Days) -> Rows:
+        runs = _runs(days)
+        day = _local_day(session.bind.dialect.name, CallRecord.started_at, zone, runs[0][0])
+        query = select(day, CallRecord.arrival_wait).where(
+            CallRecord.direction == "inbound", CallRecord.answered_at.is_not(None),
+            CallRecord.arrival_wait.is_not(None),
+            or_(*(and_(CallRecord.started_at >= lo, CallRecord.started_at < hi) for lo, hi in runs)))
+        if hotline:
+            query = query.where(CallRecord.hotline == hotline)
+        by_day: dict[date | None, list[float]] = {}
+        for value, wait in await session.execute(query):
+            by_day.setdefault(_day(value), []).append(wait)
+        return [[d, waits] for d, waits in by_day.items()]
+
+    return _DayRows(CallWaitSummary, WAITS, compute, lambda row: row[0],
+                    lambda row: [row[0].isoformat(), row[1]], lambda rows: [sorted(row[1]) for row in rows])
+
+
+async def _wait_p90(session: AsyncSession, lo: datetime, hi: datetime, zone: tzinfo, hotline: str,
+                    t: CallTally) -> float | None:
     """The nearest-rank 90th percentile of the answered calls' arrival waits (answered calls are always
     counted: short abandons are unanswered). The wait histogram already says which bin holds that rank, so
-    only that bin's waits are sorted, not the whole month's (the same value: the same order within it)."""
+    only that bin's waits are sorted, not the whole month's (the same value: the same order within it): from
+    the days' stored waits, or by the database when they do not add up to the histogram's bin (a change
+    between the two reads; answered calls without their wait, which the database sorts in its own place)."""
     rank = min(t.counted_answered - 1, max(0, math.ceil(0.9 * t.counted_answered) - 1))
     wait = CallRecord.arrival_wait
     query = select(wait).where(CallRecord.direction == "inbound", CallRecord.started_at >= lo,
@@ -416,6 +454,11 @@ async def _wait_p90(session: AsyncSession, lo: datetime, hi: datetime, hotline: 
         below = 0
         for (low, high, _label), n in zip(WAIT_BINS, t.histogram, strict=True):
             if rank < below + n:
+                days = await _day_rows(session, _wait_rows(zone, hotline), lo, hi, zone, hotline)
+                chosen = [w for waits in days for w in waits[bisect.bisect_left(waits, low):(
+                    bisect.bisect_left(waits, high) if math.isfinite(high) else len(waits))]]
+                if len(chosen) == n:
+                    return sorted(chosen)[rank - below]
                 query = query.where(wait >= low, *((wait < high,) if math.isfinite(high) else ()))
                 rank -= below
                 break

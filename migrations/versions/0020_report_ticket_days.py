@@ -1,9 +1,10 @@
-"""report_ticket_days: finished days' ticket rows for the service-quality report (issue 16, report bench);
-a stamp per stored day (both tables), by which a process keeps the days it has read
+"""report_ticket_days, report_call_waits: finished days' ticket rows and answered calls' waits for the
+service-quality report (issue 16, report bench); a stamp per stored day, by which a process keeps the days
+it has read
 
-Written by the report (quality.kpi_sql.ticket_groups), deleted by any change of a ticket registered that day,
-a 移交 step or a 回访 task made or removed (the ORM flush hook tickets.models.forget_ticket_days). Starts
-empty: the first report of a period computes and stores its days.
+Written by the report (quality.kpi_sql), deleted by any change of a ticket registered that day, a 移交 step
+or a 回访 task made or removed (the ORM flush hook tickets.models.forget_ticket_days), and by any change of an
+old call (core.calls.forget_call_days). Start empty: the first report of a period computes and stores its days.
 
 Revision ID: 0020
 Revises: 0019
@@ -22,20 +23,21 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        'report_ticket_days',
-        sa.Column('id', sa.Integer(), primary_key=True),
-        sa.Column('hotline', sa.String(16), nullable=False),
-        sa.Column('variant', sa.String(64), nullable=False),
-        sa.Column('day', sa.Date(), nullable=False),
-        sa.Column('lo', UTCDateTime(), nullable=False),
-        sa.Column('hi', UTCDateTime(), nullable=False),
-        sa.Column('groups', sa.JSON(), nullable=False),
-        sa.Column('stamp', sa.String(32), nullable=False),
-    )
-    op.create_index('uq_report_ticket_days_key', 'report_ticket_days', ['hotline', 'variant', 'lo', 'hi'], unique=True)
-    op.create_index('ix_report_ticket_days_lo', 'report_ticket_days', ['lo'])
-    op.create_index('ix_report_ticket_days_stamp', 'report_ticket_days', ['stamp'], unique=True)
+    for table in ('report_ticket_days', 'report_call_waits'):
+        op.create_table(
+            table,
+            sa.Column('id', sa.Integer(), primary_key=True),
+            sa.Column('hotline', sa.String(16), nullable=False),
+            sa.Column('variant', sa.String(64), nullable=False),
+            sa.Column('day', sa.Date(), nullable=False),
+            sa.Column('lo', UTCDateTime(), nullable=False),
+            sa.Column('hi', UTCDateTime(), nullable=False),
+            sa.Column('groups', sa.JSON(), nullable=False),
+            sa.Column('stamp', sa.String(32), nullable=False),
+        )
+        op.create_index(f'uq_{table}_key', table, ['hotline', 'variant', 'lo', 'hi'], unique=True)
+        op.create_index(f'ix_{table}_lo', table, ['lo'])
+        op.create_index(f'ix_{table}_stamp', table, ['stamp'], unique=True)
     # The stored call days are a cache the next report makes again: emptied rather than given made-up stamps.
     op.execute("DELETE FROM report_call_days")
     op.add_column('report_call_days', sa.Column('stamp', sa.String(32), nullable=False, server_default=''))
@@ -46,4 +48,5 @@ def downgrade() -> None:
     op.drop_index('ix_report_call_days_stamp', 'report_call_days')
     with op.batch_alter_table('report_call_days') as batch:
         batch.drop_column('stamp')
+    op.drop_table('report_call_waits')
     op.drop_table('report_ticket_days')

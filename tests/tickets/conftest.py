@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.orm import selectinload
 
 from core.admin_audit import AdminChange
-from core.calls import CallDaySummary
+from core.calls import CallDaySummary, CallWaitSummary
 from core.db import Database
 from core.models import Role, Unit, User
 from cti.models import CallbackRequest, CallRecord
@@ -41,7 +41,7 @@ def shipped_rules():
     yield
 
 # The day summaries: the wipe's DELETEs bypass the ORM flushes that forget a changed day's summaries.
-TABLES = (CallDaySummary, TicketDaySummary, AdminChange, MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
+TABLES = (CallDaySummary, CallWaitSummary, TicketDaySummary, AdminChange, MessageRead, Message, Notice, Firing, Reminder, Evidence, TicketCall, TicketAction, Ticket, TicketCounter,
           CallbackRequest, CallRecord, User, Unit)
 
 
