@@ -257,6 +257,11 @@ _READ_DAYS: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
 READ_DAYS_KEPT = 2000
 
 
+def forget_read_days() -> None:
+    """Drops the stored days read so far (the next report reads them from the database again)."""
+    _READ_DAYS.clear()
+
+
 def _remember(key: tuple[str, str, str], value: list[Any]) -> None:
     _READ_DAYS[key] = value
     while len(_READ_DAYS) > READ_DAYS_KEPT:
