@@ -171,7 +171,7 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
     latencies: list[float] = []
     ami_floor.clear()
     for service, metric in (("cti", "event_lag"), ("cti", "event_own"), ("ivr", "agi_rtt"), ("cti", "gc_pause"),
-                            ("cti", "loop_delay")):
+                            ("cti", "loop_delay"), ("cti", "pop_lag")):
         await clear_samples(redis, service, metric)
     for counter in {id(c): c for c in [same_classes, *(counters or [])]}.values():
         counter.reset()
@@ -208,6 +208,12 @@ async def _phase(settings, ami, redis, calls: int, label: str, report: Report, a
                f"p50 {percentile(own, 50):.1f} ms, p99 {percentile(own, 99):.1f} ms",
                f"Asterisk's delivery of the same classes' events, as above: p99 {percentile(floor, 99):.1f} ms",
                f"event read off the AMI socket -> handled (record written, pop published); {len(own)} events")
+    published = await read_samples(redis, "cti", "pop_lag")
+    report.add("ring-to-pop", f"AgentCalled -> pop on the live-event stream, the CTI's part ({label})",
+               f"p50 {percentile(published, 50):.1f} ms, p95 {percentile(published, 95):.1f} ms, "
+               f"p99 {percentile(published, 99):.1f} ms",
+               f"AMI delivery alone p50 {percentile(ami_floor, 50):.1f} ms, p99 {percentile(ami_floor, 99):.1f} ms",
+               f"{len(published)} pops; the rest of ring-to-pop is Redis, the desk and its SSE")
     pauses = await read_samples(redis, "cti", "gc_pause")
     late = await read_samples(redis, "cti", "loop_delay")
     report.add("cti", f"CTI's event loop: timer wake-up delay and garbage-collection pauses ({label})",

@@ -119,7 +119,11 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
     if settings.clustered:  # the SIP front door; single node: none
         programs["kamailio"] = shlex.join(kamailio.command(settings))
     if settings.runs_own_redis:
-        programs["redis"] = shlex.join(redis_server_command(settings, var / "redis"))
+        redis = redis_server_command(settings, var / "redis")
+        if "redis" in settings.priority.realtime:
+            # Its main thread real-time; its snapshot child and background threads (--reset-on-fork) ordinary.
+            redis = ["chrt", "--rr", "--reset-on-fork", str(settings.priority.realtime_priority), *redis]
+        programs["redis"] = shlex.join(redis)
     for service in SERVICES:
         programs[service] = f"{PYTHON} -m {service}"
     programs["logrotate"] = f"{PYTHON} -m core.logrotate"  # Asterisk's messages, queue_log, Master.csv

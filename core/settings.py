@@ -401,9 +401,9 @@ class PrioritySettings:
             nice = getattr(self, service)
             if not -20 <= nice <= 19:
                 raise ConfigError(f"[priority] {service} = {nice}：nice 值应在 -20 到 19 之间")
-        unknown = [name for name in self.realtime if name not in services]
+        unknown = [name for name in self.realtime if name not in (*services, "redis")]
         if unknown:
-            raise ConfigError(f"[priority] realtime 中有未知的服务 {', '.join(unknown)}（可用：{', '.join(services)}）")
+            raise ConfigError(f"[priority] realtime 中有未知的服务 {', '.join(unknown)}（可用：{', '.join(services)}, redis）")
         # 1 … 99 is the kernel's range; a low value keeps these services below the kernel's own RT threads.
         if not 1 <= self.realtime_priority <= 99:
             raise ConfigError(f"[priority] realtime_priority = {self.realtime_priority}：实时优先级应在 1 到 99 之间")

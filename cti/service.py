@@ -75,7 +75,7 @@ async def main(settings: Settings, stop: asyncio.Event) -> None:
     timings.watch_gc()
     counters = Counters("cti")
     redis_away = Breaker()
-    live = LiveEvents(redis, redis_away, counters, log)
+    live = LiveEvents(redis, redis_away, counters, log, timings=timings)
     publish = live.publish
     unsent = live.unsent
     agent_for_phone = agent_lookup(redis, redis_away)
@@ -363,7 +363,9 @@ class LiveEvents:
     """Publishes the CTI's live events; while Redis is away they wait in order and are re-sent once it is
     back. Nothing is dropped without a log line with its call id and a count in `./hotline status`."""
 
-    def __init__(self, redis, redis_away: Breaker, counters: Counters, log, limit: int = UNSENT_LIMIT) -> None:
+    def __init__(self, redis, redis_away: Breaker, counters: Counters, log, limit: int = UNSENT_LIMIT,
+                 timings: LatencySamples | None = None) -> None:
+        self.timings = timings
         self.redis = redis
         self.redis_away = redis_away
         self.counters = counters
@@ -379,7 +381,7 @@ class LiveEvents:
         try:
             await self.resend()  # keep the order: nothing overtakes what is still waiting
             await ev.publish(self.redis, event)
-            pop_delivered(event, time.time())
+            self._delivered(event)
         except Exception as exc:  # noqa: BLE001 - the record is in the database; sent when Redis is back
             self.log.warning("publish_failed", event_name=event.name, call_id=_call_of(event), error=str(exc))
             self.counters.add("event_publish_failed")
@@ -398,8 +400,15 @@ class LiveEvents:
                 self.counters.add("pop_lost")
             else:
                 await ev.publish(self.redis, event)
-                pop_delivered(event, time.time())
+                self._delivered(event)
             self.unsent.popleft()
+
+    def _delivered(self, event: ev.Event) -> None:
+        now = time.time()
+        pop_delivered(event, now)
+        if self.timings is not None and isinstance(event, ev.ScreenPop) and event.agent_called_ts:
+            # AgentCalled's timestamp -> the pop on the live-event stream: the CTI's part of ring-to-pop.
+            self.timings.record("pop_lag", (now - event.agent_called_ts) * 1000)
 
     def _keep(self, event: ev.Event) -> None:
         if len(self.unsent) >= self.limit:
