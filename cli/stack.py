@@ -120,7 +120,7 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
         programs["kamailio"] = shlex.join(kamailio.command(settings))
     if settings.runs_own_redis:
         redis = redis_server_command(settings, var / "redis")
-        if "redis" in settings.priority.realtime:
+        if "redis" in settings.priority.realtime and _may_run_realtime():
             # Its main thread real-time; its snapshot child and background threads (--reset-on-fork) ordinary.
             redis = ["chrt", "--rr", "--reset-on-fork", str(settings.priority.realtime_priority), *redis]
         programs["redis"] = shlex.join(redis)
@@ -163,6 +163,17 @@ def supervisord_conf(settings: Settings, runtime: AsteriskRuntime) -> str:
             f"priority={10 if name.startswith('asterisk') or name in ('redis', 'kamailio') else 50}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _may_run_realtime() -> bool:
+    """Whether this process may start real-time programs (root or CAP_SYS_NICE): without it chrt would fail
+    and the program with it, so it runs ordinary instead (the Python services log realtime_not_taken)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (PermissionError, AttributeError):
+        return False
+    return shutil.which("chrt") is not None
 
 
 def supervisor_running(settings: Settings) -> bool:

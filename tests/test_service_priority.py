@@ -46,6 +46,12 @@ def test_every_service_and_each_of_its_threads_runs_at_its_configured_priority(s
     assert _nice(asterisk) == 0  # the media keeps the default; the services around it are placed by it
     assert priority.of("cti") < 0 < priority.of("recordings")  # the shipped defaults' order
     assert "cti" in priority.realtime and "recordings" not in priority.realtime
+    # Redis carries every pop and agent state: its main thread real-time, its other threads (and snapshot
+    # children) ordinary, by chrt --reset-on-fork.
+    redis = supervisorctl(stack.settings, "pid", "redis").stdout.strip()
+    assert "redis" in priority.realtime and redis.isdigit(), redis
+    assert (os.sched_getscheduler(int(redis)) & ~os.SCHED_RESET_ON_FORK) == os.SCHED_RR
+    assert os.sched_getparam(int(redis)).sched_priority == priority.realtime_priority
 
 
 @pytest.mark.parametrize("value", ["-21", "20"])
