@@ -1,8 +1,13 @@
-"""Cluster mode (issue 19 item 6c): Kamailio in front of two Asterisk nodes on this machine, and one lost.
+"""Cluster mode (issue 19 items 6b and 6c): Kamailio in front of two Asterisk nodes on this machine, one ACD
+across them, and one node lost.
 
 One throwaway two-node stack on PostgreSQL (`./hotline up --nodes 2`), bare echo calls on DID 10000 from
 the carrier address through Kamailio (the plain path: what the nodes and Kamailio cost, without the IVR):
 
+0. Kamailio's cost per call (6b): the same echo calls (``HOTLINE_BENCH_CLUSTER_CALLS``) to node1 straight
+   (from Kamailio's node-side address, the one node1 takes carrier calls from) and then through Kamailio with
+   node2 taken out of the dispatcher (``dispatcher.set_state d``), so Kamailio is in front of that one node:
+   CPU per call of Kamailio and node1, and call set-up (INVITE to 200 OK, SIPp's own timing) p50/p95 for both;
 1. calls carried: ``HOTLINE_BENCH_CLUSTER_CALLS`` calls (default 100, quick 20) started over 10 s and held
    10 s, SIPp's successes and failures, how many each node's own CDR has, and the CPU per call (ms) of
    Kamailio and of each node over the run;
@@ -10,6 +15,13 @@ the carrier address through Kamailio (the plain path: what the nodes and Kamaili
    Kamailio's dispatcher marks it down, when the first call begun after the kill is answered on node2
    (node2's own AMI events: the carrier channel's Newchannel and its Newstate Up, Asterisk's timestamps),
    and the calls begun after the kill: answered or failed (SIPp).
+
+Between 1 and 2, the ACD across the nodes (6c): ``HOTLINE_BENCH_CLUSTER_WAITING`` callers (default 100, quick
+20) call the 12301 general queue's own number through Kamailio (recording notice, recording, queue) while the
+bench's agents (made by the administration services, SIPp phones registered with Kamailio, talking 1 s) are
+signed in but not ready, so all of them wait over both nodes; then the agents press 就绪 and serve them all.
+Double rings and order inversions are counted from both nodes' own AMI events (sipdrivers/acd_events.py, the
+counting of tests/cti/test_cluster_acd.py): target 0.
 """
 
 from __future__ import annotations
@@ -22,15 +34,18 @@ import time
 from pathlib import Path
 
 from bench.capacity import _cpu_seconds, _pids
-from bench.live import BENCH_SETTINGS
+from bench.live import BENCH_SETTINGS, bench_agents, bench_phones
 from bench.report import Report
 from cli.supervisor import kill_and_keep_down, program_pid
 from core import kamailio
-from core.ami import AmiClient
+from core.ami import AmiClient, AmiNodes
 from core.asterisk_runtime import node_runtimes
+from core.redis import connect as redis_connect
 from cti.books import CDR_COLUMNS
+from sipdrivers.acd_events import NodeEvents
 from sipdrivers.browser import tone_file
 from sipdrivers.carrier import SIPP_DIR, run_citizen_calls
+from sipdrivers.phones import SippPhone, answer_then_hang_up
 
 SECTION = "cluster"
 PROXIED = SIPP_DIR / "citizen_proxied.xml"
@@ -38,6 +53,14 @@ RAMP_S = 10
 HOLD_MS = 10_000
 LOSS_RATE = 10  # new calls per second while node1 is killed
 LOSS_HOLD_MS = 3000
+ACD_QUEUE = "12301-general"
+ACD_TALK_MS = 1000
+WRAPUP_SECONDS = 1
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
 def _callers(phase: int, count: int) -> list[str]:
@@ -86,6 +109,111 @@ async def _carried(settings, runtimes, report: Report, speech: Path, calls: int)
                ", ".join(f"{part} {used[part] * 1000 / max(1, result.successful):.0f}" for part in used))
 
 
+async def _kamailio_cost(settings, runtimes, report: Report, speech: Path, calls: int) -> None:
+    """6b: the same echo calls to node1 straight and through Kamailio in front of node1 alone."""
+    node1, node2 = settings.node("node1"), settings.node("node2")
+    pids = _part_pids(settings)
+    rows = {}
+    for phase, label in ((3, "straight to node1"), (4, "through Kamailio")):
+        callers = _callers(phase, calls)
+        straight = phase == 3
+        before = {part: _cpu_seconds(p) for part, p in pids.items()}
+        result = await asyncio.to_thread(
+            run_citizen_calls, settings, "10000", "", callers, speech, hold_ms=HOLD_MS, rate=calls / RAMP_S,
+            timeout=RAMP_S + HOLD_MS / 1000 + 60, scenario=PROXIED, rtt=True,
+            source=settings.cluster.proxy_address if straight else None,
+            target=f"{node1.address}:{node1.sip_port}" if straight else None)
+        used = {part: (_cpu_seconds(p) - before[part]) * 1000 / max(1, result.successful) for part, p in pids.items()}
+        on_node2 = _cdr_answered(runtimes["node2"], set(callers))
+        rows[label] = (result, used, on_node2)
+        if straight:  # Kamailio in front of node1 alone: node2 out of the dispatcher for the next phase
+            await asyncio.to_thread(kamailio.rpc, settings, "dispatcher.set_state", "d", "1", kamailio.node_uri(node2))
+    await asyncio.to_thread(kamailio.rpc, settings, "dispatcher.set_state", "a", "1", kamailio.node_uri(node2))
+    await _wait_up(settings, "node2", True, 30)
+    for label, (result, used, on_node2) in rows.items():
+        times = result.response_ms
+        report.add(SECTION, f"Kamailio's cost: {calls} echo calls {label} (over {RAMP_S} s, held "
+                   f"{HOLD_MS // 1000} s)",
+                   f"set-up p50 {_percentile(times, 0.5):.0f} ms, p95 {_percentile(times, 0.95):.0f} ms; "
+                   f"{len(times)} of {calls} answered (200 OK), SIPp: {result.failed} failed",
+                   comparison=f"CPU per call: node1 {used['node1']:.0f} ms, Kamailio {used['kamailio']:.0f} ms",
+                   note=f"INVITE to 200 OK (SIPp); node2's CDR has {on_node2} of them")
+
+
+async def _acd(settings, report: Report, speech: Path, waiting: int, folder: Path) -> None:
+    """6c: ``waiting`` callers waiting over both nodes at once, then served by agents following the oldest."""
+    from cti import protocol
+
+    agents_count = 4 if waiting >= 50 else 2
+    extensions = [f"84{i:02d}" for i in range(1, agents_count + 1)]
+    redis = redis_connect(settings, "tools")
+    tools = AmiNodes.for_settings(settings, "tools")
+    front = type("Front", (), {"address": settings.sip.bind, "sip_port": settings.sip.port})
+    phones: list[SippPhone] = []
+    ids: list[int] = []
+    try:
+        passwords = await bench_phones(settings, redis, extensions)
+        ids = list((await bench_agents(settings, "acd", agents_count, "9", extensions)).values())
+        answer = str(answer_then_hang_up(folder, ACD_TALK_MS))
+        phones = [SippPhone(settings, ext, node=front, password=passwords[ext], answer=answer).start()
+                  for ext in extensions]
+        for ext in extensions:
+            await _until(lambda ext=ext: bool(kamailio.registered_contacts(settings, ext)), 30,
+                         f"{ext} registered with Kamailio")
+        await tools.connect()
+        seen = NodeEvents(tools, WRAPUP_SECONDS)
+
+        async def command(agent_id: int, action: str, **args: str) -> None:
+            await protocol.send(redis, "agent_state", {"agent_id": agent_id, "action": action, **args}, execution=30)
+
+        for agent_id, ext in zip(ids, extensions, strict=True):
+            await command(agent_id, "login", phone=ext)
+        callers = _callers(5, waiting)
+        calls = asyncio.create_task(asyncio.to_thread(
+            run_citizen_calls, settings, ACD_QUEUE, "", callers, speech, hold_ms=400_000, rate=10,
+            timeout=600, scenario=PROXIED))
+        wanted = set(callers)
+        await _until(lambda: len({e["CallerIDNum"] for e in seen.of("QueueCallerJoin")} & wanted) == waiting,
+                     waiting / 10 + 60, "every caller waiting")
+        joins = [e for e in seen.of("QueueCallerJoin") if e.get("CallerIDNum") in wanted]
+        per_node = {n: sum(1 for e in joins if e["node"] == n) for n in ("node1", "node2")}
+        began = time.monotonic()
+        for agent_id in ids:
+            await command(agent_id, "ready")
+        await _until(lambda: len(seen.connected(wanted)) == waiting, waiting * 3 + 60, "every caller answered")
+        served = time.monotonic() - began
+        doubles, inversions = seen.double_rings(), seen.order_inversions()
+        told = [a for a in seen.announcements() if (a["join"] or {}).get("CallerIDNum") in wanted]
+        report.add(SECTION, f"one ACD across the nodes: {waiting} callers waiting at once ({per_node['node1']} "
+                   f"on node1, {per_node['node2']} on node2), then served by {agents_count} agents",
+                   f"{len(inversions)} order inversions, {len(doubles)} double rings",
+                   comparison="target 0", note=f"counted from both nodes' AMI events; all answered in {served:.0f} s "
+                   f"(agents talk {ACD_TALK_MS // 1000} s, wrap-up {WRAPUP_SECONDS} s); {len(told)} position "
+                   "announcements counted over both nodes")
+        try:  # each caller's call ends in the survey after its agent hangs up
+            await asyncio.wait_for(asyncio.shield(calls), 180)
+        except TimeoutError:
+            pass  # SIPp's own -timeout ends the rest
+    finally:
+        for agent_id in ids:
+            try:
+                await protocol.send(redis, "agent_state", {"agent_id": agent_id, "action": "logout"}, execution=30)
+            except Exception:  # noqa: BLE001 - the stack goes away after the bench anyway
+                pass
+        for phone in phones:
+            phone.stop()
+        await tools.close()
+        await redis.aclose()
+
+
+async def _until(check, timeout: float, what: str) -> None:
+    began = time.monotonic()
+    while not check():
+        if time.monotonic() - began > timeout:
+            raise RuntimeError(f"{what}: not within {timeout:.0f} s")
+        await asyncio.sleep(0.25)
+
+
 async def _lost(settings, report: Report, speech: Path, quick: bool) -> None:
     survivor = settings.node("node2")
     events = AmiClient(settings, "tools", events="call", node=survivor)
@@ -129,13 +257,16 @@ async def _lost(settings, report: Report, speech: Path, quick: bool) -> None:
         await events.close()
 
 
-async def _cluster(settings, runtime, report: Report, calls: int, quick: bool, folder: Path) -> None:
+async def _cluster(settings, runtime, report: Report, calls: int, waiting: int, quick: bool, folder: Path) -> None:
     runtimes = node_runtimes(settings, runtime)
     for node in settings.nodes:
         await _wait_up(settings, node.name, True, 60)
     speech = tone_file(folder, "tone.ulaw", 440, 8000, ["-t", "raw", "-e", "u-law"], seconds=5)
     report.add(SECTION, "machine", f"{os.cpu_count()} cores, load " + " / ".join(f"{x:.1f}" for x in os.getloadavg()))
+    await _kamailio_cost(settings, runtimes, report, speech, calls)
     await _carried(settings, runtimes, report, speech, calls)
+    await _acd(settings, report, speech, waiting, folder)
+    report.add(SECTION, "machine after the runs", "load " + " / ".join(f"{x:.1f}" for x in os.getloadavg()))
     await _lost(settings, report, speech, quick)
 
 
@@ -144,8 +275,14 @@ def cluster(report: Report, quick: bool) -> None:
     from cli.stack import throwaway_stack
 
     calls = int(os.environ.get("HOTLINE_BENCH_CLUSTER_CALLS") or (20 if quick else 100))
+    waiting = int(os.environ.get("HOTLINE_BENCH_CLUSTER_WAITING") or (20 if quick else 100))
     with throwaway_postgresql(prefix="hotline-bench-cluster-pg-") as url:
-        overrides = {**BENCH_SETTINGS, "HOTLINE_CLUSTER_NODES": "2", "HOTLINE_DATABASE_URL": url}
+        # The queue's callers wait until the agents are ready (no voicemail offer meanwhile), and a wrap-up
+        # of 1 s (not the bench's 0: README, a wrap-up of 0 leaves app_queue a moment before the router).
+        # RTP ports for a few hundred calls per node (a throwaway stack's own range holds 40 calls).
+        overrides = {**BENCH_SETTINGS, "HOTLINE_CLUSTER_NODES": "2", "HOTLINE_DATABASE_URL": url,
+                     "HOTLINE_SIP_RTP_START": "40000", "HOTLINE_SIP_RTP_END": "44999",
+                     "HOTLINE_QUEUES_MAX_WAIT_SECONDS": "900", "HOTLINE_QUEUES_WRAPUP_SECONDS": str(WRAPUP_SECONDS)}
         with throwaway_stack(overrides, "hotline-bench-cluster-", say=lambda _line: None) as (settings, runtime), \
                 tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(_cluster(settings, runtime, report, calls, quick, Path(tmp)))
+            asyncio.run(_cluster(settings, runtime, report, calls, waiting, quick, Path(tmp)))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipdrivers.phones import SIPP_DIR, free_udp_block
@@ -25,17 +26,21 @@ class SippResult:
     successful: int
     failed: int
     output: str
+    response_ms: list[float] = field(default_factory=list)  # with ``rtt``: INVITE to 200 OK, per call
 
 
 def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_ulaw: Path,
                       hold_ms: int = 6000, delay_ms: int = 4000, rate: float = 1.0, limit: int | None = None,
                       timeout: float = 180, local_port: int | None = None, extra: list[str] | None = None,
                       cpus: str | None = None, scenario: Path = SCENARIO,
-                      fill: dict[str, str] | None = None, source: str | None = None) -> SippResult:
+                      fill: dict[str, str] | None = None, source: str | None = None,
+                      target: str | None = None, rtt: bool = False) -> SippResult:
     """Citizens from the carrier address, one call per caller number; ``cpus`` pins SIPp (taskset list);
     ``scenario``: another citizen behaviour in the same template (e.g. sipdrivers/scenarios/citizen_silent.xml),
     ``fill``: its own placeholders (e.g. ``{"survey": "1"}`` for sipdrivers/scenarios/citizen_survey.xml);
-    ``source``: call from this address instead of the carrier's (a stranger the platform must refuse)."""
+    ``source``: call from this address instead of the carrier's (a stranger the platform must refuse);
+    ``target``: ``address:port`` to call instead of the platform's SIP address (a cluster node directly);
+    ``rtt``: keep each call's set-up time (the scenario's ``rtd`` response: INVITE sent to 200 OK)."""
     carrier = source or settings.sip.carrier_address
     # Free ports on the carrier address by default (SIP, and media at +10 unless ``extra`` names -mp): test
     # sessions running side by side place carrier calls at the same time.
@@ -54,11 +59,11 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
         injection.write_text("SEQUENTIAL\n" + "".join(f"{c};\n" for c in callers))
         stats = Path(tmp) / "stats.csv"
         cmd = [
-            *(["taskset", "-c", cpus] if cpus else []), "sipp", f"{settings.sip.bind}:{settings.sip.port}", "-sf", str(scenario),
+            *(["taskset", "-c", cpus] if cpus else []), "sipp", target or f"{settings.sip.bind}:{settings.sip.port}", "-sf", str(scenario),
             "-s", did, "-i", carrier, "-p", str(local_port), "-mi", carrier,
             "-inf", str(injection), "-m", str(len(callers)), "-r", str(rate), "-l", str(limit or len(callers)),
             "-ci", "127.0.0.1", "-nostdin", "-nd", "-trace_stat", "-stf", str(stats), "-timeout", f"{int(timeout)}s",
-            "-timeout_error", *media, *(extra or []),
+            "-timeout_error", *media, *(["-trace_rtt", "-rtt_freq", "1"] if rtt else []), *(extra or []),
         ]
         proc = subprocess.run(cmd, cwd=speech_ulaw.parent, capture_output=True, text=True, timeout=timeout + 30)
         successful = failed = 0
@@ -69,7 +74,22 @@ def run_citizen_calls(settings, did: str, keys: str, callers: list[str], speech_
                 row = dict(zip(header, last, strict=False))
                 successful = int(row.get("SuccessfulCall(C)", 0) or 0)
                 failed = int(row.get("FailedCall(C)", 0) or 0)
-        return SippResult(proc.returncode, successful, failed, proc.stdout[-3000:] + proc.stderr[-3000:])
+        return SippResult(proc.returncode, successful, failed, proc.stdout[-3000:] + proc.stderr[-3000:],
+                          _response_times(speech_ulaw.parent, scenario.stem) if rtt else [])
+
+
+def _response_times(folder: Path, stem: str) -> list[float]:
+    """SIPp's -trace_rtt file (<scenario>_<pid>_rtt.csv in its working folder): one response time a line, in
+    whole ms; read and removed."""
+    times: list[float] = []
+    for path in folder.glob(f"{stem}_*_rtt.csv"):
+        rows = list(csv.reader(path.read_text().splitlines(), delimiter=";"))
+        if not rows:
+            continue
+        column = next((i for i, name in enumerate(rows[0]) if "response_time" in name.lower()), 1)
+        times += [float(row[column]) for row in rows[1:] if len(row) > column and row[column].strip()]
+        path.unlink()
+    return times
 
 
 def carrier_answering(settings, calls: int = 1, timeout_s: int = 120,

@@ -39,6 +39,17 @@ def _udp_free(address: str, port: int) -> bool:
     return True
 
 
+def answer_then_hang_up(folder: Path, talk_ms: int) -> Path:
+    """agent_answer_hangup.xml ending the call ``talk_ms`` after the answer, its BYE along the route set
+    Kamailio recorded (as a phone behind a proxy sends it); written into ``folder``."""
+    text = (SIPP_DIR / "agent_answer_hangup.xml").read_text()
+    bye = "      From: [$callee];tag="
+    assert 'timeout="12000"' in text and text.count(bye) == 1
+    target = folder / f"agent_answer_hangup_{talk_ms}.xml"
+    target.write_text(text.replace('timeout="12000"', f'timeout="{talk_ms}"').replace(bye, f"      [routes]\n{bye}"))
+    return target
+
+
 def free_udp_block(address: str = "127.0.0.1") -> int:
     """A base port whose SIPp ports (base + PORT_OFFSETS) are all free."""
     for base in random.sample(range(30000, 40000, 30), 200):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -39,7 +38,7 @@ from cti.announce import expected_wait, next_holdtime
 from cti.books import phone_of
 from sipdrivers.acd_events import NodeEvents
 from sipdrivers.carrier import SIPP_DIR, run_citizen_calls
-from sipdrivers.phones import SippPhone
+from sipdrivers.phones import SippPhone, answer_then_hang_up
 from tests.conftest import TEST_SETTINGS
 from tests.cti.test_kamailio_cluster import _closed, _contacts, speech  # noqa: F401 - speech: the fixture
 from tests.cti.test_two_nodes import _pops, sign_out_and_close
@@ -67,17 +66,6 @@ def cluster() -> Iterator[tuple[Any, Any]]:
             yield stack
 
 
-def _answer_then_hang_up(folder: Path, talk_ms: int) -> Path:
-    """agent_answer_hangup.xml ending the call ``talk_ms`` after the answer, its BYE along the route set
-    Kamailio recorded (as a phone behind a proxy sends it)."""
-    text = (SIPP_DIR / "agent_answer_hangup.xml").read_text()
-    bye = "      From: [$callee];tag="
-    assert 'timeout="12000"' in text and text.count(bye) == 1
-    target = folder / f"agent_answer_hangup_{talk_ms}.xml"
-    target.write_text(text.replace('timeout="12000"', f'timeout="{talk_ms}"').replace(bye, f"      [routes]\n{bye}"))
-    return target
-
-
 async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(cluster, speech, waiter, tmp_path):  # noqa: F811
     settings, runtime = cluster
     runtimes = node_runtimes(settings, runtime)
@@ -88,7 +76,7 @@ async def test_agents_on_kamailio_follow_the_oldest_caller_across_both_nodes(clu
     db, redis = Database(settings.database_url), redis_connect(settings, "tools")
     password = settings.secrets["demo_password"]
     front = SimpleNamespace(address=settings.sip.bind, sip_port=settings.sip.port)  # Kamailio
-    phones = {user: SippPhone(settings, phone, node=front, answer=str(_answer_then_hang_up(tmp_path, talk)))
+    phones = {user: SippPhone(settings, phone, node=front, answer=str(answer_then_hang_up(tmp_path, talk)))
               for user, (phone, talk) in AGENTS.items()}
     desks = {user: Desk(settings.web_url) for user in AGENTS}
     try:
