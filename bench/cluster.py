@@ -189,7 +189,8 @@ async def _acd(settings, report: Report, speech: Path, waiting: int, folder: Pat
                    f"{len(inversions)} order inversions, {len(doubles)} double rings",
                    comparison="target 0", note=f"counted from both nodes' AMI events; all answered in {served:.0f} s "
                    f"(agents talk {ACD_TALK_MS // 1000} s, wrap-up {WRAPUP_SECONDS} s); {len(told)} position "
-                   "announcements counted over both nodes")
+                   "announcements counted over both nodes"
+                   + (f"; inversions (earlier, later caller): {inversions[:5]}" if inversions else ""))
         try:  # each caller's call ends in the survey after its agent hangs up
             await asyncio.wait_for(asyncio.shield(calls), 180)
         except TimeoutError:

@@ -241,7 +241,11 @@ class ClusterRouter:
         # A node that is away has no callers to offer (its calls are closed as lost, cti.service); its
         # agents are placed on a node that is up (every node reaches their phones through Kamailio).
         targets = assign([item for item in self.waiting.items() if item[1].node in up], free)
-        for agent in free:
+        # Placed in the order of the callers they go to (assign's order, oldest first), the agents staying
+        # where they are after them: an agent unpaused on a node for a younger caller before the agent moving
+        # to an older caller elsewhere is in would be rung for the younger one first.
+        order = {agent_id: index for index, agent_id in enumerate(targets)}
+        for agent in sorted(free, key=lambda a: order.get(a.agent_id, len(order))):
             stay = agent.node if agent.node in up else (self.home(agent.agent_id) if self.home(agent.agent_id) in up
                                                         else up[0])
             try:
