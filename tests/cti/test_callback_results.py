@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from core.db import Database
 from cti import callbacks
 from cti.models import CallbackRequest, CallbackStatus, CallRecord
 
@@ -31,14 +30,6 @@ class NoChannels:
         return []
 
 
-@pytest.fixture
-async def callback_db(db_url: str):
-    database = Database(db_url)
-    yield database
-    async with database.transaction() as session:
-        await session.execute(CallbackRequest.__table__.delete())
-        await session.execute(CallRecord.__table__.delete().where(CallRecord.call_id.like("out-test-%")))
-    await database.close()
 
 
 async def test_attempts_whose_result_was_missed_are_settled_from_the_records(callback_db):

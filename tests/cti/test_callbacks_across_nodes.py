@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from core.ami import AmiNodes
@@ -29,13 +28,6 @@ class FakeNode:
         return []
 
 
-@pytest.fixture
-async def callback_db(db_url: str):
-    database = Database(db_url)
-    yield database
-    async with database.transaction() as session:
-        await session.execute(CallbackRequest.__table__.delete())
-    await database.close()
 
 
 async def _pending(db: Database, number: str, asked_ago: float) -> int:
