@@ -48,14 +48,16 @@ async def test_attempts_whose_result_was_missed_are_settled_from_the_records(cal
                                    answered_at=long_ago if answered else None, direction="outbound",
                                    caller_number=rows[name].number))
     async with db.transaction() as session:  # their last change 2 minutes ago, except "now"
-        await session.execute(update(CallbackRequest).where(CallbackRequest.number != "13800000004")
-                              .values(updated_at=long_ago))
+        await session.execute(update(CallbackRequest).where(
+            CallbackRequest.outbound_call_id.in_([f"out-test-{n}" for n in ("never", "answered", "unanswered")]))
+            .values(updated_at=long_ago))
 
     await callbacks.settle_missed_results(db, NoChannels(), now)
 
     async with db.session() as session:
         after = {r.outbound_call_id.removeprefix("out-test-"): r
-                 for r in (await session.scalars(select(CallbackRequest))).all()}
+                 for r in (await session.scalars(select(CallbackRequest).where(  # other tests' rows may be here
+                     CallbackRequest.outbound_call_id.like("out-test-%")))).all()}
     assert after["never"].status == CallbackStatus.PENDING and after["never"].attempts == 0
     assert "未收到拨号结果" in after["never"].note and after["never"].next_attempt_at > now
     assert after["answered"].status == CallbackStatus.DONE
