@@ -310,6 +310,7 @@ class CallTracker:
         write = asyncio.ensure_future(self._update(
             call_id, state=CallState.RINGING, agents_rung={"phone": phone, "agent_id": agent_id, "at": now.isoformat()},
             **values))
+        history: asyncio.Future | None = None
         try:
             if agent_id is None:
                 if lookup_failed:  # nobody to show it to, for want of Redis: said and counted, never silent
@@ -333,7 +334,8 @@ class CallTracker:
             await self._pop(event, agent_id, record, now, await history)
             await write
         except BaseException:
-            for task in (write, call.history):
+            # The ring's write goes on (a failed pop must not lose it from the record); only the reads stop.
+            for task in (history, call.history):
                 if task is not None and not task.done():
                     task.cancel()
             raise
