@@ -124,6 +124,9 @@ def render_asterisk_config(settings: Settings, runtime: AsteriskRuntime, node: A
     uid, gid = runtime.asterisk_ids()
     for sub in INSTANCE_DIRS:
         (base / sub).mkdir(parents=True, exist_ok=True)
+    # The folder of all instances is made under whatever umask the caller had (027 under the test stacks'
+    # private umask): Asterisk, not root, must still pass through it to its own folder; nobody lists it.
+    base.parent.chmod(0o711)
     etc = base / "etc"
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(CONF_DIR),
