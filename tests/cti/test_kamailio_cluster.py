@@ -212,8 +212,12 @@ async def _lose_node1_and_take_it_back(settings, runtime, speech: Path, waiter, 
         return time.monotonic() - killed_at
 
     async def closed_as_lost() -> dict[str, CallRecord]:
-        # Generous: the CTI gives a node up NODE_LOST_SECONDS (10 s) after its AMI went away.
-        found = await waiter(lambda: _lost_records(db, lost), timeout=30, what="node1's calls closed as node_lost")
+        # Generous: the CTI gives a node up NODE_LOST_SECONDS (10 s) after its AMI went away, then applies
+        # node1's last events (at most 5 s) and waits for handlers in flight (under a loaded CI, longer).
+        try:
+            found = await waiter(lambda: _lost_records(db, lost), timeout=60, what="node1's calls closed as node_lost")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the CTI's log on node1 since: {_cti_lines(settings, 'node1')}") from None
         print(f"node1's open calls closed as node_lost {time.monotonic() - killed_at:.1f} s after SIGKILL")
         return found
 
@@ -373,6 +377,12 @@ async def _status_of_loss(settings, runtime) -> str | None:
     health = {h.name: h for h in await asyncio.to_thread(check_health, settings, runtime)}
     node1, cti = health[settings.node("node1").program], health["cti"]
     return cti.detail if not node1.ok and not cti.ok and "node1已失联" in cti.detail else None
+
+
+def _cti_lines(settings, node: str, last: int = 15) -> list[str]:
+    """The CTI's last log lines about ``node`` (a failure says what the CTI was doing)."""
+    lines = (settings.log_dir / "cti.log").read_text(errors="replace").splitlines()
+    return [line[:300] for line in lines if node in line][-last:]
 
 
 def _agent_resyncs(settings, node: str) -> int:

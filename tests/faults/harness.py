@@ -313,7 +313,9 @@ class FaultRunner:
         if fault.part == "asterisk":
             # The citizens a crash cuts off are called back as soon as an agent is free: SIPp answers as
             # their phones on the carrier side, from before the crash on, and the agents end those calls.
-            carrier = carrier_answering(self.stack.settings, calls=len(callers), timeout_s=300)
+            # Room for more calls than citizens: SIPp stops taking INVITEs once it has handled ``calls`` (a
+            # stray request counts as one), and an ignored INVITE is a NOANSWER whose retry comes minutes later.
+            carrier = carrier_answering(self.stack.settings, calls=4 * len(callers), timeout_s=600)
             ender = asyncio.create_task(self._end_callbacks())
         try:
             groups = [self._place(first, hold_ms=10000)]
@@ -339,6 +341,9 @@ class FaultRunner:
                 if carrier.poll() is None:
                     carrier.kill()
                 carrier.wait()
+                if not outcome.clean:  # what the citizens' side saw, for a callback that went wrong
+                    said = (carrier.stderr.read() if carrier.stderr else b"").decode(errors="replace").strip()
+                    outcome.problems.append(f"carrier SIPp (rc {carrier.returncode}): {said[-400:] or '(nothing)'}")
                 await self.cancel_callbacks(callers)
         return outcome
 
