@@ -217,7 +217,7 @@ async def _lose_node1_and_take_it_back(settings, runtime, speech: Path, waiter, 
         try:
             found = await waiter(lambda: _lost_records(db, lost), timeout=60, what="node1's calls closed as node_lost")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; the CTI's log on node1 since: {_cti_lines(settings, 'node1')}") from None
+            raise AssertionError(f"{exc}; the CTI's last log lines on node1: {_cti_lines(settings, 'node1')}") from None
         print(f"node1's open calls closed as node_lost {time.monotonic() - killed_at:.1f} s after SIGKILL")
         return found
 

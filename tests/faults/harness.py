@@ -343,7 +343,7 @@ class FaultRunner:
                 carrier.wait()
                 if not outcome.clean:  # what the citizens' side saw, for a callback that went wrong
                     said = (carrier.stderr.read() if carrier.stderr else b"").decode(errors="replace").strip()
-                    outcome.problems.append(f"carrier SIPp (rc {carrier.returncode}): {said[-400:] or '(nothing)'}")
+                    outcome.problem(f"carrier SIPp (rc {carrier.returncode}): {said[-400:] or '(nothing)'}")
                 await self.cancel_callbacks(callers)
         return outcome
 
